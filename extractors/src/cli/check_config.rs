@@ -1,0 +1,141 @@
+//! `extractor-runtime check-config`: full validation, no network, and a one-screen summary.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use extractor_runtime::config::{Config, Schedule, ScheduleKind};
+
+use super::{CliError, Outcome};
+
+pub fn check_config(path: &Path) -> Result<Outcome, CliError> {
+    let config = super::load(path, false)?;
+    print!("{}", summary(path, &config));
+    Ok(Outcome::Success)
+}
+
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        let s = d.as_secs();
+        match s {
+            s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+            s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        }
+    }
+}
+
+/// The one-screen summary. Secrets appear only as `***`.
+pub(crate) fn summary(path: &Path, config: &Config) -> String {
+    let mut out = String::new();
+    let c = &config.cognite;
+    let _ = writeln!(out, "config {} is valid", path.display());
+    let _ = writeln!(out, "cdf:      project {} at {}", c.project, c.host);
+    if c.dry_run {
+        let _ = writeln!(
+            out,
+            "          dry-run: nothing is sent to CDF, no token is fetched"
+        );
+    }
+    match &c.idp_authentication {
+        Some(idp) => {
+            let _ = writeln!(
+                out,
+                "auth:     client {} (secret {}) at {}",
+                idp.client_id,
+                idp.secret,
+                idp.token_endpoint()
+            );
+            let _ = writeln!(
+                out,
+                "          scopes {}; min-ttl {}; auth-method {:?}",
+                idp.scopes.join(" "),
+                secs(idp.min_ttl),
+                idp.auth_method
+            );
+        }
+        None => {
+            let _ = writeln!(out, "auth:     none (dry-run)");
+        }
+    }
+    if let Some(p) = &c.extraction_pipeline {
+        let _ = writeln!(out, "pipeline: {}", p.external_id);
+    }
+    match &config.metrics.server {
+        Some(s) => {
+            let _ = writeln!(out, "metrics:  http://{}:{}/metrics", s.host, s.port);
+        }
+        None => {
+            let _ = writeln!(out, "metrics:  no server");
+        }
+    }
+    for gw in &config.metrics.push_gateways {
+        let _ = writeln!(
+            out,
+            "          push to {} as job {} every {}",
+            gw.host,
+            gw.job_name,
+            secs(gw.push_interval)
+        );
+    }
+    if let Some(store) = &config.state_store {
+        if let Some(local) = &store.local {
+            let _ = writeln!(
+                out,
+                "state:    local file {} (saved every {})",
+                local.path,
+                secs(local.save_interval)
+            );
+        }
+        if let Some(raw) = &store.raw {
+            let _ = writeln!(
+                out,
+                "state:    RAW {}/{} (uploaded every {})",
+                raw.database,
+                raw.table,
+                secs(raw.upload_interval)
+            );
+        }
+    }
+    let _ = writeln!(out, "tasks:    {}", config.tasks.len());
+    let now = jiff::Zoned::now();
+    for task in &config.tasks {
+        let when = match task.schedule.parse() {
+            Ok(Schedule::Interval {
+                every,
+                run_on_start,
+            }) => format!(
+                "every {}{}",
+                secs(every),
+                if run_on_start {
+                    ", first run at start"
+                } else {
+                    ""
+                }
+            ),
+            Ok(Schedule::Cron { cron, timezone }) => {
+                let next = cron
+                    .find_next_occurrence(&now.with_time_zone(timezone.clone()), false)
+                    .map(|t| t.strftime("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .unwrap_or_else(|_| "never".into());
+                format!(
+                    "cron `{}` ({}), next {next}",
+                    cron.as_str(),
+                    timezone.iana_name().unwrap_or("UTC")
+                )
+            }
+            Ok(_) if task.schedule.kind == ScheduleKind::Continuous => "continuously".to_owned(),
+            Ok(_) => "once at startup".to_owned(),
+            Err(_) => "invalid".to_owned(),
+        };
+        let mut extra = format!("overlap {:?}", task.overlap).to_lowercase();
+        if let Some(t) = task.timeout {
+            let _ = write!(extra, ", timeout {}", secs(t));
+        }
+        let _ = writeln!(out, "  - {} ({}): {when}; {extra}", task.name, task.kind);
+    }
+    out
+}

@@ -1,0 +1,120 @@
+//! Subcommands, one file each, and the mapping of failures to exit codes.
+
+mod check_config;
+mod run;
+mod schema;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use extractor_runtime::config::{Config, ConfigErrors, LoadOptions};
+
+/// Exit codes, as documented in the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// A task failed.
+    TaskFailed = 1,
+    /// Bad config or usage, including `COGNITE_API_KEY` in the environment.
+    Config = 2,
+    /// The identity provider refused the credentials for good.
+    #[allow(dead_code)] // returned by `token` and `run` once the token manager lands
+    Auth = 3,
+}
+
+/// A failure with the exit code it maps to.
+pub struct CliError {
+    pub code: Code,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn new(code: Code, error: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigErrors> for CliError {
+    fn from(e: ConfigErrors) -> Self {
+        CliError::new(Code::Config, e)
+    }
+}
+
+/// What a successful command reports.
+pub enum Outcome {
+    /// Everything succeeded.
+    Success,
+    /// The command ran, but a task failed.
+    #[allow(dead_code)] // reported by `run --once` once the scheduler lands
+    TaskFailed,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::TaskFailed => ExitCode::from(Code::TaskFailed as u8),
+        }
+    }
+}
+
+/// Runs data extractors for Cognite Data Fusion.
+///
+/// Exit codes: 0 success, 1 a task failed, 2 config or usage error (including COGNITE_API_KEY
+/// being set), 3 permanent authentication failure.
+#[derive(Debug, Parser)]
+#[command(name = "extractor-runtime", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the tasks of a config.
+    ///
+    /// In this version `run` loads and validates the config, sets up logging and then waits for
+    /// SIGTERM or SIGINT; it does not run tasks yet (the scheduler is the next piece of work).
+    /// With --once it exits right after loading.
+    Run {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Run each task once and exit (for batch jobs and CronJobs).
+        #[arg(long)]
+        once: bool,
+        /// Send nothing to CDF and fetch no token: write what would be sent as NDJSON.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate a config fully, without touching the network, and summarise what would run.
+    CheckConfig {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the config file (for editors).
+    Schema,
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Run {
+            config,
+            once,
+            dry_run,
+        } => run::run(&config, once, dry_run),
+        Command::CheckConfig { config } => check_config::check_config(&config),
+        Command::Schema => schema::schema(),
+    }
+}
+
+/// Loads a config: the one way every command reads one, so that each refuses when
+/// `COGNITE_API_KEY` is set.
+fn load(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
+    Ok(Config::load(path, &LoadOptions { force_dry_run })?)
+}

@@ -1,0 +1,215 @@
+//! The YAML config: read, `${VAR}`-substitute, type-check and validate, with errors that say
+//! where (`file:line:column: key.path: message`).
+//!
+//! # Examples
+//!
+//! ```
+//! use extractor_runtime::config::{Config, LoadOptions};
+//!
+//! let yaml = r#"
+//! version: 1
+//! cognite:
+//!   project: demo
+//!   dry-run: true
+//! tasks:
+//!   - name: every-minute
+//!     type: csv
+//!     schedule: {type: interval, expression: 1m}
+//! "#;
+//! let env = |_: &str| None;
+//! let config = Config::from_yaml(yaml, None, &env, &LoadOptions::default()).unwrap();
+//! assert_eq!(config.tasks[0].name, "every-minute");
+//!
+//! let err = Config::from_yaml("version: 1\ncognite: {projct: demo}\n", None, &env, &LoadOptions::default())
+//!     .unwrap_err();
+//! assert_eq!(err.to_string(), "2:11: cognite.projct: unknown key `projct`, did you mean `project`?");
+//! ```
+
+mod duration;
+mod env;
+mod error;
+mod model;
+mod node;
+mod path;
+mod suggest;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use duration::parse_duration;
+pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
+pub use model::Config;
+pub use model::{
+    AuthMethod, CogniteConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
+    ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel,
+    LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig,
+    RawStateStoreConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig,
+};
+pub use node::Node;
+pub use validate::{Schedule, parse_cron};
+
+use node::NodeDeserializer;
+use path::KeyPath;
+
+/// The environment variable whose mere presence makes every command refuse to start.
+///
+/// Older Cognite SDKs let it silently override the token-based setup, so an extractor that
+/// starts with it set may not authenticate the way its config says.
+pub const API_KEY_VARIABLE: &str = "COGNITE_API_KEY";
+
+/// Fails when `COGNITE_API_KEY` is present in the environment, even empty.
+pub fn check_api_key(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    if lookup(API_KEY_VARIABLE).is_some() {
+        return Err(ConfigError::new(
+            ConfigErrorKind::ApiKeyInEnvironment,
+            format!(
+                "{API_KEY_VARIABLE} is set in the environment; API keys are not supported and older \
+                 Cognite SDKs let it override the token setup of this config. Unset it \
+                 (`unset {API_KEY_VARIABLE}`) and authenticate with `cognite.idp-authentication`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Settings that change how a config is loaded.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Treat the config as `cognite.dry-run: true` (the `--dry-run` flag).
+    pub force_dry_run: bool,
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+impl Config {
+    /// Loads a config file, substituting from the process environment.
+    ///
+    /// Refuses first, before reading anything, when `COGNITE_API_KEY` is set.
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErrors> {
+        check_api_key(&process_env)?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                ConfigErrorKind::Io,
+                format!("cannot read the config file: {e}"),
+            )
+            .in_file(Some(path.to_owned()))
+        })?;
+        Config::from_yaml(&text, Some(path), &process_env, options)
+    }
+
+    /// Loads a config from text. `file` names it in errors; `env` looks variables up.
+    pub fn from_yaml(
+        text: &str,
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        options: &LoadOptions,
+    ) -> Result<Config, ConfigErrors> {
+        let file: Option<PathBuf> = file.map(Path::to_owned);
+        let in_file = |errors: Vec<ConfigError>| {
+            ConfigErrors(
+                errors
+                    .into_iter()
+                    .map(|e| e.in_file(file.clone()))
+                    .collect(),
+            )
+        };
+        check_api_key(env).map_err(|e| in_file(vec![e]))?;
+
+        let mut tree = Node::parse(text).map_err(|e| {
+            let mark = e.location().map(|l| Mark {
+                line: l.line() as u32,
+                column: l.column() as u32,
+            });
+            let message = strip_location_prefix(&e.to_string());
+            in_file(vec![
+                ConfigError::new(ConfigErrorKind::Syntax, format!("invalid YAML: {message}"))
+                    .at(mark, ""),
+            ])
+        })?;
+        if tree.is_null() {
+            return Err(in_file(vec![
+                ConfigError::new(ConfigErrorKind::Schema, "the config file is empty")
+                    .at(Some(tree.mark()), ""),
+            ]));
+        }
+
+        let env_errors = env::substitute(&mut tree, &KeyPath::Root, env);
+        if !env_errors.is_empty() {
+            return Err(in_file(env_errors));
+        }
+
+        let mut config: Config =
+            deserialize_node(&tree, &KeyPath::Root).map_err(|e| in_file(vec![e]))?;
+        if options.force_dry_run {
+            config.cognite.dry_run = true;
+        }
+
+        let problems = validate::validate(&config, &tree);
+        if !problems.is_empty() {
+            return Err(in_file(problems));
+        }
+
+        for (index, task) in config.tasks.iter_mut().enumerate() {
+            task.config = ExtractorConfigBlock {
+                node: tree
+                    .get("tasks")
+                    .and_then(|t| t.index(index))
+                    .and_then(|t| t.get("config"))
+                    .filter(|n| !n.is_null())
+                    .cloned(),
+                task_index: index,
+                task_mark: tree
+                    .get("tasks")
+                    .and_then(|t| t.index(index))
+                    .map(Node::mark),
+                file: file.clone(),
+            };
+        }
+        Ok(config)
+    }
+
+    /// The JSON Schema of the config file, for editors.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Config)).expect("a schema is valid JSON")
+    }
+}
+
+impl ExtractorConfigBlock {
+    /// Deserializes the block into an extractor's own config type; errors carry
+    /// `tasks[N].config.…` key paths and the line and column in the file. A missing block
+    /// deserializes from an empty mapping, so a type whose fields all have defaults accepts it.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigErrors> {
+        let empty = Node::empty_map(self.task_mark.unwrap_or(Mark { line: 1, column: 1 }));
+        let node = self.node.as_ref().unwrap_or(&empty);
+        let tasks = KeyPath::Key(&KeyPath::Root, "tasks");
+        let task = KeyPath::Index(&tasks, self.task_index);
+        let path = KeyPath::Key(&task, "config");
+        deserialize_node(node, &path).map_err(|e| ConfigErrors(vec![e.in_file(self.file.clone())]))
+    }
+}
+
+fn deserialize_node<T: DeserializeOwned>(
+    tree: &Node,
+    path: &KeyPath<'_>,
+) -> Result<T, ConfigError> {
+    T::deserialize(NodeDeserializer::new(tree, path)).map_err(|e| {
+        ConfigError::new(ConfigErrorKind::Schema, e.message).at(e.mark, e.path.unwrap_or_default())
+    })
+}
+
+/// serde-saphyr's messages start with `line L column C: `; we print our own location.
+fn strip_location_prefix(message: &str) -> String {
+    let first_line = message.lines().next().unwrap_or(message);
+    match first_line
+        .strip_prefix("error: ")
+        .unwrap_or(first_line)
+        .split_once(": ")
+    {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_owned(),
+        _ => first_line.to_owned(),
+    }
+}

@@ -1,0 +1,431 @@
+//! The config's typed structs, one per YAML section. Keys are hyphen-case; unknown keys are errors.
+//!
+//! The `cognite:` section keeps the key names of Cognite's python-extractor-utils, so an existing
+//! section works unchanged.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::duration::{self, DurationSchema};
+use super::node::Node;
+use crate::secret::Secret;
+
+/// The whole config file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "extractor-runtime config")]
+pub struct Config {
+    /// Version of the config format. Only `1` exists.
+    pub version: u32,
+    /// The CDF project and how to authenticate against it.
+    pub cognite: CogniteConfig,
+    /// The Prometheus endpoint and Pushgateways.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Logging.
+    #[serde(default)]
+    pub logger: LoggerConfig,
+    /// Where incremental state (watermarks) is kept between runs.
+    #[serde(default)]
+    pub state_store: Option<StateStoreConfig>,
+    /// The extractor tasks to run.
+    #[serde(default)]
+    pub tasks: Vec<TaskConfig>,
+}
+
+/// `cognite:`: the CDF project and its authentication.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CogniteConfig {
+    /// The CDF project name.
+    pub project: String,
+    /// The CDF cluster's base URL.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// OAuth2 client credentials. Required unless `dry-run` is true.
+    #[serde(default)]
+    pub idp_authentication: Option<IdpAuthenticationConfig>,
+    /// The extraction pipeline that runs are reported to.
+    #[serde(default)]
+    pub extraction_pipeline: Option<ExtractionPipelineConfig>,
+    /// When true, nothing is sent to CDF and no token is fetched: batches are written as NDJSON.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_host() -> String {
+    "https://api.cognitedata.com".to_owned()
+}
+
+/// `cognite.idp-authentication:`: OAuth2 client credentials (Entra ID or any OAuth2 IdP).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IdpAuthenticationConfig {
+    /// The application (client) id.
+    pub client_id: String,
+    /// The client secret. Use `${ENV_VAR}`; it is never logged or printed.
+    pub secret: Secret,
+    /// The token endpoint. Give this, or `tenant`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// The Entra ID tenant (directory) id; the token endpoint is then
+    /// `{authority}{tenant}/oauth2/v2.0/token`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// The Entra ID authority, used with `tenant`.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Scopes to request, like `https://api.cognitedata.com/.default`.
+    pub scopes: Vec<String>,
+    /// Extra `resource` form field, for identity providers that need it.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// Extra `audience` form field, for identity providers that need it.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// A token with less life left than this is never used.
+    #[serde(
+        default = "default_min_ttl",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub min_ttl: Duration,
+    /// How the client authenticates to the token endpoint.
+    #[serde(default)]
+    pub auth_method: AuthMethod,
+}
+
+/// The default Entra ID authority.
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com/";
+
+fn default_min_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl IdpAuthenticationConfig {
+    /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`.
+    pub fn token_endpoint(&self) -> String {
+        match (&self.token_url, &self.tenant) {
+            (Some(url), _) => url.clone(),
+            (None, Some(tenant)) => {
+                let authority = self.authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
+                let sep = if authority.ends_with('/') { "" } else { "/" };
+                format!("{authority}{sep}{tenant}/oauth2/v2.0/token")
+            }
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// How the client id and secret reach the token endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// `client_secret_post`: id and secret in the form body.
+    #[default]
+    Post,
+    /// `client_secret_basic`: an `Authorization: Basic` header.
+    Basic,
+}
+
+/// `cognite.extraction-pipeline:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExtractionPipelineConfig {
+    /// The extraction pipeline's external id.
+    pub external_id: String,
+}
+
+/// `metrics:`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address.
+    #[serde(default)]
+    pub server: Option<MetricsServerConfig>,
+    /// Pushgateways to push metrics to (for batch jobs).
+    #[serde(default)]
+    pub push_gateways: Vec<PushGatewayConfig>,
+}
+
+/// `metrics.server:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsServerConfig {
+    /// The address to bind.
+    #[serde(default = "default_metrics_host")]
+    pub host: String,
+    /// The port to bind.
+    pub port: u16,
+}
+
+fn default_metrics_host() -> String {
+    "0.0.0.0".to_owned()
+}
+
+/// `metrics.push-gateways[]:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PushGatewayConfig {
+    /// The Pushgateway's base URL, like `http://pushgateway:9091`.
+    pub host: String,
+    /// The `job` label the metrics are pushed under.
+    pub job_name: String,
+    /// How often to push.
+    #[serde(
+        default = "default_push_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub push_interval: Duration,
+    /// Basic-auth user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password. Never logged or printed.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// After the process ends, wait this long, then delete the job's metrics from the gateway.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub clear_after: Option<Duration>,
+}
+
+fn default_push_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `logger:`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LoggerConfig {
+    /// Log to standard error.
+    #[serde(default)]
+    pub console: Option<ConsoleLoggerConfig>,
+}
+
+/// `logger.console:`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsoleLoggerConfig {
+    /// The lowest level logged. `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// `text` for people, `json` for log collectors (one object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// A log level. The upper-case spellings of python-extractor-utils are accepted too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    #[serde(alias = "TRACE")]
+    Trace,
+    /// Debugging detail.
+    #[serde(alias = "DEBUG")]
+    Debug,
+    /// Normal operation.
+    #[default]
+    #[serde(alias = "INFO")]
+    Info,
+    /// Something unexpected that was handled.
+    #[serde(alias = "WARNING", alias = "WARN", alias = "warning")]
+    Warn,
+    /// Something failed.
+    #[serde(alias = "ERROR")]
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// The console log format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `state-store:`: exactly one of `local` or `raw`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateStoreConfig {
+    /// A JSON file on local disk.
+    #[serde(default)]
+    pub local: Option<LocalStateStoreConfig>,
+    /// A table in CDF RAW.
+    #[serde(default)]
+    pub raw: Option<RawStateStoreConfig>,
+}
+
+/// `state-store.local:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LocalStateStoreConfig {
+    /// The JSON file's path.
+    pub path: String,
+    /// How often the state is saved (it is also saved after each flush and at shutdown).
+    #[serde(
+        default = "default_save_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub save_interval: Duration,
+}
+
+/// `state-store.raw:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawStateStoreConfig {
+    /// The RAW database.
+    pub database: String,
+    /// The RAW table.
+    pub table: String,
+    /// How often the state is uploaded.
+    #[serde(
+        default = "default_save_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub upload_interval: Duration,
+}
+
+fn default_save_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `tasks[]:`: one extractor task.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskConfig {
+    /// A unique name: letters, digits, `_`, `-` and `.`. It labels the task's metrics.
+    pub name: String,
+    /// The registered extractor type that runs this task.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the task runs.
+    pub schedule: ScheduleConfig,
+    /// What happens when a run is due while the previous one still runs.
+    #[serde(default)]
+    pub overlap: OverlapPolicy,
+    /// With `overlap: allow`, how many runs may run at once.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// A run that takes longer is cancelled and counted as `timeout`.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub timeout: Option<Duration>,
+    /// A missed run is caught up only if it can start within this long after its planned time.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub starting_deadline: Option<Duration>,
+    /// A random delay of up to this long before each run.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub jitter: Option<Duration>,
+    /// The extractor's own settings, validated by the extractor type.
+    #[serde(default)]
+    pub config: ExtractorConfigBlock,
+}
+
+/// A task's `config:` block, kept as a tree (with positions) for its extractor to read.
+#[derive(Debug, Default)]
+pub struct ExtractorConfigBlock {
+    pub(crate) node: Option<Node>,
+    pub(crate) task_index: usize,
+    /// Where the task itself starts: errors about a missing block point here.
+    pub(crate) task_mark: Option<super::error::Mark>,
+    pub(crate) file: Option<std::path::PathBuf>,
+}
+
+impl ExtractorConfigBlock {
+    /// The block as written, if any.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+}
+
+impl<'de> Deserialize<'de> for ExtractorConfigBlock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The tree itself is attached after deserialization (see `config::load`), which keeps
+        // line and column for the extractor's own errors.
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(ExtractorConfigBlock::default())
+    }
+}
+
+impl JsonSchema for ExtractorConfigBlock {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExtractorConfig".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Settings of the task's extractor type; each type documents its own.",
+            "type": "object"
+        })
+    }
+}
+
+/// `tasks[].schedule:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScheduleConfig {
+    /// The kind of schedule.
+    #[serde(rename = "type")]
+    pub kind: ScheduleKind,
+    /// `interval`: a duration (`30s`); `cron`: 5 or 6 fields (`0 */5 * * * *`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub expression: Option<String>,
+    /// `cron`: the IANA time zone the expression is read in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// `interval`: run once right at start (default true).
+    #[serde(default)]
+    pub run_on_start: Option<bool>,
+}
+
+/// The kinds of schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Every `expression` (a duration).
+    Interval,
+    /// On a cron expression in a time zone.
+    Cron,
+    /// Runs all the time; restarted with backoff when it ends.
+    Continuous,
+    /// Once, before every other task starts.
+    Startup,
+}
+
+/// What to do when a run is due while the previous one still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverlapPolicy {
+    /// Skip the new run and count it.
+    #[default]
+    Forbid,
+    /// Run both, up to `max-concurrent`.
+    Allow,
+    /// Cancel the running one and start the new one.
+    Replace,
+}

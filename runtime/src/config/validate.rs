@@ -1,0 +1,390 @@
+//! Checks that need more than one value, or more than a type: run after deserialization, and
+//! gathering every problem rather than stopping at the first.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+
+use super::duration::parse_duration;
+use super::error::{ConfigError, ConfigErrorKind, Mark};
+use super::model::{Config, OverlapPolicy, ScheduleConfig, ScheduleKind};
+use super::node::Node;
+
+/// A task's schedule, parsed and checked.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Schedule {
+    /// Every `every`; the first run at start when `run_on_start`.
+    Interval {
+        /// Time between planned runs.
+        every: Duration,
+        /// Run once right at start.
+        run_on_start: bool,
+    },
+    /// On a cron expression, read in `timezone`.
+    Cron {
+        /// The parsed expression.
+        cron: Box<Cron>,
+        /// The time zone the expression is read in.
+        timezone: jiff::tz::TimeZone,
+    },
+    /// Runs all the time; restarted with backoff when it ends.
+    Continuous,
+    /// Once, before the other tasks start.
+    Startup,
+}
+
+/// A problem with one key of a schedule: the key (relative to `schedule`) and the message.
+type FieldError = (&'static str, String);
+
+impl ScheduleConfig {
+    /// Parses and checks the schedule.
+    pub fn parse(&self) -> Result<Schedule, Vec<(&'static str, String)>> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let kind = self.kind;
+        let name = match kind {
+            ScheduleKind::Interval => "interval",
+            ScheduleKind::Cron => "cron",
+            ScheduleKind::Continuous => "continuous",
+            ScheduleKind::Startup => "startup",
+        };
+        if self.timezone.is_some() && kind != ScheduleKind::Cron {
+            errors.push((
+                "timezone",
+                format!("`timezone` applies only to `cron` schedules, not `{name}`"),
+            ));
+        }
+        if self.run_on_start.is_some() && kind != ScheduleKind::Interval {
+            errors.push((
+                "run-on-start",
+                format!("`run-on-start` applies only to `interval` schedules, not `{name}`"),
+            ));
+        }
+        let schedule = match kind {
+            ScheduleKind::Interval => match self.expression.as_deref() {
+                None => {
+                    errors.push((
+                        "expression",
+                        "an `interval` schedule needs `expression`, like `30s`".into(),
+                    ));
+                    None
+                }
+                Some(text) => match parse_duration(text) {
+                    Ok(d) if d.is_zero() => {
+                        errors.push(("expression", "the interval must be longer than zero".into()));
+                        None
+                    }
+                    Ok(every) => Some(Schedule::Interval {
+                        every,
+                        run_on_start: self.run_on_start.unwrap_or(true),
+                    }),
+                    Err(e) => {
+                        errors.push(("expression", e));
+                        None
+                    }
+                },
+            },
+            ScheduleKind::Cron => {
+                let cron = match self.expression.as_deref() {
+                    None => {
+                        errors.push((
+                            "expression",
+                            "a `cron` schedule needs `expression`, like `0 */5 * * *`".into(),
+                        ));
+                        None
+                    }
+                    Some(text) => match parse_cron(text) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            errors.push(("expression", e));
+                            None
+                        }
+                    },
+                };
+                let timezone = match self.timezone.as_deref() {
+                    None => Some(jiff::tz::TimeZone::UTC),
+                    Some(tz) => match jiff::tz::TimeZone::get(tz) {
+                        Ok(z) => Some(z),
+                        Err(_) => {
+                            errors.push(("timezone", format!(
+                                "unknown time zone `{tz}`: use an IANA name like `Europe/Oslo` or `UTC`"
+                            )));
+                            None
+                        }
+                    },
+                };
+                match (cron, timezone) {
+                    (Some(cron), Some(timezone)) => Some(Schedule::Cron {
+                        cron: Box::new(cron),
+                        timezone,
+                    }),
+                    _ => None,
+                }
+            }
+            ScheduleKind::Continuous | ScheduleKind::Startup => {
+                if self.expression.is_some() {
+                    errors.push((
+                        "expression",
+                        format!("a `{name}` schedule takes no `expression`"),
+                    ));
+                }
+                Some(if kind == ScheduleKind::Continuous {
+                    Schedule::Continuous
+                } else {
+                    Schedule::Startup
+                })
+            }
+        };
+        match schedule {
+            Some(s) if errors.is_empty() => Ok(s),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Parses a cron expression of 5 fields (minute precision) or 6 (with seconds first).
+pub fn parse_cron(text: &str) -> Result<Cron, String> {
+    let fields = text.split_whitespace().count();
+    if !text.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!(
+            "invalid cron expression `{text}`: expected 5 fields (minute hour day month weekday) \
+             or 6 (with seconds first), found {fields}"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(text)
+        .map_err(|e| format!("invalid cron expression `{text}`: {e}"))
+}
+
+/// Finds the position of a key path like `tasks[1].schedule` in the tree.
+pub(crate) fn locate(tree: &Node, path: &str) -> Option<Mark> {
+    let mut node = tree;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, indices) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !key.is_empty() {
+            node = node.get(key)?;
+        }
+        for index in indices.split(['[', ']']).filter(|s| !s.is_empty()) {
+            node = node.index(index.parse().ok()?)?;
+        }
+    }
+    Some(node.mark())
+}
+
+struct Problems<'a> {
+    tree: &'a Node,
+    errors: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    /// A problem with the value at `path`; its position is looked up in the tree, falling back to
+    /// the nearest parent that exists (for a missing key, the mapping that lacks it).
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let mut probe = path.as_str();
+        let mark = loop {
+            if let Some(m) = locate(self.tree, probe) {
+                break Some(m);
+            }
+            match probe.rfind(['.', '[']) {
+                Some(i) => probe = &probe[..i],
+                None => break locate(self.tree, ""),
+            }
+        };
+        self.errors
+            .push(ConfigError::new(ConfigErrorKind::Invalid, message).at(mark, path));
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1
+}
+
+/// Checks everything that deserialization cannot; returns every problem found.
+pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
+    let mut p = Problems {
+        tree,
+        errors: Vec::new(),
+    };
+    if config.version != 1 {
+        p.push(
+            "version",
+            format!(
+                "unsupported config version {}: this build reads version 1",
+                config.version
+            ),
+        );
+    }
+
+    let c = &config.cognite;
+    if c.project.trim().is_empty() {
+        p.push("cognite.project", "must not be empty");
+    }
+    if !is_http_url(&c.host) {
+        p.push(
+            "cognite.host",
+            format!("`{}` is not an http:// or https:// URL", c.host),
+        );
+    }
+    match &c.idp_authentication {
+        None if !c.dry_run => p.push(
+            "cognite.idp-authentication",
+            "missing required key `idp-authentication` (it may be left out only with `dry-run: true`)",
+        ),
+        None => {}
+        Some(idp) => {
+            let base = "cognite.idp-authentication";
+            if idp.client_id.trim().is_empty() {
+                p.push(format!("{base}.client-id"), "must not be empty");
+            }
+            if idp.secret.is_empty() {
+                p.push(format!("{base}.secret"), "must not be empty");
+            }
+            match (&idp.token_url, &idp.tenant) {
+                (Some(_), Some(_)) => p.push(
+                    format!("{base}.tenant"),
+                    "give either `token-url` or `tenant` (with `authority`), not both",
+                ),
+                (None, None) => p.push(
+                    base,
+                    "missing the token endpoint: give `token-url`, or `tenant` (and optionally `authority`)",
+                ),
+                (Some(url), None) if !is_http_url(url) => {
+                    p.push(format!("{base}.token-url"), format!("`{url}` is not an http:// or https:// URL"));
+                }
+                (None, Some(t)) if t.trim().is_empty() => p.push(format!("{base}.tenant"), "must not be empty"),
+                _ => {}
+            }
+            if let Some(authority) = &idp.authority {
+                if idp.tenant.is_none() {
+                    p.push(format!("{base}.authority"), "`authority` is used only together with `tenant`");
+                } else if !is_http_url(authority) {
+                    p.push(format!("{base}.authority"), format!("`{authority}` is not an http:// or https:// URL"));
+                }
+            }
+            if idp.scopes.is_empty() {
+                p.push(format!("{base}.scopes"), "must list at least one scope, like `https://api.cognitedata.com/.default`");
+            }
+            for (i, s) in idp.scopes.iter().enumerate() {
+                if s.trim().is_empty() {
+                    p.push(format!("{base}.scopes[{i}]"), "a scope must not be empty");
+                }
+            }
+        }
+    }
+    if let Some(pipe) = &c.extraction_pipeline
+        && pipe.external_id.trim().is_empty()
+    {
+        p.push(
+            "cognite.extraction-pipeline.external-id",
+            "must not be empty",
+        );
+    }
+
+    for (i, gw) in config.metrics.push_gateways.iter().enumerate() {
+        let base = format!("metrics.push-gateways[{i}]");
+        if !is_http_url(&gw.host) {
+            p.push(
+                format!("{base}.host"),
+                format!("`{}` is not an http:// or https:// URL", gw.host),
+            );
+        }
+        if gw.job_name.trim().is_empty() {
+            p.push(format!("{base}.job-name"), "must not be empty");
+        }
+        if gw.push_interval.is_zero() {
+            p.push(format!("{base}.push-interval"), "must be longer than zero");
+        }
+        if gw.password.is_some() && gw.username.is_none() {
+            p.push(
+                format!("{base}.password"),
+                "a `password` needs a `username`",
+            );
+        }
+    }
+
+    if let Some(store) = &config.state_store {
+        match (&store.local, &store.raw) {
+            (Some(_), Some(_)) => {
+                p.push("state-store.raw", "give either `local` or `raw`, not both")
+            }
+            (None, None) => p.push(
+                "state-store",
+                "give `local: {path: ...}` or `raw: {database: ..., table: ...}`",
+            ),
+            _ => {}
+        }
+        if let Some(local) = &store.local
+            && local.path.trim().is_empty()
+        {
+            p.push("state-store.local.path", "must not be empty");
+        }
+    }
+
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, task) in config.tasks.iter().enumerate() {
+        let base = format!("tasks[{i}]");
+        let name = task.name.as_str();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            p.push(format!("{base}.name"), format!(
+                "invalid task name `{name}`: use letters, digits, `_`, `-` and `.` (it becomes a metric label)"
+            ));
+        } else if let Some(first) = seen.insert(name, i) {
+            p.push(
+                format!("{base}.name"),
+                format!("duplicate task name `{name}` (also used by tasks[{first}])"),
+            );
+        }
+        if task.kind.trim().is_empty() {
+            p.push(format!("{base}.type"), "must not be empty");
+        }
+        if let Err(errs) = task.schedule.parse() {
+            for (key, message) in errs {
+                p.push(format!("{base}.schedule.{key}"), message);
+            }
+        }
+        match (task.overlap, task.max_concurrent) {
+            (OverlapPolicy::Allow, Some(0)) => {
+                p.push(format!("{base}.max-concurrent"), "must be at least 1")
+            }
+            (OverlapPolicy::Allow, _) | (_, None) => {}
+            (_, Some(_)) => p.push(
+                format!("{base}.max-concurrent"),
+                "`max-concurrent` applies only with `overlap: allow`",
+            ),
+        }
+        if task.timeout.is_some_and(|t| t.is_zero()) {
+            p.push(format!("{base}.timeout"), "must be longer than zero");
+        }
+    }
+    p.errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_takes_five_or_six_fields() {
+        assert!(parse_cron("*/5 * * * *").is_ok());
+        assert!(parse_cron("0 */5 * * * *").is_ok());
+        assert!(parse_cron("@hourly").is_ok());
+        let e = parse_cron("* * *").unwrap_err();
+        assert!(e.contains("found 3"), "{e}");
+        let e = parse_cron("0 0 0 * * * 2030").unwrap_err();
+        assert!(e.contains("found 7"), "{e}");
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+}

@@ -1,0 +1,22 @@
+//! # extractor-runtime
+//!
+//! Runs data extractors for Cognite Data Fusion (CDF) in production: one YAML config, one shared
+//! client-credentials token manager, a scheduler for pluggable extractor tasks, upload queues into
+//! CDF, durable incremental state, and Prometheus metrics.
+//!
+//! This crate is the library; the `extractor-runtime` binary in the `extractors` crate registers
+//! the built-in extractors and provides the CLI.
+//!
+//! ## Modules
+//! - [`config`]: load and validate the YAML config, with `file:line:column: key.path` errors.
+//! - [`logging`]: set up `tracing` from `logger:`.
+//! - [`Secret`]: a string that never prints itself.
+
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod logging;
+mod secret;
+
+pub use config::{Config, ConfigError, ConfigErrors};
+pub use secret::{REDACTED, Secret};
