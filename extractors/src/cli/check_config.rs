@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use extractor_runtime::config::{Config, Schedule, ScheduleKind};
+use extractor_runtime::config::{AuthMethod, Config, Schedule, ScheduleKind};
 
 use super::{CliError, Outcome};
 
@@ -16,15 +16,15 @@ pub fn check_config(path: &Path) -> Result<Outcome, CliError> {
 
 fn secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    let s = d.as_secs();
+    if !ms.is_multiple_of(1000) {
         format!("{ms}ms")
+    } else if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
     } else {
-        let s = d.as_secs();
-        match s {
-            s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
-            s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
-            s => format!("{s}s"),
-        }
+        format!("{s}s")
     }
 }
 
@@ -51,10 +51,13 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             );
             let _ = writeln!(
                 out,
-                "          scopes {}; min-ttl {}; auth-method {:?}",
+                "          scopes {}; min-ttl {}; auth-method {}",
                 idp.scopes.join(" "),
                 secs(idp.min_ttl),
-                idp.auth_method
+                match idp.auth_method {
+                    AuthMethod::Post => "post",
+                    AuthMethod::Basic => "basic",
+                }
             );
         }
         None => {

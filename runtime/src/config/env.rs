@@ -29,12 +29,21 @@ pub(crate) fn substitute(
 fn walk(node: &mut Node, path: &KeyPath<'_>, lookup: Lookup<'_>, errors: &mut Vec<ConfigError>) {
     let mark = node.mark;
     match &mut node.kind {
-        NodeKind::Str { value, from_env } => {
+        NodeKind::Str {
+            value,
+            substituted,
+            from_env,
+        } => {
             if !value.contains('$') {
                 return;
             }
             match expand(value, lookup) {
-                Ok(Expanded { text, used_env }) => {
+                Ok(Expanded {
+                    text,
+                    used_env,
+                    used_form,
+                }) => {
+                    *substituted = used_form;
                     *value = text;
                     *from_env = used_env;
                 }
@@ -65,12 +74,15 @@ pub(crate) struct Expanded {
     pub(crate) text: String,
     /// Whether any variable's value went into `text`.
     pub(crate) used_env: bool,
+    /// Whether any `${...}` form was expanded (a default counts).
+    pub(crate) used_form: bool,
 }
 
 /// Expands one string. The error message names the variable, never its value.
 pub(crate) fn expand(input: &str, lookup: Lookup<'_>) -> Result<Expanded, String> {
     let mut out = String::with_capacity(input.len());
     let mut used_env = false;
+    let mut used_form = false;
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
@@ -80,12 +92,11 @@ pub(crate) fn expand(input: &str, lookup: Lookup<'_>) -> Result<Expanded, String
             rest = tail;
         } else if let Some(body_and_tail) = after.strip_prefix('{') {
             let Some(end) = body_and_tail.find('}') else {
-                return Err(format!(
-                    "unterminated `${{` in a value: close it with `}}`, or write `$$` for a literal `$`"
-                ));
+                return Err("unterminated `${` in a value: close it with `}`, or write `$$` for a literal `$`".to_owned());
             };
             let body = &body_and_tail[..end];
             let (name, op) = split_body(body)?;
+            used_form = true;
             let value = lookup(name);
             match op {
                 Op::Required => match value {
@@ -133,6 +144,7 @@ pub(crate) fn expand(input: &str, lookup: Lookup<'_>) -> Result<Expanded, String
     Ok(Expanded {
         text: out,
         used_env,
+        used_form,
     })
 }
 

@@ -204,12 +204,13 @@ fn deserialize_node<T: DeserializeOwned>(
 /// serde-saphyr's messages start with `line L column C: `; we print our own location.
 fn strip_location_prefix(message: &str) -> String {
     let first_line = message.lines().next().unwrap_or(message);
-    match first_line
-        .strip_prefix("error: ")
-        .unwrap_or(first_line)
-        .split_once(": ")
-    {
-        Some((loc, rest)) if loc.starts_with("line ") => rest.to_owned(),
-        _ => first_line.to_owned(),
+    let first_line = first_line.strip_prefix("error: ").unwrap_or(first_line);
+    let text = match first_line.split_once(": ") {
+        Some((loc, rest)) if loc.starts_with("line ") => rest,
+        _ => first_line,
+    };
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text.to_owned(),
     }
 }

@@ -217,26 +217,37 @@ pub struct ConsoleLoggerConfig {
     pub format: LogFormat,
 }
 
-/// A log level. The upper-case spellings of python-extractor-utils are accepted too.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+/// A log level. Any letter case is accepted (`INFO` as python-extractor-utils writes it), and
+/// `warning` for `warn`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Everything.
-    #[serde(alias = "TRACE")]
     Trace,
     /// Debugging detail.
-    #[serde(alias = "DEBUG")]
     Debug,
     /// Normal operation.
     #[default]
-    #[serde(alias = "INFO")]
     Info,
     /// Something unexpected that was handled.
-    #[serde(alias = "WARNING", alias = "WARN", alias = "warning")]
     Warn,
     /// Something failed.
-    #[serde(alias = "ERROR")]
     Error,
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error"];
+        let text = String::deserialize(d)?;
+        match text.to_ascii_lowercase().as_str() {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            _ => Err(serde::de::Error::unknown_variant(&text, LEVELS)),
+        }
+    }
 }
 
 impl LogLevel {

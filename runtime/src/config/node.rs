@@ -34,11 +34,13 @@ pub(crate) enum NodeKind {
         raw: String,
         value: ScalarValue,
     },
-    /// A string. `from_env` is set when `${VAR}` substitution produced (part of) it: such a value
-    /// may be a secret, so it is never quoted in an error, and it may be parsed as a number or
-    /// boolean when the target field asks for one.
+    /// A string. `substituted` is set when a `${VAR}` form produced it: it may then be parsed
+    /// as a number or boolean when the target field asks for one. `from_env` is set when a
+    /// variable's value went into it: such a value may be a secret and is never quoted in an
+    /// error.
     Str {
         value: String,
+        substituted: bool,
         from_env: bool,
     },
     Seq(Vec<Node>),
@@ -167,6 +169,7 @@ impl Node {
             }
             RawKind::Str(value) => NodeKind::Str {
                 value,
+                substituted: false,
                 from_env: false,
             },
             RawKind::Seq(items) => NodeKind::Seq(
@@ -284,6 +287,7 @@ impl DeError {
             if let NodeKind::Str {
                 value,
                 from_env: true,
+                ..
             } = &node.kind
                 && !value.is_empty()
             {
@@ -321,7 +325,19 @@ impl de::Error for DeError {
     }
 
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        DeError::new(format!("invalid value {unexp}, expected {exp}"))
+        let expected = match exp.to_string().as_str() {
+            "u8" => "an integer from 0 to 255".to_owned(),
+            "u16" => "an integer from 0 to 65535".to_owned(),
+            "u32" => "an integer from 0 to 4294967295".to_owned(),
+            "u64" | "usize" => "a non-negative integer".to_owned(),
+            other => other.to_owned(),
+        };
+        let found = match unexp {
+            de::Unexpected::Signed(i) => format!("`{i}`"),
+            de::Unexpected::Unsigned(u) => format!("`{u}`"),
+            other => other.to_string(),
+        };
+        DeError::new(format!("{found} is out of range: expected {expected}"))
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
@@ -361,19 +377,25 @@ impl<'de: 'p, 'p> NodeDeserializer<'de, 'p> {
     }
 
     fn type_error(&self, expected: &str) -> DeError {
-        DeError::new(format!(
-            "expected {expected}, found {}",
-            self.node.kind.describe()
-        ))
-        .at(self.node, self.path)
+        let found = match &self.node.kind {
+            // Quote what the file says; a value from the environment is not repeated.
+            NodeKind::Str {
+                value,
+                from_env: false,
+                ..
+            } => format!("the string `{value}`"),
+            other => other.describe().to_owned(),
+        };
+        DeError::new(format!("expected {expected}, found {found}")).at(self.node, self.path)
     }
 
-    /// Text that a number or boolean target may be parsed from: a string from the environment.
+    /// Text that a number or boolean target may be parsed from: a substituted string.
     fn env_text(&self) -> Option<&'de str> {
         match &self.node.kind {
             NodeKind::Str {
                 value,
-                from_env: true,
+                substituted: true,
+                ..
             } => Some(value.trim()),
             _ => None,
         }
@@ -497,7 +519,7 @@ impl<'de: 'p, 'p> Deserializer<'de> for NodeDeserializer<'de, 'p> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let empty_from_env = matches!(
             &self.node.kind,
-            NodeKind::Str { value, from_env: true } if value.is_empty()
+            NodeKind::Str { value, substituted: true, .. } if value.is_empty()
         );
         if self.node.is_null() || empty_from_env {
             visitor

@@ -1,0 +1,283 @@
+//! The real `extractor-runtime` binary: exit codes, stderr, and what it refuses to do.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_extractor-runtime"));
+    cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
+    cmd
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("binary runs");
+    (
+        status.code().expect("exited, not killed"),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = r#"
+version: 1
+cognite:
+  project: demo
+  host: http://127.0.0.1:PORT
+  idp-authentication:
+    client-id: my-client
+    secret: very-secret-value-42
+    token-url: http://127.0.0.1:PORT/token
+    scopes: [https://api.cognitedata.com/.default]
+logger:
+  console: {level: debug, format: json}
+tasks:
+  - name: t1
+    type: http
+    schedule: {type: interval, expression: 30s}
+"#;
+
+#[test]
+fn bad_config_corpus_gives_the_expected_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad-configs");
+    let expected = std::fs::read_to_string(dir.join("expected-errors.txt")).unwrap();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        files += 1;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let wanted: Vec<&str> = expected
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .collect();
+        assert!(
+            !wanted.is_empty(),
+            "{name} has no line in expected-errors.txt"
+        );
+        let (code, stdout, stderr) = run(bin()
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .env("EXTRACTOR_TEST_PORT", "abc"));
+        assert_eq!(code, 2, "{name}: exit code; stderr: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing on stdout, got {stdout}");
+        for line in wanted {
+            let full = format!("{}:{line}", path.display());
+            assert!(
+                stderr.contains(&full),
+                "{name}: expected\n  {full}\nin\n  {stderr}"
+            );
+        }
+        for secret in ["s3cr3t-value", "hunter2"] {
+            assert!(
+                !stderr.contains(secret),
+                "{name}: stderr shows a secret: {stderr}"
+            );
+        }
+    }
+    assert!(files >= 40, "the corpus has only {files} bad configs");
+}
+
+#[test]
+fn cognite_api_key_is_refused_by_every_command_before_any_network_io() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every URL in the config points at this listener: a connection would show up here.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let config = write_config(tmp.path(), &GOOD.replace("PORT", &port));
+    for value in ["", "some-api-key"] {
+        for args in [
+            vec!["run", "-c"],
+            vec!["run", "--once", "-c"],
+            vec!["run", "--dry-run", "-c"],
+            vec!["check-config", "-c"],
+        ] {
+            let (code, stdout, stderr) =
+                run(bin().args(&args).arg(&config).env("COGNITE_API_KEY", value));
+            assert_eq!(code, 2, "{args:?}: {stderr}");
+            assert!(stdout.is_empty());
+            assert!(stderr.contains("COGNITE_API_KEY is set"), "{stderr}");
+            assert!(stderr.contains("unset COGNITE_API_KEY"), "{stderr}");
+            assert!(
+                !stderr.contains("some-api-key"),
+                "the key's value is not repeated"
+            );
+        }
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("something connected: {other:?}"),
+    }
+}
+
+#[test]
+fn check_config_summarises_without_showing_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &GOOD.replace("PORT", "9"));
+    let (code, stdout, stderr) = run(bin().args(["check-config", "-c"]).arg(&config));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("project demo"), "{stdout}");
+    assert!(stdout.contains("client my-client (secret ***)"), "{stdout}");
+    assert!(
+        stdout.contains("t1 (http): every 30s, first run at start"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("very-secret-value-42") && !stderr.contains("very-secret-value-42"));
+}
+
+#[test]
+fn every_config_example_passes_check_config() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("config-examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.to_string_lossy().contains("rules")
+        {
+            let (code, stdout, stderr) = run(bin().args(["check-config", "-c"]).arg(&path));
+            assert_eq!(code, 0, "{}: {stderr}", path.display());
+            assert!(stdout.contains("is valid"), "{stdout}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3);
+}
+
+#[test]
+fn schema_matches_the_checked_in_copy() {
+    let (code, stdout, _) = run(bin().arg("schema"));
+    assert_eq!(code, 0);
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let checked_in: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("runtime/config.schema.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(printed, checked_in);
+    assert_eq!(printed["title"], "extractor-runtime config");
+}
+
+#[test]
+fn version_help_and_usage_errors() {
+    let (code, stdout, _) = run(bin().arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("extractor-runtime {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let (code, stdout, _) = run(bin().args(["run", "--help"]));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("does not run tasks yet"), "{stdout}");
+    assert!(
+        stdout.contains("--once") && stdout.contains("--dry-run"),
+        "{stdout}"
+    );
+
+    let (code, stdout, _) = run(bin().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("3 permanent authentication failure"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = run(bin().args(["run", "--bogus"]));
+    assert_eq!(code, 2, "{stderr}");
+
+    let (code, _, stderr) = run(bin().args(["check-config", "-c", "/nonexistent/config.yaml"]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("/nonexistent/config.yaml: cannot read the config file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_logs_json_and_exits_zero_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), &GOOD.replace("PORT", "9"));
+    let mut child = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines
+            .next()
+            .expect("the process logs before it waits")
+            .unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(field).is_some(), "{field} missing in {line}");
+        }
+        seen.push(event);
+        if line.contains("waiting for SIGTERM") || Instant::now() > deadline {
+            break;
+        }
+    }
+    let loaded = seen
+        .iter()
+        .find(|e| e["message"] == "config loaded")
+        .expect("config loaded");
+    assert_eq!(loaded["project"], "demo");
+    assert_eq!(loaded["tasks"], 1);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
+    let all = format!("{seen:?}{rest:?}");
+    assert!(
+        !all.contains("very-secret-value-42"),
+        "a secret reached the log"
+    );
+}
+
+#[test]
+fn rust_log_overrides_the_configured_level_and_text_is_the_default_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace("PORT", "9")
+        .replace("{level: debug, format: json}", "{level: error}");
+    let config = write_config(tmp.path(), &text);
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty(), "level error logs nothing here: {stderr}");
+    let (code, _, stderr) = run(bin()
+        .args(["run", "--once", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "info"));
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains(" INFO ") && stderr.contains("config loaded"),
+        "{stderr}"
+    );
+    assert!(serde_json::from_str::<serde_json::Value>(stderr.lines().next().unwrap()).is_err());
+}

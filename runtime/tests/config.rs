@@ -1,0 +1,383 @@
+//! The config loader through its public API: substitution, redaction, typed task blocks, schema.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use extractor_runtime::config::{Config, ConfigErrors, LoadOptions, Schedule};
+
+fn load_with(yaml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let env = move |name: &str| vars.get(name).cloned();
+    Config::from_yaml(
+        yaml,
+        Some(Path::new("test.yaml")),
+        &env,
+        &LoadOptions::default(),
+    )
+}
+
+const WITH_SECRET_FROM_ENV: &str = r#"
+version: 1
+cognite:
+  project: demo
+  idp-authentication:
+    client-id: ${CLIENT_ID}
+    secret: ${SECRET}
+    token-url: https://login.example.com/token
+    scopes: ["https://api.cognitedata.com/.default"]
+"#;
+
+/// Values that would change a YAML document's structure if pasted into its text.
+const TRICKY_VALUES: &[&str] = &[
+    "has # a hash",
+    "key: value",
+    "a: b # c: d",
+    "\"double\" and 'single' quotes",
+    "first line\nsecond line",
+    "*not-an-alias",
+    "&not-an-anchor",
+    "!not-a-tag",
+    "[not, a, list]",
+    "{not: a map}",
+    "|block",
+    ">folded",
+    "- not an item",
+    "% percent",
+    "@at `backtick`",
+    "trailing space ",
+    "${NOT_EXPANDED_TWICE}",
+];
+
+#[test]
+fn substituted_values_arrive_byte_for_byte() {
+    for value in TRICKY_VALUES {
+        let config = load_with(
+            WITH_SECRET_FROM_ENV,
+            &[("CLIENT_ID", value), ("SECRET", value)],
+        )
+        .unwrap_or_else(|e| panic!("{value:?} failed to load: {e}"));
+        let idp = config.cognite.idp_authentication.as_ref().unwrap();
+        assert_eq!(idp.client_id, *value, "client-id for {value:?}");
+        assert_eq!(idp.secret.expose_secret(), *value, "secret for {value:?}");
+        // The structure did not change: the same keys, the same scopes.
+        assert_eq!(idp.scopes, ["https://api.cognitedata.com/.default"]);
+        assert_eq!(
+            idp.token_url.as_deref(),
+            Some("https://login.example.com/token")
+        );
+        assert_eq!(config.cognite.project, "demo");
+    }
+}
+
+#[test]
+fn an_empty_secret_from_the_environment_is_an_error_that_names_the_key() {
+    let err = load_with(WITH_SECRET_FROM_ENV, &[("CLIENT_ID", "id"), ("SECRET", "")]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.yaml:7:13: cognite.idp-authentication.secret: must not be empty"
+    );
+}
+
+#[test]
+fn substitution_works_inside_quoted_and_block_scalars_and_keeps_dollars() {
+    let yaml = r#"
+version: 1
+cognite:
+  project: "proj-${SUFFIX}"
+  dry-run: true
+  extraction-pipeline:
+    external-id: |-
+      pipe-$${literal}-${SUFFIX}-$$
+"#;
+    let config = load_with(yaml, &[("SUFFIX", "x1")]).unwrap();
+    assert_eq!(config.cognite.project, "proj-x1");
+    assert_eq!(
+        config.cognite.extraction_pipeline.unwrap().external_id,
+        "pipe-${literal}-x1-$"
+    );
+}
+
+#[test]
+fn numbers_and_booleans_can_come_from_the_environment() {
+    let yaml = r#"
+version: 1
+cognite:
+  project: demo
+  dry-run: ${DRY_RUN:-true}
+metrics:
+  server: {host: 127.0.0.1, port: "${PORT}"}
+  push-gateways:
+    - {host: "http://127.0.0.1:9091", job-name: j, username: "${PUSH_USER:-}", push-interval: "${PUSH_EVERY:-45}"}
+"#;
+    let config = load_with(yaml, &[("PORT", "9123")]).unwrap();
+    assert!(config.cognite.dry_run);
+    assert_eq!(config.metrics.server.unwrap().port, 9123);
+    let gw = &config.metrics.push_gateways[0];
+    assert_eq!(
+        gw.username, None,
+        "an empty value from the environment means unset"
+    );
+    assert_eq!(gw.push_interval.as_secs(), 45);
+}
+
+#[test]
+fn an_env_value_in_the_wrong_type_is_not_repeated_in_the_error() {
+    let yaml = "version: 1\ncognite:\n  project: demo\n  dry-run: true\nmetrics:\n  server: {port: '${PORT}'}\n";
+    let err = load_with(yaml, &[("PORT", "super-secret-value")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "test.yaml:6:18: metrics.server.port: expected a number, found a string"
+    );
+    assert!(!err.contains("super-secret"));
+}
+
+#[test]
+fn every_unset_variable_is_reported_at_once() {
+    let err = load_with(WITH_SECRET_FROM_ENV, &[]).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.errors().len(), 2, "{text}");
+    assert!(text.contains("test.yaml:6:16: cognite.idp-authentication.client-id: environment variable `CLIENT_ID` is not set"), "{text}");
+    assert!(text.contains("test.yaml:7:13: cognite.idp-authentication.secret: environment variable `SECRET` is not set"), "{text}");
+}
+
+#[test]
+fn no_rendering_of_a_config_shows_a_secret() {
+    let yaml = r#"
+version: 1
+cognite:
+  project: demo
+  idp-authentication:
+    client-id: id
+    secret: literal-client-secret-1
+    tenant: my-tenant
+    scopes: [s]
+metrics:
+  push-gateways:
+    - {host: "http://127.0.0.1:9091", job-name: j, username: u, password: literal-push-password-2}
+"#;
+    let config = load_with(yaml, &[]).unwrap();
+    let renderings = [format!("{config:?}"), format!("{config:#?}")];
+    for text in &renderings {
+        assert!(!text.contains("literal-client-secret-1"), "{text}");
+        assert!(!text.contains("literal-push-password-2"), "{text}");
+        assert!(text.contains("Secret(***)"), "{text}");
+    }
+    let idp = config.cognite.idp_authentication.as_ref().unwrap();
+    assert_eq!(idp.secret.to_string(), "***");
+    assert_eq!(
+        idp.token_endpoint(),
+        "https://login.microsoftonline.com/my-tenant/oauth2/v2.0/token"
+    );
+
+    // Errors from a config holding the same secret, with another problem in it.
+    let broken = yaml.replace(
+        "tenant: my-tenant",
+        "tenant: my-tenant\n    token-url: https://x.example/t",
+    );
+    let err = load_with(&broken, &[]).unwrap_err();
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains("literal-client-secret-1"), "{text}");
+        assert!(!text.contains("literal-push-password-2"), "{text}");
+    }
+}
+
+#[test]
+fn task_config_blocks_parse_into_the_extractors_type_with_key_paths() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    struct HttpLike {
+        url: String,
+        #[serde(default)]
+        page_size: u32,
+    }
+    let yaml = r#"
+version: 1
+cognite: {project: demo, dry-run: true}
+tasks:
+  - name: good
+    type: http
+    schedule: {type: startup}
+    config:
+      url: http://127.0.0.1/a
+      page-size: 10
+  - name: bad
+    type: http
+    schedule: {type: startup}
+    config:
+      url: http://127.0.0.1/b
+      pagesize: 10
+  - name: none
+    type: http
+    schedule: {type: startup}
+"#;
+    let config = load_with(yaml, &[]).unwrap();
+    let good: HttpLike = config.tasks[0].config.parse().unwrap();
+    assert_eq!(
+        (good.url.as_str(), good.page_size),
+        ("http://127.0.0.1/a", 10)
+    );
+    let err = config.tasks[1]
+        .config
+        .parse::<HttpLike>()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "test.yaml:16:7: tasks[1].config.pagesize: unknown key `pagesize`, did you mean `page-size`?"
+    );
+    let err = config.tasks[2]
+        .config
+        .parse::<HttpLike>()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "test.yaml:17:5: tasks[2].config.url: missing required key `url`"
+    );
+}
+
+#[test]
+fn schedules_parse_to_typed_values() {
+    let yaml = r#"
+version: 1
+cognite: {project: demo, dry-run: true}
+tasks:
+  - {name: a, type: t, schedule: {type: interval, expression: 90, run-on-start: false}}
+  - {name: b, type: t, schedule: {type: cron, expression: "0 30 6 * * *", timezone: Europe/Oslo}}
+  - {name: c, type: t, schedule: {type: continuous}}
+  - {name: d, type: t, schedule: {type: startup}}
+"#;
+    let config = load_with(yaml, &[]).unwrap();
+    match config.tasks[0].schedule.parse().unwrap() {
+        Schedule::Interval {
+            every,
+            run_on_start,
+        } => {
+            assert_eq!(every.as_secs(), 90);
+            assert!(!run_on_start);
+        }
+        other => panic!("{other:?}"),
+    }
+    match config.tasks[1].schedule.parse().unwrap() {
+        Schedule::Cron { cron, timezone } => {
+            assert_eq!(timezone.iana_name(), Some("Europe/Oslo"));
+            assert_eq!(cron.as_str(), "0 30 6 * * *");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        config.tasks[2].schedule.parse(),
+        Ok(Schedule::Continuous)
+    ));
+    assert!(matches!(
+        config.tasks[3].schedule.parse(),
+        Ok(Schedule::Startup)
+    ));
+}
+
+#[test]
+fn python_extractor_utils_cognite_sections_load_unchanged() {
+    // A `cognite:` section as python-extractor-utils documents it (upper-case log level too).
+    let yaml = r#"
+version: 1
+logger:
+  console:
+    level: INFO
+cognite:
+  host: https://westeurope-1.cognitedata.com
+  project: my-project
+  idp-authentication:
+    client-id: abc
+    secret: def
+    tenant: 11111111-2222-3333-4444-555555555555
+    authority: https://login.microsoftonline.com/
+    scopes:
+      - https://westeurope-1.cognitedata.com/.default
+    min-ttl: 60
+  extraction-pipeline:
+    external-id: my-pipeline
+"#;
+    let config = load_with(yaml, &[]).unwrap();
+    let idp = config.cognite.idp_authentication.unwrap();
+    assert_eq!(idp.min_ttl.as_secs(), 60);
+    assert_eq!(
+        idp.token_endpoint(),
+        "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
+    );
+}
+
+#[test]
+fn the_api_key_variable_is_refused_even_when_empty() {
+    let err = load_with(WITH_SECRET_FROM_ENV, &[("COGNITE_API_KEY", "")]).unwrap_err();
+    assert!(err.is_api_key_in_environment());
+    let text = err.to_string();
+    assert!(
+        text.contains("COGNITE_API_KEY") && text.contains("Unset it"),
+        "{text}"
+    );
+}
+
+#[test]
+fn dry_run_can_be_forced_and_then_needs_no_credentials() {
+    let yaml = "version: 1\ncognite: {project: demo}\n";
+    let env = |_: &str| None;
+    assert!(Config::from_yaml(yaml, None, &env, &LoadOptions::default()).is_err());
+    let config = Config::from_yaml(
+        yaml,
+        None,
+        &env,
+        &LoadOptions {
+            force_dry_run: true,
+        },
+    )
+    .unwrap();
+    assert!(config.cognite.dry_run);
+}
+
+#[test]
+fn every_config_example_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-examples");
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.to_string_lossy().contains("rules")
+        {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let env = |_: &str| None;
+            Config::from_yaml(&text, Some(&path), &env, &LoadOptions::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded += 1;
+        }
+    }
+    assert!(
+        loaded >= 3,
+        "only {loaded} examples found in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.schema.json");
+    let current = serde_json::to_string_pretty(&Config::json_schema()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == current,
+        "{} is out of date: run `UPDATE_SCHEMA=1 cargo test -p extractor-runtime --test config`",
+        path.display()
+    );
+    // The schema knows the python-compatible keys and forbids unknown ones.
+    let schema: serde_json::Value = serde_json::from_str(&current).unwrap();
+    let idp = &schema["$defs"]["IdpAuthenticationConfig"];
+    assert!(idp["properties"]["client-id"].is_object(), "{idp}");
+    assert_eq!(idp["additionalProperties"], serde_json::Value::Bool(false));
+}
