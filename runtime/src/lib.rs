@@ -9,13 +9,17 @@
 //!
 //! ## Modules
 //! - [`config`]: load and validate the YAML config, with `file:line:column: key.path` errors.
+//! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
 //! - [`logging`]: set up `tracing` from `logger:`.
+//! - [`metrics`]: every metric's definition.
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 mod secret;
 
 pub use config::{Config, ConfigError, ConfigErrors};

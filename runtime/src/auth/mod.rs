@@ -1,0 +1,367 @@
+//! The client-credentials token manager: one per process, shared by every task and request.
+//!
+//! A background task fetches a token at start and refreshes it ahead of expiry (see
+//! [`policy`](self) in DESIGN.md section 3), so readers find a valid token without waiting:
+//! [`TokenManager::get`] is a lock-free load on its fast path. Failures are retried with
+//! exponential backoff and full jitter, `Retry-After` is honoured, and while the old token is
+//! still valid it keeps being served. [`TokenManager::force_refresh`] (after a 401 from CDF)
+//! joins the refresh in flight, so any number of callers cause one request.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo(config: &extractor_runtime::config::IdpAuthenticationConfig) -> Result<(), extractor_runtime::auth::AuthError> {
+//! use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
+//!
+//! let tokens = TokenManager::spawn(config, TokenManagerOptions::default(), None)?;
+//! let token = tokens.get().await?;
+//! let header = format!("Bearer {}", token.access_token().expose_secret());
+//! # let _ = header;
+//! tokens.shutdown();
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod jwt;
+mod policy;
+mod refresh;
+mod request;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{AuthError, AuthErrorKind};
+pub use jwt::Claims;
+
+use crate::config::IdpAuthenticationConfig;
+use crate::metrics::TokenMetrics;
+use crate::secret::Secret;
+use request::TokenRequest;
+
+/// An access token and when it expires.
+pub struct Token {
+    access_token: Secret,
+    token_type: String,
+    expires_at: Instant,
+    expires_at_wall: SystemTime,
+    refresh_at: Instant,
+    generation: u64,
+}
+
+impl Token {
+    /// The token itself. Put it in an `Authorization` header and nowhere else.
+    pub fn access_token(&self) -> &Secret {
+        &self.access_token
+    }
+
+    /// The token type, normally `Bearer`.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// When the token expires (on tokio's clock).
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// When the token expires, as wall-clock time.
+    pub fn expires_at_wall(&self) -> SystemTime {
+        self.expires_at_wall
+    }
+
+    /// When the background task plans to replace it.
+    pub fn refresh_at(&self) -> Instant {
+        self.refresh_at
+    }
+
+    /// How much life the token has left.
+    pub fn remaining(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
+    /// The token's claims, if it is a JWT (the signature is not checked).
+    pub fn claims(&self) -> Option<Claims> {
+        jwt::decode_claims(self.access_token.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &self.access_token)
+            .field("token_type", &self.token_type)
+            .field("remaining", &self.remaining())
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// Tunables of the [`TokenManager`].
+///
+/// # Default
+///
+/// `min_ttl: 30s` (overridden by the config's `min-ttl`), `request_timeout: 30s`,
+/// `wait_timeout: 30s`, `min_backoff: 1s`, `max_backoff: 60s`, `permanent_retry: 5min`,
+/// `max_retry_after: 1h`.
+#[derive(Clone, Debug)]
+pub struct TokenManagerOptions {
+    /// A token with less life left is never handed out.
+    pub min_ttl: Duration,
+    /// One token request gives up after this long (a transient failure).
+    pub request_timeout: Duration,
+    /// How long [`TokenManager::get`] waits for a valid token before it returns an error.
+    pub wait_timeout: Duration,
+    /// The first retry delay after a transient failure.
+    pub min_backoff: Duration,
+    /// The largest retry delay after transient failures.
+    pub max_backoff: Duration,
+    /// The retry delay after a permanent failure, so that a fixed secret recovers.
+    pub permanent_retry: Duration,
+    /// The cap on a `Retry-After` delay.
+    pub max_retry_after: Duration,
+}
+
+impl Default for TokenManagerOptions {
+    fn default() -> Self {
+        TokenManagerOptions {
+            min_ttl: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            wait_timeout: Duration::from_secs(30),
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            permanent_retry: Duration::from_secs(300),
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the background task has done so far.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Status {
+    /// Tokens fetched so far; the current token's `generation`.
+    pub(crate) generation: u64,
+    /// Failed requests so far.
+    pub(crate) failures: u64,
+    /// Failed requests since the last success.
+    pub(crate) consecutive_failures: u64,
+    /// The last failure, if the last request failed.
+    pub(crate) last_error: Option<AuthError>,
+    /// The background task has stopped.
+    pub(crate) stopped: bool,
+}
+
+pub(crate) struct Inner {
+    current: ArcSwapOption<Token>,
+    request: TokenRequest,
+    client: reqwest::Client,
+    options: TokenManagerOptions,
+    metrics: Option<TokenMetrics>,
+    /// The generation some caller needs; the background task refreshes while it is ahead.
+    wanted: AtomicU64,
+    wake: Notify,
+    status: watch::Sender<Status>,
+    cancel: CancellationToken,
+}
+
+/// The process's one token manager. Cheap to clone; every clone shares the same token.
+#[derive(Clone)]
+pub struct TokenManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.inner.status.borrow();
+        f.debug_struct("TokenManager")
+            .field("token_url", &self.inner.request.url)
+            .field("has_valid_token", &self.try_get().is_some())
+            .field("generation", &status.generation)
+            .field("consecutive_failures", &status.consecutive_failures)
+            .finish()
+    }
+}
+
+impl TokenManager {
+    /// Builds the manager from the config and starts its background task on the current tokio
+    /// runtime. The first token request starts at once. `options.min_ttl` is replaced by the
+    /// config's `min-ttl`. Metrics are registered in `registry` when given.
+    pub fn spawn(
+        config: &IdpAuthenticationConfig,
+        options: TokenManagerOptions,
+        registry: Option<&prometheus::Registry>,
+    ) -> Result<TokenManager, AuthError> {
+        let options = TokenManagerOptions {
+            min_ttl: config.min_ttl,
+            ..options
+        };
+        let client = http_client(options.request_timeout)?;
+        let metrics = registry
+            .map(TokenMetrics::register)
+            .transpose()
+            .map_err(|e| AuthError::new(AuthErrorKind::Permanent, format!("cannot register token metrics: {e}")))?;
+        let inner = Arc::new(Inner {
+            current: ArcSwapOption::empty(),
+            request: TokenRequest::from_config(config),
+            client,
+            options,
+            metrics,
+            wanted: AtomicU64::new(1),
+            wake: Notify::new(),
+            status: watch::Sender::new(Status::default()),
+            cancel: CancellationToken::new(),
+        });
+        tokio::spawn(refresh::run(inner.clone()));
+        Ok(TokenManager { inner })
+    }
+
+    /// The current token, if it has at least `min-ttl` of life left. Never waits, never does
+    /// I/O: a lock-free load.
+    pub fn try_get(&self) -> Option<Arc<Token>> {
+        let guard = self.inner.current.load();
+        match &*guard {
+            Some(token) if self.inner.is_valid(token) => Some(Arc::clone(token)),
+            _ => None,
+        }
+    }
+
+    /// A token with at least `min-ttl` of life left.
+    ///
+    /// Returns at once when the current token is valid, which is the normal case since the
+    /// background task refreshes ahead of expiry. Otherwise asks for a refresh and waits for it,
+    /// at most `wait_timeout`; a permanent failure (a bad secret) is returned at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn get(&self) -> Result<Arc<Token>, AuthError> {
+        if let Some(token) = self.try_get() {
+            return Ok(token);
+        }
+        let generation = self.inner.status.borrow().generation;
+        self.wait_for(generation + 1, None).await
+    }
+
+    /// Replaces a token that CDF rejected (HTTP 401), and returns the new one.
+    ///
+    /// When a newer token than `rejected` already exists it is returned without a request;
+    /// otherwise the caller joins the refresh in flight or starts one: any number of concurrent
+    /// callers holding the same rejected token cause one request. Fails with the refresh's error
+    /// if that request fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn force_refresh(&self, rejected: &Token) -> Result<Arc<Token>, AuthError> {
+        let failures = self.inner.status.borrow().failures;
+        self.wait_for(rejected.generation + 1, Some(failures)).await
+    }
+
+    /// Waits until a token of at least `generation` exists and is valid. With `fail_after`,
+    /// returns the error of any failed request after that many failures.
+    async fn wait_for(&self, generation: u64, fail_after: Option<u64>) -> Result<Arc<Token>, AuthError> {
+        let inner = &self.inner;
+        let mut status = inner.status.subscribe();
+        let deadline = Instant::now() + inner.options.wait_timeout;
+        inner.wanted.fetch_max(generation, Ordering::AcqRel);
+        inner.wake.notify_one();
+        loop {
+            let current = inner.current.load_full();
+            if let Some(token) = current.filter(|t| t.generation >= generation && inner.is_valid(t)) {
+                return Ok(token);
+            }
+            {
+                let s = status.borrow_and_update();
+                if s.stopped {
+                    return Err(AuthError::new(AuthErrorKind::ShutDown, "the token manager has stopped"));
+                }
+                if let Some(e) = &s.last_error {
+                    let failed_since = fail_after.is_some_and(|f| s.failures > f);
+                    if e.is_permanent() || failed_since {
+                        return Err(e.clone());
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(AuthError::new(AuthErrorKind::ShutDown, "the token manager has stopped"));
+                }
+                Err(_) => {
+                    let mut e = AuthError::new(
+                        AuthErrorKind::NoValidToken,
+                        format!(
+                            "no valid token within {}s",
+                            inner.options.wait_timeout.as_secs_f64()
+                        ),
+                    );
+                    e.last_error = status.borrow().last_error.clone().map(Box::new);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Whether a valid token is at hand and the last request did not fail permanently: what
+    /// `/readyz` reports.
+    pub fn is_ready(&self) -> bool {
+        self.try_get().is_some() && !self.has_permanent_failure()
+    }
+
+    /// Whether the last token request failed permanently (a bad secret, say).
+    pub fn has_permanent_failure(&self) -> bool {
+        self.inner
+            .status
+            .borrow()
+            .last_error
+            .as_ref()
+            .is_some_and(AuthError::is_permanent)
+    }
+
+    /// Stops the background task. Callers waiting for a token get [`AuthErrorKind::ShutDown`].
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+    }
+}
+
+impl Inner {
+    fn is_valid(&self, token: &Token) -> bool {
+        Instant::now() + self.options.min_ttl < token.expires_at
+    }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AuthError::new(AuthErrorKind::Permanent, format!("cannot build the HTTP client: {e}")))
+}
+
+/// Fetches one token without starting a manager (the `token` command). Returns the token and
+/// how long after sending the background task would have refreshed it (without jitter).
+pub async fn fetch_once(config: &IdpAuthenticationConfig) -> Result<(Token, Duration), AuthError> {
+    let options = TokenManagerOptions::default();
+    let client = http_client(options.request_timeout)?;
+    let request = TokenRequest::from_config(config);
+    let sent = Instant::now();
+    let response = request.send(&client).await?;
+    let refresh_after = policy::refresh_after(response.expires_in, response.refresh_in, config.min_ttl, 0.0);
+    Ok((
+        Token {
+            access_token: response.access_token,
+            token_type: response.token_type,
+            expires_at: sent + response.expires_in,
+            expires_at_wall: request::wall_clock_after(response.expires_in),
+            refresh_at: sent + refresh_after,
+            generation: 1,
+        },
+        refresh_after,
+    ))
+}

@@ -1,0 +1,181 @@
+//! The background task: fetch, refresh ahead of expiry, retry failures.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::time::Instant;
+
+use super::error::{AuthError, AuthErrorKind};
+use super::{Inner, Token, policy, request};
+
+/// Exponential backoff from backon, with full jitter: each delay is drawn uniformly from zero
+/// to the exponential delay (AWS's "full jitter").
+struct FullJitter<B>(B);
+
+impl<B: Iterator<Item = Duration>> Iterator for FullJitter<B> {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        self.0.next().map(|d| d.mul_f64(fastrand::f64()))
+    }
+}
+
+fn backoff(inner: &Inner) -> FullJitter<backon::ExponentialBackoff> {
+    FullJitter(
+        ExponentialBuilder::default()
+            .with_min_delay(inner.options.min_backoff)
+            .with_max_delay(inner.options.max_backoff)
+            .with_factor(2.0)
+            .without_max_times()
+            .build(),
+    )
+}
+
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut delays = backoff(&inner);
+    // When the next request is planned, and the earliest a caller's request may bring it
+    // forward to (after a failure, the backoff or Retry-After is honoured).
+    let mut next_attempt = Instant::now();
+    let mut earliest = Instant::now();
+    loop {
+        tokio::select! {
+            () = inner.cancel.cancelled() => break,
+            () = tokio::time::sleep_until(next_attempt) => {}
+            () = inner.wake.notified() => {
+                if Instant::now() < earliest || !needs_refresh(&inner) {
+                    continue;
+                }
+            }
+        }
+        let sent = Instant::now();
+        let result = tokio::select! {
+            () = inner.cancel.cancelled() => break,
+            r = inner.request.send(&inner.client) => r,
+        };
+        let took = sent.elapsed();
+        match result {
+            Ok(response) => {
+                if response.expires_in <= inner.options.min_ttl {
+                    let e = AuthError::new(
+                        AuthErrorKind::Permanent,
+                        format!(
+                            "the identity provider issued a token that lives {}s, not longer than min-ttl ({}s): lower min-ttl",
+                            response.expires_in.as_secs_f64(),
+                            inner.options.min_ttl.as_secs_f64()
+                        ),
+                    );
+                    let delay = inner.options.permanent_retry;
+                    record_failure(&inner, e, took, delay);
+                    next_attempt = Instant::now() + delay;
+                    earliest = next_attempt;
+                    continue;
+                }
+                let refresh_after = policy::refresh_after(
+                    response.expires_in,
+                    response.refresh_in,
+                    inner.options.min_ttl,
+                    fastrand::f64(),
+                );
+                let generation = inner.status.borrow().generation + 1;
+                let token = Token {
+                    access_token: response.access_token,
+                    token_type: response.token_type,
+                    expires_at: sent + response.expires_in,
+                    expires_at_wall: request::wall_clock_after(response.expires_in),
+                    refresh_at: sent + refresh_after,
+                    generation,
+                };
+                next_attempt = token.refresh_at;
+                earliest = Instant::now();
+                delays = backoff(&inner);
+                record_success(&inner, token, took, response.expires_in, refresh_after);
+            }
+            Err(e) => {
+                let backoff = delays.next().unwrap_or(inner.options.max_backoff);
+                let delay = match e.kind() {
+                    AuthErrorKind::Permanent => inner.options.permanent_retry,
+                    AuthErrorKind::Throttled => e
+                        .retry_after()
+                        .unwrap_or_default()
+                        .max(backoff)
+                        .min(inner.options.max_retry_after),
+                    _ => backoff,
+                };
+                record_failure(&inner, e, took, delay);
+                next_attempt = Instant::now() + delay;
+                earliest = next_attempt;
+            }
+        }
+    }
+    inner.status.send_modify(|s| s.stopped = true);
+}
+
+/// Whether a caller wants a newer token, or the current one is no longer valid.
+fn needs_refresh(inner: &Inner) -> bool {
+    let generation = inner.status.borrow().generation;
+    if inner.wanted.load(Ordering::Acquire) > generation {
+        return true;
+    }
+    match &*inner.current.load() {
+        Some(token) => !inner.is_valid(token),
+        None => true,
+    }
+}
+
+fn record_success(inner: &Inner, token: Token, took: Duration, expires_in: Duration, refresh_after: Duration) {
+    let expiry_unix = token
+        .expires_at_wall
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default();
+    let generation = token.generation;
+    inner.current.store(Some(Arc::new(token)));
+    inner.status.send_modify(|s| {
+        s.generation = generation;
+        s.consecutive_failures = 0;
+        s.last_error = None;
+    });
+    if let Some(m) = &inner.metrics {
+        m.refresh_total.with_label_values(&["success"]).inc();
+        m.refresh_duration.observe(took.as_secs_f64());
+        m.expiry_timestamp.set(expiry_unix);
+        m.consecutive_failures.set(0);
+    }
+    tracing::info!(
+        target: "extractor_runtime::auth",
+        generation,
+        expires_in_s = expires_in.as_secs_f64(),
+        refresh_in_s = refresh_after.as_secs_f64(),
+        took_ms = took.as_millis() as u64,
+        "token refreshed"
+    );
+}
+
+fn record_failure(inner: &Inner, error: AuthError, took: Duration, retry_in: Duration) {
+    let still_valid = inner.current.load().as_ref().is_some_and(|t| inner.is_valid(t));
+    let mut consecutive = 0;
+    inner.status.send_modify(|s| {
+        s.failures += 1;
+        s.consecutive_failures += 1;
+        consecutive = s.consecutive_failures;
+        s.last_error = Some(error.clone());
+    });
+    if let Some(m) = &inner.metrics {
+        m.refresh_total.with_label_values(&[error.kind().as_label()]).inc();
+        m.refresh_duration.observe(took.as_secs_f64());
+        m.consecutive_failures.set(consecutive as i64);
+    }
+    tracing::warn!(
+        target: "extractor_runtime::auth",
+        kind = error.kind().as_label(),
+        error = error.oauth_error().unwrap_or(""),
+        aadsts = error.aadsts_code().map(|c| format!("AADSTS{c}")).unwrap_or_default(),
+        trace_id = error.trace_id().unwrap_or(""),
+        correlation_id = error.correlation_id().unwrap_or(""),
+        consecutive_failures = consecutive,
+        retry_in_s = retry_in.as_secs_f64(),
+        still_serving_old_token = still_valid,
+        "token refresh failed: {error}"
+    );
+}

@@ -1,0 +1,350 @@
+//! One client-credentials token request, and the classification of its answer.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::error::{AuthError, AuthErrorKind};
+use crate::config::{AuthMethod, IdpAuthenticationConfig};
+use crate::secret::Secret;
+
+/// What a token request returned.
+#[derive(Debug)]
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: Secret,
+    pub(crate) token_type: String,
+    pub(crate) expires_in: Duration,
+    pub(crate) refresh_in: Option<Duration>,
+}
+
+/// The identity provider's endpoint and our credentials, ready to send.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenRequest {
+    pub(crate) url: String,
+    client_id: String,
+    secret: Secret,
+    scope: String,
+    resource: Option<String>,
+    audience: Option<String>,
+    method: AuthMethod,
+}
+
+impl TokenRequest {
+    pub(crate) fn from_config(config: &IdpAuthenticationConfig) -> Self {
+        TokenRequest {
+            url: config.token_endpoint(),
+            client_id: config.client_id.clone(),
+            secret: config.secret.clone(),
+            scope: config.scopes.join(" "),
+            resource: config.resource.clone(),
+            audience: config.audience.clone(),
+            method: config.auth_method,
+        }
+    }
+
+    /// Sends the request. The error never contains the secret.
+    pub(crate) async fn send(&self, client: &reqwest::Client) -> Result<TokenResponse, AuthError> {
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials"), ("scope", &self.scope)];
+        if let Some(r) = &self.resource {
+            form.push(("resource", r));
+        }
+        if let Some(a) = &self.audience {
+            form.push(("audience", a));
+        }
+        let mut request = client.post(&self.url).header("Accept", "application/json");
+        match self.method {
+            AuthMethod::Post => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", self.secret.expose_secret()));
+            }
+            AuthMethod::Basic => {
+                // RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+                let pair = format!(
+                    "{}:{}",
+                    form_urlencode(&self.client_id),
+                    form_urlencode(self.secret.expose_secret())
+                );
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                request = request.header("Authorization", format!("Basic {encoded}"));
+            }
+        }
+        let response = request.form(&form).send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        classify(status.as_u16(), retry_after, &body, &self.secret)
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> AuthError {
+        let what = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "failed"
+        };
+        // reqwest errors name the URL, never the body; strip the URL's query anyway.
+        let source = e.without_url();
+        let mut chain = source.to_string();
+        let mut cause = std::error::Error::source(&source);
+        while let Some(c) = cause {
+            chain.push_str(": ");
+            chain.push_str(&c.to_string());
+            cause = c.source();
+        }
+        AuthError::new(
+            AuthErrorKind::Transient,
+            format!("token request to {} {what}: {chain}", self.url),
+        )
+    }
+}
+
+fn form_urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
+    let now = jiff::Timestamp::now();
+    Some(when.duration_since(now).try_into().unwrap_or(Duration::ZERO))
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    access_token: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_in: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    error: Option<String>,
+    error_description: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<u32>,
+    trace_id: Option<String>,
+    correlation_id: Option<String>,
+}
+
+/// OAuth `error` values that retrying will not fix.
+const PERMANENT_ERRORS: &[&str] = &[
+    "invalid_client",
+    "unauthorized_client",
+    "invalid_scope",
+    "invalid_request",
+    "invalid_grant",
+    "unsupported_grant_type",
+    "access_denied",
+];
+
+fn seconds(value: &serde_json::Value) -> Option<f64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Turns the identity provider's answer into a token or a classified error.
+///
+/// Classification follows the HTTP status and the `error` field, never the description text.
+pub(crate) fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    secret: &Secret,
+) -> Result<TokenResponse, AuthError> {
+    if (200..300).contains(&status) {
+        let parsed: SuccessBody = serde_json::from_slice(body).map_err(|e| {
+            AuthError::new(
+                AuthErrorKind::Transient,
+                format!("the token endpoint answered HTTP {status} with malformed JSON: {e}"),
+            )
+        })?;
+        let bad = |what: &str| {
+            let mut e = AuthError::new(AuthErrorKind::Transient, format!("the token endpoint's answer {what}"));
+            e.status = Some(status);
+            e
+        };
+        let access_token = parsed
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad("has no `access_token`"))?;
+        let expires_in = match parsed.expires_in.as_ref().map(seconds) {
+            None => return Err(bad("has no `expires_in`")),
+            Some(None) => return Err(bad("has an `expires_in` that is not a number")),
+            Some(Some(s)) if !(s > 0.0) || !s.is_finite() => {
+                return Err(bad(&format!("has a non-positive `expires_in` ({s})")));
+            }
+            Some(Some(s)) => Duration::from_secs_f64(s),
+        };
+        let refresh_in = parsed
+            .refresh_in
+            .as_ref()
+            .and_then(seconds)
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .filter(|r| *r < expires_in);
+        return Ok(TokenResponse {
+            access_token: Secret::new(access_token),
+            token_type: parsed.token_type.unwrap_or_else(|| "Bearer".to_owned()),
+            expires_in,
+            refresh_in,
+        });
+    }
+
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let oauth_error = parsed.error.clone();
+    let description = parsed
+        .error_description
+        .as_deref()
+        .map(|d| redact(d.lines().next().unwrap_or(d), secret));
+    let aadsts_code = parsed
+        .error_codes
+        .first()
+        .copied()
+        .or_else(|| description.as_deref().and_then(aadsts_from_text));
+    let kind = if status == 429 || retry_after.is_some() {
+        AuthErrorKind::Throttled
+    } else if status >= 500 || status == 408 || oauth_error.as_deref() == Some("temporarily_unavailable") {
+        AuthErrorKind::Transient
+    } else if oauth_error.as_deref().is_some_and(|e| PERMANENT_ERRORS.contains(&e))
+        || matches!(status, 400 | 401 | 403 | 404)
+    {
+        AuthErrorKind::Permanent
+    } else {
+        AuthErrorKind::Transient
+    };
+    let headline = match kind {
+        AuthErrorKind::Permanent => "the identity provider refused the token request",
+        AuthErrorKind::Throttled => "the identity provider is throttling token requests",
+        _ => "the token request failed",
+    };
+    let message = match &description {
+        Some(d) => format!("{headline}: {d}"),
+        None => headline.to_owned(),
+    };
+    let mut error = AuthError::new(kind, message);
+    error.status = Some(status);
+    error.oauth_error = oauth_error;
+    error.aadsts_code = aadsts_code;
+    error.trace_id = parsed.trace_id;
+    error.correlation_id = parsed.correlation_id;
+    error.retry_after = retry_after;
+    Err(error)
+}
+
+fn aadsts_from_text(text: &str) -> Option<u32> {
+    let start = text.find("AADSTS")? + "AADSTS".len();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn redact(text: &str, secret: &Secret) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret.expose_secret(), crate::secret::REDACTED)
+    }
+}
+
+/// The wall-clock time `expires_in` after now, for display and the expiry metric.
+pub(crate) fn wall_clock_after(d: Duration) -> SystemTime {
+    SystemTime::now() + d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> Secret {
+        Secret::new("the-secret")
+    }
+
+    #[test]
+    fn expires_in_as_number_or_string() {
+        let ok = classify(200, None, br#"{"access_token":"t","expires_in":"3599","token_type":"Bearer"}"#, &secret()).unwrap();
+        assert_eq!(ok.expires_in, Duration::from_secs(3599));
+        let ok = classify(200, None, br#"{"access_token":"t","expires_in":60.5,"refresh_in":30}"#, &secret()).unwrap();
+        assert_eq!(ok.expires_in, Duration::from_millis(60_500));
+        assert_eq!(ok.refresh_in, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn missing_or_non_positive_expiry_is_an_error() {
+        for body in [
+            &br#"{"access_token":"t"}"#[..],
+            br#"{"access_token":"t","expires_in":0}"#,
+            br#"{"access_token":"t","expires_in":-5}"#,
+            br#"{"access_token":"t","expires_in":"soon"}"#,
+        ] {
+            let e = classify(200, None, body, &secret()).unwrap_err();
+            assert_eq!(e.kind(), AuthErrorKind::Transient);
+            assert!(e.to_string().contains("expires_in"), "{e}");
+        }
+        let e = classify(200, None, b"<html>", &secret()).unwrap_err();
+        assert!(e.to_string().contains("malformed JSON"), "{e}");
+    }
+
+    #[test]
+    fn entra_bad_secret_is_permanent_with_its_codes() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent is the-secret.\r\nTrace ID: abc","error_codes":[7000215],"trace_id":"trace-1","correlation_id":"corr-2"}"#;
+        let e = classify(401, None, body, &secret()).unwrap_err();
+        assert!(e.is_permanent());
+        assert_eq!(e.aadsts_code(), Some(7000215));
+        assert_eq!(e.oauth_error(), Some("invalid_client"));
+        assert_eq!(e.trace_id(), Some("trace-1"));
+        assert_eq!(e.correlation_id(), Some("corr-2"));
+        let text = e.to_string();
+        assert!(text.contains("AADSTS7000215") && text.contains("trace id trace-1") && text.contains("correlation id corr-2"), "{text}");
+        assert!(!text.contains("the-secret"), "{text}");
+    }
+
+    #[test]
+    fn classification_by_status_and_error_field() {
+        let kind = |status, body: &[u8], ra| classify(status, ra, body, &secret()).unwrap_err().kind();
+        assert_eq!(kind(503, b"", None), AuthErrorKind::Transient);
+        assert_eq!(kind(500, b"{}", None), AuthErrorKind::Transient);
+        assert_eq!(kind(408, b"", None), AuthErrorKind::Transient);
+        assert_eq!(kind(429, b"", None), AuthErrorKind::Throttled);
+        assert_eq!(kind(503, b"", Some(Duration::from_secs(5))), AuthErrorKind::Throttled);
+        assert_eq!(kind(400, br#"{"error":"invalid_scope"}"#, None), AuthErrorKind::Permanent);
+        assert_eq!(kind(400, br#"{"error":"temporarily_unavailable"}"#, None), AuthErrorKind::Transient);
+        assert_eq!(kind(400, br#"{"error":"invalid_request","error_codes":[90002]}"#, None), AuthErrorKind::Permanent);
+        assert_eq!(kind(401, b"not json", None), AuthErrorKind::Permanent);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn basic_auth_urlencodes_before_base64() {
+        assert_eq!(form_urlencode("a b:c/d%é"), "a+b%3Ac%2Fd%25%C3%A9");
+    }
+}
