@@ -281,3 +281,67 @@ fn rust_log_overrides_the_configured_level_and_text_is_the_default_format() {
     );
     assert!(serde_json::from_str::<serde_json::Value>(stderr.lines().next().unwrap()).is_err());
 }
+
+mod token_command {
+    use super::*;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn config_for(dir: &Path, server: &MockServer) -> PathBuf {
+        let text = GOOD
+            .replace("http://127.0.0.1:PORT/token", &format!("{}/token", server.uri()))
+            .replace("PORT", "9");
+        write_config(dir, &text)
+    }
+
+    #[tokio::test]
+    async fn prints_expiry_and_claims_never_the_token() {
+        let server = MockServer::start().await;
+        // header {"alg":"none"}, payload with the claims below, no signature check.
+        let payload = "eyJhdWQiOiJodHRwczovL2FwaS5jb2duaXRlZGF0YS5jb20iLCJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiZXhwIjoxNzAwMDAwMDAwLCJ0aWQiOiJ0ZW5hbnQtMSIsImFwcGlkIjoiYXBwLTEiLCJyb2xlcyI6WyJyZWFkZXIiXX0";
+        let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.c2ln");
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": jwt, "token_type": "Bearer", "expires_in": 3600
+            })))
+            .mount(&server)
+            .await;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_for(tmp.path(), &server);
+        let (code, stdout, stderr) =
+            tokio::task::spawn_blocking(move || run(bin().args(["token", "-c"]).arg(&config)))
+                .await
+                .unwrap();
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains("token type:     Bearer"), "{stdout}");
+        assert!(stdout.contains("refresh:        3300s after fetching"), "{stdout}");
+        assert!(stdout.contains("iss:   https://issuer.example"), "{stdout}");
+        assert!(stdout.contains("tid:   tenant-1") && stdout.contains("roles: reader"), "{stdout}");
+        assert!(!stdout.contains(payload) && !stderr.contains(payload), "the token was printed");
+    }
+
+    #[tokio::test]
+    async fn a_bad_secret_exits_3_with_the_aadsts_code() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.",
+                "error_codes": [7000215], "trace_id": "tr-1", "correlation_id": "co-1"
+            })))
+            .mount(&server)
+            .await;
+        let tmp = tempfile::tempdir().unwrap();
+        let config = config_for(tmp.path(), &server);
+        let (code, _, stderr) =
+            tokio::task::spawn_blocking(move || run(bin().args(["token", "-c"]).arg(&config)))
+                .await
+                .unwrap();
+        assert_eq!(code, 3, "{stderr}");
+        assert!(stderr.contains("AADSTS7000215"), "{stderr}");
+        assert!(stderr.contains("trace id tr-1") && stderr.contains("correlation id co-1"), "{stderr}");
+        assert!(!stderr.contains("very-secret-value-42"), "{stderr}");
+    }
+}

@@ -3,6 +3,7 @@
 mod check_config;
 mod run;
 mod schema;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +19,6 @@ pub enum Code {
     /// Bad config or usage, including `COGNITE_API_KEY` in the environment.
     Config = 2,
     /// The identity provider refused the credentials for good.
-    #[allow(dead_code)] // returned by `token` and `run` once the token manager lands
     Auth = 3,
 }
 
@@ -98,6 +98,13 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Fetch one token and print its type, expiry, planned refresh and JWT claims (never the
+    /// token itself). Exit 3 when the identity provider refuses the credentials.
+    Token {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Runs one command.
@@ -110,6 +117,7 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         } => run::run(&config, once, dry_run),
         Command::CheckConfig { config } => check_config::check_config(&config),
         Command::Schema => schema::schema(),
+        Command::Token { config } => token::token(&config),
     }
 }
 

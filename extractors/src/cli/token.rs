@@ -1,0 +1,58 @@
+//! `extractor-runtime token`: fetch one token and describe it, never printing it.
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use extractor_runtime::auth::{self, AuthErrorKind};
+
+use super::{CliError, Code, Outcome};
+
+pub fn token(path: &Path) -> Result<Outcome, CliError> {
+    let config = super::load(path, false)?;
+    let Some(idp) = &config.cognite.idp_authentication else {
+        return Err(CliError::new(
+            Code::Config,
+            anyhow::anyhow!("{}: cognite.idp-authentication is not set (dry-run config)", path.display()),
+        ));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Config, e))?;
+    let (token, refresh_after) = runtime.block_on(auth::fetch_once(idp)).map_err(|e| {
+        let code = if e.kind() == AuthErrorKind::Permanent {
+            Code::Auth
+        } else {
+            Code::TaskFailed
+        };
+        CliError::new(code, e)
+    })?;
+    let expires_unix = token
+        .expires_at_wall()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let expires = jiff::Timestamp::from_second(expires_unix)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| expires_unix.to_string());
+    println!("token endpoint: {}", idp.token_endpoint());
+    println!("token type:     {}", token.token_type());
+    println!("expires:        {expires} (in {}s)", token.remaining().as_secs());
+    println!("refresh:        {}s after fetching ({}s before expiry, before jitter)",
+        refresh_after.as_secs(),
+        token.remaining().as_secs().saturating_sub(refresh_after.as_secs()));
+    match token.claims() {
+        Some(c) => {
+            let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!("claims:");
+            println!("  aud:   {}", show(c.aud.as_ref().map(|a| a.to_string())));
+            println!("  iss:   {}", show(c.iss.clone()));
+            println!("  exp:   {}", show(c.exp.map(|e| e.to_string())));
+            println!("  tid:   {}", show(c.tid.clone()));
+            println!("  appid: {}", show(c.appid.clone().or(c.azp.clone())));
+            println!("  roles: {}", show(c.roles.as_ref().map(|r| r.join(", "))));
+        }
+        None => println!("claims:         (not a JWT)"),
+    }
+    Ok(Outcome::Success)
+}
