@@ -289,7 +289,10 @@ mod token_command {
 
     fn config_for(dir: &Path, server: &MockServer) -> PathBuf {
         let text = GOOD
-            .replace("http://127.0.0.1:PORT/token", &format!("{}/token", server.uri()))
+            .replace(
+                "http://127.0.0.1:PORT/token",
+                &format!("{}/token", server.uri()),
+            )
             .replace("PORT", "9");
         write_config(dir, &text)
     }
@@ -315,10 +318,19 @@ mod token_command {
                 .unwrap();
         assert_eq!(code, 0, "{stderr}");
         assert!(stdout.contains("token type:     Bearer"), "{stdout}");
-        assert!(stdout.contains("refresh:        3300s after fetching"), "{stdout}");
+        assert!(
+            stdout.contains("refresh:        3300s after fetching"),
+            "{stdout}"
+        );
         assert!(stdout.contains("iss:   https://issuer.example"), "{stdout}");
-        assert!(stdout.contains("tid:   tenant-1") && stdout.contains("roles: reader"), "{stdout}");
-        assert!(!stdout.contains(payload) && !stderr.contains(payload), "the token was printed");
+        assert!(
+            stdout.contains("tid:   tenant-1") && stdout.contains("roles: reader"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains(payload) && !stderr.contains(payload),
+            "the token was printed"
+        );
     }
 
     #[tokio::test]
@@ -341,7 +353,10 @@ mod token_command {
                 .unwrap();
         assert_eq!(code, 3, "{stderr}");
         assert!(stderr.contains("AADSTS7000215"), "{stderr}");
-        assert!(stderr.contains("trace id tr-1") && stderr.contains("correlation id co-1"), "{stderr}");
+        assert!(
+            stderr.contains("trace id tr-1") && stderr.contains("correlation id co-1"),
+            "{stderr}"
+        );
         assert!(!stderr.contains("very-secret-value-42"), "{stderr}");
     }
 }

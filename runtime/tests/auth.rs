@@ -4,8 +4,8 @@
 //! the refresh policy itself is tested on exact numbers in `auth::policy`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use extractor_runtime::Secret;
@@ -57,14 +57,20 @@ impl FakeIdp {
                 match f.lock().unwrap().clone() {
                     None => ok(serde_json::json!(expires_in)),
                     Some(Fault::ExpiresAsString) => ok(serde_json::json!(expires_in.to_string())),
-                    Some(Fault::Status(s)) => ResponseTemplate::new(s).set_body_string("upstream trouble"),
+                    Some(Fault::Status(s)) => {
+                        ResponseTemplate::new(s).set_body_string("upstream trouble")
+                    }
                     Some(Fault::TooMany { retry_after }) => ResponseTemplate::new(429)
                         .insert_header("Retry-After", retry_after.to_string().as_str()),
                     Some(Fault::Json(s, body)) => ResponseTemplate::new(s)
                         .insert_header("Content-Type", "application/json")
                         .set_body_string(body),
-                    Some(Fault::Hang) => ResponseTemplate::new(200).set_delay(Duration::from_secs(30)),
-                    Some(Fault::Malformed) => ResponseTemplate::new(200).set_body_string("{\"access_token\": \"x\", "),
+                    Some(Fault::Hang) => {
+                        ResponseTemplate::new(200).set_delay(Duration::from_secs(30))
+                    }
+                    Some(Fault::Malformed) => {
+                        ResponseTemplate::new(200).set_body_string("{\"access_token\": \"x\", ")
+                    }
                 }
             })
             .mount(&server)
@@ -146,7 +152,11 @@ async fn fault_scenario(fault: Fault, expect: AuthErrorKind) -> (FakeIdp, String
 
     // The old token is still valid, so readers keep getting it without waiting.
     let served = tokens.get().await.unwrap();
-    assert_eq!(served.access_token().expose_secret(), "token-1", "{fault:?}");
+    assert_eq!(
+        served.access_token().expose_secret(),
+        "token-1",
+        "{fault:?}"
+    );
     assert!(tokens.try_get().is_some());
 
     idp.set(None);
@@ -192,7 +202,10 @@ async fn a_hanging_endpoint_times_out_as_transient_and_recovers() {
 async fn invalid_scope_is_permanent() {
     let body = r#"{"error":"invalid_scope","error_description":"AADSTS70011: The provided value for scope is not valid.","error_codes":[70011],"trace_id":"t-70011","correlation_id":"c-70011"}"#;
     let (_, msg) = fault_scenario(Fault::Json(400, body), AuthErrorKind::Permanent).await;
-    assert!(msg.contains("AADSTS70011") && msg.contains("trace id t-70011"), "{msg}");
+    assert!(
+        msg.contains("AADSTS70011") && msg.contains("trace id t-70011"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -208,11 +221,18 @@ async fn http_429_honours_retry_after() {
     idp.set(None);
     // Callers keep asking, but nobody calls the endpoint again before Retry-After has passed.
     for _ in 0..10 {
-        let waited = tokio::time::timeout(Duration::from_millis(100), tokens.force_refresh(&first)).await;
-        assert!(waited.is_err(), "callers wait for the throttled refresh: {waited:?}");
+        let waited =
+            tokio::time::timeout(Duration::from_millis(100), tokens.force_refresh(&first)).await;
+        assert!(
+            waited.is_err(),
+            "callers wait for the throttled refresh: {waited:?}"
+        );
     }
     assert_eq!(idp.requests(), 2, "a request went out during Retry-After");
-    assert_eq!(tokens.try_get().unwrap().access_token().expose_secret(), "token-1");
+    assert_eq!(
+        tokens.try_get().unwrap().access_token().expose_secret(),
+        "token-1"
+    );
     eventually("recovery after Retry-After", || idp.requests() == 3).await;
     let t = tokens.force_refresh(&first).await.unwrap();
     assert_eq!(t.access_token().expose_secret(), "token-3");
@@ -229,7 +249,10 @@ async fn bad_secret_fails_fast_with_its_codes_and_recovers_slowly() {
     let tokens = TokenManager::spawn(&idp_config(idp.url()), fast_options(), None).unwrap();
     let started = std::time::Instant::now();
     let err = tokens.get().await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(1), "a permanent failure returns at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a permanent failure returns at once"
+    );
     assert!(err.is_permanent());
     assert_eq!(err.aadsts_code(), Some(7000215));
     assert_eq!(err.oauth_error(), Some("invalid_client"));
@@ -253,7 +276,10 @@ async fn expires_in_as_a_string_is_accepted() {
     let tokens = TokenManager::spawn(&idp_config(idp.url()), fast_options(), None).unwrap();
     let t = tokens.get().await.unwrap();
     let remaining = t.remaining();
-    assert!(remaining > Duration::from_secs(3590) && remaining <= Duration::from_secs(3600), "{remaining:?}");
+    assert!(
+        remaining > Duration::from_secs(3590) && remaining <= Duration::from_secs(3600),
+        "{remaining:?}"
+    );
     tokens.shutdown();
 }
 
@@ -266,7 +292,8 @@ async fn connection_refused_is_transient_then_recovers_when_the_endpoint_comes_u
         wait_timeout: Duration::from_millis(700),
         ..fast_options()
     };
-    let tokens = TokenManager::spawn(&idp_config(format!("http://{addr}/token")), options, None).unwrap();
+    let tokens =
+        TokenManager::spawn(&idp_config(format!("http://{addr}/token")), options, None).unwrap();
     let err = tokens.get().await.unwrap_err();
     assert_eq!(err.kind(), AuthErrorKind::NoValidToken, "{err}");
     let last = err.last_error().expect("the last failure is attached");
@@ -275,7 +302,12 @@ async fn connection_refused_is_transient_then_recovers_when_the_endpoint_comes_u
     assert!(!tokens.has_permanent_failure());
 
     let listener = std::net::TcpListener::bind(addr).unwrap();
-    let idp = FakeIdp::start_on(MockServer::builder().listener(listener).start().await, 3600, Duration::ZERO).await;
+    let idp = FakeIdp::start_on(
+        MockServer::builder().listener(listener).start().await,
+        3600,
+        Duration::ZERO,
+    )
+    .await;
     let t = tokens.get().await.unwrap();
     assert_eq!(t.access_token().expose_secret(), "token-1");
     assert_eq!(idp.requests(), 1);
@@ -322,7 +354,10 @@ async fn a_thousand_concurrent_callers_cause_one_request() {
             refreshed += 1;
         }
     }
-    assert!(refreshed >= 500, "every force_refresh caller got the new token ({refreshed})");
+    assert!(
+        refreshed >= 500,
+        "every force_refresh caller got the new token ({refreshed})"
+    );
     assert_eq!(idp.requests(), 2, "exactly one refresh request");
     tokens.shutdown();
 }
@@ -333,7 +368,10 @@ async fn basic_auth_sends_an_authorization_header_and_no_secret_in_the_body() {
     // base64("my%3Aclient:p%40ss+word") with the id and secret form-urlencoded first.
     Mock::given(method("POST"))
         .and(path("/token"))
-        .and(header("Authorization", "Basic bXklM0FjbGllbnQ6cCU0MHNzK3dvcmQ="))
+        .and(header(
+            "Authorization",
+            "Basic bXklM0FjbGllbnQ6cCU0MHNzK3dvcmQ=",
+        ))
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
             "access_token": "basic-ok", "expires_in": 3600
         })))
@@ -349,8 +387,14 @@ async fn basic_auth_sends_an_authorization_header_and_no_secret_in_the_body() {
     assert_eq!(t.access_token().expose_secret(), "basic-ok");
     let received = server.received_requests().await.unwrap();
     let body = String::from_utf8_lossy(&received[0].body).into_owned();
-    assert!(!body.contains("client_secret") && !body.contains("p%40ss"), "{body}");
-    assert!(body.contains("audience=aud-1") && body.contains("scope=https"), "{body}");
+    assert!(
+        !body.contains("client_secret") && !body.contains("p%40ss"),
+        "{body}"
+    );
+    assert!(
+        body.contains("audience=aud-1") && body.contains("scope=https"),
+        "{body}"
+    );
     tokens.shutdown();
 }
 
@@ -358,24 +402,67 @@ async fn basic_auth_sends_an_authorization_header_and_no_secret_in_the_body() {
 async fn metrics_count_results_and_nothing_renders_a_secret() {
     let idp = FakeIdp::start(3600, Duration::ZERO).await;
     let registry = prometheus::Registry::new();
-    let tokens = TokenManager::spawn(&idp_config(idp.url()), fast_options(), Some(&registry)).unwrap();
+    let tokens =
+        TokenManager::spawn(&idp_config(idp.url()), fast_options(), Some(&registry)).unwrap();
     let first = tokens.get().await.unwrap();
     idp.set(Some(Fault::Status(503)));
     let _ = tokens.force_refresh(&first).await.unwrap_err();
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&registry.gather())
         .unwrap();
-    assert!(text.contains("extractor_token_refresh_total{result=\"success\"} 1"), "{text}");
-    assert!(text.contains("extractor_token_refresh_total{result=\"transient\"}"), "{text}");
-    assert!(text.contains("extractor_token_consecutive_failures "), "{text}");
-    assert!(text.contains("extractor_token_expiry_timestamp_seconds "), "{text}");
+    assert!(
+        text.contains("extractor_token_refresh_total{result=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("extractor_token_refresh_total{result=\"transient\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("extractor_token_consecutive_failures "),
+        "{text}"
+    );
+    assert!(
+        text.contains("extractor_token_expiry_timestamp_seconds "),
+        "{text}"
+    );
     for rendered in [text, format!("{tokens:?}"), format!("{first:?}")] {
-        assert!(!rendered.contains(SECRET) && !rendered.contains("token-1"), "{rendered}");
+        assert!(
+            !rendered.contains(SECRET) && !rendered.contains("token-1"),
+            "{rendered}"
+        );
     }
     tokens.shutdown();
     let err = tokens.get().await;
     // After shutdown the still-valid token may be served; a caller never hangs.
     if let Err(e) = err {
-        assert!(matches!(e.kind(), AuthErrorKind::ShutDown | AuthErrorKind::Transient), "{e}");
+        assert!(
+            matches!(e.kind(), AuthErrorKind::ShutDown | AuthErrorKind::Transient),
+            "{e}"
+        );
     }
+}
+
+/// Regression: a waiter that looked at the token just before a refresh landed, then subscribed to
+/// the status after it, slept through the wake-up and timed out (found by the herd benchmark).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_herds_with_a_fast_endpoint_lose_no_wakeup() {
+    let idp = FakeIdp::start(3600, Duration::ZERO).await;
+    let tokens = TokenManager::spawn(&idp_config(idp.url()), fast_options(), None).unwrap();
+    let herds = 100;
+    for i in 0..herds {
+        let rejected = tokens.get().await.unwrap();
+        let handles: Vec<_> = (0..1000)
+            .map(|_| {
+                let (tokens, rejected) = (tokens.clone(), rejected.clone());
+                tokio::spawn(async move { tokens.force_refresh(&rejected).await })
+            })
+            .collect();
+        for h in handles {
+            let t = h.await.unwrap().unwrap_or_else(|e| panic!("herd {i}: {e}"));
+            assert!(t.access_token().expose_secret() != rejected.access_token().expose_secret());
+        }
+    }
+    assert_eq!(idp.requests(), 1 + herds, "one request per herd");
+    tokens.shutdown();
 }

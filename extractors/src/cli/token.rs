@@ -12,7 +12,10 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
     let Some(idp) = &config.cognite.idp_authentication else {
         return Err(CliError::new(
             Code::Config,
-            anyhow::anyhow!("{}: cognite.idp-authentication is not set (dry-run config)", path.display()),
+            anyhow::anyhow!(
+                "{}: cognite.idp-authentication is not set (dry-run config)",
+                path.display()
+            ),
         ));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -37,10 +40,18 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
         .unwrap_or_else(|_| expires_unix.to_string());
     println!("token endpoint: {}", idp.token_endpoint());
     println!("token type:     {}", token.token_type());
-    println!("expires:        {expires} (in {}s)", token.remaining().as_secs());
-    println!("refresh:        {}s after fetching ({}s before expiry, before jitter)",
+    println!(
+        "expires:        {expires} (in {}s)",
+        token.remaining().as_secs()
+    );
+    println!(
+        "refresh:        {}s after fetching ({}s before expiry, before jitter)",
         refresh_after.as_secs(),
-        token.remaining().as_secs().saturating_sub(refresh_after.as_secs()));
+        token
+            .remaining()
+            .as_secs()
+            .saturating_sub(refresh_after.as_secs())
+    );
     match token.claims() {
         Some(c) => {
             let show = |v: Option<String>| v.unwrap_or_else(|| "-".into());

@@ -204,7 +204,12 @@ impl TokenManager {
         let metrics = registry
             .map(TokenMetrics::register)
             .transpose()
-            .map_err(|e| AuthError::new(AuthErrorKind::Permanent, format!("cannot register token metrics: {e}")))?;
+            .map_err(|e| {
+                AuthError::new(
+                    AuthErrorKind::Permanent,
+                    format!("cannot register token metrics: {e}"),
+                )
+            })?;
         let inner = Arc::new(Inner {
             current: ArcSwapOption::empty(),
             request: TokenRequest::from_config(config),
@@ -264,33 +269,50 @@ impl TokenManager {
 
     /// Waits until a token of at least `generation` exists and is valid. With `fail_after`,
     /// returns the error of any failed request after that many failures.
-    async fn wait_for(&self, generation: u64, fail_after: Option<u64>) -> Result<Arc<Token>, AuthError> {
+    async fn wait_for(
+        &self,
+        generation: u64,
+        fail_after: Option<u64>,
+    ) -> Result<Arc<Token>, AuthError> {
         let inner = &self.inner;
         let mut status = inner.status.subscribe();
         let deadline = Instant::now() + inner.options.wait_timeout;
         inner.wanted.fetch_max(generation, Ordering::AcqRel);
         inner.wake.notify_one();
         loop {
+            // Mark the status seen *before* looking at the token: a refresh that lands after
+            // this point then wakes `changed()` below, so no wake-up is lost.
+            let (stopped, error) = {
+                let s = status.borrow_and_update();
+                let failed_since = fail_after.is_some_and(|f| s.failures > f);
+                let error = s
+                    .last_error
+                    .as_ref()
+                    .filter(|e| e.is_permanent() || failed_since)
+                    .cloned();
+                (s.stopped, error)
+            };
             let current = inner.current.load_full();
-            if let Some(token) = current.filter(|t| t.generation >= generation && inner.is_valid(t)) {
+            if let Some(token) = current.filter(|t| t.generation >= generation && inner.is_valid(t))
+            {
                 return Ok(token);
             }
-            {
-                let s = status.borrow_and_update();
-                if s.stopped {
-                    return Err(AuthError::new(AuthErrorKind::ShutDown, "the token manager has stopped"));
-                }
-                if let Some(e) = &s.last_error {
-                    let failed_since = fail_after.is_some_and(|f| s.failures > f);
-                    if e.is_permanent() || failed_since {
-                        return Err(e.clone());
-                    }
-                }
+            if stopped {
+                return Err(AuthError::new(
+                    AuthErrorKind::ShutDown,
+                    "the token manager has stopped",
+                ));
+            }
+            if let Some(e) = error {
+                return Err(e);
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
-                    return Err(AuthError::new(AuthErrorKind::ShutDown, "the token manager has stopped"));
+                    return Err(AuthError::new(
+                        AuthErrorKind::ShutDown,
+                        "the token manager has stopped",
+                    ));
                 }
                 Err(_) => {
                     let mut e = AuthError::new(
@@ -341,7 +363,12 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| AuthError::new(AuthErrorKind::Permanent, format!("cannot build the HTTP client: {e}")))
+        .map_err(|e| {
+            AuthError::new(
+                AuthErrorKind::Permanent,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
 }
 
 /// Fetches one token without starting a manager (the `token` command). Returns the token and
@@ -352,7 +379,12 @@ pub async fn fetch_once(config: &IdpAuthenticationConfig) -> Result<(Token, Dura
     let request = TokenRequest::from_config(config);
     let sent = Instant::now();
     let response = request.send(&client).await?;
-    let refresh_after = policy::refresh_after(response.expires_in, response.refresh_in, config.min_ttl, 0.0);
+    let refresh_after = policy::refresh_after(
+        response.expires_in,
+        response.refresh_in,
+        config.min_ttl,
+        0.0,
+    );
     Ok((
         Token {
             access_token: response.access_token,

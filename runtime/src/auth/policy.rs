@@ -59,17 +59,35 @@ mod tests {
 
     #[test]
     fn day_long_token_refreshes_at_half_life() {
-        assert_eq!(refresh_after(secs(86_400), None, MIN_TTL, 0.0), secs(43_200));
-        assert_eq!(refresh_after(secs(86_400), None, MIN_TTL, 1.0), secs(43_200 - 4_320));
+        assert_eq!(
+            refresh_after(secs(86_400), None, MIN_TTL, 0.0),
+            secs(43_200)
+        );
+        assert_eq!(
+            refresh_after(secs(86_400), None, MIN_TTL, 1.0),
+            secs(43_200 - 4_320)
+        );
     }
 
     #[test]
     fn refresh_in_wins_when_given() {
-        assert_eq!(refresh_after(secs(3600), Some(secs(1800)), MIN_TTL, 0.0), secs(1800));
-        assert_eq!(refresh_after(secs(86_400), Some(secs(3600)), MIN_TTL, 0.0), secs(3600));
-        assert_eq!(refresh_after(secs(60), Some(secs(20)), MIN_TTL, 0.0), secs(20));
+        assert_eq!(
+            refresh_after(secs(3600), Some(secs(1800)), MIN_TTL, 0.0),
+            secs(1800)
+        );
+        assert_eq!(
+            refresh_after(secs(86_400), Some(secs(3600)), MIN_TTL, 0.0),
+            secs(3600)
+        );
+        assert_eq!(
+            refresh_after(secs(60), Some(secs(20)), MIN_TTL, 0.0),
+            secs(20)
+        );
         // A refresh_in at or past expiry is ignored.
-        assert_eq!(refresh_after(secs(3600), Some(secs(4000)), MIN_TTL, 0.0), secs(3300));
+        assert_eq!(
+            refresh_after(secs(3600), Some(secs(4000)), MIN_TTL, 0.0),
+            secs(3300)
+        );
     }
 
     #[test]
@@ -77,7 +95,10 @@ mod tests {
         // 1 h token, min-ttl 10 min: refresh at 50 min at the latest.
         assert_eq!(refresh_after(secs(3600), None, secs(600), 0.0), secs(3000));
         // refresh_in past the min-ttl margin is pulled in too.
-        assert_eq!(refresh_after(secs(60), Some(secs(50)), MIN_TTL, 0.0), secs(30));
+        assert_eq!(
+            refresh_after(secs(60), Some(secs(50)), MIN_TTL, 0.0),
+            secs(30)
+        );
     }
 
     #[test]
@@ -89,7 +110,10 @@ mod tests {
             for i in 0..=100 {
                 let r = refresh_after(expires, None, MIN_TTL, f64::from(i) / 100.0);
                 assert!(r <= base, "{lifetime}: {r:?} after {base:?}");
-                assert!(base - r <= lead.mul_f64(0.1) + Duration::from_nanos(1), "{lifetime}: jitter too large");
+                assert!(
+                    base - r <= lead.mul_f64(0.1) + Duration::from_nanos(1),
+                    "{lifetime}: jitter too large"
+                );
             }
         }
     }

@@ -123,7 +123,13 @@ fn needs_refresh(inner: &Inner) -> bool {
     }
 }
 
-fn record_success(inner: &Inner, token: Token, took: Duration, expires_in: Duration, refresh_after: Duration) {
+fn record_success(
+    inner: &Inner,
+    token: Token,
+    took: Duration,
+    expires_in: Duration,
+    refresh_after: Duration,
+) {
     let expiry_unix = token
         .expires_at_wall
         .duration_since(UNIX_EPOCH)
@@ -153,7 +159,11 @@ fn record_success(inner: &Inner, token: Token, took: Duration, expires_in: Durat
 }
 
 fn record_failure(inner: &Inner, error: AuthError, took: Duration, retry_in: Duration) {
-    let still_valid = inner.current.load().as_ref().is_some_and(|t| inner.is_valid(t));
+    let still_valid = inner
+        .current
+        .load()
+        .as_ref()
+        .is_some_and(|t| inner.is_valid(t));
     let mut consecutive = 0;
     inner.status.send_modify(|s| {
         s.failures += 1;
@@ -162,7 +172,9 @@ fn record_failure(inner: &Inner, error: AuthError, took: Duration, retry_in: Dur
         s.last_error = Some(error.clone());
     });
     if let Some(m) = &inner.metrics {
-        m.refresh_total.with_label_values(&[error.kind().as_label()]).inc();
+        m.refresh_total
+            .with_label_values(&[error.kind().as_label()])
+            .inc();
         m.refresh_duration.observe(took.as_secs_f64());
         m.consecutive_failures.set(consecutive as i64);
     }

@@ -45,7 +45,8 @@ impl TokenRequest {
 
     /// Sends the request. The error never contains the secret.
     pub(crate) async fn send(&self, client: &reqwest::Client) -> Result<TokenResponse, AuthError> {
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials"), ("scope", &self.scope)];
+        let mut form: Vec<(&str, &str)> =
+            vec![("grant_type", "client_credentials"), ("scope", &self.scope)];
         if let Some(r) = &self.resource {
             form.push(("resource", r));
         }
@@ -69,14 +70,21 @@ impl TokenRequest {
                 request = request.header("Authorization", format!("Basic {encoded}"));
             }
         }
-        let response = request.form(&form).send().await.map_err(|e| self.transport_error(e))?;
+        let response = request
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         let status = response.status();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         classify(status.as_u16(), retry_after, &body, &self.secret)
     }
 
@@ -108,7 +116,9 @@ fn form_urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -124,7 +134,11 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     }
     let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
     let now = jiff::Timestamp::now();
-    Some(when.duration_since(now).try_into().unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(now)
+            .try_into()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[derive(Deserialize)]
@@ -184,7 +198,10 @@ pub(crate) fn classify(
             )
         })?;
         let bad = |what: &str| {
-            let mut e = AuthError::new(AuthErrorKind::Transient, format!("the token endpoint's answer {what}"));
+            let mut e = AuthError::new(
+                AuthErrorKind::Transient,
+                format!("the token endpoint's answer {what}"),
+            );
             e.status = Some(status);
             e
         };
@@ -228,9 +245,14 @@ pub(crate) fn classify(
         .or_else(|| description.as_deref().and_then(aadsts_from_text));
     let kind = if status == 429 || retry_after.is_some() {
         AuthErrorKind::Throttled
-    } else if status >= 500 || status == 408 || oauth_error.as_deref() == Some("temporarily_unavailable") {
+    } else if status >= 500
+        || status == 408
+        || oauth_error.as_deref() == Some("temporarily_unavailable")
+    {
         AuthErrorKind::Transient
-    } else if oauth_error.as_deref().is_some_and(|e| PERMANENT_ERRORS.contains(&e))
+    } else if oauth_error
+        .as_deref()
+        .is_some_and(|e| PERMANENT_ERRORS.contains(&e))
         || matches!(status, 400 | 401 | 403 | 404)
     {
         AuthErrorKind::Permanent
@@ -258,7 +280,10 @@ pub(crate) fn classify(
 
 fn aadsts_from_text(text: &str) -> Option<u32> {
     let start = text.find("AADSTS")? + "AADSTS".len();
-    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -285,9 +310,21 @@ mod tests {
 
     #[test]
     fn expires_in_as_number_or_string() {
-        let ok = classify(200, None, br#"{"access_token":"t","expires_in":"3599","token_type":"Bearer"}"#, &secret()).unwrap();
+        let ok = classify(
+            200,
+            None,
+            br#"{"access_token":"t","expires_in":"3599","token_type":"Bearer"}"#,
+            &secret(),
+        )
+        .unwrap();
         assert_eq!(ok.expires_in, Duration::from_secs(3599));
-        let ok = classify(200, None, br#"{"access_token":"t","expires_in":60.5,"refresh_in":30}"#, &secret()).unwrap();
+        let ok = classify(
+            200,
+            None,
+            br#"{"access_token":"t","expires_in":60.5,"refresh_in":30}"#,
+            &secret(),
+        )
+        .unwrap();
         assert_eq!(ok.expires_in, Duration::from_millis(60_500));
         assert_eq!(ok.refresh_in, Some(Duration::from_secs(30)));
     }
@@ -318,28 +355,53 @@ mod tests {
         assert_eq!(e.trace_id(), Some("trace-1"));
         assert_eq!(e.correlation_id(), Some("corr-2"));
         let text = e.to_string();
-        assert!(text.contains("AADSTS7000215") && text.contains("trace id trace-1") && text.contains("correlation id corr-2"), "{text}");
+        assert!(
+            text.contains("AADSTS7000215")
+                && text.contains("trace id trace-1")
+                && text.contains("correlation id corr-2"),
+            "{text}"
+        );
         assert!(!text.contains("the-secret"), "{text}");
     }
 
     #[test]
     fn classification_by_status_and_error_field() {
-        let kind = |status, body: &[u8], ra| classify(status, ra, body, &secret()).unwrap_err().kind();
+        let kind =
+            |status, body: &[u8], ra| classify(status, ra, body, &secret()).unwrap_err().kind();
         assert_eq!(kind(503, b"", None), AuthErrorKind::Transient);
         assert_eq!(kind(500, b"{}", None), AuthErrorKind::Transient);
         assert_eq!(kind(408, b"", None), AuthErrorKind::Transient);
         assert_eq!(kind(429, b"", None), AuthErrorKind::Throttled);
-        assert_eq!(kind(503, b"", Some(Duration::from_secs(5))), AuthErrorKind::Throttled);
-        assert_eq!(kind(400, br#"{"error":"invalid_scope"}"#, None), AuthErrorKind::Permanent);
-        assert_eq!(kind(400, br#"{"error":"temporarily_unavailable"}"#, None), AuthErrorKind::Transient);
-        assert_eq!(kind(400, br#"{"error":"invalid_request","error_codes":[90002]}"#, None), AuthErrorKind::Permanent);
+        assert_eq!(
+            kind(503, b"", Some(Duration::from_secs(5))),
+            AuthErrorKind::Throttled
+        );
+        assert_eq!(
+            kind(400, br#"{"error":"invalid_scope"}"#, None),
+            AuthErrorKind::Permanent
+        );
+        assert_eq!(
+            kind(400, br#"{"error":"temporarily_unavailable"}"#, None),
+            AuthErrorKind::Transient
+        );
+        assert_eq!(
+            kind(
+                400,
+                br#"{"error":"invalid_request","error_codes":[90002]}"#,
+                None
+            ),
+            AuthErrorKind::Permanent
+        );
         assert_eq!(kind(401, b"not json", None), AuthErrorKind::Permanent);
     }
 
     #[test]
     fn retry_after_seconds_and_dates() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
