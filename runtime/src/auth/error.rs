@@ -37,8 +37,14 @@ impl AuthErrorKind {
 /// A failure to get a token, with what the identity provider said about it.
 ///
 /// Never contains the client secret or a token.
+///
+/// Opaque and small (one pointer), like `reqwest::Error`: ask it questions.
 #[derive(Clone, Debug)]
-pub struct AuthError {
+pub struct AuthError(pub(crate) Box<Details>);
+
+/// The fields behind an [`AuthError`].
+#[derive(Clone, Debug)]
+pub(crate) struct Details {
     pub(crate) kind: AuthErrorKind,
     pub(crate) message: String,
     pub(crate) status: Option<u16>,
@@ -52,7 +58,7 @@ pub struct AuthError {
 
 impl AuthError {
     pub(crate) fn new(kind: AuthErrorKind, message: impl Into<String>) -> Self {
-        AuthError {
+        AuthError(Box::new(Details {
             kind,
             message: message.into(),
             status: None,
@@ -62,82 +68,82 @@ impl AuthError {
             correlation_id: None,
             retry_after: None,
             last_error: None,
-        }
+        }))
     }
 
     /// How to treat the failure.
     pub fn kind(&self) -> AuthErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// Whether retrying soon is pointless: the credentials or request are wrong.
     pub fn is_permanent(&self) -> bool {
-        self.kind == AuthErrorKind::Permanent
-            || self.last_error.as_ref().is_some_and(|e| e.is_permanent())
+        self.0.kind == AuthErrorKind::Permanent
+            || self.0.last_error.as_ref().is_some_and(|e| e.is_permanent())
     }
 
     /// The HTTP status of the identity provider's answer, if there was one.
     pub fn status(&self) -> Option<u16> {
-        self.status
+        self.0.status
     }
 
     /// The OAuth2 `error` field (`invalid_client`, ...).
     pub fn oauth_error(&self) -> Option<&str> {
-        self.oauth_error.as_deref()
+        self.0.oauth_error.as_deref()
     }
 
     /// The Entra ID error code (7000215 for AADSTS7000215, a bad secret).
     pub fn aadsts_code(&self) -> Option<u32> {
-        self.aadsts_code
+        self.0.aadsts_code
     }
 
     /// The identity provider's trace id.
     pub fn trace_id(&self) -> Option<&str> {
-        self.trace_id.as_deref()
+        self.0.trace_id.as_deref()
     }
 
     /// The identity provider's correlation id.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        self.0.correlation_id.as_deref()
     }
 
     /// How long the identity provider asked us to wait.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 
     /// For [`AuthErrorKind::NoValidToken`]: the failure of the last refresh attempt.
     pub fn last_error(&self) -> Option<&AuthError> {
-        self.last_error.as_deref()
+        self.0.last_error.as_deref()
     }
 }
 
 impl fmt::Display for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
+        f.write_str(&self.0.message)?;
         let mut details = Vec::new();
-        if let Some(e) = &self.oauth_error {
+        if let Some(e) = &self.0.oauth_error {
             details.push(format!("error {e}"));
         }
-        if let Some(code) = self.aadsts_code {
+        if let Some(code) = self.0.aadsts_code {
             details.push(format!("AADSTS{code}"));
         }
-        if let Some(s) = self.status {
+        if let Some(s) = self.0.status {
             details.push(format!("HTTP {s}"));
         }
-        if let Some(t) = &self.trace_id {
+        if let Some(t) = &self.0.trace_id {
             details.push(format!("trace id {t}"));
         }
-        if let Some(c) = &self.correlation_id {
+        if let Some(c) = &self.0.correlation_id {
             details.push(format!("correlation id {c}"));
         }
-        if let Some(r) = self.retry_after {
+        if let Some(r) = self.0.retry_after {
             details.push(format!("retry after {}s", r.as_secs()));
         }
         if !details.is_empty() {
             write!(f, " ({})", details.join(", "))?;
         }
-        if let Some(last) = &self.last_error {
+        if let Some(last) = &self.0.last_error {
             write!(f, "; last refresh failure: {last}")?;
         }
         Ok(())

@@ -322,7 +322,7 @@ impl TokenManager {
                             inner.options.wait_timeout.as_secs_f64()
                         ),
                     );
-                    e.last_error = status.borrow().last_error.clone().map(Box::new);
+                    e.0.last_error = status.borrow().last_error.clone().map(Box::new);
                     return Err(e);
                 }
             }

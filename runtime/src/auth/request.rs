@@ -202,7 +202,7 @@ pub(crate) fn classify(
                 AuthErrorKind::Transient,
                 format!("the token endpoint's answer {what}"),
             );
-            e.status = Some(status);
+            e.0.status = Some(status);
             e
         };
         let access_token = parsed
@@ -212,7 +212,7 @@ pub(crate) fn classify(
         let expires_in = match parsed.expires_in.as_ref().map(seconds) {
             None => return Err(bad("has no `expires_in`")),
             Some(None) => return Err(bad("has an `expires_in` that is not a number")),
-            Some(Some(s)) if !(s > 0.0) || !s.is_finite() => {
+            Some(Some(s)) if s <= 0.0 || !s.is_finite() => {
                 return Err(bad(&format!("has a non-positive `expires_in` ({s})")));
             }
             Some(Some(s)) => Duration::from_secs_f64(s),
@@ -269,12 +269,12 @@ pub(crate) fn classify(
         None => headline.to_owned(),
     };
     let mut error = AuthError::new(kind, message);
-    error.status = Some(status);
-    error.oauth_error = oauth_error;
-    error.aadsts_code = aadsts_code;
-    error.trace_id = parsed.trace_id;
-    error.correlation_id = parsed.correlation_id;
-    error.retry_after = retry_after;
+    error.0.status = Some(status);
+    error.0.oauth_error = oauth_error;
+    error.0.aadsts_code = aadsts_code;
+    error.0.trace_id = parsed.trace_id;
+    error.0.correlation_id = parsed.correlation_id;
+    error.0.retry_after = retry_after;
     Err(error)
 }
 
