@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
-use extractor_runtime::config::{AuthMethod, IdpAuthenticationConfig};
+use extractor_runtime::config::IdpAuthenticationConfig;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -25,16 +25,13 @@ fn setup(rt: &tokio::runtime::Runtime) -> (MockServer, TokenManager) {
             .mount(&server)
             .await;
         let config = IdpAuthenticationConfig {
-            client_id: "c".into(),
-            secret: Secret::new("s"),
-            token_url: Some(format!("{}/token", server.uri())),
-            tenant: None,
-            authority: None,
-            scopes: vec!["s".into()],
-            resource: None,
-            audience: None,
             min_ttl: Duration::from_secs(30),
-            auth_method: AuthMethod::Post,
+            ..IdpAuthenticationConfig::new(
+                "c",
+                Secret::new("s"),
+                format!("{}/token", server.uri()),
+                vec!["s".into()],
+            )
         };
         let tokens = TokenManager::spawn(&config, TokenManagerOptions::default(), None).unwrap();
         tokens.get().await.unwrap();

@@ -99,16 +99,13 @@ const SECRET: &str = "client-secret-never-shown";
 
 fn idp_config(token_url: String) -> IdpAuthenticationConfig {
     IdpAuthenticationConfig {
-        client_id: "my-client".into(),
-        secret: Secret::new(SECRET),
-        token_url: Some(token_url),
-        tenant: None,
-        authority: None,
-        scopes: vec!["https://api.cognitedata.com/.default".into()],
-        resource: None,
-        audience: None,
         min_ttl: Duration::from_secs(1),
-        auth_method: AuthMethod::Post,
+        ..IdpAuthenticationConfig::new(
+            "my-client",
+            Secret::new(SECRET),
+            token_url,
+            vec!["https://api.cognitedata.com/.default".into()],
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
-use extractor_runtime::config::{AuthMethod, IdpAuthenticationConfig};
+use extractor_runtime::config::IdpAuthenticationConfig;
 
 /// Stops the server by its PID when the test ends, however it ends.
 struct Server(Child);
@@ -106,16 +106,13 @@ async fn five_second_tokens_over_a_minute() {
 
     let min_ttl = Duration::from_secs(1);
     let config = IdpAuthenticationConfig {
-        client_id: "e2e-client".into(),
-        secret: Secret::new("e2e-secret"),
-        token_url: Some(format!("http://127.0.0.1:{port}/token")),
-        tenant: None,
-        authority: None,
-        scopes: vec![scope.into()],
-        resource: None,
-        audience: None,
         min_ttl,
-        auth_method: AuthMethod::Post,
+        ..IdpAuthenticationConfig::new(
+            "e2e-client",
+            Secret::new("e2e-secret"),
+            format!("http://127.0.0.1:{port}/token"),
+            vec![scope.into()],
+        )
     };
     let tokens = TokenManager::spawn(&config, TokenManagerOptions::default(), None).unwrap();
     let start = tokio::time::Instant::now();

@@ -105,6 +105,28 @@ fn default_min_ttl() -> Duration {
 }
 
 impl IdpAuthenticationConfig {
+    /// Client credentials for `token_url` with the defaults of every optional key
+    /// (`min-ttl` 30 s, `auth-method: post`), for building a config in code.
+    pub fn new(
+        client_id: impl Into<String>,
+        secret: Secret,
+        token_url: impl Into<String>,
+        scopes: Vec<String>,
+    ) -> Self {
+        IdpAuthenticationConfig {
+            client_id: client_id.into(),
+            secret,
+            token_url: Some(token_url.into()),
+            tenant: None,
+            authority: None,
+            scopes,
+            resource: None,
+            audience: None,
+            min_ttl: default_min_ttl(),
+            auth_method: AuthMethod::Post,
+        }
+    }
+
     /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`.
     pub fn token_endpoint(&self) -> String {
         match (&self.token_url, &self.tenant) {
