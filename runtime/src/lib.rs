@@ -12,14 +12,18 @@
 //! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
+//! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
+//! - [`scheduler`]: runs tasks on their schedules.
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config;
+pub mod extractor;
 pub mod logging;
 pub mod metrics;
+pub mod scheduler;
 mod secret;
 
 pub use config::{Config, ConfigError, ConfigErrors};

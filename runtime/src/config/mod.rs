@@ -45,10 +45,12 @@ pub use model::{
     AuthMethod, CogniteConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
     ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel,
     LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig,
-    RawStateStoreConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig,
+    RawStateStoreConfig, RetryConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig,
 };
 pub use node::Node;
 pub use validate::{Schedule, parse_cron};
+
+pub(crate) use suggest::did_you_mean as suggest;
 
 use node::NodeDeserializer;
 use path::KeyPath;
@@ -166,6 +168,11 @@ impl Config {
                     .get("tasks")
                     .and_then(|t| t.index(index))
                     .map(Node::mark),
+                type_mark: tree
+                    .get("tasks")
+                    .and_then(|t| t.index(index))
+                    .and_then(|t| t.get("type"))
+                    .map(Node::mark),
                 file: file.clone(),
             };
         }
@@ -189,6 +196,26 @@ impl ExtractorConfigBlock {
         let task = KeyPath::Index(&tasks, self.task_index);
         let path = KeyPath::Key(&task, "config");
         deserialize_node(node, &path).map_err(|e| ConfigErrors(vec![e.in_file(self.file.clone())]))
+    }
+}
+
+impl ExtractorConfigBlock {
+    /// An error about the block as a whole (a value the extractor rejects), at
+    /// `tasks[N].config`.
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        let mark = self.node.as_ref().map(Node::mark).or(self.task_mark);
+        ConfigError::new(ConfigErrorKind::Invalid, message)
+            .at(mark, format!("tasks[{}].config", self.task_index))
+            .in_file(self.file.clone())
+    }
+}
+
+impl TaskConfig {
+    /// An error about the task's `type`, at `tasks[N].type`.
+    pub fn type_error(&self, index: usize, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(ConfigErrorKind::Invalid, message)
+            .at(self.config.type_mark, format!("tasks[{index}].type"))
+            .in_file(self.config.file.clone())
     }
 }
 

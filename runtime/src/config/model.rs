@@ -33,6 +33,17 @@ pub struct Config {
     /// The extractor tasks to run.
     #[serde(default)]
     pub tasks: Vec<TaskConfig>,
+    /// On SIGTERM or SIGINT, how long running tasks get to finish before they are aborted.
+    #[serde(
+        default = "default_shutdown_grace",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub shutdown_grace: Duration,
+}
+
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `cognite:`: the CDF project and its authentication.
@@ -373,9 +384,58 @@ pub struct TaskConfig {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     #[schemars(with = "Option<DurationSchema>")]
     pub jitter: Option<Duration>,
+    /// After `timeout` cancels a run, how long it gets to stop before it is aborted.
+    #[serde(
+        default = "default_timeout_grace",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub timeout_grace: Duration,
+    /// Retry a run that fails with a transient error.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
     /// The extractor's own settings, validated by the extractor type.
     #[serde(default)]
     pub config: ExtractorConfigBlock,
+}
+
+fn default_timeout_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `tasks[].retry:`: retries of transient failures within one run.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The delay before the first retry; it doubles (with full jitter) up to `max-backoff`.
+    #[serde(
+        default = "default_initial_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub initial_backoff: Duration,
+    /// The largest delay between attempts.
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub max_backoff: Duration,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// A task's `config:` block, kept as a tree (with positions) for its extractor to read.
@@ -385,6 +445,8 @@ pub struct ExtractorConfigBlock {
     pub(crate) task_index: usize,
     /// Where the task itself starts: errors about a missing block point here.
     pub(crate) task_mark: Option<super::error::Mark>,
+    /// Where the task's `type` value is.
+    pub(crate) type_mark: Option<super::error::Mark>,
     pub(crate) file: Option<std::path::PathBuf>,
 }
 

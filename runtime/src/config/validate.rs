@@ -365,6 +365,17 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
                 "`max-concurrent` applies only with `overlap: allow`",
             ),
         }
+        if let Some(retry) = &task.retry {
+            if retry.max_attempts == 0 {
+                p.push(format!("{base}.retry.max-attempts"), "must be at least 1");
+            }
+            if retry.max_backoff < retry.initial_backoff {
+                p.push(
+                    format!("{base}.retry.max-backoff"),
+                    "must not be shorter than `initial-backoff`",
+                );
+            }
+        }
         if task.timeout.is_some_and(|t| t.is_zero()) {
             p.push(format!("{base}.timeout"), "must be longer than zero");
         }

@@ -52,3 +52,132 @@ impl TokenMetrics {
         Ok(m)
     }
 }
+
+/// The scheduler's metrics, for all tasks.
+#[derive(Clone, Debug)]
+pub struct SchedulerMetrics {
+    runs_total: IntCounterVec,
+    run_duration: prometheus::HistogramVec,
+    last_success: prometheus::GaugeVec,
+    next_run: prometheus::GaugeVec,
+    running: prometheus::IntGaugeVec,
+    skipped_total: IntCounterVec,
+    retries_total: IntCounterVec,
+    pub(crate) schedule_lag: Histogram,
+}
+
+/// The result labels of `extractor_task_runs_total`.
+pub const RUN_RESULTS: &[&str] = &["success", "failure", "timeout", "panic", "cancelled"];
+
+/// The reason labels of `extractor_task_skipped_total`.
+pub const SKIP_REASONS: &[&str] = &["overlap", "missed"];
+
+impl SchedulerMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = SchedulerMetrics {
+            runs_total: IntCounterVec::new(
+                Opts::new(
+                    "extractor_task_runs_total",
+                    "Finished task runs, by result.",
+                ),
+                &["task", "result"],
+            )?,
+            run_duration: prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "extractor_task_run_duration_seconds",
+                    "Duration of task runs, retries included.",
+                )
+                .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0]),
+                &["task"],
+            )?,
+            last_success: prometheus::GaugeVec::new(
+                Opts::new(
+                    "extractor_task_last_success_timestamp_seconds",
+                    "Unix time at which the task last finished a run successfully.",
+                ),
+                &["task"],
+            )?,
+            next_run: prometheus::GaugeVec::new(
+                Opts::new(
+                    "extractor_task_next_run_timestamp_seconds",
+                    "Unix time of the task's next planned run.",
+                ),
+                &["task"],
+            )?,
+            running: prometheus::IntGaugeVec::new(
+                Opts::new("extractor_task_running", "Runs of the task in progress."),
+                &["task"],
+            )?,
+            skipped_total: IntCounterVec::new(
+                Opts::new(
+                    "extractor_task_skipped_total",
+                    "Planned runs that did not start, by reason (overlap, missed).",
+                ),
+                &["task", "reason"],
+            )?,
+            retries_total: IntCounterVec::new(
+                Opts::new(
+                    "extractor_task_retries_total",
+                    "Attempts retried after a transient failure.",
+                ),
+                &["task"],
+            )?,
+            schedule_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "extractor_task_schedule_lag_seconds",
+                    "How late runs started versus their planned time (all tasks).",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                ]),
+            )?,
+        };
+        registry.register(Box::new(m.runs_total.clone()))?;
+        registry.register(Box::new(m.run_duration.clone()))?;
+        registry.register(Box::new(m.last_success.clone()))?;
+        registry.register(Box::new(m.next_run.clone()))?;
+        registry.register(Box::new(m.running.clone()))?;
+        registry.register(Box::new(m.skipped_total.clone()))?;
+        registry.register(Box::new(m.retries_total.clone()))?;
+        registry.register(Box::new(m.schedule_lag.clone()))?;
+        Ok(m)
+    }
+
+    /// Handles for one task, looked up once so that runs touch no label maps.
+    pub(crate) fn for_task(&self, task: &str) -> TaskMetrics {
+        let runs = RUN_RESULTS
+            .iter()
+            .map(|r| self.runs_total.with_label_values(&[task, r]))
+            .collect();
+        let skipped = SKIP_REASONS
+            .iter()
+            .map(|r| self.skipped_total.with_label_values(&[task, r]))
+            .collect();
+        TaskMetrics {
+            runs,
+            skipped,
+            duration: self.run_duration.with_label_values(&[task]),
+            last_success: self.last_success.with_label_values(&[task]),
+            next_run: self.next_run.with_label_values(&[task]),
+            running: self.running.with_label_values(&[task]),
+            retries: self.retries_total.with_label_values(&[task]),
+            lag: self.schedule_lag.clone(),
+        }
+    }
+}
+
+/// One task's metric handles.
+#[derive(Clone, Debug)]
+pub(crate) struct TaskMetrics {
+    /// Indexed like [`RUN_RESULTS`].
+    pub(crate) runs: Vec<prometheus::IntCounter>,
+    /// Indexed like [`SKIP_REASONS`].
+    pub(crate) skipped: Vec<prometheus::IntCounter>,
+    pub(crate) duration: Histogram,
+    pub(crate) last_success: Gauge,
+    pub(crate) next_run: Gauge,
+    pub(crate) running: IntGauge,
+    pub(crate) retries: prometheus::IntCounter,
+    pub(crate) lag: Histogram,
+}

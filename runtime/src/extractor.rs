@@ -1,0 +1,323 @@
+//! The plug-in point: the [`Extractor`] trait, what a run receives ([`RunContext`]), how it fails
+//! ([`TaskError`]), and the [`Registry`] that maps a YAML `type` to a constructor.
+//!
+//! # Examples
+//!
+//! A complete extractor in a user's crate, registered under `type: hello`:
+//!
+//! ```
+//! use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+//! struct HelloConfig {
+//!     greeting: String,
+//! }
+//!
+//! struct Hello(HelloConfig);
+//!
+//! impl Extractor for Hello {
+//!     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
+//!         Box::pin(async move {
+//!             if ctx.is_cancelled() {
+//!                 return Err(TaskError::transient("cancelled before start"));
+//!             }
+//!             tracing::info!(task = ctx.task(), "{}", self.0.greeting);
+//!             Ok(())
+//!         })
+//!     }
+//! }
+//!
+//! let mut registry = Registry::new();
+//! registry.register("hello", |config: HelloConfig| Ok(Hello(config)));
+//! assert!(registry.contains("hello"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthError, TokenManager};
+use crate::config::{ConfigError, ConfigErrors, TaskConfig};
+
+/// The future an [`Extractor::run`] returns.
+pub type ExtractorFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'a>>;
+
+/// One kind of extraction. The scheduler calls [`run`](Extractor::run) for every run of every
+/// task of this type; one value serves all runs of its task, so keep per-run state local.
+pub trait Extractor: Send + Sync + 'static {
+    /// Does one run. Return when done, or soon after [`RunContext::cancelled`] fires.
+    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_>;
+
+    /// For `continuous` tasks: whether a run ends by itself, so that `run --once` may run it.
+    fn finishes_by_itself(&self) -> bool {
+        false
+    }
+}
+
+/// What a run gets from the runtime.
+#[derive(Clone)]
+pub struct RunContext {
+    pub(crate) task: Arc<str>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tokens: Option<TokenManager>,
+    pub(crate) registry: prometheus::Registry,
+    pub(crate) attempt: u32,
+}
+
+impl RunContext {
+    /// A context for calling an extractor outside the scheduler (tests, tools).
+    pub fn new(task: &str, cancel: CancellationToken) -> Self {
+        RunContext {
+            task: task.into(),
+            cancel,
+            tokens: None,
+            registry: prometheus::Registry::new(),
+            attempt: 1,
+        }
+    }
+
+    /// The task's name (from `tasks[].name`).
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// Fires when the run should stop: timeout, `overlap: replace`, or shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the run should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The cancellation token itself, to hand to child futures.
+    pub fn cancellation_token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The process's token manager; `None` in dry-run.
+    pub fn tokens(&self) -> Option<&TokenManager> {
+        self.tokens.as_ref()
+    }
+
+    /// The metrics registry, for an extractor's own metrics.
+    pub fn metrics(&self) -> &prometheus::Registry {
+        &self.registry
+    }
+
+    /// 1 for the first attempt of a run, 2 for its first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunContext")
+            .field("task", &self.task)
+            .field("is_cancelled", &self.is_cancelled())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+/// How a run failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskErrorKind {
+    /// May succeed when tried again (a network error, a 503): retried per the task's `retry`.
+    Transient,
+    /// Will fail again (bad data, bad settings): not retried.
+    Permanent,
+    /// The identity provider refused the credentials: not retried; `run --once` exits 3.
+    Authentication,
+}
+
+/// Why a run failed.
+#[derive(Debug)]
+pub struct TaskError {
+    kind: TaskErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TaskError {
+    /// A failure that may pass.
+    pub fn transient(message: impl fmt::Display) -> Self {
+        TaskError {
+            kind: TaskErrorKind::Transient,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// A failure that will not pass by retrying.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        TaskError {
+            kind: TaskErrorKind::Permanent,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// The identity provider refused the credentials: not retried; `run --once` exits 3.
+    pub fn authentication(message: impl fmt::Display) -> Self {
+        TaskError {
+            kind: TaskErrorKind::Authentication,
+            message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// How the run failed.
+    pub fn kind(&self) -> TaskErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying may help.
+    pub fn is_transient(&self) -> bool {
+        self.kind == TaskErrorKind::Transient
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(s) = &self.source {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TaskError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<AuthError> for TaskError {
+    fn from(e: AuthError) -> Self {
+        let kind = if e.is_permanent() {
+            TaskErrorKind::Authentication
+        } else {
+            TaskErrorKind::Transient
+        };
+        TaskError {
+            kind,
+            message: "authentication failed".to_owned(),
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn Extractor>, ConfigErrors> + Send + Sync>;
+
+/// Maps a task's `type` to a constructor that reads and checks its `config:` block.
+///
+/// Constructors run at config-check time (`check-config` and startup), so they must only read
+/// and validate settings: no network I/O.
+#[derive(Default)]
+pub struct Registry {
+    factories: BTreeMap<String, Factory>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers `type_name`. `build` receives the task's `config:` block deserialized as `C`
+    /// (so its errors carry `tasks[N].config.key` paths and line:column) and may reject values
+    /// with a message, reported at `tasks[N].config`.
+    pub fn register<C, E, F>(&mut self, type_name: &str, build: F)
+    where
+        C: DeserializeOwned,
+        E: Extractor,
+        F: Fn(C) -> Result<E, String> + Send + Sync + 'static,
+    {
+        let factory: Factory = Box::new(move |task: &TaskConfig| {
+            let config: C = task.config.parse()?;
+            build(config)
+                .map(|e| Arc::new(e) as Arc<dyn Extractor>)
+                .map_err(|message| ConfigErrors(vec![task.config.error(message)]))
+        });
+        self.factories.insert(type_name.to_owned(), factory);
+    }
+
+    /// Whether `type_name` is registered.
+    pub fn contains(&self, type_name: &str) -> bool {
+        self.factories.contains_key(type_name)
+    }
+
+    /// The registered type names, sorted.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+
+    /// Builds the extractor of one task, checking its type and its `config:` block.
+    pub fn build(
+        &self,
+        index: usize,
+        task: &TaskConfig,
+    ) -> Result<Arc<dyn Extractor>, ConfigErrors> {
+        match self.factories.get(&task.kind) {
+            Some(factory) => factory(task),
+            None => {
+                let known: Vec<&str> = self.types().collect();
+                let hint = match crate::config::suggest(&task.kind, &known) {
+                    s if !s.is_empty() => s,
+                    _ if known.is_empty() => "; no extractor types are registered".to_owned(),
+                    s => s,
+                };
+                Err(ConfigErrors(vec![task.type_error(
+                    index,
+                    format!("unknown extractor type `{}`{hint}", task.kind),
+                )]))
+            }
+        }
+    }
+
+    /// Builds every task's extractor, gathering all errors.
+    pub fn build_all(&self, tasks: &[TaskConfig]) -> Result<Vec<Arc<dyn Extractor>>, ConfigErrors> {
+        let mut built = Vec::new();
+        let mut errors: Vec<ConfigError> = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            match self.build(i, task) {
+                Ok(e) => built.push(e),
+                Err(ConfigErrors(mut e)) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(built)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}

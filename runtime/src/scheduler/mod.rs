@@ -1,0 +1,505 @@
+//! Runs tasks on their schedules (DESIGN.md section 4).
+//!
+//! - `interval` (first run at start unless `run-on-start: false`), `cron` (croner, in an IANA
+//!   time zone via jiff, DST by the cron spec), `continuous` (restarted with backoff 5 s to 60 s,
+//!   reset after 10 min healthy), `startup` (all finish before the others start).
+//! - `overlap`: `forbid` skips a run due while one runs (counted), `allow` runs up to
+//!   `max-concurrent`, `replace` cancels the running one.
+//! - Missed runs (the process was late): at most one catch-up run, and only within
+//!   `starting-deadline` when one is set; the rest are skipped and counted.
+//! - `jitter` delays each run randomly; `timeout` cancels the run, waits `timeout-grace`, then
+//!   aborts it; transient failures are retried per `retry`; a panic is a failed run.
+//! - Shutdown: stop scheduling, cancel runs, wait `shutdown-grace`, abort what is left.
+
+mod clock;
+mod run;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use clock::Clock;
+pub use run::RunResult;
+
+use crate::auth::TokenManager;
+use crate::config::{OverlapPolicy, RetryConfig, Schedule, TaskConfig};
+use crate::extractor::{Extractor, TaskErrorKind};
+use crate::metrics::{SchedulerMetrics, TaskMetrics};
+
+/// Restart delays of a continuous task.
+const CONTINUOUS_MIN_BACKOFF: Duration = Duration::from_secs(5);
+const CONTINUOUS_MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A continuous run that lasted this long resets the restart backoff.
+const CONTINUOUS_HEALTHY: Duration = Duration::from_secs(600);
+
+/// A task ready to run: its extractor and its policies.
+pub struct Task {
+    name: Arc<str>,
+    extractor: Arc<dyn Extractor>,
+    schedule: Schedule,
+    overlap: OverlapPolicy,
+    max_concurrent: u32,
+    timeout: Option<Duration>,
+    timeout_grace: Duration,
+    starting_deadline: Option<Duration>,
+    jitter: Option<Duration>,
+    retry: Option<RetryConfig>,
+    metrics: TaskMetrics,
+    /// The runs in progress: id, cancellation token, abort handle.
+    running: Mutex<Vec<RunningRun>>,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .field("overlap", &self.overlap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+struct RunningRun {
+    id: u64,
+    cancel: CancellationToken,
+    abort: tokio::task::AbortHandle,
+}
+
+/// What every run shares.
+pub(crate) struct Shared {
+    clock: Clock,
+    tokens: Option<TokenManager>,
+    registry: prometheus::Registry,
+    tracker: TaskTracker,
+    next_run_id: std::sync::atomic::AtomicU64,
+}
+
+/// Settings of a [`Scheduler`].
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// The metrics registry.
+    pub registry: prometheus::Registry,
+    /// The token manager runs get, if any.
+    pub tokens: Option<TokenManager>,
+    /// Where wall-clock time comes from.
+    pub clock: Clock,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            registry: prometheus::Registry::new(),
+            tokens: None,
+            clock: Clock::System,
+        }
+    }
+}
+
+/// The results of the runs a scheduler made.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Every finished run: task name and result.
+    pub runs: Vec<(String, RunResult)>,
+}
+
+impl Summary {
+    /// Whether any run failed.
+    pub fn any_failed(&self) -> bool {
+        self.runs.iter().any(|(_, r)| !r.is_success())
+    }
+
+    /// Whether any run failed because the identity provider refused the credentials.
+    pub fn any_authentication_failure(&self) -> bool {
+        self.runs
+            .iter()
+            .any(|(_, r)| *r == RunResult::Failure(TaskErrorKind::Authentication))
+    }
+}
+
+/// Runs tasks. Cheap to share: a handle over the tasks and their runs.
+pub struct Scheduler {
+    core: Arc<Core>,
+}
+
+struct Core {
+    tasks: Vec<Arc<Task>>,
+    shared: Arc<Shared>,
+    summary: Arc<Mutex<Summary>>,
+}
+
+impl Scheduler {
+    /// Builds the scheduler from the tasks' configs and their extractors (from
+    /// [`Registry::build_all`](crate::extractor::Registry::build_all)).
+    pub fn new(
+        configs: &[TaskConfig],
+        extractors: Vec<Arc<dyn Extractor>>,
+        options: SchedulerOptions,
+    ) -> Result<Scheduler, String> {
+        let metrics = SchedulerMetrics::register(&options.registry).map_err(|e| e.to_string())?;
+        let mut tasks = Vec::with_capacity(configs.len());
+        for (config, extractor) in configs.iter().zip(extractors) {
+            let schedule = config
+                .schedule
+                .parse()
+                .map_err(|e| format!("task {}: invalid schedule: {e:?}", config.name))?;
+            tasks.push(Arc::new(Task {
+                name: config.name.as_str().into(),
+                extractor,
+                schedule,
+                overlap: config.overlap,
+                max_concurrent: config.max_concurrent.unwrap_or(1).max(1),
+                timeout: config.timeout,
+                timeout_grace: config.timeout_grace,
+                starting_deadline: config.starting_deadline,
+                jitter: config.jitter,
+                retry: config.retry.clone(),
+                metrics: metrics.for_task(&config.name),
+                running: Mutex::new(Vec::new()),
+            }));
+        }
+        Ok(Scheduler {
+            core: Arc::new(Core {
+                tasks,
+                shared: Arc::new(Shared {
+                    clock: options.clock,
+                    tokens: options.tokens,
+                    registry: options.registry,
+                    tracker: TaskTracker::new(),
+                    next_run_id: std::sync::atomic::AtomicU64::new(0),
+                }),
+                summary: Arc::new(Mutex::new(Summary::default())),
+            }),
+        })
+    }
+
+    /// The tasks.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.core.tasks.iter().map(|t| &**t)
+    }
+
+    /// Checks that `run --once` can run every task: a continuous task must finish by itself.
+    pub fn check_once(&self) -> Result<(), String> {
+        let stuck: Vec<&str> = self
+            .core
+            .tasks
+            .iter()
+            .filter(|t| {
+                matches!(t.schedule, Schedule::Continuous) && !t.extractor.finishes_by_itself()
+            })
+            .map(|t| &*t.name)
+            .collect();
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "--once cannot run continuous task(s) {} (they never finish by themselves); \
+                 run without --once, or give them an interval or cron schedule",
+                stuck.join(", ")
+            ))
+        }
+    }
+
+    /// Batch mode: the startup tasks, then every other task once. Returns when all finished,
+    /// or when `shutdown` fires and the runs have drained (at most `grace`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancel through `shutdown` instead.
+    pub async fn run_once(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
+        self.core.run_once(shutdown, grace).await
+    }
+
+    /// Service mode: the startup tasks, then every task on its schedule until `shutdown` fires;
+    /// then the runs get `grace` to finish.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancel through `shutdown` instead.
+    pub async fn run(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
+        self.core.clone().run(shutdown, grace).await
+    }
+}
+
+impl Core {
+    async fn run_once(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
+        self.run_startup(&shutdown).await;
+        if !shutdown.is_cancelled() {
+            let handles: Vec<_> = self
+                .tasks
+                .iter()
+                .filter(|t| !matches!(t.schedule, Schedule::Startup))
+                .map(|t| self.spawn_run(t.clone(), &shutdown))
+                .collect();
+            let all = async {
+                for h in handles {
+                    let _ = h.await;
+                }
+            };
+            tokio::select! {
+                () = all => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        self.drain(grace).await;
+        self.summary.lock().expect("summary lock").clone()
+    }
+
+    async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) -> Summary {
+        self.run_startup(&shutdown).await;
+        let drivers = TaskTracker::new();
+        if !shutdown.is_cancelled() {
+            for task in self
+                .tasks
+                .iter()
+                .filter(|t| !matches!(t.schedule, Schedule::Startup))
+            {
+                drivers.spawn(self.clone().drive(task.clone(), shutdown.clone()));
+            }
+        }
+        drivers.close();
+        shutdown.cancelled().await;
+        drivers.wait().await;
+        self.drain(grace).await;
+        self.summary.lock().expect("summary lock").clone()
+    }
+
+    async fn run_startup(&self, shutdown: &CancellationToken) {
+        let handles: Vec<_> = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.schedule, Schedule::Startup))
+            .map(|t| self.spawn_run(t.clone(), shutdown))
+            .collect();
+        for h in handles {
+            tokio::select! {
+                _ = h => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Waits up to `grace` for runs in progress (already told to stop), then aborts them.
+    async fn drain(&self, grace: Duration) {
+        let tracker = &self.shared.tracker;
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            let left = tracker.len();
+            tracing::warn!(target: "extractor_runtime::scheduler", runs = left, grace_s = grace.as_secs_f64(), "runs did not stop within the shutdown grace; aborting them");
+            let mut summary = self.summary.lock().expect("summary lock");
+            for task in &self.tasks {
+                for run in task.running.lock().expect("running lock").drain(..) {
+                    run.abort.abort();
+                    task.metrics.running.dec();
+                    task.metrics.runs[4].inc();
+                    summary
+                        .runs
+                        .push((task.name.to_string(), RunResult::Cancelled));
+                }
+            }
+        }
+    }
+
+    /// Starts one run of `task` on the tracker; its token is a child of `parent`.
+    fn spawn_run(
+        &self,
+        task: Arc<Task>,
+        parent: &CancellationToken,
+    ) -> tokio::task::JoinHandle<RunResult> {
+        let cancel = parent.child_token();
+        let id = self
+            .shared
+            .next_run_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = self.shared.clone();
+        let summary = self.summary.clone();
+        let run_task = task.clone();
+        let run_cancel = cancel.clone();
+        // Hold the lock while spawning, so the run cannot finish (and remove itself) before it
+        // is listed.
+        let mut running = task.running.lock().expect("running lock");
+        let handle = self.shared.tracker.spawn(async move {
+            let result = run::execute(shared, run_task.clone(), run_cancel).await;
+            let mut running = run_task.running.lock().expect("running lock");
+            let before = running.len();
+            running.retain(|r| r.id != id);
+            let listed = running.len() < before;
+            drop(running);
+            if listed {
+                summary
+                    .lock()
+                    .expect("summary lock")
+                    .runs
+                    .push((run_task.name.to_string(), result));
+            }
+            result
+        });
+        running.push(RunningRun {
+            id,
+            cancel,
+            abort: handle.abort_handle(),
+        });
+        handle
+    }
+
+    fn skip(&self, task: &Task, reason: usize, count: u64) {
+        if count > 0 {
+            task.metrics.skipped[reason].inc_by(count);
+            tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, count,
+                reason = crate::metrics::SKIP_REASONS[reason], "planned run skipped");
+        }
+    }
+
+    /// Plans and starts the runs of one task until shutdown.
+    async fn drive(self: Arc<Self>, task: Arc<Task>, shutdown: CancellationToken) {
+        if matches!(task.schedule, Schedule::Continuous) {
+            return self.drive_continuous(task, shutdown).await;
+        }
+        let clock = self.shared.clock;
+        // The next planned run: tokio instant and wall-clock time.
+        let mut planned = match &task.schedule {
+            Schedule::Interval {
+                every,
+                run_on_start,
+            } => {
+                let now = Instant::now();
+                if *run_on_start { now } else { now + *every }
+            }
+            _ => match self.next_cron(&task, clock.now()) {
+                Some(at) => clock.instant_of(at),
+                None => return,
+            },
+        };
+        loop {
+            task.metrics.next_run.set(clock.unix_of(planned));
+            tokio::select! {
+                () = tokio::time::sleep_until(planned) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let now = Instant::now();
+            // The planned runs that are due now: this one, and any later ones already past. At
+            // most one catch-up run: the latest one due, within the starting deadline.
+            let (following, missed, latest_due) = self.following(&task, planned, now);
+            self.skip(&task, 1, missed);
+            let late = now.saturating_duration_since(latest_due);
+            if task.starting_deadline.is_some_and(|d| late > d) {
+                self.skip(&task, 1, 1);
+            } else {
+                if let Some(jitter) = task.jitter.filter(|j| !j.is_zero()) {
+                    let delay = jitter.mul_f64(fastrand::f64());
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                task.metrics.lag.observe(late.as_secs_f64());
+                self.start_with_overlap(&task, &shutdown);
+            }
+            planned = match following {
+                Some(p) => p,
+                None => return,
+            };
+        }
+    }
+
+    /// After a run planned at `planned`: the next planned time after `now`, how many planned
+    /// times after `planned` are already past, and the latest planned time that is due.
+    fn following(
+        &self,
+        task: &Task,
+        planned: Instant,
+        now: Instant,
+    ) -> (Option<Instant>, u64, Instant) {
+        match &task.schedule {
+            Schedule::Interval { every, .. } => {
+                let behind = now.saturating_duration_since(planned);
+                let missed = (behind.as_nanos() / every.as_nanos().max(1)) as u32;
+                let latest = planned + every.saturating_mul(missed);
+                (Some(latest + *every), u64::from(missed), latest)
+            }
+            _ => {
+                let clock = self.shared.clock;
+                let now_wall = clock.now();
+                let behind = now.saturating_duration_since(planned);
+                let mut at = now_wall
+                    .checked_sub(jiff::SignedDuration::try_from(behind).unwrap_or_default())
+                    .unwrap_or(now_wall);
+                let mut latest = planned;
+                let mut missed = 0;
+                loop {
+                    match self.next_cron(task, at) {
+                        Some(next) if next <= now_wall && missed < 10_000 => {
+                            missed += 1;
+                            at = next;
+                            let ago: Duration =
+                                now_wall.duration_since(next).try_into().unwrap_or_default();
+                            latest = now.checked_sub(ago).unwrap_or(now);
+                        }
+                        Some(next) => return (Some(clock.instant_of(next)), missed, latest),
+                        None => return (None, missed, latest),
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_cron(&self, task: &Task, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let Schedule::Cron { cron, timezone } = &task.schedule else {
+            return None;
+        };
+        let zoned = after.to_zoned(timezone.clone());
+        cron.find_next_occurrence(&zoned, false)
+            .ok()
+            .map(|z| z.timestamp())
+    }
+
+    /// Starts a run unless the overlap policy says otherwise.
+    fn start_with_overlap(&self, task: &Arc<Task>, shutdown: &CancellationToken) {
+        let running = task.running.lock().expect("running lock").len() as u32;
+        match task.overlap {
+            OverlapPolicy::Forbid if running > 0 => return self.skip(task, 0, 1),
+            OverlapPolicy::Allow if running >= task.max_concurrent => return self.skip(task, 0, 1),
+            OverlapPolicy::Replace if running > 0 => {
+                tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, "replacing the run in progress");
+                for run in task.running.lock().expect("running lock").iter() {
+                    run.cancel.cancel();
+                }
+            }
+            _ => {}
+        }
+        drop(self.spawn_run(task.clone(), shutdown));
+    }
+
+    async fn drive_continuous(&self, task: Arc<Task>, shutdown: CancellationToken) {
+        let mut backoff = CONTINUOUS_MIN_BACKOFF;
+        loop {
+            let started = Instant::now();
+            let handle = self.spawn_run(task.clone(), &shutdown);
+            let _ = handle.await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if started.elapsed() >= CONTINUOUS_HEALTHY {
+                backoff = CONTINUOUS_MIN_BACKOFF;
+            }
+            tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, restart_in_s = backoff.as_secs(), "continuous task ended; restarting");
+            task.metrics
+                .next_run
+                .set(self.shared.clock.unix_of(Instant::now() + backoff));
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(CONTINUOUS_MAX_BACKOFF);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One run of a task: attempts with retry, timeout (cancel, grace, abort), panics caught.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, Task};
+use crate::extractor::{RunContext, TaskErrorKind};
+use crate::metrics::RUN_RESULTS;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunResult {
+    /// The extractor returned `Ok`.
+    Success,
+    /// The extractor returned an error (after any retries).
+    Failure(TaskErrorKind),
+    /// The run outlived its `timeout`.
+    Timeout,
+    /// The extractor panicked.
+    Panic,
+    /// The run was cancelled (shutdown or `overlap: replace`) and returned an error.
+    Cancelled,
+}
+
+impl RunResult {
+    /// The `result` label.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Failure(_) => "failure",
+            RunResult::Timeout => "timeout",
+            RunResult::Panic => "panic",
+            RunResult::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run succeeded.
+    pub fn is_success(self) -> bool {
+        self == RunResult::Success
+    }
+}
+
+/// Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), crate::extractor::TaskError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Full jitter over backon's exponential backoff.
+fn retry_delays(task: &Task) -> impl Iterator<Item = Duration> + use<> {
+    let (min, max) = task
+        .retry
+        .as_ref()
+        .map(|r| (r.initial_backoff, r.max_backoff))
+        .unwrap_or((Duration::from_secs(1), Duration::from_secs(60)));
+    ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
+        .map(|d| d.mul_f64(fastrand::f64()))
+}
+
+/// Runs `task` once (with its retries), records metrics and logs the result.
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    task: Arc<Task>,
+    cancel: CancellationToken,
+) -> RunResult {
+    let metrics = &task.metrics;
+    metrics.running.inc();
+    let started = Instant::now();
+    let max_attempts = task.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
+    let mut delays = retry_delays(&task);
+    let mut attempt = 1;
+    let result = loop {
+        let result = attempt_once(&shared, &task, &cancel, attempt).await;
+        let retry = matches!(result, (RunResult::Failure(TaskErrorKind::Transient), _))
+            && attempt < max_attempts
+            && !cancel.is_cancelled();
+        if !retry {
+            break result;
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+        tracing::warn!(
+            target: "extractor_runtime::scheduler",
+            task = %task.name, attempt, retry_in_s = delay.as_secs_f64(),
+            "run failed with a transient error, retrying: {}", result.1.as_deref().unwrap_or("")
+        );
+        metrics.retries.inc();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = cancel.cancelled() => break result,
+        }
+        attempt += 1;
+    };
+    let (result, error) = result;
+    let took = started.elapsed();
+    metrics.running.dec();
+    let index = RUN_RESULTS
+        .iter()
+        .position(|r| *r == result.as_label())
+        .unwrap_or(1);
+    metrics.runs[index].inc();
+    metrics.duration.observe(took.as_secs_f64());
+    if result.is_success() {
+        let now = shared.clock.now().as_duration().as_secs_f64();
+        metrics.last_success.set(now.max(0.0));
+        tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, took_ms = took.as_millis() as u64, attempts = attempt, "run succeeded");
+    } else {
+        tracing::warn!(
+            target: "extractor_runtime::scheduler",
+            task = %task.name, result = result.as_label(), took_ms = took.as_millis() as u64, attempts = attempt,
+            "run failed: {}", error.as_deref().unwrap_or(result.as_label())
+        );
+    }
+    result
+}
+
+/// One attempt: the extractor runs in its own tokio task so that a panic is caught.
+async fn attempt_once(
+    shared: &Shared,
+    task: &Task,
+    cancel: &CancellationToken,
+    attempt: u32,
+) -> (RunResult, Option<String>) {
+    let run_cancel = cancel.child_token();
+    let ctx = RunContext {
+        task: task.name.clone(),
+        cancel: run_cancel.clone(),
+        tokens: shared.tokens.clone(),
+        registry: shared.registry.clone(),
+        attempt,
+    };
+    let extractor = task.extractor.clone();
+    let mut handle = AbortOnDrop(tokio::spawn(async move { extractor.run(ctx).await }));
+    let finished = match task.timeout {
+        None => (&mut handle.0).await,
+        Some(limit) => match tokio::time::timeout(limit, &mut handle.0).await {
+            Ok(r) => r,
+            Err(_) => {
+                run_cancel.cancel();
+                if tokio::time::timeout(task.timeout_grace, &mut handle.0)
+                    .await
+                    .is_err()
+                {
+                    handle.0.abort();
+                }
+                return (
+                    RunResult::Timeout,
+                    Some(format!("timed out after {}s", limit.as_secs_f64())),
+                );
+            }
+        },
+    };
+    match finished {
+        Ok(Ok(())) => (RunResult::Success, None),
+        Ok(Err(e)) if cancel.is_cancelled() => (RunResult::Cancelled, Some(e.to_string())),
+        Ok(Err(e)) => (RunResult::Failure(e.kind()), Some(e.to_string())),
+        Err(join) if join.is_panic() => {
+            let payload = join.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            (RunResult::Panic, Some(format!("panicked: {message}")))
+        }
+        Err(_) => (RunResult::Cancelled, Some("aborted".to_owned())),
+    }
+}
