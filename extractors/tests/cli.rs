@@ -49,8 +49,9 @@ logger:
   console: {level: debug, format: json}
 tasks:
   - name: t1
-    type: http
+    type: command
     schedule: {type: interval, expression: 30s}
+    config: {command: [echo, hello]}
 "#;
 
 #[test]
@@ -138,7 +139,7 @@ fn check_config_summarises_without_showing_secrets() {
     assert!(stdout.contains("project demo"), "{stdout}");
     assert!(stdout.contains("client my-client (secret ***)"), "{stdout}");
     assert!(
-        stdout.contains("t1 (http): every 30s, first run at start"),
+        stdout.contains("t1 (command): every 30s, first run at start"),
         "{stdout}"
     );
     assert!(!stdout.contains("very-secret-value-42") && !stderr.contains("very-secret-value-42"));
@@ -185,7 +186,7 @@ fn version_help_and_usage_errors() {
 
     let (code, stdout, _) = run(bin().args(["run", "--help"]));
     assert_eq!(code, 0);
-    assert!(stdout.contains("does not run tasks yet"), "{stdout}");
+    assert!(stdout.contains("a second signal exits at once"), "{stdout}");
     assert!(
         stdout.contains("--once") && stdout.contains("--dry-run"),
         "{stdout}"
@@ -210,9 +211,17 @@ fn version_help_and_usage_errors() {
 }
 
 #[test]
-fn run_logs_json_and_exits_zero_on_sigterm() {
+fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = write_config(tmp.path(), &GOOD.replace("PORT", "9"));
+    let marker = tmp.path().join("ran");
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\nlogger: {{console: {{level: debug, format: json}}}}\n\
+         shutdown-grace: 20s\ntasks:\n\
+         \x20 - {{name: boot, type: command, schedule: {{type: startup}}, config: {{command: [touch, '{}']}}}}\n\
+         \x20 - {{name: long, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [sleep, '600']}}}}\n",
+        marker.display()
+    );
+    let config = write_config(tmp.path(), &text);
     let mut child = bin()
         .args(["run", "-c"])
         .arg(&config)
@@ -222,28 +231,31 @@ fn run_logs_json_and_exits_zero_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
+    let (mut listening, mut boot_done) = (false, false);
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines
-            .next()
-            .expect("the process logs before it waits")
-            .unwrap();
+    while !(listening && boot_done) {
+        assert!(
+            Instant::now() < deadline,
+            "no readiness in the log: {seen:?}"
+        );
+        let line = lines.next().expect("the process logs").unwrap();
         let event: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         for field in ["timestamp", "level", "target", "message"] {
             assert!(event.get(field).is_some(), "{field} missing in {line}");
         }
+        listening |= event["message"] == "listening for SIGTERM and SIGINT";
+        boot_done |= event["message"] == "run succeeded" && event["task"] == "boot";
         seen.push(event);
-        if line.contains("waiting for SIGTERM") || Instant::now() > deadline {
-            break;
-        }
     }
+    assert!(marker.exists(), "the startup task ran");
     let loaded = seen
         .iter()
         .find(|e| e["message"] == "config loaded")
         .expect("config loaded");
     assert_eq!(loaded["project"], "demo");
-    assert_eq!(loaded["tasks"], 1);
+    assert_eq!(loaded["tasks"], 2);
+    let sent = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -252,12 +264,68 @@ fn run_logs_json_and_exits_zero_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "{rest:?}");
-    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
-    let all = format!("{seen:?}{rest:?}");
+    // The running `sleep 600` was cancelled at once, not waited for.
     assert!(
-        !all.contains("very-secret-value-42"),
-        "a secret reached the log"
+        sent.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        sent.elapsed()
     );
+    assert!(rest.iter().any(|l| l.contains("SIGTERM")), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("\"task\":\"long\"") && l.contains("cancelled")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn run_once_exit_codes_follow_the_task_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = |cmd: &str| {
+        format!(
+            "version: 1\ncognite: {{project: demo, dry-run: true}}\ntasks:\n\
+             \x20 - {{name: boot, type: command, schedule: {{type: startup}}, config: {{command: [true]}}}}\n\
+             \x20 - {{name: job, type: command, schedule: {{type: cron, expression: '0 3 * * *'}}, config: {{command: [sh, -c, '{cmd}']}}}}\n"
+        )
+    };
+    let ok = write_config(tmp.path(), &task("exit 0"));
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&ok));
+    assert_eq!(code, 0, "{stderr}");
+    let failing = write_config(tmp.path(), &task("echo broken >&2; exit 4"));
+    let (code, _, stderr) = run(bin()
+        .args(["run", "--once", "-c"])
+        .arg(&failing)
+        .env("RUST_LOG", "info"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("status 4") && stderr.contains("broken"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_task_types_and_bad_task_configs_stop_every_command_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "version: 1\ncognite: {project: demo, dry-run: true}\ntasks:\n  - name: a\n    type: comand\n    schedule: {type: startup}\n  - name: b\n    type: command\n    schedule: {type: startup}\n    config: {command: []}\n";
+    let config = write_config(tmp.path(), text);
+    for args in [
+        vec!["check-config", "-c"],
+        vec!["run", "--once", "-c"],
+        vec!["run", "-c"],
+    ] {
+        let (code, _, stderr) = run(bin().args(&args).arg(&config));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                ":5:11: tasks[0].type: unknown extractor type `comand`, did you mean `command`?"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(":10:13: tasks[1].config: `command` must name a program"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]
@@ -267,11 +335,13 @@ fn rust_log_overrides_the_configured_level_and_text_is_the_default_format() {
         .replace("PORT", "9")
         .replace("{level: debug, format: json}", "{level: error}");
     let config = write_config(tmp.path(), &text);
-    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
-    assert_eq!(code, 0);
+    let (code, _, stderr) = run(bin()
+        .args(["run", "--once", "--dry-run", "-c"])
+        .arg(&config));
+    assert_eq!(code, 0, "{stderr}");
     assert!(stderr.is_empty(), "level error logs nothing here: {stderr}");
     let (code, _, stderr) = run(bin()
-        .args(["run", "--once", "-c"])
+        .args(["run", "--once", "--dry-run", "-c"])
         .arg(&config)
         .env("RUST_LOG", "info"));
     assert_eq!(code, 0);

@@ -14,6 +14,7 @@
 //! - [`metrics`]: every metric's definition.
 //! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
 //! - [`scheduler`]: runs tasks on their schedules.
+//! - [`runtime`]: puts the pieces together and runs them.
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod config;
 pub mod extractor;
 pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod scheduler;
 mod secret;
 

@@ -10,6 +10,7 @@ use super::{CliError, Outcome};
 
 pub fn check_config(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
+    extractors::builtins().build_all(&config.tasks)?;
     print!("{}", summary(path, &config));
     Ok(Outcome::Success)
 }

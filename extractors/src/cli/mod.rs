@@ -48,7 +48,6 @@ pub enum Outcome {
     /// Everything succeeded.
     Success,
     /// The command ran, but a task failed.
-    #[allow(dead_code)] // reported by `run --once` once the scheduler lands
     TaskFailed,
 }
 
@@ -76,9 +75,10 @@ pub struct Cli {
 enum Command {
     /// Run the tasks of a config.
     ///
-    /// In this version `run` loads and validates the config, sets up logging and then waits for
-    /// SIGTERM or SIGINT; it does not run tasks yet (the scheduler is the next piece of work).
-    /// With --once it exits right after loading.
+    /// Without --once: runs every task on its schedule until SIGTERM or SIGINT, then stops
+    /// scheduling, cancels runs, waits `shutdown-grace` and exits 0 (a second signal exits at
+    /// once with 1). With --once: startup tasks, then every other task once; exits 0 if all
+    /// succeeded, 1 if any failed, 3 if the identity provider refused the credentials.
     Run {
         /// The config file.
         #[arg(short, long, value_name = "FILE")]

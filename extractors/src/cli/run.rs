@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use extractor_runtime::runtime::{Mode, Runtime, RuntimeError};
+use tokio_util::sync::CancellationToken;
+
 use super::{CliError, Code, Outcome};
 
 pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> {
@@ -14,29 +17,62 @@ pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> 
         tasks = config.tasks.len(),
         "config loaded"
     );
-    if once {
-        tracing::info!("--once: no scheduler in this version, exiting");
-        return Ok(Outcome::Success);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = Runtime::new(config, extractors::builtins());
+    runtime.check()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(Code::Config, e))?;
-    runtime
-        .block_on(wait_for_signal())
-        .map_err(|e| CliError::new(Code::Config, e))?;
-    tracing::info!("shutting down");
-    Ok(Outcome::Success)
+    let mode = if once { Mode::Once } else { Mode::Service };
+    let report = tokio.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signals(shutdown.clone()));
+        runtime.run(mode, shutdown).await
+    });
+    let report = report.map_err(|e| match e {
+        RuntimeError::Auth(a) if a.is_permanent() => CliError::new(Code::Auth, a),
+        RuntimeError::Auth(a) => CliError::new(Code::TaskFailed, a),
+        other => CliError::new(Code::Config, other),
+    })?;
+    let summary = report.summary;
+    let failed = summary.runs.iter().filter(|(_, r)| !r.is_success()).count();
+    tracing::info!(runs = summary.runs.len(), failed, "stopped");
+    match mode {
+        Mode::Once if summary.any_authentication_failure() => Err(CliError::new(
+            Code::Auth,
+            anyhow::anyhow!(
+                "a task failed to authenticate: the identity provider refused the credentials"
+            ),
+        )),
+        Mode::Once if failed > 0 => Ok(Outcome::TaskFailed),
+        _ => Ok(Outcome::Success),
+    }
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
+async fn on_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tracing::info!("waiting for SIGTERM or SIGINT (task scheduling is not implemented yet)");
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
-    }
-    Ok(())
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals");
+        return;
+    };
+    tracing::debug!("listening for SIGTERM and SIGINT");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "signal received: stopping the scheduler and cancelling runs (send it again to exit at once)"
+    );
+    shutdown.cancel();
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(signal = name, "second signal: exiting at once");
+    std::process::exit(1);
 }

@@ -129,7 +129,7 @@ impl SchedulerMetrics {
                     "How late runs started versus their planned time (all tasks).",
                 )
                 .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
                 ]),
             )?,
         };

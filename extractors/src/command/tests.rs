@@ -1,0 +1,69 @@
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+fn command(args: &[&str]) -> Command {
+    Command::new(CommandConfig {
+        command: args.iter().map(|s| s.to_string()).collect(),
+        env: [("GREETING".to_owned(), "hi".to_owned())].into(),
+        working_dir: None,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn exit_statuses_map_to_results() {
+    let ctx = || RunContext::new("t", CancellationToken::new());
+    assert!(
+        command(&["sh", "-c", "test \"$GREETING\" = hi"])
+            .run(ctx())
+            .await
+            .is_ok()
+    );
+    let e = command(&["sh", "-c", "exit 75"])
+        .run(ctx())
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let e = command(&["sh", "-c", "exit 3"])
+        .run(ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        !e.is_transient() && e.to_string().contains("status 3"),
+        "{e}"
+    );
+    let e = command(&["/nonexistent/program"])
+        .run(ctx())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot start"), "{e}");
+}
+
+#[tokio::test]
+async fn cancellation_kills_the_program() {
+    let cancel = CancellationToken::new();
+    let ctx = RunContext::new("t", cancel.clone());
+    let started = std::time::Instant::now();
+    let c = command(&["sleep", "30"]);
+    let run = c.run(ctx);
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        cancel.cancel();
+    };
+    let (result, ()) = tokio::join!(run, stop);
+    assert!(result.unwrap_err().to_string().contains("killed"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn an_empty_command_is_rejected() {
+    let e = Command::new(CommandConfig {
+        command: vec![],
+        env: Default::default(),
+        working_dir: None,
+    })
+    .err()
+    .unwrap();
+    assert!(e.contains("must name a program"));
+}

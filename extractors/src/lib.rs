@@ -1,0 +1,13 @@
+//! The built-in extractors of the `extractor-runtime` binary, each an ordinary implementation of
+//! [`extractor_runtime::extractor::Extractor`].
+
+pub mod command;
+
+use extractor_runtime::extractor::Registry;
+
+/// A registry with every built-in extractor type.
+pub fn builtins() -> Registry {
+    let mut registry = Registry::new();
+    registry.register("command", command::Command::new);
+    registry
+}

@@ -1,0 +1,126 @@
+//! 10 000 interval tasks of trivial work in one process: scheduling lag (p50, p99), CPU and
+//! RSS. Not a criterion bench: it measures a steady state over a fixed time.
+//! Run: `cargo bench -p extractor-runtime --bench scheduler` (`BENCH_SECONDS`, `BENCH_TASKS`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use extractor_runtime::config::{Config, LoadOptions};
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
+use extractor_runtime::scheduler::{Scheduler, SchedulerOptions};
+use tokio_util::sync::CancellationToken;
+
+struct Trivial;
+
+impl Extractor for Trivial {
+    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn rusage() -> (f64, u64) {
+    // utime + stime in seconds, and the peak RSS in KiB, from /proc/self.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = fields
+        .get(11)
+        .and_then(|f| f.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu / ticks, peak)
+}
+
+fn main() {
+    let tasks: usize = std::env::var("BENCH_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let mut yaml = String::from("version: 1\ncognite: {project: bench, dry-run: true}\ntasks:\n");
+    for i in 0..tasks {
+        // Intervals of 1-5 s, so about 6 000 runs a second start at spread-out times.
+        yaml.push_str(&format!(
+            "  - {{name: t{i}, type: trivial, schedule: {{type: interval, expression: {}s}}}}\n",
+            1 + i % 5
+        ));
+    }
+    let env = |_: &str| None;
+    let config = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap();
+    let mut registry = Registry::new();
+    registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
+    let extractors = registry.build_all(&config.tasks).unwrap();
+    let metrics = prometheus::Registry::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cpu_before, _) = rusage();
+    let lags = rt.block_on(async {
+        let scheduler = Scheduler::new(
+            &config.tasks,
+            extractors,
+            SchedulerOptions {
+                registry: metrics.clone(),
+                ..SchedulerOptions::default()
+            },
+        )
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            stop.cancel();
+        });
+        let summary = scheduler.run(shutdown, Duration::from_secs(5)).await;
+        samples.lock().unwrap().push(summary.runs.len() as f64);
+        summary.runs.len()
+    });
+    let (cpu_after, peak_kib) = rusage();
+    // The lag histogram: read p50/p99 from its buckets.
+    let families = metrics.gather();
+    let lag = families
+        .iter()
+        .find(|f| f.name() == "extractor_task_schedule_lag_seconds")
+        .unwrap();
+    let h = lag.get_metric()[0].get_histogram();
+    let count = h.get_sample_count();
+    let quantile = |q: f64| {
+        let target = (count as f64 * q).ceil() as u64;
+        h.get_bucket()
+            .iter()
+            .find(|b| b.cumulative_count() >= target)
+            .map(|b| b.upper_bound())
+            .unwrap_or(f64::INFINITY)
+    };
+    println!(
+        "scheduler bench: {tasks} tasks, {seconds}s: {lags} runs ({:.0}/s), lag p50 <= {}s, p99 <= {}s (histogram bucket bounds), mean lag {:.6}s, CPU {:.2}s ({:.0}% of one core), peak RSS {:.1} MiB",
+        lags as f64 / seconds as f64,
+        quantile(0.50),
+        quantile(0.99),
+        h.get_sample_sum() / count.max(1) as f64,
+        cpu_after - cpu_before,
+        100.0 * (cpu_after - cpu_before) / seconds as f64,
+        peak_kib as f64 / 1024.0,
+    );
+}

@@ -1,0 +1,33 @@
+//! A whole extractor in a user's crate: its config, its run, and its registration.
+
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+
+/// `tasks[].config` of `type: hello`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HelloConfig {
+    pub greeting: String,
+    #[serde(default)]
+    pub fail: bool,
+}
+
+pub struct Hello(HelloConfig);
+
+impl Extractor for Hello {
+    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async move {
+            tracing::info!(task = ctx.task(), "{}", self.0.greeting);
+            if self.0.fail {
+                return Err(TaskError::transient("asked to fail"));
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn register(registry: &mut Registry) {
+    registry.register("hello", |c: HelloConfig| match c.greeting.is_empty() {
+        true => Err("`greeting` must not be empty".to_owned()),
+        false => Ok(Hello(c)),
+    });
+}
