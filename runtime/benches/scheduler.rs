@@ -2,7 +2,6 @@
 //! RSS. Not a criterion bench: it measures a steady state over a fixed time.
 //! Run: `cargo bench -p extractor-runtime --bench scheduler` (`BENCH_SECONDS`, `BENCH_TASKS`).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use extractor_runtime::config::{Config, LoadOptions};
@@ -63,11 +62,25 @@ fn main() {
             1 + i % 5
         ));
     }
+    let rss = |step: &str| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        println!("  rss after {step}: {:.1} MiB", kib as f64 / 1024.0);
+    };
+    rss("building the YAML");
     let env = |_: &str| None;
     let config = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap();
+    drop(yaml);
+    rss("loading the config");
     let mut registry = Registry::new();
     registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
     let extractors = registry.build_all(&config.tasks).unwrap();
+    rss("building the extractors");
     let metrics = prometheus::Registry::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -85,16 +98,15 @@ fn main() {
             },
         )
         .unwrap();
+        rss("creating the scheduler (metrics)");
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let samples = Arc::new(Mutex::new(Vec::new()));
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             stop.cancel();
         });
         let summary = scheduler.run(shutdown, Duration::from_secs(5)).await;
-        samples.lock().unwrap().push(summary.runs.len() as f64);
-        summary.runs.len()
+        summary.total
     });
     let (cpu_after, peak_kib) = rusage();
     // The lag histogram: read p50/p99 from its buckets.

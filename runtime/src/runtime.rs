@@ -102,6 +102,7 @@ impl Runtime {
                 registry: self.metrics.clone(),
                 tokens: tokens.clone(),
                 clock: Clock::System,
+                keep_runs: false,
             },
         )
         .map_err(RuntimeError::Config)?;

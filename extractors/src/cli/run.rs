@@ -35,8 +35,8 @@ pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> 
         other => CliError::new(Code::Config, other),
     })?;
     let summary = report.summary;
-    let failed = summary.runs.iter().filter(|(_, r)| !r.is_success()).count();
-    tracing::info!(runs = summary.runs.len(), failed, "stopped");
+    let failed = summary.failed;
+    tracing::info!(runs = summary.total, failed, "stopped");
     match mode {
         Mode::Once if summary.any_authentication_failure() => Err(CliError::new(
             Code::Auth,

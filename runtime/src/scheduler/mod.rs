@@ -35,6 +35,22 @@ const CONTINUOUS_MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A continuous run that lasted this long resets the restart backoff.
 const CONTINUOUS_HEALTHY: Duration = Duration::from_secs(600);
 
+/// The largest start offset of an interval task.
+const MAX_START_OFFSET: Duration = Duration::from_secs(1);
+
+/// A stable offset (from a hash of the task's name) of up to a second, at most the interval,
+/// by which an interval task's schedule is shifted. Thousands of tasks with the same interval
+/// then wake spread over a second instead of in the same millisecond, as Prometheus spreads
+/// its scrapes; each task still runs exactly `every` apart.
+fn start_offset(name: &str, every: Duration) -> Duration {
+    // FNV-1a: stable across runs and builds, unlike the std hasher.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let window = every.min(MAX_START_OFFSET).as_micros().max(1) as u64;
+    Duration::from_micros(hash % window)
+}
+
 /// A task ready to run: its extractor and its policies.
 pub struct Task {
     name: Arc<str>,
@@ -93,6 +109,9 @@ pub struct SchedulerOptions {
     pub tokens: Option<TokenManager>,
     /// Where wall-clock time comes from.
     pub clock: Clock,
+    /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode
+    /// always keeps them.
+    pub keep_runs: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -101,6 +120,7 @@ impl Default for SchedulerOptions {
             registry: prometheus::Registry::new(),
             tokens: None,
             clock: Clock::System,
+            keep_runs: false,
         }
     }
 }
@@ -108,21 +128,39 @@ impl Default for SchedulerOptions {
 /// The results of the runs a scheduler made.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
-    /// Every finished run: task name and result.
+    /// Every finished run, task name and result: in batch mode only (a service would grow this
+    /// without bound), plus runs aborted at shutdown.
     pub runs: Vec<(String, RunResult)>,
+    /// Runs finished, in any mode.
+    pub total: u64,
+    /// Runs that did not succeed, in any mode.
+    pub failed: u64,
+    /// Runs that failed on authentication, in any mode.
+    pub authentication_failures: u64,
 }
 
 impl Summary {
     /// Whether any run failed.
     pub fn any_failed(&self) -> bool {
-        self.runs.iter().any(|(_, r)| !r.is_success())
+        self.failed > 0
     }
 
     /// Whether any run failed because the identity provider refused the credentials.
     pub fn any_authentication_failure(&self) -> bool {
-        self.runs
-            .iter()
-            .any(|(_, r)| *r == RunResult::Failure(TaskErrorKind::Authentication))
+        self.authentication_failures > 0
+    }
+
+    fn record(&mut self, task: &str, result: RunResult, keep: bool) {
+        self.total += 1;
+        if !result.is_success() {
+            self.failed += 1;
+        }
+        if result == RunResult::Failure(TaskErrorKind::Authentication) {
+            self.authentication_failures += 1;
+        }
+        if keep {
+            self.runs.push((task.to_owned(), result));
+        }
     }
 }
 
@@ -135,6 +173,8 @@ struct Core {
     tasks: Vec<Arc<Task>>,
     shared: Arc<Shared>,
     summary: Arc<Mutex<Summary>>,
+    /// Keep every run's result in the summary (batch mode).
+    keep_runs: std::sync::atomic::AtomicBool,
 }
 
 impl Scheduler {
@@ -178,6 +218,7 @@ impl Scheduler {
                     next_run_id: std::sync::atomic::AtomicU64::new(0),
                 }),
                 summary: Arc::new(Mutex::new(Summary::default())),
+                keep_runs: std::sync::atomic::AtomicBool::new(options.keep_runs),
             }),
         })
     }
@@ -232,6 +273,8 @@ impl Scheduler {
 
 impl Core {
     async fn run_once(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
+        self.keep_runs
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.run_startup(&shutdown).await;
         if !shutdown.is_cancelled() {
             let handles: Vec<_> = self
@@ -300,10 +343,8 @@ impl Core {
                 for run in task.running.lock().expect("running lock").drain(..) {
                     run.abort.abort();
                     task.metrics.running.dec();
-                    task.metrics.runs[4].inc();
-                    summary
-                        .runs
-                        .push((task.name.to_string(), RunResult::Cancelled));
+                    task.metrics.run_finished(RunResult::Cancelled.as_label());
+                    summary.record(&task.name, RunResult::Cancelled, true);
                 }
             }
         }
@@ -322,6 +363,7 @@ impl Core {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shared = self.shared.clone();
         let summary = self.summary.clone();
+        let keep = self.keep_runs.load(std::sync::atomic::Ordering::Relaxed);
         let run_task = task.clone();
         let run_cancel = cancel.clone();
         // Hold the lock while spawning, so the run cannot finish (and remove itself) before it
@@ -338,8 +380,7 @@ impl Core {
                 summary
                     .lock()
                     .expect("summary lock")
-                    .runs
-                    .push((run_task.name.to_string(), result));
+                    .record(&run_task.name, result, keep);
             }
             result
         });
@@ -353,7 +394,8 @@ impl Core {
 
     fn skip(&self, task: &Task, reason: usize, count: u64) {
         if count > 0 {
-            task.metrics.skipped[reason].inc_by(count);
+            task.metrics
+                .skipped(crate::metrics::SKIP_REASONS[reason], count);
             tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, count,
                 reason = crate::metrics::SKIP_REASONS[reason], "planned run skipped");
         }
@@ -371,8 +413,12 @@ impl Core {
                 every,
                 run_on_start,
             } => {
-                let now = Instant::now();
-                if *run_on_start { now } else { now + *every }
+                let origin = Instant::now() + start_offset(&task.name, *every);
+                if *run_on_start {
+                    origin
+                } else {
+                    origin + *every
+                }
             }
             _ => match self.next_cron(&task, clock.now()) {
                 Some(at) => clock.instant_of(at),
@@ -501,5 +547,33 @@ impl Core {
             }
             backoff = (backoff * 2).min(CONTINUOUS_MAX_BACKOFF);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_offsets_are_stable_bounded_and_spread() {
+        let every = Duration::from_secs(30);
+        assert_eq!(
+            start_offset("weather", every),
+            start_offset("weather", every)
+        );
+        let offsets: std::collections::BTreeSet<Duration> = (0..1000)
+            .map(|i| start_offset(&format!("t{i}"), every))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < MAX_START_OFFSET));
+        assert!(
+            offsets.len() > 990,
+            "1000 names spread over a second: {} distinct",
+            offsets.len()
+        );
+        // Never more than the interval itself.
+        assert!((0..100).all(
+            |i| start_offset(&format!("t{i}"), Duration::from_millis(50))
+                < Duration::from_millis(50)
+        ));
     }
 }

@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Shared, Task};
 use crate::extractor::{RunContext, TaskErrorKind};
-use crate::metrics::RUN_RESULTS;
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,11 +104,7 @@ pub(crate) async fn execute(
     let (result, error) = result;
     let took = started.elapsed();
     metrics.running.dec();
-    let index = RUN_RESULTS
-        .iter()
-        .position(|r| *r == result.as_label())
-        .unwrap_or(1);
-    metrics.runs[index].inc();
+    metrics.run_finished(result.as_label());
     metrics.duration.observe(took.as_secs_f64());
     if result.is_success() {
         let now = shared.clock.now().as_duration().as_secs_f64();
