@@ -231,9 +231,9 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
-    let (mut listening, mut boot_done) = (false, false);
+    let (mut listening, mut boot_done, mut long_started) = (false, false, false);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(listening && boot_done) {
+    while !(listening && boot_done && long_started) {
         assert!(
             Instant::now() < deadline,
             "no readiness in the log: {seen:?}"
@@ -246,6 +246,7 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         }
         listening |= event["message"] == "listening for SIGTERM and SIGINT";
         boot_done |= event["message"] == "run succeeded" && event["task"] == "boot";
+        long_started |= event["message"] == "run started" && event["task"] == "long";
         seen.push(event);
     }
     assert!(marker.exists(), "the startup task ran");
@@ -429,4 +430,25 @@ mod token_command {
         );
         assert!(!stderr.contains("very-secret-value-42"), "{stderr}");
     }
+}
+
+/// The README's first command: `run --once -c config-examples/dry-run.yaml`, on the built binary.
+#[test]
+fn the_readme_quickstart_runs() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- "))
+        .expect("the README's first command");
+    let args: Vec<&str> = line
+        .trim_start_matches("cargo run --release -- ")
+        .split('#')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(args, ["run", "--once", "-c", "config-examples/dry-run.yaml"]);
+    let (code, _, stderr) = run(bin().args(&args).current_dir(repo()));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("run succeeded") && stderr.contains("task=nightly"), "{stderr}");
 }

@@ -76,6 +76,7 @@ pub(crate) async fn execute(
 ) -> RunResult {
     let metrics = &task.metrics;
     metrics.running.inc();
+    tracing::debug!(target: "extractor_runtime::scheduler", task = %task.name, "run started");
     let started = Instant::now();
     let max_attempts = task.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
     let mut delays = retry_delays(&task);
