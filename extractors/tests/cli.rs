@@ -447,8 +447,14 @@ fn the_readme_quickstart_runs() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(args, ["run", "--once", "-c", "config-examples/dry-run.yaml"]);
+    assert_eq!(
+        args,
+        ["run", "--once", "-c", "config-examples/dry-run.yaml"]
+    );
     let (code, _, stderr) = run(bin().args(&args).current_dir(repo()));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("run succeeded") && stderr.contains("task=nightly"), "{stderr}");
+    assert!(
+        stderr.contains("run succeeded") && stderr.contains("task=nightly"),
+        "{stderr}"
+    );
 }
