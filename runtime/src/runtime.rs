@@ -7,6 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
 use crate::config::{Config, ConfigErrors};
 use crate::extractor::Registry;
+use crate::metrics::Health;
+use crate::metrics::push::Pusher;
+use crate::metrics::server::MetricsServer;
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
 
 /// How to run.
@@ -29,6 +32,15 @@ pub enum RuntimeError {
     /// In `--once`, no token could be had before the tasks started.
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// The metrics server could not bind its address.
+    #[error("cannot serve metrics on {address}")]
+    Bind {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<ConfigErrors> for RuntimeError {
@@ -54,10 +66,14 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime for `config` with the extractor types of `registry`.
     pub fn new(config: Config, registry: Registry) -> Self {
+        let metrics = prometheus::Registry::new();
+        if let Err(e) = crate::metrics::register_process_and_build_info(&metrics) {
+            tracing::warn!("cannot register process metrics: {e}");
+        }
         Runtime {
             config,
             registry,
-            metrics: prometheus::Registry::new(),
+            metrics,
         }
     }
 
@@ -84,6 +100,58 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<Report, RuntimeError> {
         let extractors = self.registry.build_all(&self.config.tasks)?;
+        let health = Health::new();
+        health.set_config_loaded();
+        // Bind first: a port in use is a startup error, before any token request or task.
+        let server_stop = CancellationToken::new();
+        if let Some(s) = &self.config.metrics.server {
+            let server = MetricsServer::bind(&s.host, s.port, self.metrics.clone(), health.clone())
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    address: format!("{}:{}", s.host, s.port),
+                    source,
+                })?;
+            if let Ok(addr) = server.local_addr() {
+                tracing::info!(target: "extractor_runtime::metrics", %addr, "serving /metrics, /healthz and /readyz");
+            }
+            tokio::spawn(server.serve(server_stop.clone()));
+        }
+        let pushers: Vec<Pusher> = if self.config.metrics.push_gateways.is_empty() {
+            Vec::new()
+        } else {
+            let counter =
+                Pusher::counter(&self.metrics).map_err(|e| RuntimeError::Config(e.to_string()))?;
+            self.config
+                .metrics
+                .push_gateways
+                .iter()
+                .map(|g| Pusher::new(g, self.metrics.clone(), counter.clone()))
+                .collect()
+        };
+        let push_stop = CancellationToken::new();
+        for pusher in &pushers {
+            let (pusher, stop) = (pusher.clone(), push_stop.clone());
+            tokio::spawn(async move { pusher.run(stop).await });
+        }
+        let result = self.run_tasks(mode, shutdown, extractors, health).await;
+        push_stop.cancel();
+        // Always one last push, so a batch job's final results are never lost.
+        let mut finishing = tokio::task::JoinSet::new();
+        for pusher in pushers {
+            finishing.spawn(async move { pusher.finish().await });
+        }
+        finishing.join_all().await;
+        server_stop.cancel();
+        result
+    }
+
+    async fn run_tasks(
+        &self,
+        mode: Mode,
+        shutdown: CancellationToken,
+        extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
+        health: Health,
+    ) -> Result<Report, RuntimeError> {
         let tokens = match (
             &self.config.cognite.idp_authentication,
             self.config.cognite.dry_run,
@@ -95,6 +163,9 @@ impl Runtime {
             )?),
             _ => None,
         };
+        if let Some(t) = &tokens {
+            health.set_tokens(t.clone());
+        }
         let scheduler = Scheduler::new(
             &self.config.tasks,
             extractors,
@@ -103,6 +174,7 @@ impl Runtime {
                 tokens: tokens.clone(),
                 clock: Clock::System,
                 keep_runs: false,
+                health,
             },
         )
         .map_err(RuntimeError::Config)?;

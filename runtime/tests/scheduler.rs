@@ -126,6 +126,7 @@ fn harness_at(tasks_yaml: &str, clock: Clock) -> Harness {
         tokens: None,
         clock,
         keep_runs: true,
+        ..SchedulerOptions::default()
     };
     let scheduler = Scheduler::new(&config.tasks, extractors, options).unwrap();
     Harness {

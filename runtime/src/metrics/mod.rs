@@ -1,6 +1,30 @@
-//! Every metric of the runtime, defined once: names, help texts and labels.
+//! Every metric of the runtime, defined once: names, help texts and labels; the metrics server
+//! ([`server`]), health ([`Health`]) and Pushgateway pushes ([`push`]).
+
+mod health;
+pub mod push;
+pub mod server;
+
+pub use health::{Check, Health};
 
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Registers the process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+/// `process_open_fds`, `process_start_time_seconds`, ...) and `extractor_build_info{version}`.
+pub fn register_process_and_build_info(registry: &Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let build = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "extractor_build_info",
+            "Always 1; the labels say which build runs.",
+        ),
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build))
+}
 
 /// The token manager's metrics.
 #[derive(Clone, Debug)]
@@ -60,6 +84,7 @@ pub struct SchedulerMetrics {
     run_duration: prometheus::HistogramVec,
     last_success: prometheus::GaugeVec,
     next_run: prometheus::GaugeVec,
+    interval: prometheus::GaugeVec,
     running: prometheus::IntGaugeVec,
     skipped_total: IntCounterVec,
     retries_total: IntCounterVec,
@@ -88,7 +113,7 @@ impl SchedulerMetrics {
                     "extractor_task_run_duration_seconds",
                     "Duration of task runs, retries included.",
                 )
-                .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0]),
+                .buckets(vec![0.1, 1.0, 10.0, 60.0, 600.0]),
                 &["task"],
             )?,
             last_success: prometheus::GaugeVec::new(
@@ -102,6 +127,13 @@ impl SchedulerMetrics {
                 Opts::new(
                     "extractor_task_next_run_timestamp_seconds",
                     "Unix time of the task's next planned run.",
+                ),
+                &["task"],
+            )?,
+            interval: prometheus::GaugeVec::new(
+                Opts::new(
+                    "extractor_task_interval_seconds",
+                    "The time between the task's planned runs (for cron, between the next two), for alerts like 'no success within 3 intervals'.",
                 ),
                 &["task"],
             )?,
@@ -138,6 +170,7 @@ impl SchedulerMetrics {
         registry.register(Box::new(m.last_success.clone()))?;
         registry.register(Box::new(m.next_run.clone()))?;
         registry.register(Box::new(m.running.clone()))?;
+        registry.register(Box::new(m.interval.clone()))?;
         registry.register(Box::new(m.skipped_total.clone()))?;
         registry.register(Box::new(m.retries_total.clone()))?;
         registry.register(Box::new(m.schedule_lag.clone()))?;
@@ -159,6 +192,7 @@ impl SchedulerMetrics {
             duration: self.run_duration.with_label_values(&[task]),
             last_success: self.last_success.with_label_values(&[task]),
             next_run: self.next_run.with_label_values(&[task]),
+            interval: self.interval.with_label_values(&[task]),
             running: self.running.with_label_values(&[task]),
             retries: self.retries_total.with_label_values(&[task]),
             lag: self.schedule_lag.clone(),
@@ -175,6 +209,7 @@ pub(crate) struct TaskMetrics {
     pub(crate) duration: Histogram,
     pub(crate) last_success: Gauge,
     pub(crate) next_run: Gauge,
+    pub(crate) interval: Gauge,
     pub(crate) running: IntGauge,
     pub(crate) retries: prometheus::IntCounter,
     pub(crate) lag: Histogram,

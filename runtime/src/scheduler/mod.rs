@@ -98,6 +98,7 @@ pub(crate) struct Shared {
     registry: prometheus::Registry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
+    health: crate::metrics::Health,
 }
 
 /// Settings of a [`Scheduler`].
@@ -112,6 +113,8 @@ pub struct SchedulerOptions {
     /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode
     /// always keeps them.
     pub keep_runs: bool,
+    /// Where the scheduler reports that it is alive (`/healthz`).
+    pub health: crate::metrics::Health,
 }
 
 impl Default for SchedulerOptions {
@@ -121,6 +124,7 @@ impl Default for SchedulerOptions {
             tokens: None,
             clock: Clock::System,
             keep_runs: false,
+            health: crate::metrics::Health::new(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Scheduler {
                     registry: options.registry,
                     tracker: TaskTracker::new(),
                     next_run_id: std::sync::atomic::AtomicU64::new(0),
+                    health: options.health,
                 }),
                 summary: Arc::new(Mutex::new(Summary::default())),
                 keep_runs: std::sync::atomic::AtomicBool::new(options.keep_runs),
@@ -257,7 +262,30 @@ impl Scheduler {
     ///
     /// Not cancel safe: cancel through `shutdown` instead.
     pub async fn run_once(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
-        self.core.run_once(shutdown, grace).await
+        let beating = self.heartbeat();
+        let summary = self.core.run_once(shutdown, grace).await;
+        beating.cancel();
+        self.core.shared.health.set_stopped();
+        summary
+    }
+
+    /// Beats every second while the scheduler runs, so `/healthz` can tell a live process from
+    /// a stuck one.
+    fn heartbeat(&self) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let health = self.core.shared.health.clone();
+        let done = stop.clone();
+        health.beat();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => health.beat(),
+                    () = done.cancelled() => return,
+                }
+            }
+        });
+        stop
     }
 
     /// Service mode: the startup tasks, then every task on its schedule until `shutdown` fires;
@@ -267,7 +295,11 @@ impl Scheduler {
     ///
     /// Not cancel safe: cancel through `shutdown` instead.
     pub async fn run(&self, shutdown: CancellationToken, grace: Duration) -> Summary {
-        self.core.clone().run(shutdown, grace).await
+        let beating = self.heartbeat();
+        let summary = self.core.clone().run(shutdown, grace).await;
+        beating.cancel();
+        self.core.shared.health.set_stopped();
+        summary
     }
 }
 
@@ -427,6 +459,7 @@ impl Core {
         };
         loop {
             task.metrics.next_run.set(clock.unix_of(planned));
+            task.metrics.interval.set(self.period(&task).as_secs_f64());
             tokio::select! {
                 () = tokio::time::sleep_until(planned) => {}
                 () = shutdown.cancelled() => return,
@@ -493,6 +526,23 @@ impl Core {
                         Some(next) => return (Some(clock.instant_of(next)), missed, latest),
                         None => return (None, missed, latest),
                     }
+                }
+            }
+        }
+    }
+
+    /// The time between planned runs: the interval, or for cron the gap between the next two.
+    fn period(&self, task: &Task) -> Duration {
+        match &task.schedule {
+            Schedule::Interval { every, .. } => *every,
+            _ => {
+                let now = self.shared.clock.now();
+                match self
+                    .next_cron(task, now)
+                    .and_then(|a| Some((a, self.next_cron(task, a)?)))
+                {
+                    Some((a, b)) => b.duration_since(a).try_into().unwrap_or_default(),
+                    None => Duration::ZERO,
                 }
             }
         }

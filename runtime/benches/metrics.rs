@@ -1,0 +1,84 @@
+//! Rendering `/metrics` with 1 000 tasks' series, and what those series cost in memory.
+//! Run: `cargo bench -p extractor-runtime --bench metrics`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use extractor_runtime::config::{Config, LoadOptions};
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
+use extractor_runtime::metrics::server::render;
+use extractor_runtime::scheduler::{Scheduler, SchedulerOptions};
+use tokio_util::sync::CancellationToken;
+
+struct Trivial;
+
+impl Extractor for Trivial {
+    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn tasks_registry(tasks: usize) -> prometheus::Registry {
+    let mut yaml = String::from("version: 1\ncognite: {project: bench, dry-run: true}\ntasks:\n");
+    for i in 0..tasks {
+        yaml.push_str(&format!(
+            "  - {{name: task-{i}, type: trivial, schedule: {{type: startup}}}}\n"
+        ));
+    }
+    let env = |_: &str| None;
+    let config = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap();
+    let mut registry = Registry::new();
+    registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
+    let extractors = registry.build_all(&config.tasks).unwrap();
+    let metrics = prometheus::Registry::new();
+    extractor_runtime::metrics::register_process_and_build_info(&metrics).unwrap();
+    let before = rss_kib();
+    let scheduler = Scheduler::new(
+        &config.tasks,
+        extractors,
+        SchedulerOptions {
+            registry: metrics.clone(),
+            ..SchedulerOptions::default()
+        },
+    )
+    .unwrap();
+    // One run each, so every task has its run, duration and last-success series filled.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(scheduler.run_once(CancellationToken::new(), std::time::Duration::from_secs(5)));
+    let after = rss_kib();
+    let text = String::from_utf8(render(&metrics)).unwrap();
+    let series = text.lines().filter(|l| !l.starts_with('#')).count();
+    println!(
+        "metrics bench: {tasks} tasks -> {series} series, {} KiB of text, ~{} KiB RSS for the scheduler and its series ({:.1} KiB per task)",
+        text.len() / 1024,
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / tasks as f64
+    );
+    metrics
+}
+
+fn render_metrics(c: &mut Criterion) {
+    let registry = tasks_registry(1000);
+    c.bench_function("render /metrics, 1000 tasks", |b| {
+        b.iter(|| black_box(render(&registry)))
+    });
+    c.bench_function("gather only, 1000 tasks", |b| {
+        b.iter(|| black_box(registry.gather()))
+    });
+}
+
+criterion_group!(benches, render_metrics);
+criterion_main!(benches);

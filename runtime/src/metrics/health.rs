@@ -1,0 +1,121 @@
+//! [`Health`]: what `/healthz` and `/readyz` report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::auth::TokenManager;
+
+/// A heartbeat older than this makes `/healthz` fail.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Liveness and readiness of the process, shared by the scheduler and the metrics server.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    config_loaded: AtomicBool,
+    /// Unix milliseconds of the scheduler's last heartbeat; 0 before it started.
+    heartbeat_ms: AtomicU64,
+    stopped: AtomicBool,
+    tokens: std::sync::OnceLock<TokenManager>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One readiness check's state, as `/readyz` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    /// The check's name.
+    pub name: &'static str,
+    /// Whether it passes.
+    pub ok: bool,
+    /// Why, in a few words.
+    pub detail: String,
+}
+
+impl Health {
+    /// A fresh state: nothing loaded, nothing running.
+    pub fn new() -> Self {
+        Health::default()
+    }
+
+    /// Records that the config was loaded and checked.
+    pub fn set_config_loaded(&self) {
+        self.inner.config_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds the token manager to the readiness checks.
+    pub fn set_tokens(&self, tokens: TokenManager) {
+        let _ = self.inner.tokens.set(tokens);
+    }
+
+    /// Called by the scheduler's heartbeat task.
+    pub fn beat(&self) {
+        self.inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records that the scheduler has stopped (shutdown).
+    pub fn set_stopped(&self) {
+        self.inner.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Liveness: the scheduler's heartbeat is recent.
+    pub fn is_alive(&self) -> bool {
+        let beat = self.inner.heartbeat_ms.load(Ordering::Relaxed);
+        beat > 0
+            && !self.inner.stopped.load(Ordering::Relaxed)
+            && now_ms().saturating_sub(beat) < HEARTBEAT_TIMEOUT.as_millis() as u64
+    }
+
+    /// Readiness checks: config loaded, scheduler alive, a valid token and no permanent
+    /// authentication failure (when CDF is configured).
+    pub fn checks(&self) -> Vec<Check> {
+        let mut checks = vec![
+            Check {
+                name: "config",
+                ok: self.inner.config_loaded.load(Ordering::Relaxed),
+                detail: if self.inner.config_loaded.load(Ordering::Relaxed) {
+                    "loaded".into()
+                } else {
+                    "not loaded".into()
+                },
+            },
+            Check {
+                name: "scheduler",
+                ok: self.is_alive(),
+                detail: if self.is_alive() {
+                    "running".into()
+                } else {
+                    "not running".into()
+                },
+            },
+        ];
+        if let Some(tokens) = self.inner.tokens.get() {
+            let (ok, detail) = if tokens.has_permanent_failure() {
+                (
+                    false,
+                    "the identity provider refused the credentials".to_owned(),
+                )
+            } else if tokens.try_get().is_some() {
+                (true, "valid token".to_owned())
+            } else {
+                (false, "no valid token yet".to_owned())
+            };
+            checks.push(Check {
+                name: "token",
+                ok,
+                detail,
+            });
+        }
+        checks
+    }
+}

@@ -1,0 +1,201 @@
+//! Pushing to a Prometheus Pushgateway, for batch jobs: on an interval, and once more at the end.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use prometheus::IntCounterVec;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{METRICS_CONTENT_TYPE, render};
+use crate::config::PushGatewayConfig;
+use crate::secret::Secret;
+
+/// Attempts per push (the first included).
+const ATTEMPTS: u32 = 3;
+
+/// Pushes one registry to one Pushgateway.
+#[derive(Clone)]
+pub struct Pusher {
+    client: reqwest::Client,
+    url: String,
+    host: String,
+    auth: Option<(String, Option<Secret>)>,
+    interval: Duration,
+    clear_after: Option<Duration>,
+    registry: prometheus::Registry,
+    pushes: IntCounterVec,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn path_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl Pusher {
+    /// One pusher per `metrics.push-gateways[]` entry. `pushes` is
+    /// `extractor_push_total{gateway,result}` (see [`Pusher::counter`]).
+    pub fn new(
+        config: &PushGatewayConfig,
+        registry: prometheus::Registry,
+        pushes: IntCounterVec,
+    ) -> Self {
+        let host = config.host.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a plain HTTP client builds");
+        for result in ["success", "failure"] {
+            pushes.with_label_values(&[&host, result]);
+        }
+        Pusher {
+            client,
+            url: format!("{host}/metrics/job/{}", path_segment(&config.job_name)),
+            host,
+            auth: config
+                .username
+                .clone()
+                .map(|u| (u, config.password.clone())),
+            interval: config.push_interval,
+            clear_after: config.clear_after,
+            registry,
+            pushes,
+        }
+    }
+
+    /// `extractor_push_total{gateway,result}`, registered in `registry`.
+    pub fn counter(registry: &prometheus::Registry) -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(
+            prometheus::Opts::new(
+                "extractor_push_total",
+                "Pushes to a Pushgateway, by gateway and result (success, failure).",
+            ),
+            &["gateway", "result"],
+        )?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut request = self.client.request(method, &self.url);
+        if let Some((user, password)) = &self.auth {
+            let pair = format!(
+                "{user}:{}",
+                password.as_ref().map(Secret::expose_secret).unwrap_or("")
+            );
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            request = request.header("Authorization", format!("Basic {encoded}"));
+        }
+        request
+    }
+
+    /// Pushes the registry (PUT: replaces the job's group), retrying with backoff. A failure is
+    /// counted and returned; it never fails the extractor.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn push(&self) -> Result<(), String> {
+        let mut delay = Duration::from_millis(500);
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let body = render(&self.registry);
+            let result = self
+                .request(reqwest::Method::PUT)
+                .header("Content-Type", METRICS_CONTENT_TYPE)
+                .body(body)
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().is_success() => {
+                    self.pushes
+                        .with_label_values(&[&self.host, "success"])
+                        .inc();
+                    return Ok(());
+                }
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.without_url().to_string(),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
+                delay *= 2;
+            }
+        }
+        self.pushes
+            .with_label_values(&[&self.host, "failure"])
+            .inc();
+        Err(format!(
+            "push to {} failed after {ATTEMPTS} attempts: {last}",
+            self.url
+        ))
+    }
+
+    /// Deletes the job's group from the gateway.
+    pub async fn delete(&self) -> Result<(), String> {
+        match self.request(reqwest::Method::DELETE).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!(
+                "delete at {} failed: HTTP {}",
+                self.url,
+                r.status()
+            )),
+            Err(e) => Err(format!(
+                "delete at {} failed: {}",
+                self.url,
+                e.without_url()
+            )),
+        }
+    }
+
+    /// Pushes every `push-interval` until `stop` fires.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn run(&self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(e) = self.push().await {
+                tracing::warn!(target: "extractor_runtime::metrics", "{e}");
+            }
+        }
+    }
+
+    /// The final push at shutdown or at the end of `run --once`; then, with `clear-after`,
+    /// waits that long and deletes the job's group. Logs failures; never fails.
+    pub async fn finish(&self) {
+        match self.push().await {
+            Ok(()) => {
+                tracing::info!(target: "extractor_runtime::metrics", gateway = %self.host, "final metrics pushed")
+            }
+            Err(e) => tracing::warn!(target: "extractor_runtime::metrics", "final {e}"),
+        }
+        if let Some(after) = self.clear_after {
+            tokio::time::sleep(after).await;
+            match self.delete().await {
+                Ok(()) => {
+                    tracing::info!(target: "extractor_runtime::metrics", gateway = %self.host, "metrics cleared from the gateway")
+                }
+                Err(e) => tracing::warn!(target: "extractor_runtime::metrics", "{e}"),
+            }
+        }
+    }
+}
