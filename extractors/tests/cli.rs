@@ -405,6 +405,48 @@ mod token_command {
     }
 
     #[tokio::test]
+    async fn run_once_with_a_bad_secret_exits_3_before_any_task_runs() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "error": "invalid_client",
+                "error_description": "AADSTS7000222: The provided client secret keys are expired.",
+                "error_codes": [7000222], "trace_id": "tr-9", "correlation_id": "co-9"
+            })))
+            .mount(&server)
+            .await;
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("task-ran");
+        let text = GOOD
+            .replace(
+                "http://127.0.0.1:PORT/token",
+                &format!("{}/token", server.uri()),
+            )
+            .replace("PORT", "9")
+            .replace(
+                "config: {command: [echo, hello]}",
+                &format!("config: {{command: [touch, '{}']}}", marker.display()),
+            );
+        let config = write_config(tmp.path(), &text);
+        let (code, _, stderr) = tokio::task::spawn_blocking(move || {
+            run(bin().args(["run", "--once", "-c"]).arg(&config))
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stderr.contains("AADSTS7000222") && stderr.contains("correlation id co-9"),
+            "{stderr}"
+        );
+        assert!(
+            !marker.exists(),
+            "no task ran with credentials the identity provider refused"
+        );
+        assert!(!stderr.contains("very-secret-value-42"));
+    }
+
+    #[tokio::test]
     async fn a_bad_secret_exits_3_with_the_aadsts_code() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
