@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use extractor_runtime::config::{Config, LoadOptions};
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
-use extractor_runtime::metrics::server::render;
+use extractor_runtime::metrics::MetricsRegistry;
 use extractor_runtime::scheduler::{Scheduler, SchedulerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn tasks_registry(tasks: usize) -> prometheus::Registry {
+fn tasks_registry(tasks: usize) -> MetricsRegistry {
     let mut yaml = String::from("version: 1\ncognite: {project: bench, dry-run: true}\ntasks:\n");
     for i in 0..tasks {
         yaml.push_str(&format!(
@@ -40,8 +40,8 @@ fn tasks_registry(tasks: usize) -> prometheus::Registry {
     let mut registry = Registry::new();
     registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
     let extractors = registry.build_all(&config.tasks).unwrap();
-    let metrics = prometheus::Registry::new();
-    extractor_runtime::metrics::register_process_and_build_info(&metrics).unwrap();
+    let metrics = MetricsRegistry::new();
+    extractor_runtime::metrics::register_process_and_build_info(metrics.prometheus()).unwrap();
     let before = rss_kib();
     let scheduler = Scheduler::new(
         &config.tasks,
@@ -59,7 +59,7 @@ fn tasks_registry(tasks: usize) -> prometheus::Registry {
         .unwrap();
     rt.block_on(scheduler.run_once(CancellationToken::new(), std::time::Duration::from_secs(5)));
     let after = rss_kib();
-    let text = String::from_utf8(render(&metrics)).unwrap();
+    let text = String::from_utf8(metrics.render()).unwrap();
     let series = text.lines().filter(|l| !l.starts_with('#')).count();
     println!(
         "metrics bench: {tasks} tasks -> {series} series, {} KiB of text, ~{} KiB RSS for the scheduler and its series ({:.1} KiB per task)",
@@ -73,10 +73,10 @@ fn tasks_registry(tasks: usize) -> prometheus::Registry {
 fn render_metrics(c: &mut Criterion) {
     let registry = tasks_registry(1000);
     c.bench_function("render /metrics, 1000 tasks", |b| {
-        b.iter(|| black_box(render(&registry)))
+        b.iter(|| black_box(registry.render()))
     });
     c.bench_function("gather only, 1000 tasks", |b| {
-        b.iter(|| black_box(registry.gather()))
+        b.iter(|| black_box(registry.prometheus().gather()))
     });
 }
 

@@ -81,7 +81,7 @@ fn main() {
     registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
     let extractors = registry.build_all(&config.tasks).unwrap();
     rss("building the extractors");
-    let metrics = prometheus::Registry::new();
+    let metrics = extractor_runtime::metrics::MetricsRegistry::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -110,7 +110,7 @@ fn main() {
     });
     let (cpu_after, peak_kib) = rusage();
     // The lag histogram: read p50/p99 from its buckets.
-    let families = metrics.gather();
+    let families = metrics.prometheus().gather();
     let lag = families
         .iter()
         .find(|f| f.name() == "extractor_task_schedule_lag_seconds")

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
 use crate::config::{Config, ConfigErrors};
 use crate::extractor::Registry;
-use crate::metrics::Health;
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
+use crate::metrics::{Health, MetricsRegistry};
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
 
 /// How to run.
@@ -60,14 +60,14 @@ pub struct Report {
 pub struct Runtime {
     config: Config,
     registry: Registry,
-    metrics: prometheus::Registry,
+    metrics: MetricsRegistry,
 }
 
 impl Runtime {
     /// A runtime for `config` with the extractor types of `registry`.
     pub fn new(config: Config, registry: Registry) -> Self {
-        let metrics = prometheus::Registry::new();
-        if let Err(e) = crate::metrics::register_process_and_build_info(&metrics) {
+        let metrics = MetricsRegistry::new();
+        if let Err(e) = crate::metrics::register_process_and_build_info(metrics.prometheus()) {
             tracing::warn!("cannot register process metrics: {e}");
         }
         Runtime {
@@ -78,7 +78,7 @@ impl Runtime {
     }
 
     /// The metrics registry every part registers in.
-    pub fn metrics(&self) -> &prometheus::Registry {
+    pub fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
     }
 
@@ -119,8 +119,8 @@ impl Runtime {
         let pushers: Vec<Pusher> = if self.config.metrics.push_gateways.is_empty() {
             Vec::new()
         } else {
-            let counter =
-                Pusher::counter(&self.metrics).map_err(|e| RuntimeError::Config(e.to_string()))?;
+            let counter = Pusher::counter(self.metrics.prometheus())
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
             self.config
                 .metrics
                 .push_gateways
@@ -159,7 +159,7 @@ impl Runtime {
             (Some(idp), false) => Some(TokenManager::spawn(
                 idp,
                 TokenManagerOptions::default(),
-                Some(&self.metrics),
+                Some(self.metrics.prometheus()),
             )?),
             _ => None,
         };

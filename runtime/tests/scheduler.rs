@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use extractor_runtime::config::{Config, LoadOptions};
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+use extractor_runtime::metrics::MetricsRegistry;
 use extractor_runtime::scheduler::{Clock, RunResult, Scheduler, SchedulerOptions, Summary};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +100,7 @@ impl Extractor for Probe {
 struct Harness {
     scheduler: Scheduler,
     log: Log,
-    registry: prometheus::Registry,
+    registry: MetricsRegistry,
     origin: Instant,
 }
 
@@ -120,7 +121,7 @@ fn harness_at(tasks_yaml: &str, clock: Clock) -> Harness {
         })
     });
     let extractors = reg.build_all(&config.tasks).unwrap();
-    let registry = prometheus::Registry::new();
+    let registry = MetricsRegistry::new();
     let options = SchedulerOptions {
         registry: registry.clone(),
         tokens: None,
@@ -156,26 +157,9 @@ impl Harness {
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        for family in self.registry.gather() {
-            if family.name() != name {
-                continue;
-            }
-            for m in family.get_metric() {
-                let ok = labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                });
-                if ok {
-                    return match family.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                        prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
-                        _ => m.get_histogram().get_sample_count() as f64,
-                    };
-                }
-            }
-        }
-        panic!("no metric {name} {labels:?}");
+        self.registry
+            .value(name, labels)
+            .unwrap_or_else(|| panic!("no metric {name} {labels:?}"))
     }
 
     fn results(summary: &Summary, task: &str) -> Vec<RunResult> {

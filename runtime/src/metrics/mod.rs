@@ -4,6 +4,9 @@
 mod health;
 pub mod push;
 pub mod server;
+mod tasks;
+
+use tasks::TaskFamilies;
 
 pub use health::{Check, Health};
 
@@ -77,124 +80,96 @@ impl TokenMetrics {
     }
 }
 
-/// The scheduler's metrics, for all tasks.
-#[derive(Clone, Debug)]
-pub struct SchedulerMetrics {
-    runs_total: IntCounterVec,
-    run_duration: prometheus::HistogramVec,
-    last_success: prometheus::GaugeVec,
-    next_run: prometheus::GaugeVec,
-    interval: prometheus::GaugeVec,
-    running: prometheus::IntGaugeVec,
-    skipped_total: IntCounterVec,
-    retries_total: IntCounterVec,
-    pub(crate) schedule_lag: Histogram,
-}
-
 /// The result labels of `extractor_task_runs_total`.
-pub const RUN_RESULTS: &[&str] = &["success", "failure", "timeout", "panic", "cancelled"];
+pub const RUN_RESULTS: [&str; 5] = ["success", "failure", "timeout", "panic", "cancelled"];
 
 /// The reason labels of `extractor_task_skipped_total`.
-pub const SKIP_REASONS: &[&str] = &["overlap", "missed"];
+pub const SKIP_REASONS: [&str; 2] = ["overlap", "missed"];
 
-impl SchedulerMetrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let m = SchedulerMetrics {
-            runs_total: IntCounterVec::new(
-                Opts::new(
-                    "extractor_task_runs_total",
-                    "Finished task runs, by result.",
-                ),
-                &["task", "result"],
-            )?,
-            run_duration: prometheus::HistogramVec::new(
-                HistogramOpts::new(
-                    "extractor_task_run_duration_seconds",
-                    "Duration of task runs, retries included.",
-                )
-                .buckets(vec![0.1, 1.0, 10.0, 60.0, 600.0]),
-                &["task"],
-            )?,
-            last_success: prometheus::GaugeVec::new(
-                Opts::new(
-                    "extractor_task_last_success_timestamp_seconds",
-                    "Unix time at which the task last finished a run successfully.",
-                ),
-                &["task"],
-            )?,
-            next_run: prometheus::GaugeVec::new(
-                Opts::new(
-                    "extractor_task_next_run_timestamp_seconds",
-                    "Unix time of the task's next planned run.",
-                ),
-                &["task"],
-            )?,
-            interval: prometheus::GaugeVec::new(
-                Opts::new(
-                    "extractor_task_interval_seconds",
-                    "The time between the task's planned runs (for cron, between the next two), for alerts like 'no success within 3 intervals'.",
-                ),
-                &["task"],
-            )?,
-            running: prometheus::IntGaugeVec::new(
-                Opts::new("extractor_task_running", "Runs of the task in progress."),
-                &["task"],
-            )?,
-            skipped_total: IntCounterVec::new(
-                Opts::new(
-                    "extractor_task_skipped_total",
-                    "Planned runs that did not start, by reason (overlap, missed).",
-                ),
-                &["task", "reason"],
-            )?,
-            retries_total: IntCounterVec::new(
-                Opts::new(
-                    "extractor_task_retries_total",
-                    "Attempts retried after a transient failure.",
-                ),
-                &["task"],
-            )?,
-            schedule_lag: Histogram::with_opts(
-                HistogramOpts::new(
-                    "extractor_task_schedule_lag_seconds",
-                    "How late runs started versus their planned time (all tasks).",
-                )
-                .buckets(vec![
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
-                ]),
-            )?,
-        };
-        registry.register(Box::new(m.runs_total.clone()))?;
-        registry.register(Box::new(m.run_duration.clone()))?;
-        registry.register(Box::new(m.last_success.clone()))?;
-        registry.register(Box::new(m.next_run.clone()))?;
-        registry.register(Box::new(m.running.clone()))?;
-        registry.register(Box::new(m.interval.clone()))?;
-        registry.register(Box::new(m.skipped_total.clone()))?;
-        registry.register(Box::new(m.retries_total.clone()))?;
-        registry.register(Box::new(m.schedule_lag.clone()))?;
-        Ok(m)
+/// Where every metric of the process lives: a prometheus [`Registry`] (token, push, process
+/// and extractors' own metrics) and the per-task series, which are kept apart so that a scrape
+/// of thousands of tasks stays fast. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsRegistry {
+    registry: Registry,
+    tasks: TaskFamilies,
+}
+
+impl MetricsRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        MetricsRegistry::default()
     }
 
-    /// Handles for one task, looked up once so that runs touch no label maps. The `success`
-    /// and `failure` series start at 0 (so `rate()` and `increase()` see the first run); the
-    /// rarer results and skip reasons appear when they first happen, which keeps 10 000 tasks'
-    /// series affordable.
-    pub(crate) fn for_task(&self, task: &str) -> TaskMetrics {
-        for result in ["success", "failure"] {
-            self.runs_total.with_label_values(&[task, result]);
+    /// The prometheus registry, for metrics of the prometheus crate.
+    pub fn prometheus(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything, in the text format 0.0.4: what `/metrics` serves and Pushgateways receive.
+    pub fn render(&self) -> Vec<u8> {
+        use prometheus::Encoder as _;
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)
+        {
+            tracing::warn!(target: "extractor_runtime::metrics", "cannot encode metrics: {e}");
         }
+        let mut text = String::from_utf8(buffer).unwrap_or_default();
+        self.tasks.write_text(&mut text);
+        text.into_bytes()
+    }
+
+    /// The value of one series in [`render`](Self::render)'s output, found by name and labels
+    /// (for tests and tools).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = String::from_utf8(self.render()).ok()?;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| {
+                let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+    }
+}
+
+/// The scheduler's metrics, for all tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct SchedulerMetrics {
+    tasks: TaskFamilies,
+    schedule_lag: Histogram,
+}
+
+impl SchedulerMetrics {
+    /// Creates the metrics: the lag histogram in the prometheus registry, the task families
+    /// beside it.
+    pub(crate) fn register(metrics: &MetricsRegistry) -> prometheus::Result<Self> {
+        let schedule_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "extractor_task_schedule_lag_seconds",
+                "How late runs started versus their planned time (all tasks).",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+            ]),
+        )?;
+        metrics.registry.register(Box::new(schedule_lag.clone()))?;
+        Ok(SchedulerMetrics {
+            tasks: metrics.tasks.clone(),
+            schedule_lag,
+        })
+    }
+
+    /// One task's series. `success` and `failure` start at 0 (so `rate()` and `increase()` see
+    /// the first run); rarer results and skip reasons appear when they first happen.
+    pub(crate) fn for_task(&self, task: &str) -> TaskMetrics {
         TaskMetrics {
-            task: task.into(),
-            runs_total: self.runs_total.clone(),
-            skipped_total: self.skipped_total.clone(),
-            duration: self.run_duration.with_label_values(&[task]),
-            last_success: self.last_success.with_label_values(&[task]),
-            next_run: self.next_run.with_label_values(&[task]),
-            interval: self.interval.with_label_values(&[task]),
-            running: self.running.with_label_values(&[task]),
-            retries: self.retries_total.with_label_values(&[task]),
+            series: self.tasks.add(task),
             lag: self.schedule_lag.clone(),
         }
     }
@@ -203,30 +178,14 @@ impl SchedulerMetrics {
 /// One task's metric handles.
 #[derive(Clone, Debug)]
 pub(crate) struct TaskMetrics {
-    task: std::sync::Arc<str>,
-    runs_total: IntCounterVec,
-    skipped_total: IntCounterVec,
-    pub(crate) duration: Histogram,
-    pub(crate) last_success: Gauge,
-    pub(crate) next_run: Gauge,
-    pub(crate) interval: Gauge,
-    pub(crate) running: IntGauge,
-    pub(crate) retries: prometheus::IntCounter,
+    series: std::sync::Arc<tasks::TaskSeries>,
     pub(crate) lag: Histogram,
 }
 
-impl TaskMetrics {
-    /// Counts a finished run with `result` (one of [`RUN_RESULTS`]).
-    pub(crate) fn run_finished(&self, result: &str) {
-        self.runs_total
-            .with_label_values(&[&self.task, result])
-            .inc();
-    }
+impl std::ops::Deref for TaskMetrics {
+    type Target = tasks::TaskSeries;
 
-    /// Counts `count` planned runs skipped for `reason` (one of [`SKIP_REASONS`]).
-    pub(crate) fn skipped(&self, reason: &str, count: u64) {
-        self.skipped_total
-            .with_label_values(&[&self.task, reason])
-            .inc_by(count);
+    fn deref(&self) -> &tasks::TaskSeries {
+        &self.series
     }
 }

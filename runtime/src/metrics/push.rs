@@ -6,7 +6,8 @@ use base64::Engine as _;
 use prometheus::IntCounterVec;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{METRICS_CONTENT_TYPE, render};
+use super::MetricsRegistry;
+use super::server::METRICS_CONTENT_TYPE;
 use crate::config::PushGatewayConfig;
 use crate::secret::Secret;
 
@@ -22,7 +23,7 @@ pub struct Pusher {
     auth: Option<(String, Option<Secret>)>,
     interval: Duration,
     clear_after: Option<Duration>,
-    registry: prometheus::Registry,
+    registry: MetricsRegistry,
     pushes: IntCounterVec,
 }
 
@@ -52,7 +53,7 @@ impl Pusher {
     /// `extractor_push_total{gateway,result}` (see [`Pusher::counter`]).
     pub fn new(
         config: &PushGatewayConfig,
-        registry: prometheus::Registry,
+        registry: MetricsRegistry,
         pushes: IntCounterVec,
     ) -> Self {
         let host = config.host.trim_end_matches('/').to_owned();
@@ -114,7 +115,7 @@ impl Pusher {
         let mut delay = Duration::from_millis(500);
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let body = render(&self.registry);
+            let body = self.registry.render();
             let result = self
                 .request(reqwest::Method::PUT)
                 .header("Content-Type", METRICS_CONTENT_TYPE)

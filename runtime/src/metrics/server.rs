@@ -9,11 +9,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Health;
+use super::{Health, MetricsRegistry};
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -21,7 +20,7 @@ pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8
 /// A bound, not yet serving, metrics server.
 pub struct MetricsServer {
     listener: TcpListener,
-    registry: prometheus::Registry,
+    registry: MetricsRegistry,
     health: Health,
 }
 
@@ -30,7 +29,7 @@ impl MetricsServer {
     pub async fn bind(
         host: &str,
         port: u16,
-        registry: prometheus::Registry,
+        registry: MetricsRegistry,
         health: Health,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((host, port)).await?;
@@ -86,25 +85,16 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
         .expect("a valid response")
 }
 
-/// Renders the registry in the text format.
-pub fn render(registry: &prometheus::Registry) -> Vec<u8> {
-    let mut buffer = Vec::with_capacity(16 * 1024);
-    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buffer) {
-        tracing::warn!(target: "extractor_runtime::metrics", "cannot encode metrics: {e}");
-    }
-    buffer
-}
-
 fn respond(
     req: &Request<Incoming>,
-    registry: &prometheus::Registry,
+    registry: &MetricsRegistry,
     health: &Health,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }
     match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, render(registry)),
+        "/metrics" => text(StatusCode::OK, METRICS_CONTENT_TYPE, registry.render()),
         "/healthz" => {
             if health.is_alive() {
                 text(StatusCode::OK, "text/plain", "ok\n")

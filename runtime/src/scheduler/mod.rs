@@ -27,7 +27,7 @@ pub use run::RunResult;
 use crate::auth::TokenManager;
 use crate::config::{OverlapPolicy, RetryConfig, Schedule, TaskConfig};
 use crate::extractor::{Extractor, TaskErrorKind};
-use crate::metrics::{SchedulerMetrics, TaskMetrics};
+use crate::metrics::{MetricsRegistry, SchedulerMetrics, TaskMetrics};
 
 /// Restart delays of a continuous task.
 const CONTINUOUS_MIN_BACKOFF: Duration = Duration::from_secs(5);
@@ -95,7 +95,7 @@ struct RunningRun {
 pub(crate) struct Shared {
     clock: Clock,
     tokens: Option<TokenManager>,
-    registry: prometheus::Registry,
+    registry: MetricsRegistry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
     health: crate::metrics::Health,
@@ -105,7 +105,7 @@ pub(crate) struct Shared {
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
     /// The metrics registry.
-    pub registry: prometheus::Registry,
+    pub registry: MetricsRegistry,
     /// The token manager runs get, if any.
     pub tokens: Option<TokenManager>,
     /// Where wall-clock time comes from.
@@ -120,7 +120,7 @@ pub struct SchedulerOptions {
 impl Default for SchedulerOptions {
     fn default() -> Self {
         SchedulerOptions {
-            registry: prometheus::Registry::new(),
+            registry: MetricsRegistry::new(),
             tokens: None,
             clock: Clock::System,
             keep_runs: false,

@@ -95,7 +95,7 @@ pub(crate) async fn execute(
             task = %task.name, attempt, retry_in_s = delay.as_secs_f64(),
             "run failed with a transient error, retrying: {}", result.1.as_deref().unwrap_or("")
         );
-        metrics.retries.inc();
+        metrics.retried();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = cancel.cancelled() => break result,
@@ -133,7 +133,7 @@ async fn attempt_once(
         task: task.name.clone(),
         cancel: run_cancel.clone(),
         tokens: shared.tokens.clone(),
-        registry: shared.registry.clone(),
+        registry: shared.registry.prometheus().clone(),
         attempt,
     };
     let extractor = task.extractor.clone();
