@@ -3,37 +3,12 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_extractor-runtime"));
-    cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
-    cmd
-}
+mod util;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("binary runs");
-    (
-        status.code().expect("exited, not killed"),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
-
-fn write_config(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("config.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use util::{bin, repo, run, write_config};
 
 const GOOD: &str = r#"
 version: 1

@@ -10,15 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_extractor-runtime"));
-    cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
-    cmd
-}
+mod util;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use util::{bin, repo};
 
 /// Whether `tools` are all on PATH; prints why not (and fails under CI).
 fn have(tools: &[&str]) -> bool {

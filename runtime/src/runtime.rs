@@ -174,7 +174,7 @@ impl Runtime {
                 tokens: tokens.clone(),
                 clock: Clock::System,
                 keep_runs: false,
-                health,
+                health: Some(health),
             },
         )
         .map_err(RuntimeError::Config)?;

@@ -197,56 +197,46 @@ async fn interval_runs_on_start_and_then_every_interval() {
     assert!(next > 1.7e9, "{next}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn daily_cron_runs_once_across_spring_forward() {
-    // Oslo moves from 02:00 to 03:00 on 2026-03-29: 02:30 does not exist that day.
-    let start: jiff::Timestamp = "2026-03-28T11:00:00Z".parse().unwrap();
+/// Runs a cron task in Oslo for three days from `start`; the local times of its runs.
+async fn oslo_runs(start: &str, expression: &str) -> Vec<String> {
+    let start: jiff::Timestamp = start.parse().unwrap();
     let h = harness_at(
-        "  - {name: d, type: probe, schedule: {type: cron, expression: '0 30 2 * * *', timezone: Europe/Oslo}}\n",
+        &format!(
+            "  - {{name: d, type: probe, schedule: {{type: cron, expression: '{expression}', timezone: Europe/Oslo}}}}\n"
+        ),
         Clock::starting_at(start),
     );
     h.run_for(3 * 86_400, 5).await;
-    let runs: Vec<String> = h
-        .log
-        .0
-        .lock()
-        .unwrap()
-        .iter()
+    let oslo = jiff::tz::TimeZone::get("Europe/Oslo").unwrap();
+    let log = h.log.0.lock().unwrap();
+    log.iter()
         .map(|r| {
             r.wall
-                .to_zoned(jiff::tz::TimeZone::get("Europe/Oslo").unwrap())
-                .strftime("%F %H:%M")
+                .to_zoned(oslo.clone())
+                .strftime("%F %H:%M %Z")
                 .to_string()
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_cron_runs_once_across_spring_forward() {
+    // Oslo moves from 02:00 to 03:00 on 2026-03-29: 02:30 does not exist that day.
+    let runs = oslo_runs("2026-03-28T11:00:00Z", "0 30 2 * * *").await;
     assert_eq!(
         runs,
-        ["2026-03-29 03:00", "2026-03-30 02:30", "2026-03-31 02:30"]
+        [
+            "2026-03-29 03:00 CEST",
+            "2026-03-30 02:30 CEST",
+            "2026-03-31 02:30 CEST"
+        ]
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn daily_cron_runs_once_across_fall_back() {
     // Oslo moves from 03:00 back to 02:00 on 2026-10-25: 02:30 happens twice that day.
-    let start: jiff::Timestamp = "2026-10-24T10:00:00Z".parse().unwrap();
-    let h = harness_at(
-        "  - {name: d, type: probe, schedule: {type: cron, expression: '30 2 * * *', timezone: Europe/Oslo}}\n",
-        Clock::starting_at(start),
-    );
-    h.run_for(3 * 86_400, 5).await;
-    let runs: Vec<String> = h
-        .log
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.wall
-                .to_zoned(jiff::tz::TimeZone::get("Europe/Oslo").unwrap())
-                .strftime("%F %H:%M %Z")
-                .to_string()
-        })
-        .collect();
+    let runs = oslo_runs("2026-10-24T10:00:00Z", "30 2 * * *").await;
     assert_eq!(
         runs,
         [

@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     registry: MetricsRegistry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
-    health: crate::metrics::Health,
+    health: Option<crate::metrics::Health>,
 }
 
 /// Settings of a [`Scheduler`].
@@ -113,8 +113,8 @@ pub struct SchedulerOptions {
     /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode
     /// always keeps them.
     pub keep_runs: bool,
-    /// Where the scheduler reports that it is alive (`/healthz`).
-    pub health: crate::metrics::Health,
+    /// Where the scheduler reports that it is alive (`/healthz`); `None`: no heartbeat.
+    pub health: Option<crate::metrics::Health>,
 }
 
 impl Default for SchedulerOptions {
@@ -124,7 +124,7 @@ impl Default for SchedulerOptions {
             tokens: None,
             clock: Clock::System,
             keep_runs: false,
-            health: crate::metrics::Health::new(),
+            health: None,
         }
     }
 }
@@ -265,7 +265,9 @@ impl Scheduler {
         let beating = self.heartbeat();
         let summary = self.core.run_once(shutdown, grace).await;
         beating.cancel();
-        self.core.shared.health.set_stopped();
+        if let Some(h) = &self.core.shared.health {
+            h.set_stopped();
+        }
         summary
     }
 
@@ -273,7 +275,9 @@ impl Scheduler {
     /// a stuck one.
     fn heartbeat(&self) -> CancellationToken {
         let stop = CancellationToken::new();
-        let health = self.core.shared.health.clone();
+        let Some(health) = self.core.shared.health.clone() else {
+            return stop;
+        };
         let done = stop.clone();
         health.beat();
         tokio::spawn(async move {
@@ -298,7 +302,9 @@ impl Scheduler {
         let beating = self.heartbeat();
         let summary = self.core.clone().run(shutdown, grace).await;
         beating.cancel();
-        self.core.shared.health.set_stopped();
+        if let Some(h) = &self.core.shared.health {
+            h.set_stopped();
+        }
         summary
     }
 }
