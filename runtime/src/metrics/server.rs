@@ -56,7 +56,9 @@ impl MetricsServer {
                 r = self.listener.accept() => match r {
                     Ok(s) => s,
                     Err(e) => {
+                        // Out of file descriptors, say: back off instead of spinning.
                         tracing::warn!(target: "extractor_runtime::metrics", "accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 },
