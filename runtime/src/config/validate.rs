@@ -204,8 +204,12 @@ impl Problems<'_> {
     }
 }
 
+/// `http://` or `https://` followed by a host.
 fn is_http_url(s: &str) -> bool {
-    (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() - 1
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
 /// Checks everything that deserialization cannot; returns every problem found.
@@ -386,6 +390,21 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_need_a_host() {
+        assert!(is_http_url("https://api.cognitedata.com"));
+        assert!(is_http_url("http://127.0.0.1:9091/"));
+        for bad in [
+            "https://",
+            "http://",
+            "https:///path",
+            "ftp://x",
+            "api.cognitedata.com",
+        ] {
+            assert!(!is_http_url(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn cron_takes_five_or_six_fields() {
