@@ -66,6 +66,7 @@ pub struct RunContext {
     pub(crate) task: Arc<str>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tokens: Option<TokenManager>,
+    pub(crate) cdf: Option<crate::cdf::CdfClient>,
     pub(crate) registry: prometheus::Registry,
     pub(crate) attempt: u32,
 }
@@ -77,9 +78,22 @@ impl RunContext {
             task: task.into(),
             cancel,
             tokens: None,
+            cdf: None,
             registry: prometheus::Registry::new(),
             attempt: 1,
         }
+    }
+
+    /// The same context with a CDF client (for calling an extractor outside the scheduler).
+    pub fn with_cdf(mut self, cdf: crate::cdf::CdfClient) -> Self {
+        self.cdf = Some(cdf);
+        self
+    }
+
+    /// The process's CDF client (it writes NDJSON instead of sending in dry-run); `None` when the
+    /// runtime has none (tests, tools).
+    pub fn cdf(&self) -> Option<&crate::cdf::CdfClient> {
+        self.cdf.as_ref()
     }
 
     /// The task's name (from `tasks[].name`).

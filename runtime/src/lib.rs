@@ -10,6 +10,7 @@
 //! ## Modules
 //! - [`config`]: load and validate the YAML config, with `file:line:column: key.path` errors.
 //! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
+//! - [`cdf`]: the [`CdfClient`](cdf::CdfClient): authenticated, retried requests, or dry-run NDJSON.
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
 //! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cdf;
 pub mod config;
 pub mod extractor;
 pub mod logging;

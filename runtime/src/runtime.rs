@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
+use crate::cdf::{CdfClient, DryRunSink};
 use crate::config::{Config, ConfigErrors};
 use crate::extractor::Registry;
 use crate::metrics::push::Pusher;
@@ -166,12 +167,21 @@ impl Runtime {
         if let Some(t) = &tokens {
             health.set_tokens(t.clone());
         }
+        let dry_run = self.config.cognite.dry_run.then(DryRunSink::stdout);
+        let cdf = CdfClient::new(
+            &self.config.cognite,
+            tokens.clone(),
+            dry_run,
+            self.metrics.prometheus(),
+        )
+        .map_err(RuntimeError::Config)?;
         let scheduler = Scheduler::new(
             &self.config.tasks,
             extractors,
             SchedulerOptions {
                 registry: self.metrics.clone(),
                 tokens: tokens.clone(),
+                cdf: Some(cdf),
                 clock: Clock::System,
                 keep_runs: false,
                 health: Some(health),

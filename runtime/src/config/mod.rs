@@ -42,10 +42,11 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AuthMethod, CogniteConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
-    ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel,
-    LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig,
-    RawStateStoreConfig, RetryConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig,
+    AuthMethod, CogniteConfig, ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY,
+    ExtractionPipelineConfig, ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig,
+    LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy,
+    PushGatewayConfig, RawStateStoreConfig, RetryConfig, ScheduleConfig, ScheduleKind,
+    StateStoreConfig, TaskConfig,
 };
 pub use node::Node;
 pub use validate::{Schedule, parse_cron};

@@ -64,6 +64,54 @@ pub struct CogniteConfig {
     /// When true, nothing is sent to CDF and no token is fetched: batches are written as NDJSON.
     #[serde(default)]
     pub dry_run: bool,
+    /// Retries and timeouts of requests to CDF (python-extractor-utils names).
+    #[serde(default)]
+    pub connection: ConnectionConfig,
+}
+
+/// `cognite.connection:`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConnectionConfig {
+    /// Retries of a request after retryable failures (408, 429, 5xx, connection errors).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// The longest delay between retries (exponential backoff with full jitter up to this).
+    #[serde(
+        default = "default_max_retry_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub max_retry_backoff: Duration,
+    /// One request gives up after this long.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub timeout: Duration,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_retries: default_max_retries(),
+            max_retry_backoff: default_max_retry_backoff(),
+            timeout: default_request_timeout(),
+        }
+    }
+}
+
+fn default_max_retries() -> u32 {
+    10
+}
+
+fn default_max_retry_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_host() -> String {

@@ -95,6 +95,7 @@ struct RunningRun {
 pub(crate) struct Shared {
     clock: Clock,
     tokens: Option<TokenManager>,
+    cdf: Option<crate::cdf::CdfClient>,
     registry: MetricsRegistry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
@@ -108,6 +109,8 @@ pub struct SchedulerOptions {
     pub registry: MetricsRegistry,
     /// The token manager runs get, if any.
     pub tokens: Option<TokenManager>,
+    /// The CDF client runs get, if any.
+    pub cdf: Option<crate::cdf::CdfClient>,
     /// Where wall-clock time comes from.
     pub clock: Clock,
     /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode
@@ -122,6 +125,7 @@ impl Default for SchedulerOptions {
         SchedulerOptions {
             registry: MetricsRegistry::new(),
             tokens: None,
+            cdf: None,
             clock: Clock::System,
             keep_runs: false,
             health: None,
@@ -217,6 +221,7 @@ impl Scheduler {
                 shared: Arc::new(Shared {
                     clock: options.clock,
                     tokens: options.tokens,
+                    cdf: options.cdf,
                     registry: options.registry,
                     tracker: TaskTracker::new(),
                     next_run_id: std::sync::atomic::AtomicU64::new(0),

@@ -133,6 +133,7 @@ async fn attempt_once(
         task: task.name.clone(),
         cancel: run_cancel.clone(),
         tokens: shared.tokens.clone(),
+        cdf: shared.cdf.clone(),
         registry: shared.registry.prometheus().clone(),
         attempt,
     };

@@ -1,0 +1,119 @@
+//! [`CdfError`]: why a request to CDF failed, classified for callers.
+
+use std::fmt;
+
+use crate::auth::AuthError;
+
+/// How a CDF request failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CdfErrorKind {
+    /// No token could be had.
+    Auth,
+    /// CDF answered with an error status that retrying will not fix (400, 403, 404, 409, 422,
+    /// or 401 again after a fresh token).
+    Rejected,
+    /// Retryable failures (408, 429, 5xx, `cdf-is-auto-retryable`, connection errors,
+    /// timeouts) went on past `max-retries`.
+    RetriesExhausted,
+    /// The answer was not JSON.
+    BadResponse,
+}
+
+/// A failed CDF request: what CDF said, and its request id for Cognite support.
+#[derive(Clone, Debug)]
+pub struct CdfError(pub(crate) Box<Details>);
+
+#[derive(Clone, Debug)]
+pub(crate) struct Details {
+    pub(crate) kind: CdfErrorKind,
+    pub(crate) endpoint: &'static str,
+    pub(crate) status: Option<u16>,
+    pub(crate) message: String,
+    pub(crate) request_id: Option<String>,
+    pub(crate) auth: Option<AuthError>,
+}
+
+impl CdfError {
+    pub(crate) fn new(
+        kind: CdfErrorKind,
+        endpoint: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        CdfError(Box::new(Details {
+            kind,
+            endpoint,
+            status: None,
+            message: message.into(),
+            request_id: None,
+            auth: None,
+        }))
+    }
+
+    /// How the request failed.
+    pub fn kind(&self) -> &CdfErrorKind {
+        &self.0.kind
+    }
+
+    /// The HTTP status of CDF's last answer, if any.
+    pub fn status(&self) -> Option<u16> {
+        self.0.status
+    }
+
+    /// CDF's `x-request-id` of the last answer.
+    pub fn request_id(&self) -> Option<&str> {
+        self.0.request_id.as_deref()
+    }
+
+    /// The token manager's error, for [`CdfErrorKind::Auth`].
+    pub fn auth_error(&self) -> Option<&AuthError> {
+        self.0.auth.as_ref()
+    }
+
+    /// Whether trying again later may succeed (the data should be kept for the next flush).
+    pub fn is_transient(&self) -> bool {
+        match self.0.kind {
+            CdfErrorKind::RetriesExhausted | CdfErrorKind::BadResponse => true,
+            CdfErrorKind::Auth => !self.0.auth.as_ref().is_some_and(AuthError::is_permanent),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for CdfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CDF request to {} failed: {}",
+            self.0.endpoint, self.0.message
+        )?;
+        if let Some(s) = self.0.status {
+            write!(f, " (HTTP {s}")?;
+            if let Some(id) = &self.0.request_id {
+                write!(f, ", request id {id}")?;
+            }
+            f.write_str(")")?;
+        }
+        if let Some(a) = &self.0.auth {
+            write!(f, ": {a}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CdfError {}
+
+impl From<CdfError> for crate::extractor::TaskError {
+    fn from(e: CdfError) -> Self {
+        use crate::extractor::TaskError;
+        let permanent_auth = e.auth_error().is_some_and(AuthError::is_permanent);
+        let message = e.to_string();
+        if permanent_auth {
+            TaskError::authentication(message)
+        } else if e.is_transient() {
+            TaskError::transient(message)
+        } else {
+            TaskError::permanent(message)
+        }
+    }
+}

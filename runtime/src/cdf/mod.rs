@@ -1,0 +1,325 @@
+//! [`CdfClient`]: authenticated, retried requests to the CDF API, or NDJSON lines in dry-run.
+//!
+//! Every attempt carries the shared token manager's current token, so a retry after a refresh
+//! uses the new one. Retried: 408, 429, 5xx, answers with `cdf-is-auto-retryable: true`,
+//! connection errors and timeouts, with exponential backoff and full jitter up to
+//! `cognite.connection.max-retry-backoff`, `Retry-After` honoured. A 401 gets one forced token
+//! refresh and one more try, then fails: never a loop.
+
+mod error;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+
+pub use error::{CdfError, CdfErrorKind};
+
+use crate::auth::TokenManager;
+use crate::config::{CogniteConfig, ConnectionConfig};
+
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Where dry-run writes the requests it does not send: one JSON object per line,
+/// `{"endpoint": ..., "path": ..., "body": ...}`.
+pub struct DryRunSink(Mutex<Box<dyn Write + Send>>);
+
+impl DryRunSink {
+    /// Lines go to standard output.
+    pub fn stdout() -> Self {
+        DryRunSink(Mutex::new(Box::new(std::io::stdout())))
+    }
+
+    /// Lines go to `writer` (a file, or a buffer in tests).
+    pub fn to_writer(writer: impl Write + Send + 'static) -> Self {
+        DryRunSink(Mutex::new(Box::new(writer)))
+    }
+
+    fn write(&self, endpoint: &str, path: &str, body: &serde_json::Value) -> std::io::Result<()> {
+        let line = serde_json::json!({ "endpoint": endpoint, "path": path, "body": body });
+        let mut w = self.0.lock().expect("dry-run sink lock");
+        writeln!(w, "{line}")?;
+        w.flush()
+    }
+}
+
+#[derive(Clone)]
+struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    retries: IntCounterVec,
+}
+
+impl Metrics {
+    fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "extractor_cdf_requests_total",
+                    "Requests to CDF, by endpoint template and HTTP status (`error` when no answer came).",
+                ),
+                &["endpoint", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "extractor_cdf_request_duration_seconds",
+                    "Time of one request to CDF.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["endpoint"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "extractor_cdf_retries_total",
+                    "Requests to CDF retried, by endpoint and reason.",
+                ),
+                &["endpoint", "reason"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        Ok(m)
+    }
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: String,
+    tokens: Option<TokenManager>,
+    dry_run: Option<DryRunSink>,
+    connection: ConnectionConfig,
+    metrics: Metrics,
+}
+
+/// The process's CDF client. Cheap to clone.
+#[derive(Clone)]
+pub struct CdfClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CdfClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CdfClient")
+            .field("base", &self.inner.base)
+            .field("dry_run", &self.inner.dry_run.is_some())
+            .finish()
+    }
+}
+
+/// Why a response is retried, as the `reason` label.
+fn retry_reason(status: u16, auto_retryable: bool) -> Option<&'static str> {
+    match status {
+        408 => Some("408"),
+        429 => Some("429"),
+        500..=599 => Some("5xx"),
+        _ if auto_retryable => Some("auto_retryable"),
+        _ => None,
+    }
+}
+
+impl CdfClient {
+    /// A client for `config`'s project. With `dry_run` set, nothing is sent and no token is
+    /// used: each request becomes a line in the sink.
+    pub fn new(
+        config: &CogniteConfig,
+        tokens: Option<TokenManager>,
+        dry_run: Option<DryRunSink>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(config.connection.timeout)
+            .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        if dry_run.is_none() && tokens.is_none() {
+            return Err("a CDF client that sends requests needs a token manager".into());
+        }
+        Ok(CdfClient {
+            inner: Arc::new(Inner {
+                http,
+                base: format!(
+                    "{}/api/v1/projects/{}",
+                    config.host.trim_end_matches('/'),
+                    config.project
+                ),
+                tokens,
+                dry_run,
+                connection: config.connection.clone(),
+                metrics: Metrics::register(registry).map_err(|e| e.to_string())?,
+            }),
+        })
+    }
+
+    /// Whether requests are written to the dry-run sink instead of sent.
+    pub fn is_dry_run(&self) -> bool {
+        self.inner.dry_run.is_some()
+    }
+
+    /// POSTs `body` to `path` (relative to `/api/v1/projects/{project}`, with any query string)
+    /// and returns CDF's JSON answer (`null` for an empty one). `endpoint` is the path's
+    /// template (`/raw/dbs/{db}/tables/{table}/rows`), used as the metrics label.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the request in flight; CDF may or may not have applied it.
+    pub async fn post(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, CdfError> {
+        let inner = &*self.inner;
+        if let Some(sink) = &inner.dry_run {
+            sink.write(endpoint, path, body).map_err(|e| {
+                CdfError::new(
+                    CdfErrorKind::BadResponse,
+                    endpoint,
+                    format!("cannot write the dry-run line: {e}"),
+                )
+            })?;
+            return Ok(serde_json::Value::Null);
+        }
+        let tokens = inner.tokens.as_ref().expect("checked in new()");
+        let url = format!("{}{path}", inner.base);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(inner.connection.max_retry_backoff)
+            .without_max_times()
+            .build()
+            .map(|d| d.mul_f64(fastrand::f64()));
+        let mut refreshed = false;
+        let mut retries = 0;
+        let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
+        loop {
+            let started = Instant::now();
+            let result = inner
+                .http
+                .post(&url)
+                .bearer_auth(token.access_token().expose_secret())
+                .json(body)
+                .send()
+                .await;
+            inner
+                .metrics
+                .duration
+                .with_label_values(&[endpoint])
+                .observe(started.elapsed().as_secs_f64());
+            let (reason, retry_after, last) = match result {
+                Err(e) => {
+                    inner
+                        .metrics
+                        .requests
+                        .with_label_values(&[endpoint, "error"])
+                        .inc();
+                    let reason = if e.is_timeout() { "timeout" } else { "connect" };
+                    (
+                        reason,
+                        None,
+                        CdfError::new(
+                            CdfErrorKind::RetriesExhausted,
+                            endpoint,
+                            e.without_url().to_string(),
+                        ),
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    inner
+                        .metrics
+                        .requests
+                        .with_label_values(&[endpoint, &status.to_string()])
+                        .inc();
+                    let headers = response.headers().clone();
+                    let request_id = headers
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if response.status().is_success() {
+                        let bytes = response.bytes().await.map_err(|e| {
+                            CdfError::new(CdfErrorKind::BadResponse, endpoint, e.to_string())
+                        })?;
+                        if bytes.is_empty() {
+                            return Ok(serde_json::Value::Null);
+                        }
+                        return serde_json::from_slice(&bytes).map_err(|e| {
+                            let mut err = CdfError::new(
+                                CdfErrorKind::BadResponse,
+                                endpoint,
+                                format!("the answer is not JSON: {e}"),
+                            );
+                            err.0.status = Some(status);
+                            err.0.request_id = request_id;
+                            err
+                        });
+                    }
+                    let auto = headers
+                        .get("cdf-is-auto-retryable")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                    let retry_after = headers
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(crate::auth::parse_retry_after);
+                    let text = response.text().await.unwrap_or_default();
+                    let message = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| text.chars().take(300).collect());
+                    let kind = if retry_reason(status, auto).is_some() {
+                        CdfErrorKind::RetriesExhausted
+                    } else {
+                        CdfErrorKind::Rejected
+                    };
+                    let mut err = CdfError::new(kind, endpoint, message);
+                    err.0.status = Some(status);
+                    err.0.request_id = request_id;
+                    if status == 401 && !refreshed {
+                        // One forced refresh and one more try; a second 401 is final.
+                        refreshed = true;
+                        inner
+                            .metrics
+                            .retries
+                            .with_label_values(&[endpoint, "401"])
+                            .inc();
+                        token = tokens
+                            .force_refresh(&token)
+                            .await
+                            .map_err(|e| auth_error(endpoint, e))?;
+                        continue;
+                    }
+                    match retry_reason(status, auto) {
+                        Some(reason) => (reason, retry_after, err),
+                        None => return Err(err),
+                    }
+                }
+            };
+            if retries >= inner.connection.max_retries {
+                return Err(last);
+            }
+            retries += 1;
+            inner
+                .metrics
+                .retries
+                .with_label_values(&[endpoint, reason])
+                .inc();
+            let backoff = delays.next().unwrap_or(inner.connection.max_retry_backoff);
+            let delay = retry_after
+                .map_or(backoff, |ra| ra.max(backoff))
+                .min(MAX_RETRY_AFTER);
+            tracing::warn!(target: "extractor_runtime::cdf", endpoint, reason, retry = retries, retry_in_s = delay.as_secs_f64(), "CDF request failed, retrying: {last}");
+            tokio::time::sleep(delay).await;
+            // The token may have been refreshed in the meantime.
+            token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
+        }
+    }
+}
+
+fn auth_error(endpoint: &'static str, e: crate::auth::AuthError) -> CdfError {
+    let mut err = CdfError::new(CdfErrorKind::Auth, endpoint, "no access token");
+    err.0.auth = Some(e);
+    err
+}

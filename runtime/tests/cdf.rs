@@ -1,0 +1,395 @@
+//! The CDF client against in-process fakes (wiremock) of the token endpoint and of CDF:
+//! retries, Retry-After, the 401 refresh, errors, metrics and dry-run.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use extractor_runtime::Secret;
+use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
+use extractor_runtime::cdf::{CdfClient, CdfErrorKind, DryRunSink};
+use extractor_runtime::config::{CogniteConfig, Config, IdpAuthenticationConfig, LoadOptions};
+use extractor_runtime::extractor::{TaskError, TaskErrorKind};
+use serde_json::json;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
+
+/// A token endpoint that hands out `token-1`, `token-2`, ...
+async fn idp() -> (MockServer, Arc<AtomicUsize>) {
+    let server = MockServer::start().await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let n = issued.clone();
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(move |_: &Request| {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": format!("token-{i}"), "expires_in": 3600}))
+        })
+        .mount(&server)
+        .await;
+    (server, issued)
+}
+
+fn cognite(host: &str, max_retries: u32) -> CogniteConfig {
+    let yaml = format!(
+        "version: 1\ncognite:\n  project: demo\n  host: {host}\n  dry-run: true\n  connection: {{max-retries: {max_retries}, max-retry-backoff: 1s, timeout: 2s}}\n"
+    );
+    let env = |_: &str| None;
+    Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
+        .unwrap()
+        .cognite
+}
+
+async fn make_client(
+    cdf: &MockServer,
+    idp: &MockServer,
+    max_retries: u32,
+    registry: &prometheus::Registry,
+) -> (CdfClient, TokenManager) {
+    let idp_config = IdpAuthenticationConfig::new(
+        "c",
+        Secret::new("s"),
+        format!("{}/token", idp.uri()),
+        vec!["s".into()],
+    );
+    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let client = CdfClient::new(
+        &cognite(&cdf.uri(), max_retries),
+        Some(tokens.clone()),
+        None,
+        registry,
+    )
+    .unwrap();
+    (client, tokens)
+}
+
+/// CDF answers in turn with `statuses` (then 200), recording each request's Authorization.
+async fn cdf_answering(
+    statuses: Vec<(u16, Option<&'static str>)>,
+) -> (MockServer, Arc<Mutex<Vec<String>>>) {
+    let server = MockServer::start().await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (s, calls) = (seen.clone(), Arc::new(AtomicUsize::new(0)));
+    Mock::given(method("POST"))
+        .and(path("/api/v1/projects/demo/raw/dbs/db/tables/t/rows"))
+        .respond_with(move |req: &Request| {
+            let auth = req
+                .headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            s.lock().unwrap().push(auth);
+            let i = calls.fetch_add(1, Ordering::SeqCst);
+            match statuses.get(i) {
+                Some((status, retry_after)) => {
+                    let mut r = ResponseTemplate::new(*status)
+                        .insert_header("x-request-id", format!("req-{i}").as_str())
+                        .set_body_json(
+                            json!({"error": {"code": status, "message": format!("failure {i}")}}),
+                        );
+                    if let Some(ra) = retry_after {
+                        r = r.insert_header("Retry-After", *ra);
+                    }
+                    r
+                }
+                None => ResponseTemplate::new(200).set_body_json(json!({})),
+            }
+        })
+        .mount(&server)
+        .await;
+    (server, seen)
+}
+
+fn body() -> serde_json::Value {
+    json!({"items": [{"key": "k1", "columns": {"v": 1}}]})
+}
+
+fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test]
+async fn retries_5xx_and_429_with_retry_after_then_succeeds() {
+    let (idp, _) = idp().await;
+    let (cdf, seen) = cdf_answering(vec![(503, None), (429, Some("1")), (500, None)]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = make_client(&cdf, &idp, 5, &registry).await;
+    let started = std::time::Instant::now();
+    let answer = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows?ensureParent=true", &body())
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({}));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was honoured"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 4);
+    assert!(seen.lock().unwrap().iter().all(|a| a == "Bearer token-1"));
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_retries_total",
+            &[("endpoint", ROWS), ("reason", "5xx")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_retries_total",
+            &[("reason", "429")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_requests_total",
+            &[("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_requests_total",
+            &[("status", "503")]
+        ),
+        1.0
+    );
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn an_auto_retryable_answer_is_retried_and_a_plain_400_is_not() {
+    let (idp, _) = idp().await;
+    let server = MockServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |_: &Request| match c.fetch_add(1, Ordering::SeqCst) {
+            0 => ResponseTemplate::new(409).insert_header("cdf-is-auto-retryable", "true"),
+            1 => ResponseTemplate::new(400)
+                .insert_header("x-request-id", "req-400")
+                .set_body_json(json!({"error": {"code": 400, "message": "Invalid key"}})),
+            _ => ResponseTemplate::new(200),
+        })
+        .mount(&server)
+        .await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = make_client(&server, &idp, 5, &registry).await;
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &CdfErrorKind::Rejected);
+    assert_eq!(
+        (err.status(), err.request_id()),
+        (Some(400), Some("req-400"))
+    );
+    assert!(
+        err.to_string().contains("Invalid key") && err.to_string().contains("request id req-400"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the 409 was retried once, the 400 not at all"
+    );
+    let task: TaskError = err.into();
+    assert_eq!(task.kind(), TaskErrorKind::Permanent);
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn a_401_gets_one_refresh_and_one_more_try() {
+    let (idp, issued) = idp().await;
+    let (cdf, seen) = cdf_answering(vec![(401, None)]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = make_client(&cdf, &idp, 5, &registry).await;
+    client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer token-1", "Bearer token-2"],
+        "the retry used the new token"
+    );
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    tokens.shutdown();
+
+    // 401 twice: one refresh, then a clear error; never a loop.
+    let (cdf, seen) = cdf_answering(vec![(401, None), (401, None), (401, None)]).await;
+    let (client, tokens) = make_client(&cdf, &idp, 5, &prometheus::Registry::new()).await;
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.status()),
+        (&CdfErrorKind::Rejected, Some(401))
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn retries_end_after_max_retries_with_a_transient_error() {
+    let (idp, _) = idp().await;
+    let (cdf, seen) = cdf_answering(vec![(503, None); 10]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = make_client(&cdf, &idp, 2, &registry).await;
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &CdfErrorKind::RetriesExhausted);
+    assert!(
+        err.is_transient(),
+        "the batch should be kept for the next flush"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3, "1 try + 2 retries");
+    let task: TaskError = err.into();
+    assert_eq!(task.kind(), TaskErrorKind::Transient);
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried() {
+    let (idp, _) = idp().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = cognite(&format!("http://{dead}"), 1);
+    let idp_config = IdpAuthenticationConfig::new(
+        "c",
+        Secret::new("s"),
+        format!("{}/token", idp.uri()),
+        vec!["s".into()],
+    );
+    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let registry = prometheus::Registry::new();
+    let client = CdfClient::new(&config, Some(tokens.clone()), None, &registry).unwrap();
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &CdfErrorKind::RetriesExhausted);
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_retries_total",
+            &[("reason", "connect")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_requests_total",
+            &[("status", "error")]
+        ),
+        2.0
+    );
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn a_permanent_auth_failure_is_an_authentication_task_error() {
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": "invalid_client", "error_codes": [7000215]})),
+        )
+        .mount(&idp)
+        .await;
+    let cdf = MockServer::start().await;
+    let (client, tokens) = make_client(&cdf, &idp, 1, &prometheus::Registry::new()).await;
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), &CdfErrorKind::Auth);
+    assert!(err.to_string().contains("AADSTS7000215"), "{err}");
+    assert!(
+        cdf.received_requests().await.unwrap().is_empty(),
+        "nothing reached CDF"
+    );
+    let task: TaskError = err.into();
+    assert_eq!(task.kind(), TaskErrorKind::Authentication);
+    tokens.shutdown();
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn dry_run_writes_ndjson_and_sends_nothing() {
+    let cdf = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer x"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&cdf)
+        .await;
+    let buffer = Buffer::default();
+    let registry = prometheus::Registry::new();
+    let client = CdfClient::new(
+        &cognite(&cdf.uri(), 3),
+        None,
+        Some(DryRunSink::to_writer(buffer.clone())),
+        &registry,
+    )
+    .unwrap();
+    assert!(client.is_dry_run());
+    for i in 0..3 {
+        let answer = client
+            .post(
+                ROWS,
+                "/raw/dbs/db/tables/t/rows?ensureParent=true",
+                &json!({"items": [{"key": i}]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer, serde_json::Value::Null);
+    }
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[2],
+        json!({"endpoint": ROWS, "path": "/raw/dbs/db/tables/t/rows?ensureParent=true", "body": {"items": [{"key": 2}]}})
+    );
+    assert!(cdf.received_requests().await.unwrap().is_empty());
+}

@@ -1,0 +1,174 @@
+//! Contract test: requests the CDF client makes are sent to Prism serving Cognite's own OpenAPI
+//! spec (derived with `--strict --fix-oneof --uniform-422`), and must be accepted; the canary
+//! runs first so that a mock that accepts anything cannot pass.
+//!
+//! Needs `../shared` (spec and tools) and the npm packages (`.ci/run` installs them and sets
+//! `TOKEN_SERVER_NODE_MODULES`). Where they are absent (a user's clone) the test says that it
+//! skipped; with `CI=true` it fails instead. Request bodies of the upload queues join this test
+//! as they land (issue 6).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use extractor_runtime::Secret;
+use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
+use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
+use extractor_runtime::config::{Config, IdpAuthenticationConfig, LoadOptions};
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn prerequisites() -> Option<(PathBuf, PathBuf)> {
+    let shared = std::env::var_os("EXTRACTOR_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let modules = std::env::var_os("TOKEN_SERVER_NODE_MODULES").map(PathBuf::from);
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    match modules {
+        Some(m)
+            if shared.join("specs/cdf-api-v1.openapi.json").exists()
+                && m.join(".bin/prism").exists() =>
+        {
+            Some((shared, m))
+        }
+        _ if ci => panic!(
+            "CI=true but ../shared/specs or Prism ($TOKEN_SERVER_NODE_MODULES/.bin/prism) is missing"
+        ),
+        _ => {
+            eprintln!(
+                "skipped: needs {} and TOKEN_SERVER_NODE_MODULES with Prism (run `bash .ci/run`)",
+                shared.display()
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_requests_match_cognites_spec() {
+    let Some((shared, modules)) = prerequisites() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("cdf.json");
+    let derive = Command::new("node")
+        .arg(shared.join("tools/cdf-prism-spec.mjs"))
+        .arg(shared.join("specs/cdf-api-v1.openapi.json"))
+        .arg(&spec)
+        .args(["--strict", "--fix-oneof", "--uniform-422"])
+        .output()
+        .unwrap();
+    assert!(
+        derive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&derive.stderr)
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _prism = Proc(
+        Command::new(modules.join(".bin/prism"))
+            .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .arg(&spec)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "Prism did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The canary first: valid bodies pass, invalid ones and a missing token are refused.
+    let canary = Command::new("bash")
+        .arg(shared.join("tools/cdf-prism-canary.sh"))
+        .args([&base, "demo"])
+        .env("STRICT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        canary.status.success(),
+        "canary: {}",
+        String::from_utf8_lossy(&canary.stdout)
+    );
+
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "contract-token", "expires_in": 3600})),
+        )
+        .mount(&idp)
+        .await;
+    let yaml = format!(
+        "version: 1\ncognite: {{project: demo, host: '{base}', dry-run: true, connection: {{max-retries: 0}}}}\n"
+    );
+    let env = |_: &str| None;
+    let cognite = Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
+        .unwrap()
+        .cognite;
+    let idp_config = IdpAuthenticationConfig::new(
+        "c",
+        Secret::new("s"),
+        format!("{}/token", idp.uri()),
+        vec!["s".into()],
+    );
+    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let client = CdfClient::new(
+        &cognite,
+        Some(tokens.clone()),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+
+    let accepted = [
+        (
+            "/raw/dbs/{db}/tables/{table}/rows",
+            "/raw/dbs/plant/tables/readings/rows?ensureParent=true",
+            json!({"items": [{"key": "r1", "columns": {"temperature": 21.5, "unit": "C"}}]}),
+        ),
+        (
+            "/extpipes/runs",
+            "/extpipes/runs",
+            json!({"items": [{"externalId": "my-pipeline", "status": "success", "message": "3 rows"}]}),
+        ),
+    ];
+    for (endpoint, path, body) in &accepted {
+        client
+            .post(endpoint, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{endpoint} was refused: {e}"));
+    }
+    // And a misspelled field, through the same client, is refused: validation is live.
+    let err = client
+        .post(
+            "/extpipes/runs",
+            "/extpipes/runs",
+            &json!({"items": [{"external_id": "p", "status": "success"}]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.status()),
+        (&CdfErrorKind::Rejected, Some(422)),
+        "{err}"
+    );
+    tokens.shutdown();
+}
