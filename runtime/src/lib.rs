@@ -13,6 +13,7 @@
 //! - [`cdf`]: the [`CdfClient`](cdf::CdfClient): authenticated, retried requests, or dry-run NDJSON.
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
+//! - [`queues`]: bounded upload queues into CDF (at-least-once, split at the API's limits).
 //! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
 //! - [`scheduler`]: runs tasks on their schedules.
 //! - [`runtime`]: puts the pieces together and runs them.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod extractor;
 pub mod logging;
 pub mod metrics;
+pub mod queues;
 pub mod runtime;
 pub mod scheduler;
 mod secret;
