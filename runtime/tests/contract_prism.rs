@@ -15,6 +15,9 @@ use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::config::{Config, IdpAuthenticationConfig, LoadOptions};
+use extractor_runtime::queues::{
+    Datapoint, DatapointValue, Datapoints, Event, Events, Kind, RawRow, RawRows,
+};
 use serde_json::json;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -155,6 +158,50 @@ async fn the_clients_requests_match_cognites_spec() {
             .post(endpoint, path, body)
             .await
             .unwrap_or_else(|e| panic!("{endpoint} was refused: {e}"));
+    }
+    // The bodies the upload queues build.
+    let mut columns = serde_json::Map::new();
+    columns.insert("v".into(), json!(1.5));
+    let raw = RawRows::next_request(
+        &[RawRow {
+            database: "db 1".into(),
+            table: "t".into(),
+            key: "k".into(),
+            columns,
+        }]
+        .into(),
+    );
+    let points = Datapoints::next_request(
+        &[
+            Datapoint {
+                external_id: "ts-num".into(),
+                timestamp: 1_700_000_000_000,
+                value: DatapointValue::Numeric(2.5),
+            },
+            Datapoint {
+                external_id: "ts-str".into(),
+                timestamp: 1_700_000_000_000,
+                value: DatapointValue::String("on".into()),
+            },
+        ]
+        .into(),
+    );
+    let events = Events::next_request(
+        &[Event {
+            external_id: Some("e1".into()),
+            start_time: Some(1_700_000_000_000),
+            end_time: Some(1_700_000_060_000),
+            kind: Some("alarm".into()),
+            description: Some("high".into()),
+            metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+        }]
+        .into(),
+    );
+    for request in [raw, points, events] {
+        client
+            .post(request.endpoint, &request.path, &request.body)
+            .await
+            .unwrap_or_else(|e| panic!("{} was refused: {e}", request.endpoint));
     }
     // And a misspelled field, through the same client, is refused: validation is live.
     let err = client

@@ -6,6 +6,8 @@
 //! queued, request by request, removing each request's items only once CDF accepted them. A
 //! failed flush keeps the rest for the next one and returns the error.
 
+mod datapoints;
+mod events;
 mod raw;
 
 use std::collections::VecDeque;
@@ -14,6 +16,8 @@ use std::sync::Arc;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
+pub use datapoints::{Datapoint, Datapoints, Value as DatapointValue};
+pub use events::{Event, Events};
 pub use raw::{RawRow, RawRows};
 
 use crate::cdf::{CdfClient, CdfError};
