@@ -14,6 +14,7 @@
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
 //! - [`queues`]: bounded upload queues into CDF (at-least-once, split at the API's limits).
+//! - [`state`]: incremental state (watermarks) kept durably.
 //! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
 //! - [`scheduler`]: runs tasks on their schedules.
 //! - [`runtime`]: puts the pieces together and runs them.
@@ -31,6 +32,7 @@ pub mod queues;
 pub mod runtime;
 pub mod scheduler;
 mod secret;
+pub mod state;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use secret::{REDACTED, Secret};

@@ -1,0 +1,227 @@
+//! Incremental state: per-key low/high watermarks that survive restarts.
+//!
+//! [`LocalStateStore`] keeps them in a JSON file, written atomically (a temporary file in the
+//! same folder, fsync, rename, fsync of the folder), so a crash leaves either the old or the new
+//! file, never a torn one. A file that cannot be read or parsed is an error naming the path,
+//! never a silent start from empty; `reset` (the `--reset-state` flag) is the explicit way out.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+/// One key's watermarks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Watermarks {
+    /// The lowest value extracted so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<serde_json::Value>,
+    /// The highest value extracted so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<serde_json::Value>,
+}
+
+/// Why state could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The file exists but cannot be read.
+    #[error(
+        "cannot read the state file {path}: {source} (fix or remove it, or start with --reset-state)"
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a state file.
+    #[error(
+        "the state file {path} is corrupt: {message} (fix or remove it, or start with --reset-state)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing failed; the previous file is intact.
+    #[error("cannot save the state file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    version: u32,
+    states: BTreeMap<String, Watermarks>,
+}
+
+/// Watermarks in a local JSON file. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LocalStateStore {
+    path: PathBuf,
+    states: Arc<Mutex<BTreeMap<String, Watermarks>>>,
+}
+
+impl LocalStateStore {
+    /// Loads the file at `path` (a missing file is an empty state). With `reset`, an existing
+    /// file is ignored (and replaced at the next save).
+    pub fn open(path: &Path, reset: bool) -> Result<Self, StateError> {
+        let states = if reset {
+            BTreeMap::new()
+        } else {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let file: File =
+                        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                            path: path.to_owned(),
+                            message: e.to_string(),
+                        })?;
+                    if file.version != 1 {
+                        return Err(StateError::Corrupt {
+                            path: path.to_owned(),
+                            message: format!("unknown version {}", file.version),
+                        });
+                    }
+                    file.states
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Err(source) => {
+                    return Err(StateError::Read {
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+        };
+        remove_stale_temporaries(path);
+        Ok(LocalStateStore {
+            path: path.to_owned(),
+            states: Arc::new(Mutex::new(states)),
+        })
+    }
+
+    /// The watermarks of `key`.
+    pub fn get(&self, key: &str) -> Option<Watermarks> {
+        self.states.lock().expect("state lock").get(key).cloned()
+    }
+
+    /// Sets the watermarks of `key` (in memory; [`save`](Self::save) writes them). Call it only
+    /// after the data they cover was accepted by CDF.
+    pub fn set(&self, key: &str, watermarks: Watermarks) {
+        self.states
+            .lock()
+            .expect("state lock")
+            .insert(key.to_owned(), watermarks);
+    }
+
+    /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
+    pub fn save(&self) -> Result<(), StateError> {
+        let file = File {
+            version: 1,
+            states: self.states.lock().expect("state lock").clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("state serializes");
+        let err = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&temp_prefix(&self.path))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(err)?;
+        tmp.write_all(&bytes).map_err(err)?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&self.path).map_err(|e| err(e.error))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// `.states.json.` for `states.json`: the prefix of its temporary files.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.")
+}
+
+/// Removes temporary files a killed process left behind (best effort).
+fn remove_stale_temporaries(path: &Path) {
+    let prefix = temp_prefix(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("states.json");
+        let store = LocalStateStore::open(&path, false).unwrap();
+        assert_eq!(store.get("a"), None);
+        store.set(
+            "a",
+            Watermarks {
+                low: Some(1.into()),
+                high: Some("2026-01-01".into()),
+            },
+        );
+        store.save().unwrap();
+        let again = LocalStateStore::open(&path, false).unwrap();
+        assert_eq!(again.get("a").unwrap().high, Some("2026-01-01".into()));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file is left"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_error_naming_the_path_unless_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("states.json");
+        std::fs::write(&path, "{\"version\": 1, \"states\": {\"a\": ").unwrap();
+        let e = LocalStateStore::open(&path, false).unwrap_err().to_string();
+        assert!(
+            e.contains(&path.display().to_string())
+                && e.contains("corrupt")
+                && e.contains("--reset-state"),
+            "{e}"
+        );
+        let store = LocalStateStore::open(&path, true).unwrap();
+        assert_eq!(store.get("a"), None);
+        store.save().unwrap();
+        assert!(LocalStateStore::open(&path, false).is_ok());
+    }
+}
