@@ -67,6 +67,8 @@ pub struct RunContext {
     pub(crate) cancel: CancellationToken,
     pub(crate) tokens: Option<TokenManager>,
     pub(crate) cdf: Option<crate::cdf::CdfClient>,
+    pub(crate) queues: Option<crate::queues::Queues>,
+    pub(crate) state: Option<crate::state::LocalStateStore>,
     pub(crate) registry: prometheus::Registry,
     pub(crate) attempt: u32,
 }
@@ -79,6 +81,8 @@ impl RunContext {
             cancel,
             tokens: None,
             cdf: None,
+            queues: None,
+            state: None,
             registry: prometheus::Registry::new(),
             attempt: 1,
         }
@@ -88,6 +92,29 @@ impl RunContext {
     pub fn with_cdf(mut self, cdf: crate::cdf::CdfClient) -> Self {
         self.cdf = Some(cdf);
         self
+    }
+
+    /// The same context with upload queues (for calling an extractor outside the scheduler).
+    pub fn with_queues(mut self, queues: crate::queues::Queues) -> Self {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// The same context with a state store.
+    pub fn with_state(mut self, state: crate::state::LocalStateStore) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// The process's upload queues into CDF. Add items, [`flush`](crate::queues::Queues::flush),
+    /// and only then advance the state.
+    pub fn queues(&self) -> Option<&crate::queues::Queues> {
+        self.queues.as_ref()
+    }
+
+    /// The process's state store (`state-store:`), if configured.
+    pub fn state(&self) -> Option<&crate::state::LocalStateStore> {
+        self.state.as_ref()
     }
 
     /// The process's CDF client (it writes NDJSON instead of sending in dry-run); `None` when the

@@ -5,13 +5,18 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
+use std::path::Path;
+
+use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
 use crate::config::{Config, ConfigErrors};
 use crate::extractor::Registry;
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Health, MetricsRegistry};
+use crate::queues::Queues;
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
+use crate::state::LocalStateStore;
 
 /// How to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +38,9 @@ pub enum RuntimeError {
     /// In `--once`, no token could be had before the tasks started.
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// The state store could not be loaded.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The metrics server could not bind its address.
     #[error("cannot serve metrics on {address}")]
     Bind {
@@ -55,6 +63,8 @@ impl From<ConfigErrors> for RuntimeError {
 pub struct Report {
     /// Every run the scheduler made.
     pub summary: Summary,
+    /// Items still queued when the process stopped: not uploaded.
+    pub unsent: usize,
 }
 
 /// The runtime: config, registry, token manager and scheduler.
@@ -62,6 +72,7 @@ pub struct Runtime {
     config: Config,
     registry: Registry,
     metrics: MetricsRegistry,
+    reset_state: bool,
 }
 
 impl Runtime {
@@ -75,7 +86,15 @@ impl Runtime {
             config,
             registry,
             metrics,
+            reset_state: false,
         }
+    }
+
+    /// Start from empty state even if the state file exists (`--reset-state`); the file is
+    /// replaced at the first save.
+    pub fn with_reset_state(mut self, reset: bool) -> Self {
+        self.reset_state = reset;
+        self
     }
 
     /// The metrics registry every part registers in.
@@ -153,6 +172,19 @@ impl Runtime {
         extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
         health: Health,
     ) -> Result<Report, RuntimeError> {
+        // State first: a corrupt state file stops the process before anything is extracted.
+        let state = match self
+            .config
+            .state_store
+            .as_ref()
+            .and_then(|s| s.local.as_ref())
+        {
+            Some(local) => Some(LocalStateStore::open(
+                Path::new(&local.path),
+                self.reset_state,
+            )?),
+            None => None,
+        };
         let tokens = match (
             &self.config.cognite.idp_authentication,
             self.config.cognite.dry_run,
@@ -175,6 +207,20 @@ impl Runtime {
             self.metrics.prometheus(),
         )
         .map_err(RuntimeError::Config)?;
+        let prometheus = self.metrics.prometheus();
+        let queues = Queues::new(
+            cdf.clone(),
+            self.config.upload_queue.max_queue_size,
+            prometheus,
+        )
+        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let pipeline = match &self.config.cognite.extraction_pipeline {
+            Some(p) => Some(
+                PipelineReporter::new(cdf.clone(), &p.external_id, prometheus)
+                    .map_err(|e| RuntimeError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let scheduler = Scheduler::new(
             &self.config.tasks,
             extractors,
@@ -182,30 +228,148 @@ impl Runtime {
                 registry: self.metrics.clone(),
                 tokens: tokens.clone(),
                 cdf: Some(cdf),
+                queues: Some(queues.clone()),
+                state: state.clone(),
                 clock: Clock::System,
                 keep_runs: false,
                 health: Some(health),
             },
         )
         .map_err(RuntimeError::Config)?;
+        if mode == Mode::Once {
+            scheduler.check_once().map_err(RuntimeError::Config)?;
+            if let Some(tokens) = &tokens {
+                // Batch jobs fail fast on bad credentials, before any task runs.
+                tokio::select! {
+                    r = tokens.get() => { r?; }
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        }
+        let background = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        tracker.spawn(flush_periodically(
+            queues.clone(),
+            self.config.upload_queue.max_upload_interval,
+            background.clone(),
+        ));
+        if let Some(store) = &state {
+            let every = self
+                .config
+                .state_store
+                .as_ref()
+                .and_then(|s| s.local.as_ref())
+                .map(|l| l.save_interval)
+                .unwrap_or(Duration::from_secs(30));
+            tracker.spawn(save_periodically(store.clone(), every, background.clone()));
+        }
+        if let (Some(p), Mode::Service) = (&pipeline, mode) {
+            let every = self
+                .config
+                .cognite
+                .extraction_pipeline
+                .as_ref()
+                .map(|p| p.seen_interval)
+                .unwrap_or(Duration::from_secs(600));
+            tracker.spawn(report_seen(p.clone(), every, background.clone()));
+        }
+
         let grace: Duration = self.config.shutdown_grace;
         let summary = match mode {
-            Mode::Once => {
-                scheduler.check_once().map_err(RuntimeError::Config)?;
-                if let Some(tokens) = &tokens {
-                    // Batch jobs fail fast on bad credentials, before any task runs.
-                    tokio::select! {
-                        r = tokens.get() => { r?; }
-                        () = shutdown.cancelled() => {}
-                    }
-                }
-                scheduler.run_once(shutdown, grace).await
-            }
+            Mode::Once => scheduler.run_once(shutdown, grace).await,
             Mode::Service => scheduler.run(shutdown, grace).await,
         };
+        background.cancel();
+        tracker.close();
+        tracker.wait().await;
+
+        // What the runs queued goes out now, within the shutdown grace.
+        let unsent = match tokio::time::timeout(grace, queues.flush()).await {
+            Ok(Ok(_)) => 0,
+            Ok(Err(e)) => {
+                tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload failed; these items were not uploaded: {e}");
+                queues.pending()
+            }
+            Err(_) => {
+                tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload did not finish within the shutdown grace; these items were not uploaded");
+                queues.pending()
+            }
+        };
+        if let Some(store) = &state
+            && let Err(e) = store.save()
+        {
+            tracing::error!(target: "extractor_runtime::state", "{e}");
+        }
+        if let Some(p) = &pipeline {
+            let (status, message) = run_report(&summary, unsent);
+            if let Err(e) = p.report(status, Some(&message)).await {
+                tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
+            }
+        }
         if let Some(tokens) = tokens {
             tokens.shutdown();
         }
-        Ok(Report { summary })
+        Ok(Report { summary, unsent })
+    }
+}
+
+/// The pipeline run that sums up a finished run of the runtime.
+fn run_report(summary: &Summary, unsent: usize) -> (RunStatus, String) {
+    if summary.failed == 0 && unsent == 0 {
+        return (
+            RunStatus::Success,
+            format!("{} runs succeeded", summary.total),
+        );
+    }
+    let mut message = format!("{} of {} runs failed", summary.failed, summary.total);
+    if unsent > 0 {
+        message.push_str(&format!("; {unsent} items were not uploaded"));
+    }
+    let failed: Vec<String> = summary
+        .runs
+        .iter()
+        .filter(|(_, r)| !r.is_success())
+        .map(|(t, r)| format!("{t} ({})", r.as_label()))
+        .collect();
+    if !failed.is_empty() {
+        message.push_str(": ");
+        message.push_str(&failed.join(", "));
+    }
+    (RunStatus::Failure, message)
+}
+
+async fn flush_periodically(queues: Queues, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = queues.flush().await {
+            tracing::warn!(target: "extractor_runtime::queues", pending = queues.pending(), "upload failed; the items stay queued: {e}");
+        }
+    }
+}
+
+async fn save_periodically(store: LocalStateStore, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = store.save() {
+            tracing::error!(target: "extractor_runtime::state", "{e}");
+        }
+    }
+}
+
+async fn report_seen(pipeline: PipelineReporter, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(e) = pipeline.report(RunStatus::Seen, None).await {
+            tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline as seen: {e}");
+        }
     }
 }

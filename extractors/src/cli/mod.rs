@@ -89,6 +89,10 @@ enum Command {
         /// Send nothing to CDF and fetch no token: write what would be sent as NDJSON.
         #[arg(long)]
         dry_run: bool,
+        /// Start from empty state even if the state file exists (it is replaced at the first
+        /// save). Without it, a corrupt state file stops the process.
+        #[arg(long)]
+        reset_state: bool,
     },
     /// Validate a config fully, without touching the network, and summarise what would run.
     CheckConfig {
@@ -114,7 +118,8 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             config,
             once,
             dry_run,
-        } => run::run(&config, once, dry_run),
+            reset_state,
+        } => run::run(&config, once, dry_run, reset_state),
         Command::CheckConfig { config } => check_config::check_config(&config),
         Command::Schema => schema::schema(),
         Command::Token { config } => token::token(&config),

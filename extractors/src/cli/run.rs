@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Code, Outcome};
 
-pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> {
+pub fn run(path: &Path, once: bool, dry_run: bool, reset_state: bool) -> Result<Outcome, CliError> {
     let config = super::load(path, dry_run)?;
     extractor_runtime::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
     tracing::info!(
@@ -17,7 +17,7 @@ pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> 
         tasks = config.tasks.len(),
         "config loaded"
     );
-    let runtime = Runtime::new(config, extractors::builtins());
+    let runtime = Runtime::new(config, extractors::builtins()).with_reset_state(reset_state);
     runtime.check()?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -36,7 +36,12 @@ pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> 
     })?;
     let summary = report.summary;
     let failed = summary.failed;
-    tracing::info!(runs = summary.total, failed, "stopped");
+    tracing::info!(
+        runs = summary.total,
+        failed,
+        unsent = report.unsent,
+        "stopped"
+    );
     match mode {
         Mode::Once if summary.any_authentication_failure() => Err(CliError::new(
             Code::Auth,
@@ -44,7 +49,7 @@ pub fn run(path: &Path, once: bool, dry_run: bool) -> Result<Outcome, CliError> 
                 "a task failed to authenticate: the identity provider refused the credentials"
             ),
         )),
-        Mode::Once if failed > 0 => Ok(Outcome::TaskFailed),
+        Mode::Once if failed > 0 || report.unsent > 0 => Ok(Outcome::TaskFailed),
         _ => Ok(Outcome::Success),
     }
 }

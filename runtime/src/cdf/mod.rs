@@ -7,6 +7,7 @@
 //! refresh and one more try, then fails: never a loop.
 
 mod error;
+pub mod extpipes;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -46,7 +46,7 @@ pub use model::{
     ExtractionPipelineConfig, ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig,
     LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy,
     PushGatewayConfig, RawStateStoreConfig, RetryConfig, ScheduleConfig, ScheduleKind,
-    StateStoreConfig, TaskConfig,
+    StateStoreConfig, TaskConfig, UploadQueueConfig,
 };
 pub use node::Node;
 pub use validate::{Schedule, parse_cron};

@@ -33,6 +33,9 @@ pub struct Config {
     /// The extractor tasks to run.
     #[serde(default)]
     pub tasks: Vec<TaskConfig>,
+    /// The upload queues into CDF.
+    #[serde(default)]
+    pub upload_queue: UploadQueueConfig,
     /// On SIGTERM or SIGINT, how long running tasks get to finish before they are aborted.
     #[serde(
         default = "default_shutdown_grace",
@@ -40,6 +43,39 @@ pub struct Config {
     )]
     #[schemars(with = "DurationSchema")]
     pub shutdown_grace: Duration,
+}
+
+/// `upload-queue:`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UploadQueueConfig {
+    /// Items a queue holds at most; a producer waits while it is full.
+    #[serde(default = "default_max_queue_size")]
+    pub max_queue_size: usize,
+    /// Queued items are uploaded at least this often.
+    #[serde(
+        default = "default_max_upload_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub max_upload_interval: Duration,
+}
+
+impl Default for UploadQueueConfig {
+    fn default() -> Self {
+        UploadQueueConfig {
+            max_queue_size: default_max_queue_size(),
+            max_upload_interval: default_max_upload_interval(),
+        }
+    }
+}
+
+fn default_max_queue_size() -> usize {
+    100_000
+}
+
+fn default_max_upload_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_shutdown_grace() -> Duration {
@@ -217,6 +253,17 @@ pub enum AuthMethod {
 pub struct ExtractionPipelineConfig {
     /// The extraction pipeline's external id.
     pub external_id: String,
+    /// A long-running process reports `seen` this often.
+    #[serde(
+        default = "default_seen_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    #[schemars(with = "DurationSchema")]
+    pub seen_interval: Duration,
+}
+
+fn default_seen_interval() -> Duration {
+    Duration::from_secs(600)
 }
 
 /// `metrics:`.

@@ -315,6 +315,23 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
         }
     }
 
+    if config.upload_queue.max_queue_size == 0 {
+        p.push("upload-queue.max-queue-size", "must be at least 1");
+    }
+    if config.upload_queue.max_upload_interval.is_zero() {
+        p.push(
+            "upload-queue.max-upload-interval",
+            "must be longer than zero",
+        );
+    }
+    if let Some(pipe) = &c.extraction_pipeline
+        && pipe.seen_interval.is_zero()
+    {
+        p.push(
+            "cognite.extraction-pipeline.seen-interval",
+            "must be longer than zero",
+        );
+    }
     if let Some(store) = &config.state_store {
         match (&store.local, &store.raw) {
             (Some(_), Some(_)) => {
@@ -325,6 +342,12 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
                 "give `local: {path: ...}` or `raw: {database: ..., table: ...}`",
             ),
             _ => {}
+        }
+        if store.raw.is_some() {
+            p.push(
+                "state-store.raw",
+                "a state store in CDF RAW is not supported yet; use `local: {path: ...}`",
+            );
         }
         if let Some(local) = &store.local
             && local.path.trim().is_empty()

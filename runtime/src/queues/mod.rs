@@ -215,3 +215,71 @@ impl<K: Kind> UploadQueue<K> {
         }
     }
 }
+
+/// The process's three queues, shared by every task run.
+#[derive(Clone)]
+pub struct Queues {
+    /// RAW rows.
+    pub raw: UploadQueue<RawRows>,
+    /// Datapoints.
+    pub datapoints: UploadQueue<Datapoints>,
+    /// Events.
+    pub events: UploadQueue<Events>,
+}
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queues")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl Queues {
+    /// Queues of `capacity` items each, uploading through `client`.
+    pub fn new(
+        client: CdfClient,
+        capacity: usize,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<Self> {
+        let metrics = QueueMetrics::register(registry)?;
+        Ok(Queues {
+            raw: UploadQueue::new(client.clone(), capacity, &metrics),
+            datapoints: UploadQueue::new(client.clone(), capacity, &metrics),
+            events: UploadQueue::new(client, capacity, &metrics),
+        })
+    }
+
+    /// Items waiting in all queues.
+    pub fn pending(&self) -> usize {
+        self.raw.len() + self.datapoints.len() + self.events.len()
+    }
+
+    /// Flushes every queue; returns the items sent, or the first error (the other queues are
+    /// still flushed, and what failed stays queued).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`UploadQueue::flush`]: nothing is lost, items may be sent twice.
+    pub async fn flush(&self) -> Result<usize, CdfError> {
+        let (raw, datapoints, events) = tokio::join!(
+            self.raw.flush(),
+            self.datapoints.flush(),
+            self.events.flush()
+        );
+        let mut sent = 0;
+        let mut first_error = None;
+        for r in [raw, datapoints, events] {
+            match r {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(sent),
+        }
+    }
+}

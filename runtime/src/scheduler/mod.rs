@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     clock: Clock,
     tokens: Option<TokenManager>,
     cdf: Option<crate::cdf::CdfClient>,
+    queues: Option<crate::queues::Queues>,
+    state: Option<crate::state::LocalStateStore>,
     registry: MetricsRegistry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
@@ -111,6 +113,10 @@ pub struct SchedulerOptions {
     pub tokens: Option<TokenManager>,
     /// The CDF client runs get, if any.
     pub cdf: Option<crate::cdf::CdfClient>,
+    /// The upload queues runs get, if any.
+    pub queues: Option<crate::queues::Queues>,
+    /// The state store runs get, if any.
+    pub state: Option<crate::state::LocalStateStore>,
     /// Where wall-clock time comes from.
     pub clock: Clock,
     /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode
@@ -126,6 +132,8 @@ impl Default for SchedulerOptions {
             registry: MetricsRegistry::new(),
             tokens: None,
             cdf: None,
+            queues: None,
+            state: None,
             clock: Clock::System,
             keep_runs: false,
             health: None,
@@ -222,6 +230,8 @@ impl Scheduler {
                     clock: options.clock,
                     tokens: options.tokens,
                     cdf: options.cdf,
+                    queues: options.queues,
+                    state: options.state,
                     registry: options.registry,
                     tracker: TaskTracker::new(),
                     next_run_id: std::sync::atomic::AtomicU64::new(0),

@@ -134,6 +134,8 @@ async fn attempt_once(
         cancel: run_cancel.clone(),
         tokens: shared.tokens.clone(),
         cdf: shared.cdf.clone(),
+        queues: shared.queues.clone(),
+        state: shared.state.clone(),
         registry: shared.registry.prometheus().clone(),
         attempt,
     };
