@@ -199,7 +199,22 @@ impl Runtime {
         if let Some(t) = &tokens {
             health.set_tokens(t.clone());
         }
-        let dry_run = self.config.cognite.dry_run.then(DryRunSink::stdout);
+        let dry_run = match (
+            self.config.cognite.dry_run,
+            &self.config.cognite.dry_run_output,
+        ) {
+            (false, _) => None,
+            (true, None) => Some(DryRunSink::stdout()),
+            (true, Some(path)) => Some(DryRunSink::to_writer(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        RuntimeError::Config(format!("cannot open the dry-run output {path}: {e}"))
+                    })?,
+            )),
+        };
         let cdf = CdfClient::new(
             &self.config.cognite,
             tokens.clone(),

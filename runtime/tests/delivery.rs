@@ -91,9 +91,14 @@ async fn fake_cdf() -> FakeCdf {
 }
 
 fn runtime(cdf: &FakeCdf, state: &std::path::Path) -> Runtime {
+    runtime_with(cdf, state, "")
+}
+
+/// `extra` is added to the `cognite:` section.
+fn runtime_with(cdf: &FakeCdf, state: &std::path::Path, extra: &str) -> Runtime {
     let uri = cdf.server.uri();
     let yaml = format!(
-        "version: 1\ncognite:\n  project: demo\n  host: '{uri}'\n  connection: {{max-retries: 1, max-retry-backoff: 1s}}\n  idp-authentication:\n    client-id: c\n    secret: s\n    token-url: '{uri}/token'\n    scopes: [s]\n  extraction-pipeline: {{external-id: my-pipeline}}\nstate-store:\n  local: {{path: '{}'}}\nshutdown-grace: 5s\ntasks:\n  - {{name: counter, type: counter, schedule: {{type: interval, expression: 1h}}}}\n",
+        "version: 1\ncognite:\n  project: demo\n  host: '{uri}'\n  connection: {{max-retries: 1, max-retry-backoff: 1s}}\n  idp-authentication:\n    client-id: c\n    secret: s\n    token-url: '{uri}/token'\n    scopes: [s]\n  extraction-pipeline: {{external-id: my-pipeline}}\n{extra}state-store:\n  local: {{path: '{}'}}\nshutdown-grace: 5s\ntasks:\n  - {{name: counter, type: counter, schedule: {{type: interval, expression: 1h}}}}\n",
         state.display()
     );
     let env = |_: &str| None;
@@ -201,4 +206,46 @@ async fn a_corrupt_state_file_stops_the_runtime_unless_reset() {
         .unwrap();
     assert_eq!(report.summary.failed, 0);
     assert!(LocalStateStore::open(&state_file, false).is_ok());
+}
+
+#[tokio::test]
+async fn dry_run_writes_every_batch_as_ndjson_and_fetches_no_token() {
+    let cdf = fake_cdf().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("batches.ndjson");
+    let extra = format!("  dry-run: true\n  dry-run-output: '{}'\n", out.display());
+    let report = runtime_with(&cdf, &dir.path().join("states.json"), &extra)
+        .run(Mode::Once, Default::default())
+        .await
+        .unwrap();
+    assert_eq!((report.summary.failed, report.unsent), (0, 0));
+    assert!(
+        cdf.server.received_requests().await.unwrap().is_empty(),
+        "no token request, no CDF request"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rows: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["endpoint"] == "/raw/dbs/{db}/tables/{table}/rows")
+        .collect();
+    assert_eq!(rows.len(), 3, "25 000 rows in 3 batches");
+    assert_eq!(
+        rows.iter()
+            .map(|l| l["body"]["items"].as_array().unwrap().len())
+            .sum::<usize>(),
+        25_000
+    );
+    assert_eq!(
+        rows[0]["path"],
+        "/raw/dbs/db/tables/t/rows?ensureParent=true"
+    );
+    let pipeline = lines
+        .iter()
+        .find(|l| l["endpoint"] == "/extpipes/runs")
+        .expect("the pipeline run, as NDJSON too");
+    assert_eq!(pipeline["body"]["items"][0]["status"], "success");
 }

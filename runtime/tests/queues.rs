@@ -181,3 +181,23 @@ async fn a_full_queue_makes_the_producer_wait() {
     );
     tokens.shutdown();
 }
+
+#[tokio::test]
+async fn a_flush_cancelled_mid_request_keeps_its_rows_for_the_next_one() {
+    // CDF takes 2 s to answer; the flush is dropped after 100 ms.
+    let cdf = fake_cdf(&[], Duration::from_secs(2)).await;
+    let registry = prometheus::Registry::new();
+    let (q, tokens) = queue(&cdf, 100_000, &registry);
+    for i in 0..500 {
+        q.add(row(i)).await.unwrap();
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), q.flush())
+            .await
+            .is_err()
+    );
+    assert_eq!(q.len(), 500, "an unanswered request removes nothing");
+    assert_eq!(q.flush().await.unwrap(), 500);
+    assert!(q.is_empty());
+    tokens.shutdown();
+}

@@ -100,6 +100,10 @@ pub struct CogniteConfig {
     /// When true, nothing is sent to CDF and no token is fetched: batches are written as NDJSON.
     #[serde(default)]
     pub dry_run: bool,
+    /// Where dry-run writes its NDJSON lines: a file (appended to), or standard output when
+    /// left out.
+    #[serde(default)]
+    pub dry_run_output: Option<String>,
     /// Retries and timeouts of requests to CDF (python-extractor-utils names).
     #[serde(default)]
     pub connection: ConnectionConfig,
