@@ -7,59 +7,27 @@
 //! skipped; with `CI=true` it fails instead. Request bodies of the upload queues join this test
 //! as they land (issue 6).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
-use extractor_runtime::config::{Config, IdpAuthenticationConfig, LoadOptions};
+use extractor_runtime::config::IdpAuthenticationConfig;
 use extractor_runtime::queues::{
     Datapoint, DatapointValue, Datapoints, Event, Events, Kind, RawRow, RawRows,
 };
 use serde_json::json;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-struct Proc(Child);
+mod support;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prerequisites() -> Option<(PathBuf, PathBuf)> {
-    let shared = std::env::var_os("EXTRACTOR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let modules = std::env::var_os("TOKEN_SERVER_NODE_MODULES").map(PathBuf::from);
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match modules {
-        Some(m)
-            if shared.join("specs/cdf-api-v1.openapi.json").exists()
-                && m.join(".bin/prism").exists() =>
-        {
-            Some((shared, m))
-        }
-        _ if ci => panic!(
-            "CI=true but ../shared/specs or Prism ($TOKEN_SERVER_NODE_MODULES/.bin/prism) is missing"
-        ),
-        _ => {
-            eprintln!(
-                "skipped: needs {} and TOKEN_SERVER_NODE_MODULES with Prism (run `bash .ci/run`)",
-                shared.display()
-            );
-            None
-        }
-    }
-}
+use support::{Proc, cognite, mount_token_endpoint, shared_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_requests_match_cognites_spec() {
-    let Some((shared, modules)) = prerequisites() else {
+    let Some((shared, modules)) = shared_peers("specs/cdf-api-v1.openapi.json", ".bin/prism")
+    else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -112,20 +80,8 @@ async fn the_clients_requests_match_cognites_spec() {
     );
 
     let idp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "contract-token", "expires_in": 3600})),
-        )
-        .mount(&idp)
-        .await;
-    let yaml = format!(
-        "version: 1\ncognite: {{project: demo, host: '{base}', dry-run: true, connection: {{max-retries: 0}}}}\n"
-    );
-    let env = |_: &str| None;
-    let cognite = Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
-        .unwrap()
-        .cognite;
+    mount_token_endpoint(&idp, "contract-token").await;
+    let cognite = cognite(&base, ", connection: {max-retries: 0}");
     let idp_config = IdpAuthenticationConfig::new(
         "c",
         Secret::new("s"),

@@ -14,6 +14,10 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+mod support;
+
+use support::mount_token_endpoint;
+
 /// Queues rows `high+1 ..= high+n` and moves the watermark once CDF accepted them.
 struct Counter {
     rows: u64,
@@ -61,14 +65,7 @@ struct FakeCdf {
 
 async fn fake_cdf() -> FakeCdf {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
-        )
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "t").await;
     let fail_rows = Arc::new(AtomicBool::new(false));
     let fail = fail_rows.clone();
     Mock::given(method("POST"))

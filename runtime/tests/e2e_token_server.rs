@@ -6,46 +6,16 @@
 //! `TOKEN_SERVER_NODE_MODULES`). Where they are absent (a user's clone) the test says that it
 //! skipped; with `CI=true` it fails instead.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::config::IdpAuthenticationConfig;
 
-/// Stops the server by its PID when the test ends, however it ends.
-struct Server(Child);
+mod support;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prerequisites() -> Option<(PathBuf, PathBuf)> {
-    let shared = std::env::var_os("EXTRACTOR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let script = shared.join("tools/token-server.mjs");
-    let modules = std::env::var_os("TOKEN_SERVER_NODE_MODULES").map(PathBuf::from);
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    match modules {
-        Some(m) if script.exists() && m.join("oauth2-mock-server").exists() => Some((script, m)),
-        _ if ci => panic!(
-            "CI=true but the token server is missing: {} and $TOKEN_SERVER_NODE_MODULES are required",
-            script.display()
-        ),
-        _ => {
-            eprintln!(
-                "skipped: needs {} and TOKEN_SERVER_NODE_MODULES (run `bash .ci/run`, which installs them)",
-                script.display()
-            );
-            None
-        }
-    }
-}
+use support::{Proc, shared_peers};
 
 async fn stats(port: u16) -> serde_json::Value {
     reqwest::get(format!("http://127.0.0.1:{port}/__stats"))
@@ -58,9 +28,11 @@ async fn stats(port: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_second_tokens_over_a_minute() {
-    let Some((script, modules)) = prerequisites() else {
+    let Some((shared, modules)) = shared_peers("tools/token-server.mjs", "oauth2-mock-server")
+    else {
         return;
     };
+    let script = shared.join("tools/token-server.mjs");
     let run_for = Duration::from_secs(
         std::env::var("E2E_TOKEN_SECONDS")
             .ok()
@@ -70,7 +42,7 @@ async fn five_second_tokens_over_a_minute() {
     let tmp = tempfile::tempdir().unwrap();
     let port_file = tmp.path().join("port");
     let scope = "https://api.cognitedata.com/.default";
-    let server = Server(
+    let server = Proc(
         Command::new("node")
             .arg(&script)
             .arg("--node-modules")

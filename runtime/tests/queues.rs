@@ -8,11 +8,15 @@ use std::time::Duration;
 use extractor_runtime::Secret;
 use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::config::{Config, IdpAuthenticationConfig, LoadOptions};
+use extractor_runtime::config::IdpAuthenticationConfig;
 use extractor_runtime::queues::{QueueMetrics, RawRow, RawRows, UploadQueue};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+mod support;
+
+use support::mount_token_endpoint;
 
 /// A fake CDF that records the keys of every accepted RAW request; requests listed in `fail`
 /// (by their 0-based number) get a 500.
@@ -23,14 +27,7 @@ struct FakeCdf {
 
 async fn fake_cdf(fail: &'static [usize], delay: Duration) -> FakeCdf {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
-        )
-        .mount(&server)
-        .await;
+    mount_token_endpoint(&server, "t").await;
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let (a, n) = (accepted.clone(), Arc::new(AtomicUsize::new(0)));
     Mock::given(method("POST"))
@@ -62,14 +59,7 @@ fn queue(
     capacity: usize,
     registry: &prometheus::Registry,
 ) -> (UploadQueue<RawRows>, TokenManager) {
-    let yaml = format!(
-        "version: 1\ncognite: {{project: demo, host: '{}', dry-run: true, connection: {{max-retries: 0}}}}\n",
-        cdf.server.uri()
-    );
-    let env = |_: &str| None;
-    let cognite = Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
-        .unwrap()
-        .cognite;
+    let cognite = support::cognite(&cdf.server.uri(), ", connection: {max-retries: 0}");
     let idp = IdpAuthenticationConfig::new(
         "c",
         Secret::new("s"),
