@@ -68,7 +68,7 @@ pub struct RunContext {
     pub(crate) tokens: Option<TokenManager>,
     pub(crate) cdf: Option<crate::cdf::CdfClient>,
     pub(crate) queues: Option<crate::queues::Queues>,
-    pub(crate) state: Option<crate::state::LocalStateStore>,
+    pub(crate) state: Option<crate::state::StateStore>,
     pub(crate) registry: prometheus::Registry,
     pub(crate) attempt: u32,
 }
@@ -101,7 +101,7 @@ impl RunContext {
     }
 
     /// The same context with a state store.
-    pub fn with_state(mut self, state: crate::state::LocalStateStore) -> Self {
+    pub fn with_state(mut self, state: crate::state::StateStore) -> Self {
         self.state = Some(state);
         self
     }
@@ -113,7 +113,7 @@ impl RunContext {
     }
 
     /// The process's state store (`state-store:`), if configured.
-    pub fn state(&self) -> Option<&crate::state::LocalStateStore> {
+    pub fn state(&self) -> Option<&crate::state::StateStore> {
         self.state.as_ref()
     }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
+use crate::config::StateStoreConfig;
 use crate::config::{Config, ConfigErrors};
 use crate::extractor::Registry;
 use crate::metrics::push::Pusher;
@@ -16,7 +17,7 @@ use crate::metrics::server::MetricsServer;
 use crate::metrics::{Health, MetricsRegistry};
 use crate::queues::Queues;
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
-use crate::state::LocalStateStore;
+use crate::state::{LocalStateStore, RawStateStore, StateStore};
 
 /// How to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,8 +173,8 @@ impl Runtime {
         extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
         health: Health,
     ) -> Result<Report, RuntimeError> {
-        // State first: a corrupt state file stops the process before anything is extracted.
-        let state = match self
+        // A local state file first: a corrupt one stops the process before any network I/O.
+        let local_state = match self
             .config
             .state_store
             .as_ref()
@@ -222,6 +223,15 @@ impl Runtime {
             self.metrics.prometheus(),
         )
         .map_err(RuntimeError::Config)?;
+        // State in RAW before any task: unreadable state stops the process.
+        let state = match &self.config.state_store {
+            _ if local_state.is_some() => local_state.map(StateStore::Local),
+            Some(StateStoreConfig { raw: Some(raw), .. }) => Some(StateStore::Raw(
+                RawStateStore::open(cdf.clone(), &raw.database, &raw.table, self.reset_state)
+                    .await?,
+            )),
+            _ => None,
+        };
         let prometheus = self.metrics.prometheus();
         let queues = Queues::new(
             cdf.clone(),
@@ -265,6 +275,7 @@ impl Runtime {
         let tracker = tokio_util::task::TaskTracker::new();
         tracker.spawn(flush_periodically(
             queues.clone(),
+            state.clone(),
             self.config.upload_queue.max_upload_interval,
             background.clone(),
         ));
@@ -311,7 +322,7 @@ impl Runtime {
             }
         };
         if let Some(store) = &state
-            && let Err(e) = store.save()
+            && let Err(e) = store.save().await
         {
             tracing::error!(target: "extractor_runtime::state", "{e}");
         }
@@ -353,25 +364,41 @@ fn run_report(summary: &Summary, unsent: usize) -> (RunStatus, String) {
     (RunStatus::Failure, message)
 }
 
-async fn flush_periodically(queues: Queues, every: Duration, stop: CancellationToken) {
+/// Flushes every `every`; after a flush that sent something, saves the state too.
+async fn flush_periodically(
+    queues: Queues,
+    state: Option<StateStore>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = queues.flush().await {
-            tracing::warn!(target: "extractor_runtime::queues", pending = queues.pending(), "upload failed; the items stay queued: {e}");
+        match queues.flush().await {
+            Ok(0) => {}
+            Ok(_) => {
+                if let Some(store) = &state
+                    && let Err(e) = store.save().await
+                {
+                    tracing::error!(target: "extractor_runtime::state", "{e}");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target: "extractor_runtime::queues", pending = queues.pending(), "upload failed; the items stay queued: {e}");
+            }
         }
     }
 }
 
-async fn save_periodically(store: LocalStateStore, every: Duration, stop: CancellationToken) {
+async fn save_periodically(store: StateStore, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = store.save() {
+        if let Err(e) = store.save().await {
             tracing::error!(target: "extractor_runtime::state", "{e}");
         }
     }

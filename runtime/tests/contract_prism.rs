@@ -159,6 +159,14 @@ async fn the_clients_requests_match_cognites_spec() {
             .await
             .unwrap_or_else(|e| panic!("{} was refused: {e}", request.endpoint));
     }
+    // The RAW state store reads its table page by page.
+    client
+        .get(
+            "/raw/dbs/{db}/tables/{table}/rows",
+            "/raw/dbs/state%20db/tables/states/rows?limit=1000&cursor=abc",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading RAW rows was refused: {e}"));
     // And a misspelled field, through the same client, is refused: validation is live.
     let err = client
         .post(

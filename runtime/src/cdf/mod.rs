@@ -173,8 +173,7 @@ impl CdfClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, CdfError> {
-        let inner = &*self.inner;
-        if let Some(sink) = &inner.dry_run {
+        if let Some(sink) = &self.inner.dry_run {
             sink.write(endpoint, path, body).map_err(|e| {
                 CdfError::new(
                     CdfErrorKind::BadResponse,
@@ -184,6 +183,35 @@ impl CdfClient {
             })?;
             return Ok(serde_json::Value::Null);
         }
+        self.send(reqwest::Method::POST, endpoint, path, Some(body))
+            .await
+    }
+
+    /// GETs `path` and returns CDF's JSON answer, with the same retries as [`post`](Self::post).
+    /// In dry-run nothing is sent and the answer is `null`.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe.
+    pub async fn get(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+    ) -> Result<serde_json::Value, CdfError> {
+        if self.inner.dry_run.is_some() {
+            return Ok(serde_json::Value::Null);
+        }
+        self.send(reqwest::Method::GET, endpoint, path, None).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, CdfError> {
+        let inner = &*self.inner;
         let tokens = inner.tokens.as_ref().expect("checked in new()");
         let url = format!("{}{path}", inner.base);
         let mut delays = ExponentialBuilder::default()
@@ -197,13 +225,14 @@ impl CdfClient {
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
         loop {
             let started = Instant::now();
-            let result = inner
+            let mut request = inner
                 .http
-                .post(&url)
-                .bearer_auth(token.access_token().expose_secret())
-                .json(body)
-                .send()
-                .await;
+                .request(method.clone(), &url)
+                .bearer_auth(token.access_token().expose_secret());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let result = request.send().await;
             inner
                 .metrics
                 .duration

@@ -343,12 +343,6 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             ),
             _ => {}
         }
-        if store.raw.is_some() {
-            p.push(
-                "state-store.raw",
-                "a state store in CDF RAW is not supported yet; use `local: {path: ...}`",
-            );
-        }
         if let Some(local) = &store.local
             && local.path.trim().is_empty()
         {

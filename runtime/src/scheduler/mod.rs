@@ -97,7 +97,7 @@ pub(crate) struct Shared {
     tokens: Option<TokenManager>,
     cdf: Option<crate::cdf::CdfClient>,
     queues: Option<crate::queues::Queues>,
-    state: Option<crate::state::LocalStateStore>,
+    state: Option<crate::state::StateStore>,
     registry: MetricsRegistry,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
@@ -116,7 +116,7 @@ pub struct SchedulerOptions {
     /// The upload queues runs get, if any.
     pub queues: Option<crate::queues::Queues>,
     /// The state store runs get, if any.
-    pub state: Option<crate::state::LocalStateStore>,
+    pub state: Option<crate::state::StateStore>,
     /// Where wall-clock time comes from.
     pub clock: Clock,
     /// Keep every run's result in the [`Summary`] in service mode too (tests). Batch mode

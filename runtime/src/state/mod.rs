@@ -1,4 +1,6 @@
-//! Incremental state: per-key low/high watermarks that survive restarts.
+//! Incremental state: per-key low/high watermarks that survive restarts, in a local file
+//! ([`LocalStateStore`]) or a CDF RAW table ([`RawStateStore`]), behind one handle
+//! ([`StateStore`]).
 //!
 //! [`LocalStateStore`] keeps them in a JSON file, written atomically (a temporary file in the
 //! same folder, fsync, rename, fsync of the folder), so a crash leaves either the old or the new
@@ -11,6 +13,50 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+
+mod raw;
+
+pub use raw::RawStateStore;
+
+/// The process's state store, whichever kind `state-store:` configures. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum StateStore {
+    /// A local JSON file.
+    Local(LocalStateStore),
+    /// A CDF RAW table.
+    Raw(RawStateStore),
+}
+
+impl StateStore {
+    /// The watermarks of `key`.
+    pub fn get(&self, key: &str) -> Option<Watermarks> {
+        match self {
+            StateStore::Local(s) => s.get(key),
+            StateStore::Raw(s) => s.get(key),
+        }
+    }
+
+    /// Sets the watermarks of `key` in memory. Call it only after the data they cover was
+    /// accepted by CDF; [`save`](Self::save) makes it durable.
+    pub fn set(&self, key: &str, watermarks: Watermarks) {
+        match self {
+            StateStore::Local(s) => s.set(key, watermarks),
+            StateStore::Raw(s) => s.set(key, watermarks),
+        }
+    }
+
+    /// Writes the state out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling a RAW save may leave some rows written; the next save writes them all again.
+    pub async fn save(&self) -> Result<(), StateError> {
+        match self {
+            StateStore::Local(s) => s.save(),
+            StateStore::Raw(s) => s.save().await,
+        }
+    }
+}
 
 /// One key's watermarks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -48,6 +94,9 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// Reading or writing the RAW table failed.
+    #[error("state in CDF RAW: {0}")]
+    Raw(#[source] crate::cdf::CdfError),
     /// Writing failed; the previous file is intact.
     #[error("cannot save the state file {path}: {source}")]
     Write {

@@ -1,0 +1,138 @@
+//! Watermarks in a CDF RAW table: one row per key, columns `low` and `high`.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use super::{StateError, Watermarks};
+use crate::cdf::{CdfClient, CdfErrorKind};
+use crate::queues::{Kind, RawRow, RawRows};
+
+const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
+
+/// Watermarks in a RAW table. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RawStateStore {
+    client: CdfClient,
+    database: String,
+    table: String,
+    states: Arc<Mutex<BTreeMap<String, Watermarks>>>,
+}
+
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl RawStateStore {
+    /// Reads every row of `database`/`table` (a missing table is an empty state). With `reset`,
+    /// nothing is read. In dry-run nothing is read either: the state starts empty.
+    pub async fn open(
+        client: CdfClient,
+        database: &str,
+        table: &str,
+        reset: bool,
+    ) -> Result<Self, StateError> {
+        let mut states = BTreeMap::new();
+        if !reset && !client.is_dry_run() {
+            let base = format!(
+                "/raw/dbs/{}/tables/{}/rows?limit=1000",
+                segment(database),
+                segment(table)
+            );
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("{base}&cursor={}", segment(c)),
+                    None => base.clone(),
+                };
+                let page = match client.get(ROWS, &path).await {
+                    Ok(page) => page,
+                    Err(e) if e.kind() == &CdfErrorKind::Rejected && e.status() == Some(404) => {
+                        break;
+                    }
+                    Err(e) => return Err(StateError::Raw(e)),
+                };
+                for row in page["items"].as_array().into_iter().flatten() {
+                    let Some(key) = row["key"].as_str() else {
+                        continue;
+                    };
+                    let columns = &row["columns"];
+                    let value = |name: &str| columns.get(name).filter(|v| !v.is_null()).cloned();
+                    states.insert(
+                        key.to_owned(),
+                        Watermarks {
+                            low: value("low"),
+                            high: value("high"),
+                        },
+                    );
+                }
+                match page["nextCursor"].as_str() {
+                    Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(RawStateStore {
+            client,
+            database: database.to_owned(),
+            table: table.to_owned(),
+            states: Arc::new(Mutex::new(states)),
+        })
+    }
+
+    /// The watermarks of `key`.
+    pub fn get(&self, key: &str) -> Option<Watermarks> {
+        self.states.lock().expect("state lock").get(key).cloned()
+    }
+
+    /// Sets the watermarks of `key` (in memory until [`save`](Self::save)).
+    pub fn set(&self, key: &str, watermarks: Watermarks) {
+        self.states
+            .lock()
+            .expect("state lock")
+            .insert(key.to_owned(), watermarks);
+    }
+
+    /// Writes every key as a row, at most 10 000 rows a request.
+    pub async fn save(&self) -> Result<(), StateError> {
+        let mut rows: VecDeque<RawRow> = self
+            .states
+            .lock()
+            .expect("state lock")
+            .iter()
+            .map(|(key, w)| {
+                let mut columns = serde_json::Map::new();
+                columns.insert(
+                    "low".into(),
+                    w.low.clone().unwrap_or(serde_json::Value::Null),
+                );
+                columns.insert(
+                    "high".into(),
+                    w.high.clone().unwrap_or(serde_json::Value::Null),
+                );
+                RawRow {
+                    database: self.database.clone(),
+                    table: self.table.clone(),
+                    key: key.clone(),
+                    columns,
+                }
+            })
+            .collect();
+        while !rows.is_empty() {
+            let request = RawRows::next_request(&rows);
+            self.client
+                .post(request.endpoint, &request.path, &request.body)
+                .await
+                .map_err(StateError::Raw)?;
+            rows.drain(..request.items);
+        }
+        Ok(())
+    }
+}
