@@ -475,3 +475,109 @@ fn the_readme_quickstart_runs() {
         "{stderr}"
     );
 }
+
+mod sharding_and_healthcheck {
+    use super::*;
+
+    fn twelve_tasks(dir: &Path) -> PathBuf {
+        let mut text =
+            String::from("version: 1\ncognite: {project: demo, dry-run: true}\ntasks:\n");
+        for i in 0..12 {
+            text.push_str(&format!(
+                "  - {{name: task-{i}, type: command, schedule: {{type: startup}}, config: {{command: ['true']}}}}\n"
+            ));
+        }
+        write_config(dir, &text)
+    }
+
+    fn tasks_of(stdout: &str) -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- "))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn shards_split_the_tasks_without_overlap_or_gaps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = twelve_tasks(tmp.path());
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let (code, stdout, stderr) = run(bin()
+                .args(["check-config", "--shard", &format!("{i}/3"), "-c"])
+                .arg(&config));
+            assert_eq!(code, 0, "{stderr}");
+            let tasks = tasks_of(&stdout);
+            assert!(
+                stdout.contains(&format!("shard {i}/3 runs {} of the 12 tasks", tasks.len())),
+                "{stdout}"
+            );
+            seen.extend(tasks);
+        }
+        seen.sort();
+        let mut all: Vec<String> = (0..12).map(|i| format!("task-{i}")).collect();
+        all.sort();
+        assert_eq!(seen, all, "every task on exactly one shard");
+
+        // A StatefulSet pod `extractor-2` with EXTRACTOR_SHARD_COUNT=3 is shard 2/3.
+        let (_, by_flag, _) = run(bin()
+            .args(["check-config", "--shard", "2/3", "-c"])
+            .arg(&config));
+        let (code, by_env, stderr) = run(bin()
+            .args(["check-config", "-c"])
+            .arg(&config)
+            .env("EXTRACTOR_SHARD_COUNT", "3")
+            .env("HOSTNAME", "extractor-2"));
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(tasks_of(&by_flag), tasks_of(&by_env));
+
+        let (code, _, stderr) = run(bin()
+            .args(["run", "--once", "--shard", "3/3", "-c"])
+            .arg(&config));
+        assert_eq!(code, 2);
+        assert!(
+            stderr.contains("shard index 3 is out of range for 3 shards"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn healthcheck_asks_healthz() {
+        let tmp = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = write_config(
+            tmp.path(),
+            &format!(
+                "version: 1\ncognite: {{project: demo, dry-run: true}}\nmetrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\ntasks:\n  - {{name: t, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: ['true']}}}}\n"
+            ),
+        );
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        let (code, _, stderr) = run(bin().args(["healthcheck", "--url", &url]));
+        assert_eq!(code, 1, "nothing listens yet: {stderr}");
+        let mut child = bin()
+            .args(["run", "-c"])
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut code = 1;
+        while Instant::now() < deadline {
+            code = run(bin().args(["healthcheck", "--url", &url])).0;
+            if code == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        assert_eq!(code, 0, "healthcheck against a running process");
+    }
+}

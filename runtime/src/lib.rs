@@ -18,6 +18,7 @@
 //! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
 //! - [`scheduler`]: runs tasks on their schedules.
 //! - [`runtime`]: puts the pieces together and runs them.
+//! - [`shard`]: splitting tasks across replicas (rendezvous hashing).
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
@@ -32,6 +33,7 @@ pub mod queues;
 pub mod runtime;
 pub mod scheduler;
 mod secret;
+pub mod shard;
 pub mod state;
 
 pub use config::{Config, ConfigError, ConfigErrors};

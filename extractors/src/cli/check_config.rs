@@ -8,10 +8,18 @@ use extractor_runtime::config::{AuthMethod, Config, Schedule, ScheduleKind};
 
 use super::{CliError, Outcome};
 
-pub fn check_config(path: &Path) -> Result<Outcome, CliError> {
-    let config = super::load(path, false)?;
+pub fn check_config(path: &Path, shard: Option<&str>) -> Result<Outcome, CliError> {
+    let mut config = super::load(path, false)?;
     extractors::builtins().build_all(&config.tasks)?;
+    let shard = super::shard(shard)?;
+    let all = super::apply_shard(&mut config, shard);
     print!("{}", summary(path, &config));
+    if let Some(shard) = shard {
+        println!(
+            "shard {shard} runs {} of the {all} tasks",
+            config.tasks.len()
+        );
+    }
     Ok(Outcome::Success)
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands, one file each, and the mapping of failures to exit codes.
 
 mod check_config;
+mod healthcheck;
 mod run;
 mod schema;
 mod token;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use extractor_runtime::config::{Config, ConfigErrors, LoadOptions};
+use extractor_runtime::shard::Shard;
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,12 +95,26 @@ enum Command {
         /// save). Without it, a corrupt state file stops the process.
         #[arg(long)]
         reset_state: bool,
+        /// Run only this replica's share of the tasks: INDEX/COUNT (0-based). Also from
+        /// EXTRACTOR_SHARD, or EXTRACTOR_SHARD_COUNT with a StatefulSet pod name in POD_NAME or
+        /// HOSTNAME (`name-<ordinal>`).
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<String>,
     },
     /// Validate a config fully, without touching the network, and summarise what would run.
     CheckConfig {
         /// The config file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Show the tasks this shard (INDEX/COUNT) would run.
+        #[arg(long, value_name = "INDEX/COUNT")]
+        shard: Option<String>,
+    },
+    /// Exit 0 if the `/healthz` endpoint answers 200 (a container HEALTHCHECK; no curl needed).
+    Healthcheck {
+        /// The liveness URL.
+        #[arg(long, default_value = "http://127.0.0.1:9000/healthz")]
+        url: String,
     },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
@@ -119,8 +135,12 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             once,
             dry_run,
             reset_state,
-        } => run::run(&config, once, dry_run, reset_state),
-        Command::CheckConfig { config } => check_config::check_config(&config),
+            shard,
+        } => run::run(&config, once, dry_run, reset_state, shard.as_deref()),
+        Command::CheckConfig { config, shard } => {
+            check_config::check_config(&config, shard.as_deref())
+        }
+        Command::Healthcheck { url } => healthcheck::healthcheck(&url),
         Command::Schema => schema::schema(),
         Command::Token { config } => token::token(&config),
     }
@@ -130,4 +150,23 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
 /// `COGNITE_API_KEY` is set.
 fn load(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
     Ok(Config::load(path, &LoadOptions { force_dry_run })?)
+}
+
+/// The shard from `--shard` or the environment, if any.
+fn shard(flag: Option<&str>) -> Result<Option<Shard>, CliError> {
+    let env = |k: &str| std::env::var(k).ok();
+    match flag {
+        Some(s) => Shard::parse(s).map(Some),
+        None => Shard::from_env(&env),
+    }
+    .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!(e)))
+}
+
+/// Keeps only the tasks `shard` runs; returns how many there were.
+fn apply_shard(config: &mut Config, shard: Option<Shard>) -> usize {
+    let all = config.tasks.len();
+    if let Some(shard) = shard {
+        config.tasks.retain(|t| shard.owns(&t.name));
+    }
+    all
 }

@@ -7,8 +7,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Code, Outcome};
 
-pub fn run(path: &Path, once: bool, dry_run: bool, reset_state: bool) -> Result<Outcome, CliError> {
-    let config = super::load(path, dry_run)?;
+pub fn run(
+    path: &Path,
+    once: bool,
+    dry_run: bool,
+    reset_state: bool,
+    shard: Option<&str>,
+) -> Result<Outcome, CliError> {
+    let mut config = super::load(path, dry_run)?;
+    let shard = super::shard(shard)?;
+    let all = super::apply_shard(&mut config, shard);
     extractor_runtime::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
     tracing::info!(
         config = %path.display(),
@@ -17,6 +25,9 @@ pub fn run(path: &Path, once: bool, dry_run: bool, reset_state: bool) -> Result<
         tasks = config.tasks.len(),
         "config loaded"
     );
+    if let Some(shard) = shard {
+        tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
+    }
     let runtime = Runtime::new(config, extractors::builtins()).with_reset_state(reset_state);
     runtime.check()?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
