@@ -581,3 +581,34 @@ mod sharding_and_healthcheck {
         assert_eq!(code, 0, "healthcheck against a running process");
     }
 }
+
+/// The config in `deploy/kubernetes/configmap.yaml` is valid with the pods' environment.
+#[test]
+fn the_kubernetes_configmap_holds_a_valid_config() {
+    let manifest =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/configmap.yaml")).unwrap();
+    let (_, block) = manifest
+        .split_once("  config.yaml: |\n")
+        .expect("a config.yaml key");
+    let config: String = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_config(tmp.path(), &config);
+    let (code, stdout, stderr) = run(bin()
+        .args(["check-config", "-c"])
+        .arg(&path)
+        .env("COGNITE_PROJECT", "p")
+        .env("COGNITE_CLIENT_ID", "id")
+        .env("COGNITE_CLIENT_SECRET", "from-the-secret")
+        .env("COGNITE_TENANT_ID", "tenant"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("heartbeat (command)")
+            && stdout.contains("state:    RAW extractor-state/cdf-extractor"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-the-secret"));
+}
