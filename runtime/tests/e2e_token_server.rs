@@ -117,8 +117,10 @@ async fn five_second_tokens_over_a_minute() {
     drop(server);
 
     // Refresh 2.5 s after each fetch (5 min before expiry, clamped to half the 5 s life), minus
-    // 0-10 % of the 2.5 s lead: 2.375 s apart on average, plus the first fetch.
-    let ideal = 1.0 + elapsed / 2.375;
+    // 0-10 % of the 2.5 s lead: 2.375 s apart on average. The ideal is a whole number of
+    // requests: the first fetch plus every full interval that fits (26 in 60 s). Jitter alone
+    // spans 25 (all intervals 2.5 s) to 27 (all 2.25 s).
+    let ideal = (1.0 + elapsed / 2.375).floor();
     eprintln!(
         "e2e: {requests} token requests in {elapsed:.1}s (ideal {ideal:.2}), {handed_out} tokens handed out, least remaining {least_remaining:?}"
     );
