@@ -29,6 +29,7 @@ pub mod config;
 pub mod extractor;
 pub mod logging;
 pub mod metrics;
+mod percent;
 pub mod queues;
 pub mod runtime;
 pub mod scheduler;

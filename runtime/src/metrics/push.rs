@@ -1,5 +1,6 @@
 //! Pushing to a Prometheus Pushgateway, for batch jobs: on an interval, and once more at the end.
 
+use crate::percent::encode_segment;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,19 +36,6 @@ impl std::fmt::Debug for Pusher {
     }
 }
 
-fn path_segment(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 impl Pusher {
     /// One pusher per `metrics.push-gateways[]` entry. `pushes` is
     /// `extractor_push_total{gateway,result}` (see [`Pusher::counter`]).
@@ -66,7 +54,7 @@ impl Pusher {
         }
         Pusher {
             client,
-            url: format!("{host}/metrics/job/{}", path_segment(&config.job_name)),
+            url: format!("{host}/metrics/job/{}", encode_segment(&config.job_name)),
             host,
             auth: config
                 .username

@@ -1,6 +1,7 @@
 //! RAW rows: `POST /raw/dbs/{db}/tables/{table}/rows?ensureParent=true`, at most 10 000 rows a
 //! request, one table a request.
 
+use crate::percent::encode_segment;
 use std::collections::VecDeque;
 
 use super::{Kind, Request};
@@ -25,17 +26,6 @@ pub struct RawRow {
 #[derive(Debug)]
 pub struct RawRows;
 
-fn path_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Kind for RawRows {
     type Item = RawRow;
     const NAME: &'static str = "raw";
@@ -52,8 +42,8 @@ impl Kind for RawRows {
             endpoint: "/raw/dbs/{db}/tables/{table}/rows",
             path: format!(
                 "/raw/dbs/{}/tables/{}/rows?ensureParent=true",
-                path_segment(&first.database),
-                path_segment(&first.table)
+                encode_segment(&first.database),
+                encode_segment(&first.table)
             ),
             items: rows.len(),
             body: serde_json::json!({ "items": rows }),

@@ -114,11 +114,37 @@ struct File {
     states: BTreeMap<String, Watermarks>,
 }
 
+/// The in-memory watermarks behind every store. Cheap to clone; clones share the map.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Marks(Arc<Mutex<BTreeMap<String, Watermarks>>>);
+
+impl Marks {
+    pub(crate) fn new(states: BTreeMap<String, Watermarks>) -> Self {
+        Marks(Arc::new(Mutex::new(states)))
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Watermarks> {
+        self.0.lock().expect("state lock").get(key).cloned()
+    }
+
+    pub(crate) fn set(&self, key: &str, watermarks: Watermarks) {
+        self.0
+            .lock()
+            .expect("state lock")
+            .insert(key.to_owned(), watermarks);
+    }
+
+    /// A copy to write out, so that the lock is not held during I/O.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, Watermarks> {
+        self.0.lock().expect("state lock").clone()
+    }
+}
+
 /// Watermarks in a local JSON file. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LocalStateStore {
     path: PathBuf,
-    states: Arc<Mutex<BTreeMap<String, Watermarks>>>,
+    states: Marks,
 }
 
 impl LocalStateStore {
@@ -155,29 +181,26 @@ impl LocalStateStore {
         remove_stale_temporaries(path);
         Ok(LocalStateStore {
             path: path.to_owned(),
-            states: Arc::new(Mutex::new(states)),
+            states: Marks::new(states),
         })
     }
 
     /// The watermarks of `key`.
     pub fn get(&self, key: &str) -> Option<Watermarks> {
-        self.states.lock().expect("state lock").get(key).cloned()
+        self.states.get(key)
     }
 
     /// Sets the watermarks of `key` (in memory; [`save`](Self::save) writes them). Call it only
     /// after the data they cover was accepted by CDF.
     pub fn set(&self, key: &str, watermarks: Watermarks) {
-        self.states
-            .lock()
-            .expect("state lock")
-            .insert(key.to_owned(), watermarks);
+        self.states.set(key, watermarks);
     }
 
     /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self) -> Result<(), StateError> {
         let file = File {
             version: 1,
-            states: self.states.lock().expect("state lock").clone(),
+            states: self.states.snapshot(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("state serializes");
         let err = |source| StateError::Write {

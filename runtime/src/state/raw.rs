@@ -1,10 +1,10 @@
 //! Watermarks in a CDF RAW table: one row per key, columns `low` and `high`.
 
+use crate::percent::encode_segment;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 
-use super::{StateError, Watermarks};
+use super::{Marks, StateError, Watermarks};
 use crate::cdf::{CdfClient, CdfErrorKind};
 use crate::queues::{Kind, RawRow, RawRows};
 
@@ -16,18 +16,7 @@ pub struct RawStateStore {
     client: CdfClient,
     database: String,
     table: String,
-    states: Arc<Mutex<BTreeMap<String, Watermarks>>>,
-}
-
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    states: Marks,
 }
 
 impl RawStateStore {
@@ -43,13 +32,13 @@ impl RawStateStore {
         if !reset && !client.is_dry_run() {
             let base = format!(
                 "/raw/dbs/{}/tables/{}/rows?limit=1000",
-                segment(database),
-                segment(table)
+                encode_segment(database),
+                encode_segment(table)
             );
             let mut cursor: Option<String> = None;
             loop {
                 let path = match &cursor {
-                    Some(c) => format!("{base}&cursor={}", segment(c)),
+                    Some(c) => format!("{base}&cursor={}", encode_segment(c)),
                     None => base.clone(),
                 };
                 let page = match client.get(ROWS, &path).await {
@@ -83,30 +72,26 @@ impl RawStateStore {
             client,
             database: database.to_owned(),
             table: table.to_owned(),
-            states: Arc::new(Mutex::new(states)),
+            states: Marks::new(states),
         })
     }
 
     /// The watermarks of `key`.
     pub fn get(&self, key: &str) -> Option<Watermarks> {
-        self.states.lock().expect("state lock").get(key).cloned()
+        self.states.get(key)
     }
 
     /// Sets the watermarks of `key` (in memory until [`save`](Self::save)).
     pub fn set(&self, key: &str, watermarks: Watermarks) {
-        self.states
-            .lock()
-            .expect("state lock")
-            .insert(key.to_owned(), watermarks);
+        self.states.set(key, watermarks);
     }
 
     /// Writes every key as a row, at most 10 000 rows a request.
     pub async fn save(&self) -> Result<(), StateError> {
         let mut rows: VecDeque<RawRow> = self
             .states
-            .lock()
-            .expect("state lock")
-            .iter()
+            .snapshot()
+            .into_iter()
             .map(|(key, w)| {
                 let mut columns = serde_json::Map::new();
                 columns.insert(
