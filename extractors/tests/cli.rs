@@ -298,7 +298,7 @@ fn unknown_task_types_and_bad_task_configs_stop_every_command_with_exit_2() {
             "{stderr}"
         );
         assert!(
-            stderr.contains(":10:13: tasks[1].config: `command` must name a program"),
+            stderr.contains(":10:23: tasks[1].config.command: must name a program"),
             "{stderr}"
         );
     }

@@ -273,6 +273,96 @@ impl From<AuthError> for TaskError {
 
 type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn Extractor>, ConfigErrors> + Send + Sync>;
 
+/// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a
+/// key path below `tasks[N].config` (`""` for the block itself, `destination.key`,
+/// `columns[2].name`), reported with that key's line and column.
+///
+/// A `String` or `&str` converts into a rejection of the whole block, so `Err(format!(..))?`
+/// works in a constructor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rejection {
+    problems: Vec<(String, String)>,
+}
+
+impl Rejection {
+    /// No problems yet; add them with [`push`](Rejection::push).
+    pub fn new() -> Self {
+        Rejection::default()
+    }
+
+    /// One problem at `path` (relative to the task's `config:` block).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut r = Rejection::new();
+        r.push(path, message);
+        r
+    }
+
+    /// Adds a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push((path.into(), message.into()));
+    }
+
+    /// Adds every problem of `other`, each below `prefix` (a key of the block).
+    pub fn extend_under(&mut self, prefix: &str, other: Rejection) {
+        for (path, message) in other.problems {
+            let path = match (prefix.is_empty(), path.is_empty(), path.starts_with('[')) {
+                (true, _, _) => path,
+                (false, true, _) => prefix.to_owned(),
+                (false, false, true) => format!("{prefix}{path}"),
+                (false, false, false) => format!("{prefix}.{path}"),
+            };
+            self.problems.push((path, message));
+        }
+    }
+
+    /// Whether there is no problem.
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// `Ok(value)` when there is no problem, else `Err(self)`.
+    pub fn or_ok<T>(self, value: T) -> Result<T, Rejection> {
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+
+    /// The problems: (path below `config:`, message).
+    pub fn problems(&self) -> &[(String, String)] {
+        &self.problems
+    }
+}
+
+impl From<String> for Rejection {
+    fn from(message: String) -> Self {
+        Rejection::at("", message)
+    }
+}
+
+impl From<&str> for Rejection {
+    fn from(message: &str) -> Self {
+        Rejection::at("", message)
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (path, message)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            if path.is_empty() {
+                f.write_str(message)?;
+            } else {
+                write!(f, "{path}: {message}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Maps a task's `type` to a constructor that reads and checks its `config:` block.
 ///
 /// Constructors run at config-check time (`check-config` and startup), so they must only read
@@ -296,18 +386,26 @@ impl Registry {
 
     /// Registers `type_name`. `build` receives the task's `config:` block deserialized as `C`
     /// (so its errors carry `tasks[N].config.key` paths and line:column) and may reject values
-    /// with a message, reported at `tasks[N].config`.
+    /// with a [`Rejection`], each problem reported at `tasks[N].config.<path>`.
     pub fn register<C, E, F>(&mut self, type_name: &str, build: F)
     where
         C: DeserializeOwned,
         E: Extractor,
-        F: Fn(C) -> Result<E, String> + Send + Sync + 'static,
+        F: Fn(C) -> Result<E, Rejection> + Send + Sync + 'static,
     {
         let factory: Factory = Box::new(move |task: &TaskConfig| {
             let config: C = task.config.parse()?;
             build(config)
                 .map(|e| Arc::new(e) as Arc<dyn Extractor>)
-                .map_err(|message| ConfigErrors(vec![task.config.error(message)]))
+                .map_err(|rejection| {
+                    ConfigErrors(
+                        rejection
+                            .problems
+                            .into_iter()
+                            .map(|(path, message)| task.config.error_at(&path, message))
+                            .collect(),
+                    )
+                })
         });
         self.factories.insert(type_name.to_owned(), factory);
     }

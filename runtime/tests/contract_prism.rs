@@ -148,6 +148,7 @@ async fn the_clients_requests_match_cognites_spec() {
             start_time: Some(1_700_000_000_000),
             end_time: Some(1_700_000_060_000),
             kind: Some("alarm".into()),
+            subtype: Some("temperature".into()),
             description: Some("high".into()),
             metadata: [("site".to_owned(), "oslo".to_owned())].into(),
         }]

@@ -19,7 +19,7 @@ pub mod config;
 
 use std::process::Stdio;
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use config::CommandConfig;
@@ -34,10 +34,13 @@ pub struct Command {
 
 impl Command {
     /// Checks the config: a program must be named.
-    pub fn new(config: CommandConfig) -> Result<Self, String> {
+    pub fn new(config: CommandConfig) -> Result<Self, Rejection> {
         match config.command.first() {
             Some(program) if !program.trim().is_empty() => Ok(Command { config }),
-            _ => Err("`command` must name a program, like [\"/bin/echo\", \"hello\"]".to_owned()),
+            _ => Err(Rejection::at(
+                "command",
+                "must name a program, like [\"/bin/echo\", \"hello\"]",
+            )),
         }
     }
 }

@@ -65,5 +65,5 @@ fn an_empty_command_is_rejected() {
     })
     .err()
     .unwrap();
-    assert!(e.contains("must name a program"));
+    assert!(e.to_string().contains("must name a program"));
 }

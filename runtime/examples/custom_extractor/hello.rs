@@ -27,7 +27,7 @@ impl Extractor for Hello {
 
 pub fn register(registry: &mut Registry) {
     registry.register("hello", |c: HelloConfig| match c.greeting.is_empty() {
-        true => Err("`greeting` must not be empty".to_owned()),
+        true => Err("`greeting` must not be empty".into()),
         false => Ok(Hello(c)),
     });
 }

@@ -237,6 +237,35 @@ impl ExtractorConfigBlock {
             .at(mark, format!("tasks[{}].config", self.task_index))
             .in_file(self.file.clone())
     }
+
+    /// An error about a key of the block, at `tasks[N].config.<path>` (`path` as
+    /// `destination.key` or `columns[2]`; `""` is the block itself), with the line and column
+    /// of the deepest part of `path` written in the file.
+    pub fn error_at(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        if path.is_empty() {
+            return self.error(message);
+        }
+        let mut mark = self.node.as_ref().map(Node::mark).or(self.task_mark);
+        let mut node = self.node.as_ref();
+        for segment in path.split('.') {
+            let (key, indexes) = match segment.find('[') {
+                Some(i) => segment.split_at(i),
+                None => (segment, ""),
+            };
+            if !key.is_empty() {
+                node = node.and_then(|n| n.get(key));
+            }
+            for index in indexes.split(['[', ']']).filter(|s| !s.is_empty()) {
+                node = node.and_then(|n| index.parse().ok().and_then(|i| n.index(i)));
+            }
+            if let Some(n) = node {
+                mark = Some(n.mark());
+            }
+        }
+        ConfigError::new(ConfigErrorKind::Invalid, message)
+            .at(mark, format!("tasks[{}].config.{path}", self.task_index))
+            .in_file(self.file.clone())
+    }
 }
 
 impl TaskConfig {

@@ -25,6 +25,9 @@ pub struct Event {
     /// The event's type.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The event's subtype.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
     /// A description.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

@@ -1,0 +1,75 @@
+//! The `destination:` block shared by the built-in extractors.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `tasks[].config.destination`: where records go. The fields that name a value
+/// (`key`, `external-id`, `timestamp`, ...) take a column name (`id`), a JSON pointer
+/// (`/sensor/id`) or a template (`{site}-{/sensor/id}`, `{{` for a literal brace).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DestinationConfig {
+    /// `raw`, `datapoints` or `events`.
+    #[serde(rename = "type")]
+    pub kind: DestinationKind,
+    /// `raw`: the RAW database.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `raw`: the RAW table.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// `raw`: the row key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `datapoints`: the time series; `events`: the event's external id.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// `datapoints`: the time (milliseconds since the epoch, or an RFC 3339 / ISO 8601 text).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// `datapoints`: the value (a number, or a text for a string time series).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// `events`: the start time.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// `events`: the end time.
+    #[serde(default)]
+    pub end_time: Option<String>,
+    /// `events`: the event's type (`type` names the destination itself).
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// `events`: the event's subtype.
+    #[serde(default)]
+    pub subtype: Option<String>,
+    /// `events`: the description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `events`: metadata, either a list of fields (each named after itself) or a mapping of
+    /// metadata key to field.
+    #[serde(default)]
+    pub metadata: Option<MetadataConfig>,
+}
+
+/// The kinds of destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationKind {
+    /// Rows of a CDF RAW table; the whole record becomes the row's columns.
+    Raw,
+    /// Datapoints of time series.
+    Datapoints,
+    /// Events.
+    Events,
+}
+
+/// `destination.metadata`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MetadataConfig {
+    /// Fields, each stored under its own name (a pointer's last segment).
+    List(Vec<String>),
+    /// Metadata key to field.
+    Map(BTreeMap<String, String>),
+}

@@ -1,0 +1,434 @@
+//! The `destination:` block every built-in shares: how a record (a JSON value: a CSV or SQL row
+//! as an object of columns, or an item of a REST response) becomes a RAW row, a datapoint or an
+//! event, and goes into the process's upload queues.
+//!
+//! Mappings are checked when the config is (`check-config`), with key paths; a record that does
+//! not fit its mapping (a missing field, a timestamp that is not one) is a [`RecordError`].
+
+pub mod config;
+mod field;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use extractor_runtime::cdf::CdfError;
+use extractor_runtime::extractor::{Rejection, TaskError};
+use extractor_runtime::queues::{Datapoint, DatapointValue, Event, Queues, RawRow};
+use serde_json::Value;
+
+pub use config::{DestinationConfig, DestinationKind, MetadataConfig};
+pub use field::Field;
+
+/// A checked `destination:` block.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// RAW rows.
+    Raw {
+        /// The database.
+        database: String,
+        /// The table.
+        table: String,
+        /// The row key.
+        key: Field,
+    },
+    /// Datapoints.
+    Datapoints {
+        /// The time series' external id.
+        external_id: Field,
+        /// The time.
+        timestamp: Field,
+        /// The value.
+        value: Field,
+    },
+    /// Events.
+    Events(Box<EventMapping>),
+}
+
+/// The fields of an `events` destination.
+#[derive(Clone, Debug)]
+pub struct EventMapping {
+    /// The external id.
+    pub external_id: Field,
+    /// The start time.
+    pub start_time: Option<Field>,
+    /// The end time.
+    pub end_time: Option<Field>,
+    /// The type.
+    pub event_type: Option<Field>,
+    /// The subtype.
+    pub subtype: Option<Field>,
+    /// The description.
+    pub description: Option<Field>,
+    /// Metadata key to field.
+    pub metadata: Vec<(String, Field)>,
+}
+
+/// A record that does not fit the destination's mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// The destination key whose field failed (`key`, `timestamp`, ...).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "destination.{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Why a record could not be queued.
+#[derive(Debug)]
+pub enum SendError {
+    /// The record does not fit the mapping.
+    Record(RecordError),
+    /// The queue could not take it.
+    Queue(CdfError),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Record(e) => e.fmt(f),
+            SendError::Queue(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<SendError> for TaskError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Record(e) => TaskError::permanent(e),
+            SendError::Queue(e) => e.into(),
+        }
+    }
+}
+
+/// What a mapped record becomes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// A RAW row.
+    Raw(RawRow),
+    /// A datapoint.
+    Datapoint(Datapoint),
+    /// An event.
+    Event(Event),
+}
+
+impl Destination {
+    /// Checks a `destination:` block; problems are reported at their key below `destination`.
+    pub fn new(config: &DestinationConfig) -> Result<Destination, Rejection> {
+        let mut problems = Rejection::new();
+        let kind_name = match config.kind {
+            DestinationKind::Raw => "raw",
+            DestinationKind::Datapoints => "datapoints",
+            DestinationKind::Events => "events",
+        };
+        let given: [(&str, bool, &[DestinationKind]); 13] = {
+            use DestinationKind::*;
+            [
+                ("database", config.database.is_some(), &[Raw]),
+                ("table", config.table.is_some(), &[Raw]),
+                ("key", config.key.is_some(), &[Raw]),
+                (
+                    "external-id",
+                    config.external_id.is_some(),
+                    &[Datapoints, Events],
+                ),
+                ("timestamp", config.timestamp.is_some(), &[Datapoints]),
+                ("value", config.value.is_some(), &[Datapoints]),
+                ("start-time", config.start_time.is_some(), &[Events]),
+                ("end-time", config.end_time.is_some(), &[Events]),
+                ("event-type", config.event_type.is_some(), &[Events]),
+                ("subtype", config.subtype.is_some(), &[Events]),
+                ("description", config.description.is_some(), &[Events]),
+                ("metadata", config.metadata.is_some(), &[Events]),
+                ("type", true, &[Raw, Datapoints, Events]),
+            ]
+        };
+        for (key, present, kinds) in given {
+            if present && !kinds.contains(&config.kind) {
+                problems.push(
+                    key,
+                    format!("`{key}` does not apply to `type: {kind_name}`"),
+                );
+            }
+        }
+        let p = &mut problems;
+        let destination = match config.kind {
+            DestinationKind::Raw => {
+                let database = name(p, "database", &config.database);
+                let table = name(p, "table", &config.table);
+                let key = required(p, kind_name, "key", &config.key);
+                match (database, table, key) {
+                    (Some(database), Some(table), Some(key)) => Some(Destination::Raw {
+                        database,
+                        table,
+                        key,
+                    }),
+                    _ => None,
+                }
+            }
+            DestinationKind::Datapoints => {
+                let external_id = required(p, kind_name, "external-id", &config.external_id);
+                let timestamp = required(p, kind_name, "timestamp", &config.timestamp);
+                let value = required(p, kind_name, "value", &config.value);
+                match (external_id, timestamp, value) {
+                    (Some(external_id), Some(timestamp), Some(value)) => {
+                        Some(Destination::Datapoints {
+                            external_id,
+                            timestamp,
+                            value,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+            DestinationKind::Events => {
+                let external_id = required(p, kind_name, "external-id", &config.external_id);
+                let start_time = optional(p, "start-time", &config.start_time);
+                let end_time = optional(p, "end-time", &config.end_time);
+                let event_type = optional(p, "event-type", &config.event_type);
+                let subtype = optional(p, "subtype", &config.subtype);
+                let description = optional(p, "description", &config.description);
+                let mut metadata = Vec::new();
+                let entries: Vec<(String, Option<String>, &String)> = match &config.metadata {
+                    None => Vec::new(),
+                    Some(MetadataConfig::List(fields)) => fields
+                        .iter()
+                        .enumerate()
+                        .map(|(i, text)| (format!("metadata[{i}]"), None, text))
+                        .collect(),
+                    Some(MetadataConfig::Map(map)) => map
+                        .iter()
+                        .map(|(name, text)| (format!("metadata.{name}"), Some(name.clone()), text))
+                        .collect(),
+                };
+                for (path, name, text) in entries {
+                    match Field::parse(text) {
+                        Ok(f) => metadata.push((name.unwrap_or_else(|| f.name().to_owned()), f)),
+                        Err(m) => p.push(path, m),
+                    }
+                }
+                external_id.map(|external_id| {
+                    Destination::Events(Box::new(EventMapping {
+                        external_id,
+                        start_time,
+                        end_time,
+                        event_type,
+                        subtype,
+                        description,
+                        metadata,
+                    }))
+                })
+            }
+        };
+        match destination {
+            Some(d) if problems.is_empty() => Ok(d),
+            _ => Err(problems),
+        }
+    }
+
+    /// Maps one record.
+    pub fn map(&self, record: &Value) -> Result<Item, RecordError> {
+        match self {
+            Destination::Raw {
+                database,
+                table,
+                key,
+            } => {
+                let key = text(key, record, "key")?;
+                if key.is_empty() {
+                    return Err(RecordError {
+                        key: "key",
+                        message: format!("`{}` is empty; a RAW row needs a key", key),
+                    });
+                }
+                let columns = match record {
+                    Value::Object(map) => map.clone(),
+                    other => {
+                        let mut map = serde_json::Map::new();
+                        map.insert("value".to_owned(), other.clone());
+                        map
+                    }
+                };
+                Ok(Item::Raw(RawRow {
+                    database: database.clone(),
+                    table: table.clone(),
+                    key,
+                    columns,
+                }))
+            }
+            Destination::Datapoints {
+                external_id,
+                timestamp,
+                value,
+            } => {
+                let external_id = text(external_id, record, "external-id")?;
+                let timestamp = time(timestamp, record, "timestamp")?;
+                let value = match value.resolve(record).as_deref() {
+                    Some(Value::Number(n)) => match n.as_f64() {
+                        Some(v) if v.is_finite() => DatapointValue::Numeric(v),
+                        _ => return Err(bad("value", value, "is not a finite number")),
+                    },
+                    Some(Value::Bool(b)) => DatapointValue::Numeric(f64::from(u8::from(*b))),
+                    Some(Value::String(s)) => DatapointValue::String(s.clone()),
+                    Some(Value::Null) | None => {
+                        return Err(bad("value", value, "is missing or null"));
+                    }
+                    Some(_) => {
+                        return Err(bad("value", value, "is not a number or a text"));
+                    }
+                };
+                Ok(Item::Datapoint(Datapoint {
+                    external_id,
+                    timestamp,
+                    value,
+                }))
+            }
+            Destination::Events(m) => {
+                let opt_text = |f: &Option<Field>, key| -> Result<Option<String>, RecordError> {
+                    match f {
+                        Some(f) if f.is_present(record) => text(f, record, key).map(Some),
+                        _ => Ok(None),
+                    }
+                };
+                let opt_time = |f: &Option<Field>, key| -> Result<Option<i64>, RecordError> {
+                    match f {
+                        Some(f) if f.is_present(record) => time(f, record, key).map(Some),
+                        _ => Ok(None),
+                    }
+                };
+                let mut metadata = BTreeMap::new();
+                for (name, field) in &m.metadata {
+                    if field.is_present(record) {
+                        metadata.insert(name.clone(), text(field, record, "metadata")?);
+                    }
+                }
+                Ok(Item::Event(Event {
+                    external_id: Some(text(&m.external_id, record, "external-id")?),
+                    start_time: opt_time(&m.start_time, "start-time")?,
+                    end_time: opt_time(&m.end_time, "end-time")?,
+                    kind: opt_text(&m.event_type, "event-type")?,
+                    subtype: opt_text(&m.subtype, "subtype")?,
+                    description: opt_text(&m.description, "description")?,
+                    metadata,
+                }))
+            }
+        }
+    }
+
+    /// Maps a record and queues it (waiting while the queue is full).
+    pub async fn send(&self, queues: &Queues, record: &Value) -> Result<(), SendError> {
+        match self.map(record).map_err(SendError::Record)? {
+            Item::Raw(row) => queues.raw.add(row).await,
+            Item::Datapoint(dp) => queues.datapoints.add(dp).await,
+            Item::Event(event) => queues.events.add(event).await,
+        }
+        .map_err(SendError::Queue)
+    }
+}
+
+/// A RAW database or table name.
+fn name(problems: &mut Rejection, key: &str, value: &Option<String>) -> Option<String> {
+    match value.as_deref().map(str::trim) {
+        None => {
+            problems.push("", format!("`type: raw` needs `{key}`"));
+            None
+        }
+        Some("") => {
+            problems.push(key, "must not be empty");
+            None
+        }
+        Some(v) => Some(v.to_owned()),
+    }
+}
+
+/// A field the destination kind needs.
+fn required(
+    problems: &mut Rejection,
+    kind: &str,
+    key: &str,
+    value: &Option<String>,
+) -> Option<Field> {
+    match value {
+        None => {
+            problems.push(
+                "",
+                format!(
+                    "`type: {kind}` needs `{key}` (a column, a /json/pointer or a {{template}})"
+                ),
+            );
+            None
+        }
+        Some(text) => optional(problems, key, &Some(text.clone())),
+    }
+}
+
+/// A field the destination kind may have.
+fn optional(problems: &mut Rejection, key: &str, value: &Option<String>) -> Option<Field> {
+    match Field::parse(value.as_deref()?) {
+        Ok(f) => Some(f),
+        Err(message) => {
+            problems.push(key, message);
+            None
+        }
+    }
+}
+
+fn bad(key: &'static str, field: &Field, message: &str) -> RecordError {
+    RecordError {
+        key,
+        message: format!("`{field}` {message}"),
+    }
+}
+
+/// The field as text: strings as they are, numbers and booleans as JSON writes them.
+fn text(field: &Field, record: &Value, key: &'static str) -> Result<String, RecordError> {
+    field
+        .render(record)
+        .map_err(|missing| bad(key, field, &format!("has no value for `{missing}`")))
+}
+
+/// The field as milliseconds since the epoch: a number is taken as milliseconds; a text as
+/// RFC 3339 (`2026-11-27T10:00:00Z`), or as a UTC date and time (`2026-11-27 10:00:00`).
+fn time(field: &Field, record: &Value, key: &'static str) -> Result<i64, RecordError> {
+    match field.resolve(record).as_deref() {
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(ms), _) => Ok(ms),
+            (None, Some(ms)) if ms.is_finite() => Ok(ms as i64),
+            _ => Err(bad(key, field, "is not a time")),
+        },
+        Some(Value::String(s)) => {
+            parse_time(s).ok_or_else(|| bad(key, field, &format!("is not a time: `{s}`")))
+        }
+        Some(Value::Null) | None => Err(bad(key, field, "is missing or null")),
+        Some(_) => Err(bad(key, field, "is not a time")),
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 text, or of a civil date-time read as UTC.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Some(ts.as_millisecond());
+    }
+    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp().as_millisecond());
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        return d
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp().as_millisecond());
+    }
+    None
+}

@@ -1,0 +1,195 @@
+use extractor_runtime::queues::{DatapointValue, Event};
+use serde_json::json;
+
+use super::*;
+
+fn dest(yaml_like: serde_json::Value) -> Result<Destination, Rejection> {
+    let config: DestinationConfig = serde_json::from_value(yaml_like).unwrap();
+    Destination::new(&config)
+}
+
+fn problems(r: Result<Destination, Rejection>) -> Vec<(String, String)> {
+    r.unwrap_err().problems().to_vec()
+}
+
+#[test]
+fn fields_are_columns_pointers_or_templates() {
+    let record = json!({"id": 7, "site": "oslo", "sensor": {"id": "t-1", "a/b": 1}, "none": null});
+    let f = Field::parse("id").unwrap();
+    assert_eq!(f.render(&record).unwrap(), "7");
+    assert_eq!(f.name(), "id");
+    let f = Field::parse("/sensor/id").unwrap();
+    assert_eq!(f.render(&record).unwrap(), "t-1");
+    assert_eq!(f.name(), "id");
+    assert_eq!(
+        Field::parse("/sensor/a~1b")
+            .unwrap()
+            .render(&record)
+            .unwrap(),
+        "1"
+    );
+    let f = Field::parse("{site}-{/sensor/id}:{{x}}").unwrap();
+    assert_eq!(f.render(&record).unwrap(), "oslo-t-1:{x}");
+    assert!(f.is_present(&record));
+    // Missing and null values name what is missing.
+    assert_eq!(
+        Field::parse("nope").unwrap().render(&record),
+        Err("nope".into())
+    );
+    assert_eq!(
+        Field::parse("none").unwrap().render(&record),
+        Err("none".into())
+    );
+    assert!(!Field::parse("{site}-{none}").unwrap().is_present(&record));
+}
+
+#[test]
+fn bad_fields_say_what_is_wrong() {
+    for (text, wanted) in [
+        ("", "is empty"),
+        ("  ", "is empty"),
+        ("/a/~2", "`~` at byte 3 must be followed by 0"),
+        ("{site", "the `{` at byte 0 is not closed"),
+        ("a}b", "the `}` at byte 1 closes nothing"),
+        ("x{}", "`{}` at byte 1 must name a column"),
+        ("{/a~}", "`~` at byte 2"),
+    ] {
+        let e = Field::parse(text).unwrap_err();
+        assert!(e.contains(wanted), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn mapping_problems_are_reported_at_their_keys_all_at_once() {
+    assert_eq!(
+        problems(dest(json!({"type": "raw", "database": "db", "key": "{id"}))),
+        vec![
+            ("".to_owned(), "`type: raw` needs `table`".to_owned()),
+            (
+                "key".to_owned(),
+                "`{id`: the `{` at byte 0 is not closed (write `{{` for a literal brace)"
+                    .to_owned()
+            ),
+        ]
+    );
+    let p = problems(dest(
+        json!({"type": "datapoints", "external-id": "x", "table": "t"}),
+    ));
+    let paths: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(paths, ["table", "", ""], "{p:?}");
+    assert!(
+        p[0].1
+            .contains("`table` does not apply to `type: datapoints`")
+    );
+    assert!(p[1].1.contains("needs `timestamp`"));
+    assert!(p[2].1.contains("needs `value`"));
+    let p = problems(dest(json!({"type": "events", "external-id": "id",
+        "metadata": {"ok": "a", "bad": "/x~"}})));
+    assert_eq!(p[0].0, "metadata.bad");
+    let p = problems(dest(json!({"type": "events", "external-id": "id",
+        "metadata": ["a", "{"]})));
+    assert_eq!(p[0].0, "metadata[1]");
+    let p = problems(dest(
+        json!({"type": "raw", "database": " ", "table": "t", "key": "k"}),
+    ));
+    assert_eq!(p, vec![("database".into(), "must not be empty".into())]);
+}
+
+#[test]
+fn raw_rows_carry_the_whole_record() {
+    let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "{a}-{b}"})).unwrap();
+    let Item::Raw(row) = d.map(&json!({"a": 1, "b": "x", "c": [1]})).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (row.database.as_str(), row.table.as_str(), row.key.as_str()),
+        ("db", "t", "1-x")
+    );
+    assert_eq!(
+        serde_json::Value::Object(row.columns),
+        json!({"a": 1, "b": "x", "c": [1]})
+    );
+    // A scalar item (an HTTP API returning a list of numbers) becomes {value: ...}.
+    let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "/"})).unwrap();
+    let e = d.map(&json!(5)).unwrap_err();
+    assert_eq!(e.key, "key");
+    let e = d.map(&json!({"a": 1})).unwrap_err();
+    assert_eq!(e.to_string(), "destination.key: `/` has no value for `/`");
+}
+
+#[test]
+fn datapoints_take_numbers_texts_and_times_in_several_forms() {
+    let d = dest(
+        json!({"type": "datapoints", "external-id": "sensor-{id}", "timestamp": "t", "value": "v"}),
+    )
+    .unwrap();
+    let at = |t: serde_json::Value, v: serde_json::Value| d.map(&json!({"id": 1, "t": t, "v": v}));
+    let want = 1_764_237_600_000; // 2025-11-27T10:00:00Z
+    for t in [
+        json!(want),
+        json!("2025-11-27T10:00:00Z"),
+        json!("2025-11-27T11:00:00+01:00"),
+        json!("2025-11-27 10:00:00"),
+        json!("2025-11-27T10:00:00"),
+    ] {
+        let Item::Datapoint(dp) = at(t.clone(), json!(1.5)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (dp.external_id.as_str(), dp.timestamp),
+            ("sensor-1", want),
+            "{t}"
+        );
+        assert_eq!(dp.value, DatapointValue::Numeric(1.5));
+    }
+    let Item::Datapoint(dp) = at(json!(0), json!("on")).unwrap() else {
+        panic!()
+    };
+    assert_eq!(dp.value, DatapointValue::String("on".into()));
+    let Item::Datapoint(dp) = at(json!(0), json!(true)).unwrap() else {
+        panic!()
+    };
+    assert_eq!(dp.value, DatapointValue::Numeric(1.0));
+    assert_eq!(
+        at(json!("yesterday"), json!(1)).unwrap_err().to_string(),
+        "destination.timestamp: `t` is not a time: `yesterday`"
+    );
+    assert_eq!(
+        at(json!(0), json!(null)).unwrap_err().to_string(),
+        "destination.value: `v` is missing or null"
+    );
+    assert_eq!(at(json!(0), json!([1])).unwrap_err().key, "value");
+}
+
+#[test]
+fn events_map_optional_fields_and_metadata() {
+    let d = dest(
+        json!({"type": "events", "external-id": "alarm-{id}", "start-time": "start",
+        "end-time": "end", "event-type": "kind", "subtype": "/detail/sub", "description": "text",
+        "metadata": ["site", "/detail/level"]}),
+    )
+    .unwrap();
+    let Item::Event(e) = d
+        .map(
+            &json!({"id": 3, "start": 1000, "end": "1970-01-01T00:00:02Z", "kind": "alarm",
+            "detail": {"sub": "high", "level": 4}, "site": "oslo"}),
+        )
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        e,
+        Event {
+            external_id: Some("alarm-3".into()),
+            start_time: Some(1000),
+            end_time: Some(2000),
+            kind: Some("alarm".into()),
+            subtype: Some("high".into()),
+            description: None,
+            metadata: [("site".into(), "oslo".into()), ("level".into(), "4".into())].into(),
+        }
+    );
+    // The external id is required per record.
+    assert_eq!(d.map(&json!({"start": 1})).unwrap_err().key, "external-id");
+}
