@@ -3,7 +3,10 @@
 
 pub mod checkpoint;
 pub mod command;
+pub mod csv;
 pub mod destination;
+#[cfg(test)]
+mod testing;
 
 use extractor_runtime::extractor::Registry;
 
@@ -11,5 +14,6 @@ use extractor_runtime::extractor::Registry;
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register("command", command::Command::new);
+    registry.register("csv", csv::Csv::new);
     registry
 }

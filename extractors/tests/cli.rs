@@ -449,7 +449,9 @@ mod token_command {
     }
 }
 
-/// The README's first command: `run --once -c config-examples/dry-run.yaml`, on the built binary.
+/// The README's first command, exactly: `cargo run --release -- run --once -c
+/// config-examples/quickstart.yaml` from the repository root (here on the test build of the same
+/// binary): the csv quickstart prints its NDJSON batches and exits 0.
 #[test]
 fn the_readme_quickstart_runs() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
@@ -466,9 +468,49 @@ fn the_readme_quickstart_runs() {
         .collect();
     assert_eq!(
         args,
-        ["run", "--once", "-c", "config-examples/dry-run.yaml"]
+        ["run", "--once", "-c", "config-examples/quickstart.yaml"]
     );
-    let (code, _, stderr) = run(bin().args(&args).current_dir(repo()));
+    let (code, stdout, stderr) = run(bin().args(&args).current_dir(repo()));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("run succeeded task=temperatures")
+            && stderr.contains("run succeeded task=readings-to-raw")
+            && stderr.contains("serving /metrics, /healthz and /readyz addr=127.0.0.1:9000"),
+        "{stderr}"
+    );
+    // Every sample line arrives: 10 datapoints and 10 RAW rows, in NDJSON batches.
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let mut points = 0;
+    let mut rows = Vec::new();
+    for line in &lines {
+        for item in line["body"]["items"].as_array().unwrap() {
+            match line["endpoint"].as_str().unwrap() {
+                "/timeseries/data" => points += item["datapoints"].as_array().unwrap().len(),
+                "/raw/dbs/{db}/tables/{table}/rows" => {
+                    rows.push(item["key"].as_str().unwrap().to_owned())
+                }
+                other => panic!("unexpected endpoint {other}"),
+            }
+        }
+    }
+    assert_eq!(points, 10, "{stdout}");
+    assert_eq!(rows.len(), 10, "{stdout}");
+    assert!(rows.contains(&"boiler-1@2026-11-27T09:00:00Z".to_owned()));
+    assert!(
+        stdout.contains(r#"{"timestamp":1795770000000,"value":95.5}"#),
+        "{stdout}"
+    );
+}
+
+/// `config-examples/dry-run.yaml` (command tasks) still runs.
+#[test]
+fn the_command_example_runs() {
+    let (code, _, stderr) = run(bin()
+        .args(["run", "--once", "-c", "config-examples/dry-run.yaml"])
+        .current_dir(repo()));
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("run succeeded") && stderr.contains("task=nightly"),

@@ -234,8 +234,9 @@ impl Destination {
         }
     }
 
-    /// Maps one record.
-    pub fn map(&self, record: &Value) -> Result<Item, RecordError> {
+    /// Maps one record (a RAW row takes the record itself as its columns).
+    pub fn map(&self, owned: Value) -> Result<Item, RecordError> {
+        let record = &owned;
         match self {
             Destination::Raw {
                 database,
@@ -249,11 +250,11 @@ impl Destination {
                         message: format!("`{}` is empty; a RAW row needs a key", key),
                     });
                 }
-                let columns = match record {
-                    Value::Object(map) => map.clone(),
+                let columns = match owned {
+                    Value::Object(map) => map,
                     other => {
                         let mut map = serde_json::Map::new();
-                        map.insert("value".to_owned(), other.clone());
+                        map.insert("value".to_owned(), other);
                         map
                     }
                 };
@@ -324,7 +325,7 @@ impl Destination {
     }
 
     /// Maps a record and queues it (waiting while the queue is full).
-    pub async fn send(&self, queues: &Queues, record: &Value) -> Result<(), SendError> {
+    pub async fn send(&self, queues: &Queues, record: Value) -> Result<(), SendError> {
         match self.map(record).map_err(SendError::Record)? {
             Item::Raw(row) => queues.raw.add(row).await,
             Item::Datapoint(dp) => queues.datapoints.add(dp).await,

@@ -98,7 +98,7 @@ fn mapping_problems_are_reported_at_their_keys_all_at_once() {
 #[test]
 fn raw_rows_carry_the_whole_record() {
     let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "{a}-{b}"})).unwrap();
-    let Item::Raw(row) = d.map(&json!({"a": 1, "b": "x", "c": [1]})).unwrap() else {
+    let Item::Raw(row) = d.map(json!({"a": 1, "b": "x", "c": [1]})).unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -111,9 +111,9 @@ fn raw_rows_carry_the_whole_record() {
     );
     // A scalar item (an HTTP API returning a list of numbers) becomes {value: ...}.
     let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "/"})).unwrap();
-    let e = d.map(&json!(5)).unwrap_err();
+    let e = d.map(json!(5)).unwrap_err();
     assert_eq!(e.key, "key");
-    let e = d.map(&json!({"a": 1})).unwrap_err();
+    let e = d.map(json!({"a": 1})).unwrap_err();
     assert_eq!(e.to_string(), "destination.key: `/` has no value for `/`");
 }
 
@@ -123,7 +123,7 @@ fn datapoints_take_numbers_texts_and_times_in_several_forms() {
         json!({"type": "datapoints", "external-id": "sensor-{id}", "timestamp": "t", "value": "v"}),
     )
     .unwrap();
-    let at = |t: serde_json::Value, v: serde_json::Value| d.map(&json!({"id": 1, "t": t, "v": v}));
+    let at = |t: serde_json::Value, v: serde_json::Value| d.map(json!({"id": 1, "t": t, "v": v}));
     let want = 1_764_237_600_000; // 2025-11-27T10:00:00Z
     for t in [
         json!(want),
@@ -171,7 +171,7 @@ fn events_map_optional_fields_and_metadata() {
     .unwrap();
     let Item::Event(e) = d
         .map(
-            &json!({"id": 3, "start": 1000, "end": "1970-01-01T00:00:02Z", "kind": "alarm",
+            json!({"id": 3, "start": 1000, "end": "1970-01-01T00:00:02Z", "kind": "alarm",
             "detail": {"sub": "high", "level": 4}, "site": "oslo"}),
         )
         .unwrap()
@@ -191,5 +191,5 @@ fn events_map_optional_fields_and_metadata() {
         }
     );
     // The external id is required per record.
-    assert_eq!(d.map(&json!({"start": 1})).unwrap_err().key, "external-id");
+    assert_eq!(d.map(json!({"start": 1})).unwrap_err().key, "external-id");
 }

@@ -52,6 +52,7 @@ pub use node::Node;
 pub use validate::{Schedule, parse_cron};
 
 pub(crate) use suggest::did_you_mean as suggest;
+pub use suggest::did_you_mean;
 
 use node::NodeDeserializer;
 use path::KeyPath;

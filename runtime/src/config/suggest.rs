@@ -1,7 +1,7 @@
 //! Suggestions for misspelled keys and values.
 
 /// `, did you mean `x`?` when one of `known` is close to `got`, else the list of what is known.
-pub(crate) fn did_you_mean(got: &str, known: &[&str]) -> String {
+pub fn did_you_mean(got: &str, known: &[&str]) -> String {
     let best = known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(got, k), *k))

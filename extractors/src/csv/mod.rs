@@ -1,0 +1,497 @@
+//! `type: csv`: ingest the CSV files of a folder.
+//!
+//! Each file matching `glob` in `path` is read on a blocking thread (UTF-8, `delimiter`, a header
+//! line or `columns`), each line becomes a record (an object of typed columns, per `types`) that
+//! the `destination` maps and queues. Every `batch-size` rows the queues are flushed and the
+//! file's progress (size, modified time, rows done) goes to the state store; a file is *done*
+//! once all its rows were accepted, and is then skipped, or moved to `done-folder`. A changed
+//! file (other size or modified time) is read again from the start.
+//!
+//! A malformed line (wrong number of fields, invalid UTF-8, a value that is not its column's
+//! type, a record its destination cannot take) is reported with file and line; that file stays
+//! not done (the rows before it are delivered), the other files go on, and the run fails.
+
+pub mod config;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::queues::Queues;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::checkpoint::{self, Checkpoints};
+use crate::destination::{Destination, SendError};
+pub use config::{ColumnType, CsvConfig};
+
+/// Lines handed from the reading thread to the run at a time.
+const CHUNK: usize = 1_000;
+
+/// The `csv` extractor.
+#[derive(Debug)]
+pub struct Csv {
+    config: CsvConfig,
+    delimiter: u8,
+    destination: Destination,
+    checkpoints: Checkpoints,
+}
+
+impl Csv {
+    /// Checks the config.
+    pub fn new(config: CsvConfig) -> Result<Self, Rejection> {
+        let mut problems = Rejection::new();
+        let delimiter = match config.delimiter.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b'\n' && *b != b'\r' => *b,
+            _ => {
+                problems.push(
+                    "delimiter",
+                    format!(
+                        "must be one ASCII character other than a quote or a line break, not `{}`",
+                        config.delimiter.escape_debug()
+                    ),
+                );
+                b','
+            }
+        };
+        if let Some(encoding) = &config.encoding {
+            let e = encoding.to_ascii_lowercase().replace('_', "-");
+            if e != "utf-8" && e != "utf8" {
+                problems.push(
+                    "encoding",
+                    format!("only `utf-8` is read, not `{encoding}`; convert the files first (iconv -f {encoding} -t utf-8)"),
+                );
+            }
+        }
+        if let Err(e) = glob::Pattern::new(&config.glob) {
+            problems.push("glob", format!("`{}` is not a glob: {e}", config.glob));
+        }
+        match &config.columns {
+            None if !config.header => {
+                problems.push("", "`header: false` needs `columns` to name the columns")
+            }
+            Some(columns) => {
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, c) in columns.iter().enumerate() {
+                    if c.trim().is_empty() {
+                        problems.push(format!("columns[{i}]"), "must not be empty");
+                    } else if !seen.insert(c.as_str()) {
+                        problems.push(format!("columns[{i}]"), format!("`{c}` appears twice"));
+                    }
+                }
+                for name in config.types.keys() {
+                    if !seen.contains(name.as_str()) {
+                        problems.push(
+                            format!("types.{name}"),
+                            format!(
+                                "`{name}` is not one of `columns`{}",
+                                extractor_runtime::config::did_you_mean(
+                                    name,
+                                    &columns.iter().map(String::as_str).collect::<Vec<_>>()
+                                )
+                            ),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+        if config.batch_size == 0 {
+            problems.push("batch-size", "must be at least 1");
+        }
+        let destination = match Destination::new(&config.destination) {
+            Ok(d) => Some(d),
+            Err(r) => {
+                problems.extend_under("destination", r);
+                None
+            }
+        };
+        match destination {
+            Some(destination) if problems.is_empty() => Ok(Csv {
+                config,
+                delimiter,
+                destination,
+                checkpoints: Checkpoints::default(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The files to read, sorted.
+    fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
+        let dir = &self.config.path;
+        if !dir.is_dir() {
+            return Err(TaskError::permanent(format!(
+                "`{}` is not a folder",
+                dir.display()
+            )));
+        }
+        let dir_text = dir
+            .to_str()
+            .ok_or_else(|| TaskError::permanent(format!("`{}` is not UTF-8", dir.display())))?;
+        let pattern = format!(
+            "{}/{}",
+            glob::Pattern::escape(dir_text.trim_end_matches('/')),
+            self.config.glob
+        );
+        let mut files: Vec<PathBuf> = glob::glob(&pattern)
+            .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    async fn ingest(
+        &self,
+        ctx: &RunContext,
+        queues: &Queues,
+        file: &Path,
+    ) -> Result<Outcome, FileError> {
+        let meta = std::fs::metadata(file).map_err(|e| FileError::io(file, e))?;
+        let size = meta.len();
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        let key = format!("{}:{}", ctx.task(), file.display());
+        let progress = |rows: u64, done: bool| json!({"size": size, "modified": modified, "rows": rows, "done": done});
+        let mut skip = 0;
+        if let Some(mark) = self.checkpoints.resume(ctx, &key)
+            && mark["size"] == json!(size)
+            && mark["modified"] == json!(modified)
+        {
+            if mark["done"] == json!(true) {
+                self.move_done(file)?;
+                return Ok(Outcome::Unchanged);
+            }
+            skip = mark["rows"].as_u64().unwrap_or(0);
+        }
+
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = Reader {
+            path: file.to_owned(),
+            delimiter: self.delimiter,
+            header: self.config.header,
+            columns: self.config.columns.clone(),
+            types: self.config.types.clone(),
+            skip,
+        };
+        let thread = tokio::task::spawn_blocking(move || reader.read(tx));
+
+        let mut rows = skip;
+        let mut result = Ok(());
+        'read: while let Some(chunk) = rx.recv().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(bad) => {
+                    result = Err(bad);
+                    break;
+                }
+            };
+            for (line, record) in chunk {
+                match self.destination.send(queues, record).await {
+                    Ok(()) => rows += 1,
+                    Err(SendError::Record(e)) => {
+                        result = Err(FileError::Bad {
+                            path: file.to_owned(),
+                            line,
+                            message: e.to_string(),
+                        });
+                        break 'read;
+                    }
+                    Err(SendError::Queue(e)) => return Err(FileError::Task(e.into())),
+                }
+                if rows % self.config.batch_size as u64 == 0 {
+                    self.checkpoints.queued(&key, progress(rows, false));
+                    self.checkpoints
+                        .commit(ctx, queues)
+                        .await
+                        .map_err(FileError::Task)?;
+                }
+            }
+            if ctx.is_cancelled() {
+                result = Err(FileError::Task(TaskError::transient(format!(
+                    "cancelled while reading `{}` at row {rows}",
+                    file.display()
+                ))));
+                break;
+            }
+        }
+        drop(rx);
+        let _ = thread.await;
+        // What was read before a bad line or a cancel is delivered and remembered.
+        self.checkpoints
+            .queued(&key, progress(rows, result.is_ok()));
+        self.checkpoints
+            .commit(ctx, queues)
+            .await
+            .map_err(FileError::Task)?;
+        result?;
+        self.move_done(file)?;
+        Ok(Outcome::Ingested(rows - skip))
+    }
+
+    fn move_done(&self, file: &Path) -> Result<(), FileError> {
+        let Some(done) = &self.config.done_folder else {
+            return Ok(());
+        };
+        let relative = file.strip_prefix(&self.config.path).unwrap_or(file);
+        let target = done.join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
+        }
+        if std::fs::rename(file, &target).is_err() {
+            // Another file system: copy, then remove.
+            std::fs::copy(file, &target).map_err(|e| FileError::io(&target, e))?;
+            std::fs::remove_file(file).map_err(|e| FileError::io(file, e))?;
+        }
+        tracing::info!(file = %file.display(), to = %target.display(), "moved to the done folder");
+        Ok(())
+    }
+}
+
+enum Outcome {
+    Unchanged,
+    Ingested(u64),
+}
+
+#[derive(Debug)]
+enum FileError {
+    /// A malformed line: the file stays not done, the run goes on with the other files.
+    Bad {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    /// The run cannot go on (CDF, cancellation, I/O).
+    Task(TaskError),
+}
+
+impl FileError {
+    fn io(path: &Path, e: std::io::Error) -> FileError {
+        FileError::Task(TaskError::transient(format!("`{}`: {e}", path.display())))
+    }
+}
+
+impl Extractor for Csv {
+    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async move {
+            let queues = checkpoint::queues(&ctx)?;
+            // Deliver what an earlier run queued before anything new (and before moving files).
+            self.checkpoints.commit(&ctx, queues).await?;
+            let files = self.files()?;
+            let mut bad = Vec::new();
+            let (mut ingested, mut rows) = (0, 0);
+            for file in &files {
+                match self.ingest(&ctx, queues, file).await {
+                    Ok(Outcome::Unchanged) => {}
+                    Ok(Outcome::Ingested(n)) => {
+                        tracing::info!(task = %ctx.task(), file = %file.display(), rows = n, "file ingested");
+                        ingested += 1;
+                        rows += n;
+                    }
+                    Err(FileError::Bad {
+                        path,
+                        line,
+                        message,
+                    }) => {
+                        let e = format!("{}:{line}: {message}", path.display());
+                        tracing::error!(task = %ctx.task(), "malformed line, the file is not done: {e}");
+                        bad.push(e);
+                    }
+                    Err(FileError::Task(e)) => return Err(e),
+                }
+            }
+            tracing::info!(
+                task = %ctx.task(),
+                files = files.len(),
+                ingested,
+                rows,
+                malformed = bad.len(),
+                "csv run done"
+            );
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(TaskError::permanent(format!(
+                    "{} file(s) with a malformed line: {}",
+                    bad.len(),
+                    bad.join("; ")
+                )))
+            }
+        })
+    }
+}
+
+type Chunk = Result<Vec<(u64, Value)>, FileError>;
+
+/// Reads one file on a blocking thread and sends typed records in chunks.
+struct Reader {
+    path: PathBuf,
+    delimiter: u8,
+    header: bool,
+    columns: Option<Vec<String>>,
+    types: std::collections::BTreeMap<String, ColumnType>,
+    skip: u64,
+}
+
+impl Reader {
+    fn read(self, tx: mpsc::Sender<Chunk>) {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let result = self.try_read(&tx, &mut chunk);
+        // The lines before a bad one are good: they go first.
+        if !chunk.is_empty() && tx.blocking_send(Ok(chunk)).is_err() {
+            return;
+        }
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    }
+
+    fn bad(&self, line: u64, message: impl Into<String>) -> FileError {
+        FileError::Bad {
+            path: self.path.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn try_read(
+        &self,
+        tx: &mpsc::Sender<Chunk>,
+        chunk: &mut Vec<(u64, Value)>,
+    ) -> Result<(), FileError> {
+        let mut reader = ::csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(self.header)
+            .from_path(&self.path)
+            .map_err(|e| {
+                FileError::Task(TaskError::transient(format!(
+                    "`{}`: {e}",
+                    self.path.display()
+                )))
+            })?;
+        let names: Vec<String> = match &self.columns {
+            Some(c) => c.clone(),
+            None => reader
+                .headers()
+                .map_err(|e| self.csv_error(&e, 1))?
+                .iter()
+                .map(str::to_owned)
+                .collect(),
+        };
+        let types: Vec<ColumnType> = names
+            .iter()
+            .map(|n| self.types.get(n).copied().unwrap_or(ColumnType::Auto))
+            .collect();
+        let mut record = ::csv::StringRecord::new();
+        let mut n = 0u64;
+        loop {
+            let line = reader.position().line();
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Err(self.csv_error(&e, line)),
+            }
+            let line = record.position().map_or(line, |p| p.line());
+            n += 1;
+            if n <= self.skip {
+                continue;
+            }
+            if record.len() != names.len() {
+                return Err(self.bad(
+                    line,
+                    format!(
+                        "{} fields, expected {} ({})",
+                        record.len(),
+                        names.len(),
+                        names.join(",")
+                    ),
+                ));
+            }
+            let mut object = serde_json::Map::with_capacity(names.len());
+            for ((name, ty), text) in names.iter().zip(&types).zip(record.iter()) {
+                let value = convert(text, *ty)
+                    .map_err(|m| self.bad(line, format!("column `{name}`: {m}")))?;
+                object.insert(name.clone(), value);
+            }
+            chunk.push((line, Value::Object(object)));
+            if chunk.len() == CHUNK
+                && tx
+                    .blocking_send(Ok(std::mem::replace(chunk, Vec::with_capacity(CHUNK))))
+                    .is_err()
+            {
+                return Ok(()); // the run stopped listening
+            }
+        }
+        Ok(())
+    }
+
+    fn csv_error(&self, e: &::csv::Error, line: u64) -> FileError {
+        let line = e.position().map_or(line, |p| p.line());
+        match e.kind() {
+            ::csv::ErrorKind::Utf8 { err, .. } => self.bad(
+                line,
+                format!("field {} is not valid UTF-8", err.field() + 1),
+            ),
+            ::csv::ErrorKind::UnequalLengths {
+                expected_len, len, ..
+            } => self.bad(line, format!("{len} fields, expected {expected_len}")),
+            ::csv::ErrorKind::Io(io) => FileError::Task(TaskError::transient(format!(
+                "`{}`: {io}",
+                self.path.display()
+            ))),
+            _ => self.bad(line, e.to_string()),
+        }
+    }
+}
+
+/// A field's text as a value of its column's type.
+pub fn convert(text: &str, ty: ColumnType) -> Result<Value, String> {
+    if text.is_empty() && ty != ColumnType::String {
+        return Ok(Value::Null);
+    }
+    let number = |v: f64| {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| format!("`{text}` is not a finite number"))
+    };
+    match ty {
+        ColumnType::String => Ok(Value::String(text.to_owned())),
+        ColumnType::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("`{text}` is not an integer")),
+        ColumnType::Float => match text.trim().parse::<f64>() {
+            Ok(v) => number(v),
+            Err(_) => Err(format!("`{text}` is not a number")),
+        },
+        ColumnType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Value::Bool(true)),
+            "false" | "0" => Ok(Value::Bool(false)),
+            _ => Err(format!("`{text}` is not true or false")),
+        },
+        ColumnType::Timestamp => crate::destination::parse_time(text)
+            .map(Value::from)
+            .ok_or_else(|| format!("`{text}` is not a time (RFC 3339 or YYYY-MM-DD HH:MM:SS)")),
+        ColumnType::Auto => {
+            if let Ok(i) = text.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(v) = text.parse::<f64>()
+                && v.is_finite()
+            {
+                number(v)
+            } else if text == "true" || text == "false" {
+                Ok(Value::Bool(text == "true"))
+            } else {
+                Ok(Value::String(text.to_owned()))
+            }
+        }
+    }
+}
