@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod csv;
 pub mod destination;
+pub mod http;
 #[cfg(test)]
 mod testing;
 
@@ -15,5 +16,6 @@ pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register("command", command::Command::new);
     registry.register("csv", csv::Csv::new);
+    registry.register("http", http::Http::new);
     registry
 }

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{AuthError, AuthErrorKind};
 pub use jwt::Claims;
-pub(crate) use request::parse_retry_after;
+pub use request::parse_retry_after;
 
 use crate::config::IdpAuthenticationConfig;
 use crate::metrics::TokenMetrics;

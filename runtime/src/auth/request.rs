@@ -126,8 +126,8 @@ fn form_urlencode(s: &str) -> String {
     out
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+/// `Retry-After`: delay-seconds or an HTTP date, as a wait from now.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

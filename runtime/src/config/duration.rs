@@ -45,8 +45,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
-/// `#[serde(deserialize_with = "duration::deserialize")]` for `Duration` fields.
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// `#[serde(deserialize_with = "extractor_runtime::config::deserialize_duration")]` for
+/// `Duration` fields: the forms [`parse_duration`] reads, or a number of seconds.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(DurationVisitor)
 }
 

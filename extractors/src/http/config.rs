@@ -1,0 +1,188 @@
+//! The `http` extractor's `config:` block.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use extractor_runtime::Secret;
+use extractor_runtime::config::deserialize_duration;
+use serde::Deserialize;
+
+use crate::destination::DestinationConfig;
+
+/// `tasks[].config` for `type: http`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// The first page's URL (http or https).
+    pub url: String,
+    /// `GET` (default) or `POST`.
+    #[serde(default)]
+    pub method: Method,
+    /// Extra request headers; values may come from the environment (`${API_KEY}`) and are never
+    /// logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Query parameters added to the URL.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// A JSON body for `POST`.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// How to authenticate.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// A JSON pointer to the array of items in a response (`""`, the default, is the response
+    /// itself).
+    #[serde(default)]
+    pub items: String,
+    /// How to get the next page.
+    #[serde(default)]
+    pub pagination: Option<PaginationConfig>,
+    /// Incremental extraction: the highest `field` seen is kept in the state store and sent as
+    /// the query parameter `param` on the next run.
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
+    /// Per request.
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    /// Retries on connection errors, timeouts, 408, 429 and 5xx.
+    #[serde(default)]
+    pub retries: RetriesConfig,
+    /// Where the items go.
+    pub destination: DestinationConfig,
+}
+
+/// HTTP methods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum Method {
+    /// GET.
+    #[default]
+    #[serde(rename = "GET", alias = "get")]
+    Get,
+    /// POST, with `body` as JSON.
+    #[serde(rename = "POST", alias = "post")]
+    Post,
+}
+
+/// `auth:`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// `none`, `bearer` or `basic`.
+    #[serde(rename = "type", default)]
+    pub kind: AuthKind,
+    /// `bearer`: the token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// `basic`: the user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `basic`: the password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// Kinds of authentication.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthKind {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic ...`.
+    Basic,
+}
+
+/// `pagination:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PaginationConfig {
+    /// `next-link`: the response holds the next page's URL; `cursor`: it holds a cursor to send
+    /// as the query parameter `param`.
+    #[serde(rename = "type")]
+    pub kind: PaginationKind,
+    /// A JSON pointer to the next link or the cursor; the last page has none (or null, or "").
+    pub pointer: String,
+    /// `cursor`: the query parameter that carries the cursor.
+    #[serde(default)]
+    pub param: Option<String>,
+    /// Stop after this many pages in one run (a guard against an API that always links on).
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u64,
+}
+
+/// Kinds of pagination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PaginationKind {
+    /// A URL, absolute or relative to the page's.
+    NextLink,
+    /// An opaque cursor.
+    Cursor,
+}
+
+/// `incremental:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IncrementalConfig {
+    /// The item field (a name or a JSON pointer) whose highest value is the watermark.
+    pub field: String,
+    /// The query parameter the watermark is sent as.
+    pub param: String,
+    /// The watermark of the first run (when the state store has none).
+    #[serde(default)]
+    pub initial: Option<serde_json::Value>,
+}
+
+/// `retries:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetriesConfig {
+    /// Retries after the first attempt.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// The first wait; it doubles (with jitter) up to `max-backoff`.
+    #[serde(
+        default = "default_initial_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub initial_backoff: Duration,
+    /// The longest wait between attempts, and the longest `Retry-After` honoured.
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetriesConfig {
+    fn default() -> Self {
+        RetriesConfig {
+            max_retries: default_max_retries(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_pages() -> u64 {
+    10_000
+}
+
+fn default_max_retries() -> usize {
+    5
+}
+
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}

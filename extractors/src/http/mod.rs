@@ -1,0 +1,429 @@
+//! `type: http`: poll a JSON REST API.
+//!
+//! Each run fetches `url` (with `query`, `headers`, `auth`), takes the array at the JSON pointer
+//! `items` of each response, follows `pagination` (a next link, or a cursor sent back as a query
+//! parameter) until a page has none, and queues every item for its `destination`. Requests are
+//! retried on connection errors, timeouts, 408, 429 and 5xx with exponential backoff and jitter,
+//! honouring `Retry-After`; other answers and malformed JSON fail the run (permanently: trying
+//! again at once would get the same).
+//!
+//! With `incremental`, the highest value of `field` among the items becomes the watermark; the
+//! next run sends it as the query parameter `param`. It is stored only after CDF accepted every
+//! item of the run (items need not come sorted, so a watermark is only safe once the run is
+//! complete); a failed run is read again from the previous watermark (at-least-once).
+
+pub mod config;
+#[cfg(test)]
+mod tests;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::checkpoint::{self, Checkpoints};
+use crate::destination::{Destination, Field};
+pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind};
+
+/// The `http` extractor.
+#[derive(Debug)]
+pub struct Http {
+    config: HttpConfig,
+    url: Url,
+    client: reqwest::Client,
+    destination: Destination,
+    watermark: Option<Field>,
+    checkpoints: Checkpoints,
+}
+
+impl Http {
+    /// Checks the config.
+    pub fn new(config: HttpConfig) -> Result<Self, Rejection> {
+        let mut problems = Rejection::new();
+        let url = match Url::parse(&config.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Ok(u) => {
+                problems.push(
+                    "url",
+                    format!("must be http or https, not `{}`", u.scheme()),
+                );
+                None
+            }
+            Err(e) => {
+                problems.push("url", format!("`{}` is not a URL: {e}", config.url));
+                None
+            }
+        };
+        for (name, value) in &config.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(
+                    format!("headers.{name}"),
+                    format!("`{name}` is not a header name"),
+                );
+            } else if reqwest::header::HeaderValue::from_str(value.expose_secret()).is_err() {
+                // The value may be a secret: never quote it.
+                problems.push(
+                    format!("headers.{name}"),
+                    "the value has characters a header cannot carry",
+                );
+            }
+        }
+        if config.body.is_some() && config.method == Method::Get {
+            problems.push("body", "a body needs `method: POST`");
+        }
+        let auth = &config.auth;
+        match auth.kind {
+            AuthKind::None => {
+                for (key, given) in [
+                    ("token", auth.token.is_some()),
+                    ("username", auth.username.is_some()),
+                    ("password", auth.password.is_some()),
+                ] {
+                    if given {
+                        problems.push(
+                            format!("auth.{key}"),
+                            format!("`{key}` needs `type: bearer` or `type: basic`"),
+                        );
+                    }
+                }
+            }
+            AuthKind::Bearer => {
+                if auth.token.is_none() {
+                    problems.push(
+                        "auth",
+                        "`type: bearer` needs `token` (for example `${API_TOKEN}`)",
+                    );
+                }
+            }
+            AuthKind::Basic => {
+                if auth.username.is_none() {
+                    problems.push("auth", "`type: basic` needs `username`");
+                }
+            }
+        }
+        if !config.items.is_empty() && !config.items.starts_with('/') {
+            problems.push(
+                "items",
+                format!(
+                    "`{}` is not a JSON pointer: it must be \"\" or start with `/`",
+                    config.items
+                ),
+            );
+        }
+        if let Some(p) = &config.pagination {
+            if !p.pointer.starts_with('/') {
+                problems.push(
+                    "pagination.pointer",
+                    format!(
+                        "`{}` is not a JSON pointer: it must start with `/`",
+                        p.pointer
+                    ),
+                );
+            }
+            match (p.kind, &p.param) {
+                (PaginationKind::Cursor, None) => problems.push(
+                    "pagination",
+                    "`type: cursor` needs `param`, the query parameter the cursor is sent as",
+                ),
+                (PaginationKind::NextLink, Some(_)) => {
+                    problems.push("pagination.param", "`param` applies to `type: cursor` only")
+                }
+                _ => {}
+            }
+            if p.max_pages == 0 {
+                problems.push("pagination.max-pages", "must be at least 1");
+            }
+        }
+        let watermark = match &config.incremental {
+            Some(inc) => {
+                if inc.param.trim().is_empty() {
+                    problems.push("incremental.param", "must not be empty");
+                }
+                match Field::parse(&inc.field) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        problems.push("incremental.field", e);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if config.timeout.is_zero() {
+            problems.push("timeout", "must be more than 0");
+        }
+        let destination = Destination::new(&config.destination)
+            .map_err(|r| problems.extend_under("destination", r))
+            .ok();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Rejection::from(format!("cannot build an HTTP client: {e}")))?;
+        match (url, destination) {
+            (Some(url), Some(destination)) if problems.is_empty() => Ok(Http {
+                config,
+                url,
+                client,
+                destination,
+                watermark,
+                checkpoints: Checkpoints::default(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The first page's URL: `url` with `query`, and the watermark when there is one.
+    fn first_url(&self, since: Option<&Value>) -> Url {
+        let mut url = self.url.clone();
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in &self.config.query {
+                pairs.append_pair(k, v);
+            }
+            if let (Some(inc), Some(since)) = (&self.config.incremental, since) {
+                pairs.append_pair(&inc.param, &text_of(since));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        url
+    }
+
+    /// One page, with retries.
+    async fn fetch(&self, ctx: &RunContext, url: &Url) -> Result<Value, TaskError> {
+        let retries = &self.config.retries;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(retries.initial_backoff)
+            .with_max_delay(retries.max_backoff)
+            .with_max_times(retries.max_retries)
+            .with_jitter()
+            .build();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (problem, retry_after) = match self.request(url).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(extractor_runtime::auth::parse_retry_after);
+                    if status.is_success() {
+                        let bytes = response.bytes().await.map_err(|e| {
+                            TaskError::transient(format!(
+                                "{} {url}: reading the answer: {e}",
+                                self.method()
+                            ))
+                        })?;
+                        return serde_json::from_slice(&bytes).map_err(|e| {
+                            TaskError::permanent(format!(
+                                "{} {url}: the answer is not JSON: {e} (it starts with {:?})",
+                                self.method(),
+                                String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+                            ))
+                        });
+                    }
+                    let retryable = status.as_u16() == 408
+                        || status.as_u16() == 429
+                        || status.is_server_error();
+                    let body = response.text().await.unwrap_or_default();
+                    let problem = format!(
+                        "{} {url}: {status}: {}",
+                        self.method(),
+                        body.chars().take(200).collect::<String>().trim()
+                    );
+                    if !retryable {
+                        return Err(TaskError::permanent(problem));
+                    }
+                    (problem, retry_after)
+                }
+                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() => {
+                    (format!("{} {url}: {e}", self.method()), None)
+                }
+                Err(e) => {
+                    return Err(TaskError::permanent(format!(
+                        "{} {url}: {e}",
+                        self.method()
+                    )));
+                }
+            };
+            let Some(wait) = backoff.next() else {
+                return Err(TaskError::transient(format!(
+                    "gave up after {attempt} attempts: {problem}"
+                )));
+            };
+            let wait = retry_after.map_or(wait, |ra| ra.min(retries.max_backoff).max(wait));
+            tracing::warn!(task = %ctx.task(), attempt, wait_ms = wait.as_millis() as u64, "retrying: {problem}");
+            tokio::select! {
+                () = ctx.cancelled() => return Err(TaskError::transient(format!("cancelled while waiting to retry {url}"))),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self.config.method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+
+    fn request(&self, url: &Url) -> reqwest::RequestBuilder {
+        let mut request = match self.config.method {
+            Method::Get => self.client.get(url.clone()),
+            Method::Post => self
+                .client
+                .post(url.clone())
+                .json(self.config.body.as_ref().unwrap_or(&Value::Null)),
+        };
+        request = request.header(reqwest::header::ACCEPT, "application/json");
+        for (name, value) in &self.config.headers {
+            request = request.header(name.as_str(), value.expose_secret());
+        }
+        let auth = &self.config.auth;
+        match auth.kind {
+            AuthKind::None => request,
+            AuthKind::Bearer => {
+                request.bearer_auth(auth.token.as_ref().map_or("", |t| t.expose_secret()))
+            }
+            AuthKind::Basic => request.basic_auth(
+                auth.username.as_deref().unwrap_or_default(),
+                auth.password.as_ref().map(|p| p.expose_secret()),
+            ),
+        }
+    }
+
+    /// The next page's URL, if the response names one.
+    fn next_url(&self, current: &Url, body: &Value) -> Result<Option<Url>, TaskError> {
+        let Some(p) = &self.config.pagination else {
+            return Ok(None);
+        };
+        let next = match body.pointer(&p.pointer) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) if s.is_empty() => return Ok(None),
+            Some(v) => text_of(v),
+        };
+        match p.kind {
+            PaginationKind::NextLink => current.join(&next).map(Some).map_err(|e| {
+                TaskError::permanent(format!(
+                    "{current}: the next link `{next}` is not a URL: {e}"
+                ))
+            }),
+            PaginationKind::Cursor => {
+                let param = p.param.as_deref().unwrap_or("cursor");
+                let mut url = current.clone();
+                let kept: Vec<(String, String)> = current
+                    .query_pairs()
+                    .filter(|(k, _)| k != param)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                url.query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair(param, &next);
+                Ok(Some(url))
+            }
+        }
+    }
+}
+
+impl Extractor for Http {
+    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async move {
+            let queues = checkpoint::queues(&ctx)?;
+            // Deliver (and record) what an earlier run queued before reading anything new.
+            self.checkpoints.commit(&ctx, queues).await?;
+            let key = ctx.task().to_owned();
+            let since = match &self.config.incremental {
+                Some(inc) => self
+                    .checkpoints
+                    .resume(&ctx, &key)
+                    .or_else(|| inc.initial.clone()),
+                None => None,
+            };
+            let mut url = self.first_url(since.as_ref());
+            let mut highest = since.clone();
+            let (mut pages, mut items) = (0u64, 0u64);
+            loop {
+                let mut body = self.fetch(&ctx, &url).await?;
+                let next = self.next_url(&url, &body)?;
+                let list = match body.pointer_mut(&self.config.items).map(Value::take) {
+                    Some(Value::Array(list)) => list,
+                    Some(Value::Null) | None if pages > 0 => Vec::new(),
+                    other => {
+                        return Err(TaskError::permanent(format!(
+                            "{url}: `items: \"{}\"` points to {}, not to an array",
+                            self.config.items,
+                            other.as_ref().map_or("nothing", describe)
+                        )));
+                    }
+                };
+                for item in list {
+                    if let Some(field) = &self.watermark
+                        && let Some(v) = field.resolve(&item)
+                        && !v.is_null()
+                        && highest.as_ref().is_none_or(|h| newer(&v, h))
+                    {
+                        highest = Some(v.into_owned());
+                    }
+                    self.destination.send(queues, item).await?;
+                    items += 1;
+                }
+                pages += 1;
+                if ctx.is_cancelled() {
+                    return Err(TaskError::transient(format!(
+                        "cancelled after {pages} pages"
+                    )));
+                }
+                match next {
+                    Some(next) => {
+                        let max = self.config.pagination.as_ref().map_or(1, |p| p.max_pages);
+                        if pages >= max {
+                            tracing::warn!(task = %ctx.task(), pages, "stopped at `max-pages`; the rest comes next run");
+                            break;
+                        }
+                        url = next;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(h) = highest.filter(|h| Some(h) != since.as_ref()) {
+                self.checkpoints.queued(&key, h);
+            }
+            self.checkpoints.commit(&ctx, queues).await?;
+            tracing::info!(task = %ctx.task(), pages, items, "http run done");
+            Ok(())
+        })
+    }
+}
+
+/// A watermark as a query parameter: a string as it is, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `a` is past `b`: numbers by value, anything else by its text (RFC 3339 times in one
+/// format sort as text).
+fn newer(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => a > b,
+        _ => text_of(a) > text_of(b),
+    }
+}
+
+fn describe(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
