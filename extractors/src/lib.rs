@@ -6,6 +6,7 @@ pub mod command;
 pub mod csv;
 pub mod destination;
 pub mod http;
+pub mod postgres;
 #[cfg(test)]
 mod testing;
 
@@ -17,5 +18,6 @@ pub fn builtins() -> Registry {
     registry.register("command", command::Command::new);
     registry.register("csv", csv::Csv::new);
     registry.register("http", http::Http::new);
+    registry.register("postgres", postgres::Postgres::new);
     registry
 }

@@ -6,7 +6,8 @@ use serde::Deserialize;
 
 /// `tasks[].config.destination`: where records go. The fields that name a value
 /// (`key`, `external-id`, `timestamp`, ...) take a column name (`id`), a JSON pointer
-/// (`/sensor/id`) or a template (`{site}-{/sensor/id}`, `{{` for a literal brace).
+/// (`/sensor/id`), a template (`{site}-{/sensor/id}`, `{{` for a literal brace) or a constant in
+/// single quotes (`'boiler-1:temperature'`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DestinationConfig {

@@ -1,4 +1,4 @@
-//! A destination field: a column name, a JSON pointer, or a template of both.
+//! A destination field: a column name, a JSON pointer, a template of both, or a constant.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -33,13 +33,21 @@ enum Part {
 }
 
 impl Field {
-    /// Reads a field: `name` (a column), `/a/b` (a JSON pointer) or a template such as
-    /// `{site}-{/sensor/id}` (`{{` and `}}` for literal braces).
+    /// Reads a field: `name` (a column), `/a/b` (a JSON pointer), a template such as
+    /// `{site}-{/sensor/id}` (`{{` and `}}` for literal braces), or `'text'`, a constant.
     pub fn parse(text: &str) -> Result<Field, String> {
         if text.trim().is_empty() {
-            return Err("is empty; name a column, a /json/pointer or a {template}".to_owned());
+            return Err(
+                "is empty; name a column, a /json/pointer, a {template} or a 'constant'".to_owned(),
+            );
         }
-        let kind = if text.contains(['{', '}']) {
+        let kind = if let Some(constant) = text
+            .strip_prefix('\'')
+            .and_then(|t| t.strip_suffix('\''))
+            .filter(|_| text.len() >= 2)
+        {
+            FieldKind::Template(vec![Part::Literal(constant.to_owned())])
+        } else if text.contains(['{', '}']) {
             FieldKind::Template(parse_template(text)?)
         } else {
             FieldKind::Ref(parse_ref(text)?)

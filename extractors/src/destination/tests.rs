@@ -31,6 +31,14 @@ fn fields_are_columns_pointers_or_templates() {
     let f = Field::parse("{site}-{/sensor/id}:{{x}}").unwrap();
     assert_eq!(f.render(&record).unwrap(), "oslo-t-1:{x}");
     assert!(f.is_present(&record));
+    let f = Field::parse("'boiler-1'").unwrap();
+    assert_eq!(f.render(&record).unwrap(), "boiler-1");
+    assert!(f.is_present(&json!({})));
+    assert_eq!(
+        Field::parse("'").unwrap().render(&record),
+        Err("'".into()),
+        "a column named '"
+    );
     // Missing and null values name what is missing.
     assert_eq!(
         Field::parse("nope").unwrap().render(&record),

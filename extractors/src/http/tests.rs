@@ -239,7 +239,10 @@ async fn malformed_json_fails_the_run_without_moving_the_watermark() {
         "{message}"
     );
     // Page 1's item waits in the queue (the runtime's next flush sends it); no watermark.
-    assert_eq!((ctx.queues().unwrap().pending(), capture.raw_keys().len()), (1, 0));
+    assert_eq!(
+        (ctx.queues().unwrap().pending(), capture.raw_keys().len()),
+        (1, 0)
+    );
     assert_eq!(ctx.state().unwrap().get("api"), None);
     let first = &server.received_requests().await.unwrap()[0];
     assert_eq!(
