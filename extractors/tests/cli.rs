@@ -128,7 +128,13 @@ fn every_config_example_passes_check_config() {
         if path.extension().is_some_and(|e| e == "yaml")
             && !path.to_string_lossy().contains("rules")
         {
-            let (code, stdout, stderr) = run(bin().args(["check-config", "-c"]).arg(&path));
+            // What the examples' comments say to set.
+            let (code, stdout, stderr) = run(bin()
+                .args(["check-config", "-c"])
+                .arg(&path)
+                .env("API_URL", "https://api.example.com/v1/readings")
+                .env("API_TOKEN", "token")
+                .env("POSTGRES_CONNECTION", "host=127.0.0.1 user=u dbname=d"));
             assert_eq!(code, 0, "{}: {stderr}", path.display());
             assert!(stdout.contains("is valid"), "{stdout}");
             checked += 1;

@@ -1,0 +1,304 @@
+//! The built-in extractors' example configs, run by the real binary; and a kill -9 in the middle
+//! of an upload that loses nothing.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod util;
+
+use util::{bin, repo, run};
+
+/// Runs the binary off the async runtime (the fake servers live on it).
+async fn run_bin(mut cmd: std::process::Command) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap()
+}
+
+fn ndjson_items(stdout: &str, endpoint: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|l| l["endpoint"] == endpoint)
+        .flat_map(|l| l["body"]["items"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// `config-examples/http.yaml` against a local API with two pages: datapoints on stdout, the
+/// watermark in the state file, and `since` sent on the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_example_runs() {
+    let api = MockServer::start().await;
+    let reading = |id: &str, q: &str, t: &str, v: f64, updated: &str| json!({"sensor": {"id": id, "quantity": q}, "time": t, "value": v, "updatedAt": updated});
+    Mock::given(method("GET"))
+        .and(path("/v1/readings"))
+        .and(header("authorization", "Bearer api-token-123"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [reading("p-1", "pressure", "2026-11-27T10:00:00Z", 1.5, "2026-11-27T10:00:05Z")],
+            "links": {"next": "/v1/readings/page/2"},
+        })))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1/readings/page/2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [
+                reading("p-1", "pressure", "2026-11-27T10:01:00Z", 1.75, "2026-11-27T10:01:05Z"),
+                reading("t-9", "temperature", "2026-11-27T10:01:00Z", 20.0, "2026-11-27T10:01:02Z"),
+            ],
+            "links": {"next": null},
+        })))
+        .mount(&api)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let command = || {
+        let mut cmd = bin();
+        cmd.args(["run", "--once", "-c"])
+            .arg(repo().join("config-examples/http.yaml"))
+            .env("API_URL", format!("{}/v1/readings", api.uri()))
+            .env("API_TOKEN", "api-token-123")
+            .current_dir(dir.path());
+        cmd
+    };
+    let (code, stdout, stderr) = run_bin(command()).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("api-token-123"), "{stderr}");
+    let items = ndjson_items(&stdout, "/timeseries/data");
+    assert_eq!(
+        items,
+        [
+            json!({"externalId": "p-1:pressure", "datapoints": [
+                {"timestamp": 1_795_773_600_000_i64, "value": 1.5},
+                {"timestamp": 1_795_773_660_000_i64, "value": 1.75}]}),
+            json!({"externalId": "t-9:temperature", "datapoints": [
+                {"timestamp": 1_795_773_660_000_i64, "value": 20.0}]}),
+        ]
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("http-state.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["states"]["api-readings"]["high"], "2026-11-27T10:01:05Z",
+        "{state}"
+    );
+
+    let (code, _, stderr) = run_bin(command()).await;
+    assert_eq!(code, 0, "{stderr}");
+    let requests = api.received_requests().await.unwrap();
+    let first_pages: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/v1/readings")
+        .map(|r| r.url.query().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        first_pages,
+        [
+            "limit=500&since=2026-01-01T00%3A00%3A00Z",
+            "limit=500&since=2026-11-27T10%3A01%3A05Z"
+        ]
+    );
+}
+
+/// `config-examples/postgres.yaml` against the real PostgreSQL server (see the postgres
+/// extractor's tests for `EXTRACTOR_TEST_POSTGRES`): every row, then only the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_example_runs() {
+    let conn = match std::env::var("EXTRACTOR_TEST_POSTGRES") {
+        Ok(s) if !s.is_empty() => s,
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but EXTRACTOR_TEST_POSTGRES is not set")
+        }
+        _ => {
+            eprintln!("skipped: no PostgreSQL server (set EXTRACTOR_TEST_POSTGRES)");
+            return;
+        }
+    };
+    let (db, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    db.batch_execute(
+        "DROP TABLE IF EXISTS work_orders;
+         CREATE TABLE work_orders (id serial PRIMARY KEY, site text, description text,
+             created_at timestamptz, priority int);
+         INSERT INTO work_orders (site, description, created_at, priority)
+         SELECT 'site-' || (i % 3), 'order ' || i, '2026-11-01'::timestamptz + i * interval '1 minute', i % 5
+         FROM generate_series(1, 25000) AS i;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let command = || {
+        let mut cmd = bin();
+        cmd.args(["run", "--once", "-c"])
+            .arg(repo().join("config-examples/postgres.yaml"))
+            .env("POSTGRES_CONNECTION", &conn)
+            .current_dir(dir.path());
+        cmd
+    };
+    let (code, stdout, stderr) = run_bin(command()).await;
+    assert_eq!(code, 0, "{stderr}");
+    let password = conn
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("password="))
+        .unwrap_or("no password");
+    assert!(!stderr.contains(password) && !stdout.contains(password));
+    let rows = ndjson_items(&stdout, "/raw/dbs/{db}/tables/{table}/rows");
+    assert_eq!(rows.len(), 25_000);
+    assert_eq!(
+        rows[0],
+        json!({"key": "1", "columns": {"id": 1, "site": "site-1", "description": "order 1",
+            "created_at": "2026-11-01T00:01:00Z", "priority": 1}})
+    );
+
+    db.batch_execute(
+        "INSERT INTO work_orders (site, description, created_at, priority)
+         VALUES ('site-9', 'new', now(), 1), ('site-9', 'newer', now(), 2)",
+    )
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = run_bin(command()).await;
+    assert_eq!(code, 0, "{stderr}");
+    let keys: Vec<Value> = ndjson_items(&stdout, "/raw/dbs/{db}/tables/{table}/rows")
+        .iter()
+        .map(|r| r["key"].clone())
+        .collect();
+    assert_eq!(keys, [json!("25001"), json!("25002")]);
+    db.batch_execute("DROP TABLE work_orders").await.unwrap();
+}
+
+/// A fake CDF: a token endpoint, and RAW rows that take `delay` to be accepted.
+async fn slow_cdf(delay: Duration) -> MockServer {
+    let cdf = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "t", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .mount(&cdf)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/projects/demo/raw/dbs/db/tables/t/rows"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({}))
+                .set_delay(delay),
+        )
+        .mount(&cdf)
+        .await;
+    cdf
+}
+
+fn keys_received(requests: &[wiremock::Request]) -> Vec<u64> {
+    requests
+        .iter()
+        .filter(|r| r.url.path().ends_with("/rows"))
+        .flat_map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["key"].as_str().unwrap().parse::<u64>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn csv_config(dir: &Path, cdf: &str) -> std::path::PathBuf {
+    let text = format!(
+        "version: 1
+cognite:
+  project: demo
+  host: {cdf}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{cdf}/token', scopes: [x]}}
+state-store:
+  local: {{path: '{state}'}}
+tasks:
+  - name: files
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: '{data}'
+      batch-size: 10000
+      destination: {{type: raw, database: db, table: t, key: id}}
+",
+        state = dir.join("state.json").display(),
+        data = dir.join("in").display(),
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// kill -9 while CDF is still answering the first batch's upload: the state file never says
+/// more than CDF accepted, and the next run delivers every row (at-least-once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_an_upload_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    let mut text = String::from("id,value\n");
+    for i in 1..=30_000 {
+        text.push_str(&format!("{i},{}\n", i % 7));
+    }
+    std::fs::write(dir.path().join("in/rows.csv"), text).unwrap();
+
+    let slow = slow_cdf(Duration::from_secs(30)).await;
+    let config = csv_config(dir.path(), &slow.uri());
+    let mut child = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let requests = slow.received_requests().await.unwrap();
+        if requests.iter().any(|r| r.url.path().ends_with("/rows")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no upload started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, by the child's PID
+    child.wait().unwrap();
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap_or_default();
+    assert!(
+        !state.contains("\"rows\""),
+        "nothing was accepted, so no progress may be stored: {state}"
+    );
+
+    let fast = slow_cdf(Duration::ZERO).await;
+    let config = csv_config(dir.path(), &fast.uri());
+    let mut cmd = bin();
+    cmd.args(["run", "--once", "-c"]).arg(&config);
+    let (code, _, stderr) = run_bin(cmd).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut keys = keys_received(&fast.received_requests().await.unwrap());
+    keys.sort_unstable();
+    assert_eq!(keys, (1..=30_000).collect::<Vec<_>>(), "every row, once");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap())
+            .unwrap();
+    let mark = state["states"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()["high"]
+        .clone();
+    assert_eq!(
+        (mark["rows"].clone(), mark["done"].clone()),
+        (json!(30_000), json!(true)),
+        "{state}"
+    );
+}
