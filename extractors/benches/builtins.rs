@@ -1,0 +1,189 @@
+//! Rows per second and peak RSS of each built-in extractor into the dry-run sink (the requests
+//! are built and serialized as for CDF, then discarded), each case in its own process so peak
+//! RSS is its own:
+//!
+//! - `csv`: one file of 1 000 000 rows (4 columns, a float type hint) to RAW;
+//! - `postgres`: a table of 100 000 rows (5 columns) to RAW, incremental, batches of 10 000
+//!   (needs `EXTRACTOR_TEST_POSTGRES`, as the tests; skipped without it);
+//! - `http`: 100 pages of 1 000 items from a local server to datapoints.
+//!
+//! `cargo bench -p extractors --bench builtins` (`BENCH_CASE=csv` for one).
+
+use std::time::{Duration, Instant};
+
+use extractor_runtime::cdf::{CdfClient, DryRunSink};
+use extractor_runtime::config::{Config, LoadOptions};
+use extractor_runtime::extractor::{Extractor, RunContext};
+use extractor_runtime::queues::Queues;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// `VmHWM` (peak RSS) or `VmRSS` of this process, KiB.
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A run context like the runtime's in dry-run: default queue size (100 000), NDJSON to nowhere.
+fn context() -> RunContext {
+    let config = Config::from_yaml(
+        "version: 1\ncognite: {project: bench, dry-run: true}\ntasks: []\n",
+        None,
+        &|_| None,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let registry = prometheus::Registry::new();
+    let client = CdfClient::new(
+        &config.cognite,
+        None,
+        Some(DryRunSink::to_writer(std::io::sink())),
+        &registry,
+    )
+    .unwrap();
+    let queues = Queues::new(client, config.upload_queue.max_queue_size, &registry).unwrap();
+    RunContext::new("bench", CancellationToken::new()).with_queues(queues)
+}
+
+async fn measure(name: &str, rows: u64, extractor: &dyn Extractor) {
+    let before = status_kib("VmRSS:");
+    // Reset the peak to now, so it is this run's (Linux: "5" to clear_refs).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let started = Instant::now();
+    extractor.run(context()).await.unwrap();
+    let took = started.elapsed();
+    let peak = status_kib("VmHWM:");
+    println!(
+        "{name}: {rows} rows in {:.2} s = {:.0} rows/s; peak RSS {:.1} MiB (+{:.1} MiB over the {:.1} MiB before the run)",
+        took.as_secs_f64(),
+        rows as f64 / took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0,
+        before as f64 / 1024.0,
+    );
+}
+
+async fn csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 1_000_000;
+    let mut text = String::from("id,time,sensor,value\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "{i},2026-11-27T{:02}:{:02}:{:02}Z,sensor-{},{}.{}\n",
+            i / 3600 % 24,
+            i / 60 % 60,
+            i % 60,
+            i % 100,
+            i % 1000,
+            i % 10
+        ));
+    }
+    std::fs::write(dir.path().join("big.csv"), text).unwrap();
+    let config = serde_json::from_value(json!({
+        "path": dir.path(),
+        "types": {"value": "float"},
+        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+    }))
+    .unwrap();
+    let csv = extractors::csv::Csv::new(config).unwrap();
+    measure("csv", rows, &csv).await;
+}
+
+async fn postgres() {
+    let Ok(conn) = std::env::var("EXTRACTOR_TEST_POSTGRES") else {
+        println!("postgres: skipped (set EXTRACTOR_TEST_POSTGRES)");
+        return;
+    };
+    let (db, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = 100_000;
+    db.batch_execute(&format!(
+        "DROP TABLE IF EXISTS bench_rows;
+         CREATE TABLE bench_rows (id bigint PRIMARY KEY, site text, value double precision,
+             at timestamptz, note text);
+         INSERT INTO bench_rows SELECT i, 'site-' || (i % 10), i * 0.5,
+             '2026-11-01'::timestamptz + i * interval '1 second', 'row number ' || i
+         FROM generate_series(1, {rows}) AS i;
+         ANALYZE bench_rows;"
+    ))
+    .await
+    .unwrap();
+    let config = serde_json::from_value(json!({
+        "connection-string": conn,
+        "query": "SELECT id, site, value, at, note FROM bench_rows WHERE id > $1 ORDER BY id",
+        "incremental-field": "id",
+        "initial-value": 0,
+        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+    }))
+    .unwrap();
+    let pg = extractors::postgres::Postgres::new(config).unwrap();
+    measure("postgres", rows, &pg).await;
+    db.batch_execute("DROP TABLE bench_rows").await.unwrap();
+}
+
+async fn http() {
+    use wiremock::matchers::path_regex;
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+    let server = MockServer::start().await;
+    let (pages, per_page) = (100u64, 1_000u64);
+    let base = server.uri();
+    Mock::given(path_regex("^/readings/[0-9]+$"))
+        .respond_with(move |r: &Request| {
+            let page: u64 = r.url.path().rsplit('/').next().unwrap().parse().unwrap();
+            let items: Vec<_> = (0..per_page)
+                .map(|i| {
+                    let n = page * per_page + i;
+                    json!({"sensor": format!("s-{}", n % 50), "time": 1_795_000_000_000_u64 + n * 1000, "value": n as f64 / 3.0})
+                })
+                .collect();
+            let next = (page + 1 < pages).then(|| format!("{base}/readings/{}", page + 1));
+            ResponseTemplate::new(200).set_body_json(json!({"items": items, "next": next}))
+        })
+        .mount(&server)
+        .await;
+    let config = serde_json::from_value(json!({
+        "url": format!("{}/readings/0", server.uri()),
+        "items": "/items",
+        "pagination": {"type": "next-link", "pointer": "/next"},
+        "destination": {"type": "datapoints", "external-id": "sensor", "timestamp": "time", "value": "value"},
+    }))
+    .unwrap();
+    let http = extractors::http::Http::new(config).unwrap();
+    measure("http", pages * per_page, &http).await;
+}
+
+fn main() {
+    let case = std::env::var("BENCH_CASE").ok();
+    // `cargo bench` passes `--bench`; run each case in a child process of this binary.
+    if case.is_none() {
+        for case in ["csv", "postgres", "http"] {
+            let status = std::process::Command::new(std::env::current_exe().unwrap())
+                .env("BENCH_CASE", case)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{case}: {status}");
+        }
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        match case.as_deref() {
+            Some("csv") => csv().await,
+            Some("postgres") => postgres().await,
+            Some("http") => http().await,
+            other => panic!("unknown BENCH_CASE {other:?}"),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
