@@ -156,7 +156,7 @@ async fn the_clients_requests_match_cognites_spec() {
     );
     for request in [raw, points, events] {
         client
-            .post(request.endpoint, &request.path, &request.body)
+            .post_body(request.endpoint, &request.path, request.body.clone())
             .await
             .unwrap_or_else(|e| panic!("{} was refused: {e}", request.endpoint));
     }

@@ -39,10 +39,18 @@ impl DryRunSink {
         DryRunSink(Mutex::new(Box::new(writer)))
     }
 
-    fn write(&self, endpoint: &str, path: &str, body: &serde_json::Value) -> std::io::Result<()> {
-        let line = serde_json::json!({ "endpoint": endpoint, "path": path, "body": body });
+    /// `body` is JSON text, written as it is.
+    fn write(&self, endpoint: &str, path: &str, body: &[u8]) -> std::io::Result<()> {
+        let mut line = Vec::with_capacity(body.len() + endpoint.len() + path.len() + 40);
+        line.extend_from_slice(b"{\"endpoint\":");
+        serde_json::to_writer(&mut line, endpoint)?;
+        line.extend_from_slice(b",\"path\":");
+        serde_json::to_writer(&mut line, path)?;
+        line.extend_from_slice(b",\"body\":");
+        line.extend_from_slice(body);
+        line.extend_from_slice(b"}\n");
         let mut w = self.0.lock().expect("dry-run sink lock");
-        writeln!(w, "{line}")?;
+        w.write_all(&line)?;
         w.flush()
     }
 }
@@ -173,8 +181,24 @@ impl CdfClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, CdfError> {
+        let body = serde_json::to_vec(body).expect("a JSON value serializes");
+        self.post_body(endpoint, path, body.into()).await
+    }
+
+    /// POSTs `body`, JSON text already serialized (as the upload queues build it), with the
+    /// retries of [`post`](Self::post).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling drops the request in flight; CDF may or may not have applied it.
+    pub async fn post_body(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<serde_json::Value, CdfError> {
         if let Some(sink) = &self.inner.dry_run {
-            sink.write(endpoint, path, body).map_err(|e| {
+            sink.write(endpoint, path, &body).map_err(|e| {
                 CdfError::new(
                     CdfErrorKind::BadResponse,
                     endpoint,
@@ -209,7 +233,7 @@ impl CdfClient {
         method: reqwest::Method,
         endpoint: &'static str,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<bytes::Bytes>,
     ) -> Result<serde_json::Value, CdfError> {
         let inner = &*self.inner;
         let tokens = inner.tokens.as_ref().expect("checked in new()");
@@ -229,8 +253,10 @@ impl CdfClient {
                 .http
                 .request(method.clone(), &url)
                 .bearer_auth(token.access_token().expose_secret());
-            if let Some(body) = body {
-                request = request.json(body);
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
             }
             let result = request.send().await;
             inner

@@ -39,36 +39,56 @@ impl Kind for Datapoints {
     const NAME: &'static str = "datapoints";
 
     fn next_request(items: &VecDeque<Datapoint>) -> Request {
+        #[derive(serde::Serialize)]
+        struct Point<'a> {
+            timestamp: i64,
+            value: PointValue<'a>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum PointValue<'a> {
+            Numeric(f64),
+            String(&'a str),
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Series<'a> {
+            external_id: &'a str,
+            datapoints: Vec<Point<'a>>,
+        }
         // Group a prefix of the queue by time series, in order of first appearance.
-        let mut order: Vec<&str> = Vec::new();
-        let mut groups: std::collections::HashMap<&str, Vec<serde_json::Value>> =
-            std::collections::HashMap::new();
+        let mut series: Vec<Series<'_>> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         let mut taken = 0;
         for dp in items.iter().take(MAX_DATAPOINTS_PER_REQUEST) {
-            if !groups.contains_key(dp.external_id.as_str()) {
-                if order.len() == MAX_SERIES_PER_REQUEST {
-                    break;
+            let i = match index.get(dp.external_id.as_str()) {
+                Some(i) => *i,
+                None => {
+                    if series.len() == MAX_SERIES_PER_REQUEST {
+                        break;
+                    }
+                    index.insert(&dp.external_id, series.len());
+                    series.push(Series {
+                        external_id: &dp.external_id,
+                        datapoints: Vec::new(),
+                    });
+                    series.len() - 1
                 }
-                order.push(&dp.external_id);
-            }
-            let value = match &dp.value {
-                Value::Numeric(v) => serde_json::json!(v),
-                Value::String(s) => serde_json::json!(s),
             };
-            groups
-                .entry(&dp.external_id)
-                .or_default()
-                .push(serde_json::json!({"timestamp": dp.timestamp, "value": value}));
+            let value = match &dp.value {
+                Value::Numeric(v) => PointValue::Numeric(*v),
+                Value::String(s) => PointValue::String(s),
+            };
+            series[i].datapoints.push(Point {
+                timestamp: dp.timestamp,
+                value,
+            });
             taken += 1;
         }
-        let body_items: Vec<serde_json::Value> = order
-            .iter()
-            .map(|id| serde_json::json!({"externalId": id, "datapoints": groups.remove(id).unwrap_or_default()}))
-            .collect();
         Request {
             endpoint: "/timeseries/data",
             path: "/timeseries/data".to_owned(),
-            body: serde_json::json!({ "items": body_items }),
+            body: super::items_body(&series),
             items: taken,
         }
     }
@@ -91,7 +111,8 @@ mod tests {
         let items: VecDeque<Datapoint> = (0..250_000).map(|i| dp(i % 3, i as i64)).collect();
         let r = Datapoints::next_request(&items);
         assert_eq!(r.items, 100_000);
-        let series = r.body["items"].as_array().unwrap();
+        let body = r.json();
+        let series = body["items"].as_array().unwrap();
         assert_eq!(series.len(), 3);
         let total: usize = series
             .iter()
@@ -105,7 +126,7 @@ mod tests {
         let items: VecDeque<Datapoint> = (0..12_000).map(|i| dp(i, 1)).collect();
         let r = Datapoints::next_request(&items);
         assert_eq!(
-            (r.items, r.body["items"].as_array().unwrap().len()),
+            (r.items, r.json()["items"].as_array().unwrap().len()),
             (10_000, 10_000)
         );
     }
@@ -120,7 +141,7 @@ mod tests {
         .into();
         let r = Datapoints::next_request(&items);
         assert_eq!(
-            r.body,
+            r.json(),
             serde_json::json!({"items": [{"externalId": "s", "datapoints": [{"timestamp": 5, "value": "on"}]}]})
         );
     }

@@ -50,7 +50,7 @@ impl Kind for Events {
             endpoint: "/events",
             path: "/events".to_owned(),
             items: events.len(),
-            body: serde_json::json!({ "items": events }),
+            body: super::items_body(&events),
         }
     }
 }
@@ -72,7 +72,7 @@ mod tests {
         let r = Events::next_request(&items);
         assert_eq!(r.items, 1_000);
         assert_eq!(
-            r.body["items"][0],
+            r.json()["items"][0],
             serde_json::json!({"externalId": "e0", "startTime": 0, "type": "alarm"})
         );
     }

@@ -29,10 +29,29 @@ pub struct Request {
     pub endpoint: &'static str,
     /// The path, with its query string.
     pub path: String,
-    /// The JSON body.
-    pub body: serde_json::Value,
+    /// The JSON body, serialized once when the request is built (no copy of the items as
+    /// `serde_json::Value`s; cheap to clone for a retry).
+    pub body: bytes::Bytes,
     /// How many queued items the request carries (the first ones).
     pub items: usize,
+}
+
+impl Request {
+    /// The body parsed back (for tests and tools).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a request body is JSON")
+    }
+}
+
+/// `{"items": items}` serialized.
+pub(crate) fn items_body<T: serde::Serialize>(items: &[T]) -> bytes::Bytes {
+    #[derive(serde::Serialize)]
+    struct Items<'a, T> {
+        items: &'a [T],
+    }
+    serde_json::to_vec(&Items { items })
+        .expect("queue items serialize")
+        .into()
 }
 
 /// A kind of item and how items become requests.
@@ -186,7 +205,7 @@ impl<K: Kind> UploadQueue<K> {
             match self
                 .inner
                 .client
-                .post(request.endpoint, &request.path, &request.body)
+                .post_body(request.endpoint, &request.path, request.body.clone())
                 .await
             {
                 Ok(_) => {

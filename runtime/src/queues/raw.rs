@@ -32,11 +32,19 @@ impl Kind for RawRows {
 
     fn next_request(items: &VecDeque<RawRow>) -> Request {
         let first = &items[0];
-        let rows: Vec<serde_json::Value> = items
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            key: &'a str,
+            columns: &'a serde_json::Map<String, serde_json::Value>,
+        }
+        let rows: Vec<Row<'_>> = items
             .iter()
             .take(MAX_ROWS_PER_REQUEST)
             .take_while(|r| r.database == first.database && r.table == first.table)
-            .map(|r| serde_json::json!({"key": r.key, "columns": r.columns}))
+            .map(|r| Row {
+                key: &r.key,
+                columns: &r.columns,
+            })
             .collect();
         Request {
             endpoint: "/raw/dbs/{db}/tables/{table}/rows",
@@ -46,7 +54,7 @@ impl Kind for RawRows {
                 encode_segment(&first.table)
             ),
             items: rows.len(),
-            body: serde_json::json!({ "items": rows }),
+            body: super::items_body(&rows),
         }
     }
 }

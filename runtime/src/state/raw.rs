@@ -113,7 +113,7 @@ impl RawStateStore {
         while !rows.is_empty() {
             let request = RawRows::next_request(&rows);
             self.client
-                .post(request.endpoint, &request.path, &request.body)
+                .post_body(request.endpoint, &request.path, request.body.clone())
                 .await
                 .map_err(StateError::Raw)?;
             rows.drain(..request.items);
