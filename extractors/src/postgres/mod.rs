@@ -62,7 +62,8 @@ impl Postgres {
                 }
                 Err(e) => {
                     // The parser's message names the problem, never the text (it may hold a password).
-                    problems.push("connection-string", format!("cannot be read: {e}"));
+                    let detail = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                problems.push("connection-string", format!("cannot be read: {e}{detail}"));
                     None
                 }
             };
