@@ -119,12 +119,12 @@ async fn the_clients_requests_match_cognites_spec() {
     let mut columns = serde_json::Map::new();
     columns.insert("v".into(), json!(1.5));
     let raw = RawRows::next_request(
-        &[RawRow {
+        &[RawRows::store(RawRow {
             database: "db 1".into(),
             table: "t".into(),
             key: "k".into(),
             columns,
-        }]
+        })]
         .into(),
     );
     let points = Datapoints::next_request(

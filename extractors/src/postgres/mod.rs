@@ -62,8 +62,9 @@ impl Postgres {
                 }
                 Err(e) => {
                     // The parser's message names the problem, never the text (it may hold a password).
-                    let detail = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-                problems.push("connection-string", format!("cannot be read: {e}{detail}"));
+                    let detail =
+                        std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                    problems.push("connection-string", format!("cannot be read: {e}{detail}"));
                     None
                 }
             };

@@ -36,6 +36,11 @@ pub struct Datapoints;
 
 impl Kind for Datapoints {
     type Item = Datapoint;
+    type Stored = Datapoint;
+
+    fn store(item: Datapoint) -> Datapoint {
+        item
+    }
     const NAME: &'static str = "datapoints";
 
     fn next_request(items: &VecDeque<Datapoint>) -> Request {

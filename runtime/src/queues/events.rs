@@ -42,6 +42,11 @@ pub struct Events;
 
 impl Kind for Events {
     type Item = Event;
+    type Stored = Event;
+
+    fn store(item: Event) -> Event {
+        item
+    }
     const NAME: &'static str = "events";
 
     fn next_request(items: &VecDeque<Event>) -> Request {

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 pub use datapoints::{Datapoint, Datapoints, Value as DatapointValue};
 pub use events::{Event, Events};
-pub use raw::{RawRow, RawRows};
+pub use raw::{RawRow, RawRows, StoredRow};
 
 use crate::cdf::{CdfClient, CdfError};
 
@@ -56,13 +56,18 @@ pub(crate) fn items_body<T: serde::Serialize>(items: &[T]) -> bytes::Bytes {
 
 /// A kind of item and how items become requests.
 pub trait Kind: Send + Sync + 'static {
-    /// The item.
+    /// The item, as producers add it.
     type Item: Send + 'static;
+    /// The item as the queue keeps it (smaller: a RAW row's columns are kept serialized).
+    type Stored: Send + 'static;
     /// The `queue` label.
     const NAME: &'static str;
     /// The first request for the front of `items`: it carries a prefix of them, never more than
     /// the API allows in one request.
-    fn next_request(items: &VecDeque<Self::Item>) -> Request;
+    fn next_request(items: &VecDeque<Self::Stored>) -> Request;
+
+    /// Turns an added item into what the queue keeps.
+    fn store(item: Self::Item) -> Self::Stored;
 }
 
 #[derive(Clone)]
@@ -104,7 +109,7 @@ impl QueueMetrics {
 }
 
 struct Inner<K: Kind> {
-    items: std::sync::Mutex<VecDeque<K::Item>>,
+    items: std::sync::Mutex<VecDeque<K::Stored>>,
     capacity: usize,
     space: Notify,
     flushing: tokio::sync::Mutex<()>,
@@ -163,6 +168,7 @@ impl<K: Kind> UploadQueue<K> {
     ///
     /// This method is cancel safe: a cancelled `add` has not queued the item.
     pub async fn add(&self, item: K::Item) -> Result<(), CdfError> {
+        let item = K::store(item);
         loop {
             {
                 let mut items = self.inner.items.lock().expect("queue lock");

@@ -22,20 +22,41 @@ pub struct RawRow {
     pub columns: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A RAW row as the queue keeps it: the columns serialized (a few times smaller than a
+/// `serde_json::Map`, and serialized once).
+#[derive(Debug)]
+pub struct StoredRow {
+    database: String,
+    table: String,
+    key: String,
+    columns: Box<serde_json::value::RawValue>,
+}
+
 /// The RAW rows queue kind.
 #[derive(Debug)]
 pub struct RawRows;
 
 impl Kind for RawRows {
     type Item = RawRow;
+    type Stored = StoredRow;
+
+    fn store(row: RawRow) -> StoredRow {
+        let columns = serde_json::value::to_raw_value(&row.columns).expect("a JSON map serializes");
+        StoredRow {
+            database: row.database,
+            table: row.table,
+            key: row.key,
+            columns,
+        }
+    }
     const NAME: &'static str = "raw";
 
-    fn next_request(items: &VecDeque<RawRow>) -> Request {
+    fn next_request(items: &VecDeque<StoredRow>) -> Request {
         let first = &items[0];
         #[derive(serde::Serialize)]
         struct Row<'a> {
             key: &'a str,
-            columns: &'a serde_json::Map<String, serde_json::Value>,
+            columns: &'a serde_json::value::RawValue,
         }
         let rows: Vec<Row<'_>> = items
             .iter()
@@ -63,21 +84,27 @@ impl Kind for RawRows {
 mod tests {
     use super::*;
 
-    fn row(table: &str, key: usize) -> RawRow {
-        RawRow {
+    fn row(table: &str, key: usize) -> StoredRow {
+        let mut columns = serde_json::Map::new();
+        columns.insert("n".into(), serde_json::json!(key));
+        RawRows::store(RawRow {
             database: "plant db".into(),
             table: table.into(),
             key: key.to_string(),
-            columns: serde_json::Map::new(),
-        }
+            columns,
+        })
     }
 
     #[test]
     fn splits_at_the_limit_and_at_a_table_change() {
-        let mut items: VecDeque<RawRow> = (0..25_000).map(|i| row("a", i)).collect();
+        let mut items: VecDeque<StoredRow> = (0..25_000).map(|i| row("a", i)).collect();
         items.extend((0..3).map(|i| row("b", i)));
         let r = RawRows::next_request(&items);
         assert_eq!(r.items, 10_000);
+        assert_eq!(
+            r.json()["items"][7],
+            serde_json::json!({"key": "7", "columns": {"n": 7}})
+        );
         assert_eq!(
             r.path,
             "/raw/dbs/plant%20db/tables/a/rows?ensureParent=true"

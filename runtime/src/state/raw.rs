@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use super::{Marks, StateError, Watermarks};
 use crate::cdf::{CdfClient, CdfErrorKind};
-use crate::queues::{Kind, RawRow, RawRows};
+use crate::queues::{Kind, RawRow, RawRows, StoredRow};
 
 const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
 
@@ -88,7 +88,7 @@ impl RawStateStore {
 
     /// Writes every key as a row, at most 10 000 rows a request.
     pub async fn save(&self) -> Result<(), StateError> {
-        let mut rows: VecDeque<RawRow> = self
+        let mut rows: VecDeque<StoredRow> = self
             .states
             .snapshot()
             .into_iter()
@@ -102,12 +102,12 @@ impl RawStateStore {
                     "high".into(),
                     w.high.clone().unwrap_or(serde_json::Value::Null),
                 );
-                RawRow {
+                RawRows::store(RawRow {
                     database: self.database.clone(),
                     table: self.table.clone(),
                     key: key.clone(),
                     columns,
-                }
+                })
             })
             .collect();
         while !rows.is_empty() {
