@@ -106,3 +106,16 @@ pub fn context(task: &str, state: Option<&Path>, capacity: usize) -> (RunContext
     }
     (ctx, capture)
 }
+
+/// `base` with the keys of `extra` set over it (a config with a few settings changed).
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    for (k, v) in extra.as_object().expect("extra is an object") {
+        base[k] = v.clone();
+    }
+    base
+}
+
+/// `base` with `extra` over it, read as an extractor's config type.
+pub fn config_of<T: serde::de::DeserializeOwned>(base: Value, extra: Value) -> T {
+    serde_json::from_value(merged(base, extra)).unwrap()
+}

@@ -5,17 +5,16 @@ use extractor_runtime::state::LocalStateStore;
 use serde_json::json;
 
 use super::*;
-use crate::testing::context;
+use crate::testing::{config_of, context};
 
 fn config(dir: &Path, extra: serde_json::Value) -> CsvConfig {
-    let mut c = json!({
-        "path": dir,
-        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    serde_json::from_value(c).unwrap()
+    config_of(
+        json!({
+            "path": dir,
+            "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+        }),
+        extra,
+    )
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

@@ -7,19 +7,18 @@ use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::*;
-use crate::testing::context;
+use crate::testing::{config_of, context};
 
 fn config(extra: serde_json::Value) -> HttpConfig {
-    let mut c = json!({
-        "url": "http://127.0.0.1:1/items",
-        "items": "/data",
-        "retries": {"initial-backoff": "10ms", "max-backoff": "2s", "max-retries": 3},
-        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    serde_json::from_value(c).unwrap()
+    config_of(
+        json!({
+            "url": "http://127.0.0.1:1/items",
+            "items": "/data",
+            "retries": {"initial-backoff": "10ms", "max-backoff": "2s", "max-retries": 3},
+            "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+        }),
+        extra,
+    )
 }
 
 fn problems(extra: serde_json::Value) -> Vec<(String, String)> {
@@ -271,11 +270,8 @@ async fn client_errors_are_permanent_and_retries_run_out() {
         .await;
     let (ctx, _) = context("api", None, 100);
     let run = |p: &str, extra: serde_json::Value| {
-        let mut c = json!({"url": format!("{}{p}", server.uri()), "auth": {"type": "basic", "username": "u", "password": "pw-secret"}});
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        Http::new(config(c)).unwrap()
+        let base = json!({"url": format!("{}{p}", server.uri()), "auth": {"type": "basic", "username": "u", "password": "pw-secret"}});
+        Http::new(config(crate::testing::merged(base, extra))).unwrap()
     };
     let e = run("/denied", json!({}))
         .run(ctx.clone())

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::testing::{Capture, context};
+use crate::testing::{Capture, config_of, context};
 
 /// The test server's connection string, or `None` (after saying so) where there is none.
 fn server() -> Option<String> {
@@ -45,15 +45,14 @@ fn table(name: &str) -> String {
 }
 
 fn config(conn: &str, extra: serde_json::Value) -> PostgresConfig {
-    let mut c = json!({
-        "connection-string": conn,
-        "query": "SELECT 1 AS id",
-        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        c[k] = v.clone();
-    }
-    serde_json::from_value(c).unwrap()
+    config_of(
+        json!({
+            "connection-string": conn,
+            "query": "SELECT 1 AS id",
+            "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+        }),
+        extra,
+    )
 }
 
 fn incremental(conn: &str, table: &str, field: &str, batch: u32) -> Postgres {
