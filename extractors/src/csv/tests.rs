@@ -300,3 +300,42 @@ async fn a_million_rows_stream_through_a_small_queue() {
         json!(1_000_000)
     );
 }
+
+/// A run cancelled mid-file (shutdown, timeout) stores how far it got; the next run resumes
+/// there: every row once.
+#[tokio::test]
+async fn a_cancelled_run_resumes_mid_file() {
+    let data = tempfile::tempdir().unwrap();
+    let state = data.path().join("state.json");
+    let dir = data.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    let text: String = std::iter::once("id\n".to_owned())
+        .chain((0..5_000).map(|i| format!("{i}\n")))
+        .collect();
+    write(&dir, "a.csv", &text);
+    let csv = Csv::new(config(&dir, json!({"batch-size": 700}))).unwrap();
+    let (ctx, capture) = context("files", Some(&state), 10_000);
+    ctx.cancellation_token().cancel();
+    let e = csv.run(ctx.clone()).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(
+        e.to_string().contains("at row 1000"),
+        "one chunk, then the cancel: {e}"
+    );
+    let key = format!("files:{}", dir.join("a.csv").display());
+    let mark = ctx.state().unwrap().get(&key).unwrap().high.unwrap();
+    assert_eq!(
+        (mark["rows"].clone(), mark["done"].clone()),
+        (json!(1000), json!(false))
+    );
+    ctx.state().unwrap().save().await.unwrap();
+
+    // A new process, not cancelled.
+    let (ctx, capture2) = context("files", Some(&state), 10_000);
+    let csv = Csv::new(config(&dir, json!({"batch-size": 700}))).unwrap();
+    csv.run(ctx).await.unwrap();
+    let mut keys = capture.raw_keys();
+    keys.extend(capture2.raw_keys());
+    let expected: Vec<String> = (0..5_000).map(|i| i.to_string()).collect();
+    assert_eq!(keys, expected);
+}
