@@ -2,6 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use extractor_runtime::config::deserialize_duration;
 
 use serde::Deserialize;
 
@@ -31,6 +34,9 @@ pub struct CsvConfig {
     /// Per-column types; columns not named here are `auto`.
     #[serde(default)]
     pub types: BTreeMap<String, ColumnType>,
+    /// Leave a file alone until it has not changed for this long (a file still being written).
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub min_age: Duration,
     /// Move each file here once CDF accepted all its rows.
     #[serde(default)]
     pub done_folder: Option<PathBuf>,

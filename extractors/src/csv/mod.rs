@@ -140,6 +140,14 @@ impl Csv {
             .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
             .filter_map(Result::ok)
             .filter(|p| p.is_file())
+            .filter(|p| {
+                // A file modified less than `min-age` ago may still be being written.
+                let age = std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                self.config.min_age.is_zero() || age.is_some_and(|a| a >= self.config.min_age)
+            })
             .collect();
         files.sort();
         Ok(files)

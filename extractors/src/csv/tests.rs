@@ -237,6 +237,29 @@ async fn files_move_only_after_cdf_accepted_their_rows() {
 }
 
 #[tokio::test]
+async fn young_files_wait_for_min_age() {
+    let data = tempfile::tempdir().unwrap();
+    write(data.path(), "new.csv", "id\nn1\n");
+    let old = data.path().join("old.csv");
+    write(data.path(), "old.csv", "id\no1\n");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let csv = Csv::new(config(data.path(), json!({"min-age": "1m"}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    csv.run(ctx).await.unwrap();
+    assert_eq!(
+        capture.raw_keys(),
+        ["o1"],
+        "new.csv is younger than a minute"
+    );
+}
+
+#[tokio::test]
 async fn no_header_columns_delimiter_and_subfolders() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path();

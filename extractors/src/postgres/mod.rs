@@ -51,23 +51,30 @@ impl Postgres {
     /// Checks the config (no connection is made).
     pub fn new(config: PostgresConfig) -> Result<Self, Rejection> {
         let mut problems = Rejection::new();
-        let connect =
-            match tokio_postgres::Config::from_str(config.connection_string.expose_secret()) {
-                Ok(mut c) => {
-                    c.connect_timeout(config.connect_timeout);
-                    if c.get_hosts().is_empty() {
-                        problems.push("connection-string", "names no host (add `host=...`)");
-                    }
-                    Some(c)
+        let connect = match tokio_postgres::Config::from_str(
+            config.connection_string.expose_secret(),
+        ) {
+            Ok(mut c) => {
+                c.connect_timeout(config.connect_timeout);
+                if c.get_hosts().is_empty() {
+                    problems.push("connection-string", "names no host (add `host=...`)");
                 }
-                Err(e) => {
-                    // The parser's message names the problem, never the text (it may hold a password).
-                    let detail =
-                        std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-                    problems.push("connection-string", format!("cannot be read: {e}{detail}"));
-                    None
+                if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+                    problems.push(
+                            "connection-string",
+                            "asks for `sslmode=require`, but the postgres extractor does not do TLS yet; use `sslmode=disable` on a trusted network or a local TLS proxy",
+                        );
                 }
-            };
+                Some(c)
+            }
+            Err(e) => {
+                // The parser's message names the problem, never the text (it may hold a password).
+                let detail =
+                    std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                problems.push("connection-string", format!("cannot be read: {e}{detail}"));
+                None
+            }
+        };
         let has_param = config.query.contains("$1");
         let normalized = config
             .query

@@ -124,6 +124,10 @@ fn checks_the_config_and_never_shows_the_password() {
     let p = problems(json!({"connection-string": "postgresql://u:pw-very-secret@h:99999/d"}));
     assert_eq!(p[0].0, "connection-string");
     assert!(!format!("{p:?}").contains("pw-very-secret"), "{p:?}");
+    let p = problems(
+        json!({"connection-string": "host=h user=u password=pw-very-secret sslmode=require"}),
+    );
+    assert!(p[0].1.contains("does not do TLS yet"), "{p:?}");
     let ok = Postgres::new(config(conn, json!({}))).unwrap();
     let debug = format!("{ok:?}");
     assert!(
