@@ -10,7 +10,8 @@
 //! share the batch's last value are held back until a row with a higher value (or the end)
 //! shows the group is whole. So a run that stops anywhere (database down, CDF down, shutdown)
 //! neither skips rows that share a value nor queues a row twice; the next run resumes at the
-//! watermark.
+//! watermark. A value shared by more than `HOLD_LIMIT` rows is queued as it comes (memory stays
+//! bounded) and the watermark waits before it until the group ends.
 
 pub mod config;
 #[cfg(test)]
@@ -28,6 +29,10 @@ use crate::checkpoint::{self, Checkpoints};
 use crate::destination::Destination;
 pub use config::PostgresConfig;
 pub use types::numeric_text;
+
+/// Rows of one watermark value held back at most (see [`Postgres`]); past it they are queued
+/// and the watermark waits for the group's end.
+const HOLD_LIMIT: usize = 50_000;
 
 /// The `postgres` extractor.
 pub struct Postgres {
@@ -217,17 +222,27 @@ impl Postgres {
             rows += fetched.len() as u64;
             batches += 1;
             // Queue every row but the trailing group (unless the query is done).
-            let keep = match (end, field_index, held.last()) {
+            let mut keep = match (end, field_index, held.last()) {
                 (false, Some(_), Some((last, _))) => {
                     held.iter().rev().take_while(|(m, _)| m == last).count()
                 }
                 _ => 0,
             };
+            // One value over very many rows: queue them to bound memory, but leave the
+            // watermark before the group until it is whole (a stop re-reads the group).
+            let open_group =
+                keep > 0 && keep == held.len() && keep >= HOLD_LIMIT.max(batch as usize);
+            if open_group {
+                keep = 0;
+            }
             let ready: Vec<(Value, Value)> = held.drain(..held.len() - keep).collect();
             let mut mark = None;
             for (m, record) in ready {
                 self.destination.send(queues, record).await?;
                 mark = Some(m);
+            }
+            if open_group {
+                mark = None;
             }
             if let (Some(m), Some(_)) = (mark, field_index) {
                 if m.is_null() {

@@ -421,6 +421,41 @@ async fn cdf_down_keeps_the_watermark_and_reads_nothing_twice() {
     db.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
 }
 
+/// 60 000 rows share one watermark value: past the hold limit they are queued (memory stays
+/// bounded) but the watermark does not move into the open group; then it moves past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_group_of_one_value_is_not_held_in_memory() {
+    let Some(conn) = server() else { return };
+    let db = admin(&conn).await;
+    let t = table("onevalue");
+    db.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {t};
+         CREATE TABLE {t} (id bigint PRIMARY KEY, grp bigint NOT NULL, site text, value double precision);
+         INSERT INTO {t} SELECT i, CASE WHEN i <= 60000 THEN 1 ELSE 2 END, 's', 0 FROM generate_series(1, 60010) AS i;"
+    ))
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = incremental(&conn, &t, "grp", 10_000);
+    let (ctx, capture) = context("pg", Some(&dir.path().join("s.json")), 100_000);
+    // CDF down: the first 50 000 rows of the group are queued (the hold limit), the flush
+    // fails, and the watermark has not moved into the open group.
+    capture.set_failing(true);
+    assert!(pg.run(ctx.clone()).await.is_err());
+    assert_eq!(ctx.queues().unwrap().pending(), 50_000);
+    assert_eq!(ctx.state().unwrap().get("pg"), None);
+    // CDF back: those are sent, the group is read again from its start (at-least-once), and
+    // the watermark moves past it.
+    capture.set_failing(false);
+    pg.run(ctx.clone()).await.unwrap();
+    let got = ids(&capture);
+    assert_eq!(got.len(), 50_000 + 60_010);
+    assert_eq!(got[..50_000], got[50_000..100_000], "the open group, twice");
+    assert_eq!(got[50_000..], (1..=60_010).collect::<Vec<_>>()[..]);
+    assert_eq!(ctx.state().unwrap().get("pg").unwrap().high, Some(json!(2)));
+    db.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
+}
+
 #[tokio::test]
 async fn timestamps_as_watermarks_round_trip() {
     let Some(conn) = server() else { return };
