@@ -68,24 +68,34 @@ async fn measure(name: &str, rows: u64, extractor: &dyn Extractor) {
     );
 }
 
-async fn csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let rows = 1_000_000;
-    let mut text = String::from("id,time,sensor,value\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "{i},2026-11-27T{:02}:{:02}:{:02}Z,sensor-{},{}.{}\n",
+const CSV_ROWS: u64 = 1_000_000;
+
+/// Writes the CSV file (in the parent process, so the child's RSS is the extractor's own).
+fn write_csv(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("big.csv")).unwrap());
+    writeln!(out, "id,time,sensor,value").unwrap();
+    for i in 0..CSV_ROWS {
+        writeln!(
+            out,
+            "{i},2026-11-27T{:02}:{:02}:{:02}Z,sensor-{},{}.{}",
             i / 3600 % 24,
             i / 60 % 60,
             i % 60,
             i % 100,
             i % 1000,
             i % 10
-        ));
+        )
+        .unwrap();
     }
-    std::fs::write(dir.path().join("big.csv"), text).unwrap();
+    out.flush().unwrap();
+}
+
+async fn csv() {
+    let dir = std::path::PathBuf::from(std::env::var("BENCH_CSV_DIR").unwrap());
+    let rows = CSV_ROWS;
     let config = serde_json::from_value(json!({
-        "path": dir.path(),
+        "path": dir,
         "types": {"value": "float"},
         "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
     }))
@@ -163,9 +173,12 @@ fn main() {
     let case = std::env::var("BENCH_CASE").ok();
     // `cargo bench` passes `--bench`; run each case in a child process of this binary.
     if case.is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        write_csv(dir.path());
         for case in ["csv", "postgres", "http"] {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .env("BENCH_CASE", case)
+                .env("BENCH_CSV_DIR", dir.path())
                 .status()
                 .unwrap();
             assert!(status.success(), "{case}: {status}");
