@@ -13,7 +13,8 @@ use crate::destination::DestinationConfig;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PostgresConfig {
     /// `host=... port=... user=... password=... dbname=...` or `postgresql://user:pw@host/db`;
-    /// never logged (it may hold a password). TLS is not supported yet (`sslmode=disable`).
+    /// never logged (it may hold a password). `sslmode=require` turns TLS on (see `tls`);
+    /// otherwise the connection is plain.
     pub connection_string: Secret,
     /// The query. With `incremental-field`, `$1` is the high watermark and the query orders by
     /// that field: `SELECT id, v FROM t WHERE id > $1 ORDER BY id`.
@@ -28,6 +29,10 @@ pub struct PostgresConfig {
     /// stored.
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
+    /// TLS: used when the connection string says `sslmode=require`; the server's certificate is
+    /// always verified, against the system's roots or `ca-file`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// How long connecting may take.
     #[serde(
         default = "default_connect_timeout",
@@ -36,6 +41,16 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     /// Where the rows go.
     pub destination: DestinationConfig,
+}
+
+/// `tls:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// A PEM file of the CA certificates to trust instead of the system's (a private CA, or a
+    /// cloud provider's root).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_batch_size() -> u32 {

@@ -22,8 +22,10 @@ use std::str::FromStr;
 
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
 use serde_json::Value;
-use tokio_postgres::NoTls;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::checkpoint::{self, Checkpoints};
 use crate::destination::Destination;
@@ -38,6 +40,7 @@ const HOLD_LIMIT: usize = 50_000;
 pub struct Postgres {
     config: PostgresConfig,
     connect: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
     destination: Destination,
     checkpoints: Checkpoints,
 }
@@ -56,30 +59,31 @@ impl Postgres {
     /// Checks the config (no connection is made).
     pub fn new(config: PostgresConfig) -> Result<Self, Rejection> {
         let mut problems = Rejection::new();
-        let connect = match tokio_postgres::Config::from_str(
-            config.connection_string.expose_secret(),
-        ) {
-            Ok(mut c) => {
-                c.connect_timeout(config.connect_timeout);
-                if c.get_hosts().is_empty() {
-                    problems.push("connection-string", "names no host (add `host=...`)");
-                }
-                if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-                    problems.push(
-                            "connection-string",
-                            "asks for `sslmode=require`, but the postgres extractor does not do TLS yet; use `sslmode=disable` on a trusted network or a local TLS proxy",
+        let connect =
+            match tokio_postgres::Config::from_str(config.connection_string.expose_secret()) {
+                Ok(mut c) => {
+                    c.connect_timeout(config.connect_timeout);
+                    if c.get_hosts().is_empty() {
+                        problems.push("connection-string", "names no host (add `host=...`)");
+                    }
+                    if c.get_ssl_mode() != tokio_postgres::config::SslMode::Require
+                        && config.tls.is_some()
+                    {
+                        problems.push(
+                            "tls",
+                            "applies with `sslmode=require` in the connection string only",
                         );
+                    }
+                    Some(c)
                 }
-                Some(c)
-            }
-            Err(e) => {
-                // The parser's message names the problem, never the text (it may hold a password).
-                let detail =
-                    std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-                problems.push("connection-string", format!("cannot be read: {e}{detail}"));
-                None
-            }
-        };
+                Err(e) => {
+                    // The parser's message names the problem, never the text (it may hold a password).
+                    let detail =
+                        std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                    problems.push("connection-string", format!("cannot be read: {e}{detail}"));
+                    None
+                }
+            };
         let has_param = config.query.contains("$1");
         let normalized = config
             .query
@@ -113,6 +117,23 @@ impl Postgres {
         if config.batch_size == 0 || config.batch_size > i32::MAX as u32 {
             problems.push("batch-size", "must be at least 1");
         }
+        let tls = match &connect {
+            Some(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                match tls_connector(&config) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let at = if config.tls.is_some() {
+                            "tls.ca-file"
+                        } else {
+                            "connection-string"
+                        };
+                        problems.push(at, e);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let destination = Destination::new(&config.destination)
             .map_err(|r| problems.extend_under("destination", r))
             .ok();
@@ -120,6 +141,7 @@ impl Postgres {
             (Some(connect), Some(destination)) if problems.is_empty() => Ok(Postgres {
                 config,
                 connect,
+                tls,
                 destination,
                 checkpoints: Checkpoints::default(),
             }),
@@ -141,14 +163,11 @@ impl Postgres {
         };
 
         let db = |e: tokio_postgres::Error| database_error(&e);
-        let (mut client, connection) = self.connect.connect(NoTls).await.map_err(db)?;
-        let task = ctx.task().to_owned();
-        let connection = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(task = %task, "the database connection ended: {e}");
-            }
-        });
-        let _stop = AbortOnDrop(connection);
+        let (mut client, _stop) = match &self.tls {
+            Some(tls) => connect(&self.connect, tls.clone(), ctx.task()).await,
+            None => connect(&self.connect, NoTls, ctx.task()).await,
+        }
+        .map_err(db)?;
 
         let statement = client.prepare(&self.config.query).await.map_err(db)?;
         let unreadable: Vec<String> = statement
@@ -264,6 +283,61 @@ impl Postgres {
         tx.commit().await.map_err(db)?;
         Ok((rows, batches))
     }
+}
+
+/// Connects, and drives the connection on a task that ends with the returned guard.
+async fn connect<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    task: &str,
+) -> Result<(tokio_postgres::Client, AbortOnDrop), tokio_postgres::Error>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let (client, connection) = config.connect(tls).await?;
+    let task = task.to_owned();
+    let connection = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(task = %task, "the database connection ended: {e}");
+        }
+    });
+    Ok((client, AbortOnDrop(connection)))
+}
+
+/// TLS for `sslmode=require`: the server's certificate is verified against `ca-file`, or the
+/// system's roots.
+fn tls_connector(config: &PostgresConfig) -> Result<MakeRustlsConnect, String> {
+    let client = match config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| format!("`{}` is not PEM certificates: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| {
+                    format!("`{}`: a certificate is not usable: {e}", path.display())
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(format!("`{}` holds no certificate", path.display()));
+            }
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::ConfigVerifierExt;
+            rustls::ClientConfig::with_platform_verifier()
+                .map_err(|e| format!("cannot load the system's certificates: {e}"))?
+        }
+    };
+    Ok(MakeRustlsConnect::new(client))
 }
 
 /// Aborts the connection task when the run ends, however it ends.

@@ -124,10 +124,22 @@ fn checks_the_config_and_never_shows_the_password() {
     let p = problems(json!({"connection-string": "postgresql://u:pw-very-secret@h:99999/d"}));
     assert_eq!(p[0].0, "connection-string");
     assert!(!format!("{p:?}").contains("pw-very-secret"), "{p:?}");
-    let p = problems(
-        json!({"connection-string": "host=h user=u password=pw-very-secret sslmode=require"}),
+    let p = problems(json!({"tls": {"ca-file": "/etc/hostname"}}));
+    assert_eq!(
+        p[0],
+        (
+            "tls".into(),
+            "applies with `sslmode=require` in the connection string only".into()
+        )
     );
-    assert!(p[0].1.contains("does not do TLS yet"), "{p:?}");
+    let p = problems(
+        json!({"connection-string": format!("{conn} sslmode=require"), "tls": {"ca-file": "/nonexistent/ca.pem"}}),
+    );
+    assert_eq!(p[0].0, "tls.ca-file");
+    assert!(
+        p[0].1.starts_with("cannot read `/nonexistent/ca.pem`"),
+        "{p:?}"
+    );
     let ok = Postgres::new(config(conn, json!({}))).unwrap();
     let debug = format!("{ok:?}");
     assert!(
@@ -493,4 +505,107 @@ async fn timestamps_as_watermarks_round_trip() {
         "microseconds survive the round trip"
     );
     db.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
+}
+
+/// A CA, and a server certificate it signed for 127.0.0.1.
+struct TestCa {
+    ca_pem: String,
+    server: tokio_rustls::TlsAcceptor,
+}
+
+fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    TestCa {
+        ca_pem: ca.pem(),
+        server: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    }
+}
+
+/// Terminates PostgreSQL's TLS (SSLRequest, `S`, handshake) with `acceptor` and forwards the
+/// plain protocol to the real server.
+async fn tls_proxy(target: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                client.read_exact(&mut request).await.unwrap();
+                assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47], "an SSLRequest");
+                client.write_all(b"S").await.unwrap();
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return; // the client refused our certificate
+                };
+                let mut server = TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    addr
+}
+
+/// `sslmode=require` with `tls.ca-file`: the rows come through TLS (the proxy only speaks TLS);
+/// a CA that did not sign the server's certificate is refused, naming the certificate problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let Some(conn) = server() else { return };
+    let real = tokio_postgres::Config::from_str(&conn).unwrap();
+    let tokio_postgres::config::Host::Tcp(host) = &real.get_hosts()[0] else {
+        panic!("EXTRACTOR_TEST_POSTGRES must name a TCP host")
+    };
+    let port = real.get_ports().first().copied().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let ca = test_ca();
+    let proxy = tls_proxy(target, ca.server.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let via_tls = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={} sslmode=require",
+        proxy.port(),
+        real.get_user().unwrap(),
+        String::from_utf8_lossy(real.get_password().unwrap_or_default()),
+        real.get_dbname().unwrap_or("postgres"),
+    );
+    let pg = Postgres::new(config(
+        &via_tls,
+        json!({"query": "SELECT 7 AS id, ssl AS tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            "tls": {"ca-file": ca_file}}),
+    ))
+    .unwrap();
+    let (ctx, capture) = context("tls", None, 100);
+    pg.run(ctx).await.unwrap();
+    // Between the proxy and the server the connection is plain: the server says ssl = false.
+    assert_eq!(
+        capture.items()[0]["columns"],
+        json!({"id": 7, "tls": false})
+    );
+
+    let other = test_ca();
+    std::fs::write(&ca_file, &other.ca_pem).unwrap();
+    let pg = Postgres::new(config(&via_tls, json!({"tls": {"ca-file": ca_file}}))).unwrap();
+    let (ctx, _) = context("tls", None, 100);
+    let e = pg.run(ctx).await.unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
 }
