@@ -362,3 +362,30 @@ async fn a_cancelled_run_resumes_mid_file() {
     let expected: Vec<String> = (0..5_000).map(|i| i.to_string()).collect();
     assert_eq!(keys, expected);
 }
+
+/// What spreadsheets write: a UTF-8 byte order mark, CRLF line ends, quoted fields with the
+/// delimiter and line breaks inside.
+#[tokio::test]
+async fn excel_style_files_read_as_expected() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        data.path().join("x.csv"),
+        b"\xef\xbb\xbfid,note\r\na,\"1, 2\"\r\nb,\"two\r\nlines\"\r\n",
+    )
+    .unwrap();
+    let csv = Csv::new(config(data.path(), json!({}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    csv.run(ctx).await.unwrap();
+    let columns: Vec<_> = capture
+        .items()
+        .iter()
+        .map(|i| i["columns"].clone())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            json!({"id": "a", "note": "1, 2"}),
+            json!({"id": "b", "note": "two\r\nlines"})
+        ]
+    );
+}
