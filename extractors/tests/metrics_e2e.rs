@@ -258,6 +258,7 @@ fn a_scrape_passes_promtool_and_a_real_prometheus_sees_the_tasks() {
         "extractor_upload_",
         "extractor_task_skipped_total",
         "extractor_task_retries_total",
+        "extractor_task_records_total", // reported by the built-ins; this config runs `command`
     ];
     let mut checked = 0;
     for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -414,5 +415,77 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
         "{}{}",
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
+    );
+}
+
+/// A built-in's records show per task: a csv task with 3 good rows and a malformed line has
+/// `extractor_task_records_total{result="queued"} 3` and `{result="rejected"} 1`, and the scrape
+/// passes promtool.
+#[test]
+fn built_ins_count_their_records_per_task() {
+    if !have(&["promtool"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.csv"), "id\na1\na2\n").unwrap();
+    std::fs::write(data.join("b.csv"), "id,v\nb1,1\nb2\n").unwrap();
+    let port = free_port();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\ncognite: {{project: demo, dry-run: true}}\n\
+             metrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\ntasks:\n\
+             \x20 - {{name: files, type: csv, schedule: {{type: interval, expression: 1h}},\n\
+             \x20     config: {{path: '{}', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let _proc = Proc(
+        bin()
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut scrape = String::new();
+    wait_for("the csv run to be counted", 30, || {
+        scrape = get(port, "/metrics").map(|(_, _, b)| b).unwrap_or_default();
+        scrape.contains("extractor_task_runs_total{result=\"failure\",task=\"files\"} 1")
+    });
+    assert!(
+        scrape.contains("extractor_task_records_total{result=\"queued\",task=\"files\"} 3")
+            && scrape
+                .contains("extractor_task_records_total{result=\"rejected\",task=\"files\"} 1"),
+        "{scrape}"
+    );
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = check.wait_with_output().unwrap();
+    assert!(
+        status.success() && stdout.is_empty() && stderr.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
     );
 }

@@ -71,6 +71,8 @@ pub struct RunContext {
     pub(crate) state: Option<crate::state::StateStore>,
     pub(crate) registry: prometheus::Registry,
     pub(crate) attempt: u32,
+    /// The task's series, for [`RunContext::records_queued`]; `None` outside the scheduler.
+    pub(crate) series: Option<Arc<crate::metrics::TaskSeries>>,
 }
 
 impl RunContext {
@@ -85,6 +87,7 @@ impl RunContext {
             state: None,
             registry: prometheus::Registry::new(),
             attempt: 1,
+            series: None,
         }
     }
 
@@ -160,6 +163,22 @@ impl RunContext {
     /// 1 for the first attempt of a run, 2 for its first retry, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Counts `count` records this run queued for CDF:
+    /// `extractor_task_records_total{task, result="queued"}`.
+    pub fn records_queued(&self, count: u64) {
+        if let Some(s) = &self.series {
+            s.records(false, count);
+        }
+    }
+
+    /// Counts `count` records this run could not take (malformed, unmappable):
+    /// `extractor_task_records_total{task, result="rejected"}`.
+    pub fn records_rejected(&self, count: u64) {
+        if let Some(s) = &self.series {
+            s.records(true, count);
+        }
     }
 }
 

@@ -197,12 +197,15 @@ impl Csv {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(bad) => {
+                    if matches!(bad, FileError::Bad { .. }) {
+                        ctx.records_rejected(1);
+                    }
                     result = Err(bad);
                     break;
                 }
             };
             for (line, record) in chunk {
-                match self.destination.send(queues, record).await {
+                match self.destination.send(ctx, queues, record).await {
                     Ok(()) => rows += 1,
                     Err(SendError::Record(e)) => {
                         result = Err(FileError::Bad {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use extractor_runtime::cdf::CdfError;
-use extractor_runtime::extractor::{Rejection, TaskError};
+use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
 use extractor_runtime::queues::{Datapoint, DatapointValue, Event, Queues, RawRow};
 use serde_json::Value;
 
@@ -324,9 +324,28 @@ impl Destination {
         }
     }
 
-    /// Maps a record and queues it (waiting while the queue is full).
-    pub async fn send(&self, queues: &Queues, record: Value) -> Result<(), SendError> {
-        match self.map(record).map_err(SendError::Record)? {
+    /// Maps a record and queues it (waiting while the queue is full), counting it in the
+    /// task's `extractor_task_records_total` as queued or rejected.
+    pub async fn send(
+        &self,
+        ctx: &RunContext,
+        queues: &Queues,
+        record: Value,
+    ) -> Result<(), SendError> {
+        let item = match self.map(record) {
+            Ok(item) => item,
+            Err(e) => {
+                ctx.records_rejected(1);
+                return Err(SendError::Record(e));
+            }
+        };
+        self.queue(queues, item).await?;
+        ctx.records_queued(1);
+        Ok(())
+    }
+
+    async fn queue(&self, queues: &Queues, item: Item) -> Result<(), SendError> {
+        match item {
             Item::Raw(row) => queues.raw.add(row).await,
             Item::Datapoint(dp) => queues.datapoints.add(dp).await,
             Item::Event(event) => queues.events.add(event).await,

@@ -369,7 +369,7 @@ impl Extractor for Http {
                     {
                         highest = Some(v.into_owned());
                     }
-                    self.destination.send(queues, item).await?;
+                    self.destination.send(&ctx, queues, item).await?;
                     items += 1;
                 }
                 pages += 1;

@@ -257,7 +257,7 @@ impl Postgres {
             let ready: Vec<(Value, Value)> = held.drain(..held.len() - keep).collect();
             let mut mark = None;
             for (m, record) in ready {
-                self.destination.send(queues, record).await?;
+                self.destination.send(ctx, queues, record).await?;
                 mark = Some(m);
             }
             if open_group {

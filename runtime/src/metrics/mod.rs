@@ -5,6 +5,7 @@ mod health;
 pub mod push;
 pub mod server;
 mod tasks;
+pub(crate) use tasks::TaskSeries;
 
 use tasks::TaskFamilies;
 
@@ -178,7 +179,7 @@ impl SchedulerMetrics {
 /// One task's metric handles.
 #[derive(Clone, Debug)]
 pub(crate) struct TaskMetrics {
-    series: std::sync::Arc<tasks::TaskSeries>,
+    pub(crate) series: std::sync::Arc<tasks::TaskSeries>,
     pub(crate) lag: Histogram,
 }
 

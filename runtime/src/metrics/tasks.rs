@@ -79,6 +79,8 @@ pub(crate) struct TaskSeries {
     runs_seen: AtomicU8,
     skipped: [AtomicU64; SKIP_REASONS.len()],
     retries: AtomicU64,
+    /// Records an extractor queued for CDF, and records it could not take.
+    records: [AtomicU64; 2],
     pub(crate) duration: HistogramCell,
     pub(crate) last_success: GaugeCell,
     pub(crate) next_run: GaugeCell,
@@ -94,6 +96,7 @@ impl TaskSeries {
             runs_seen: AtomicU8::new(0b11),
             skipped: Default::default(),
             retries: AtomicU64::new(0),
+            records: Default::default(),
             duration: HistogramCell::default(),
             last_success: GaugeCell::default(),
             next_run: GaugeCell::default(),
@@ -118,6 +121,11 @@ impl TaskSeries {
     /// Counts a retried attempt.
     pub(crate) fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts records queued (`rejected` false) or rejected as malformed.
+    pub(crate) fn records(&self, rejected: bool, count: u64) {
+        self.records[usize::from(rejected)].fetch_add(count, Ordering::Relaxed);
     }
 }
 
@@ -225,6 +233,30 @@ impl TaskFamilies {
                     t.task,
                     t.retries.load(Ordering::Relaxed)
                 );
+            }
+        }
+
+        // Only tasks whose extractor reports records (the built-ins do) have the family.
+        let reporting: Vec<_> = tasks
+            .iter()
+            .filter(|t| t.records.iter().any(|r| r.load(Ordering::Relaxed) > 0))
+            .collect();
+        if !reporting.is_empty() {
+            header(
+                out,
+                "extractor_task_records_total",
+                "counter",
+                "Records a task's extractor queued for CDF (queued) or could not take (rejected: malformed, unmappable).",
+            );
+            for t in reporting {
+                for (i, result) in ["queued", "rejected"].iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "extractor_task_records_total{{result=\"{result}\",task=\"{}\"}} {}",
+                        t.task,
+                        t.records[i].load(Ordering::Relaxed)
+                    );
+                }
             }
         }
 

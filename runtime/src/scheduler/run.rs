@@ -138,6 +138,7 @@ async fn attempt_once(
         state: shared.state.clone(),
         registry: shared.registry.prometheus().clone(),
         attempt,
+        series: Some(task.metrics.series.clone()),
     };
     let extractor = task.extractor.clone();
     let mut handle = AbortOnDrop(tokio::spawn(async move { extractor.run(ctx).await }));
