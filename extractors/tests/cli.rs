@@ -147,13 +147,90 @@ fn every_config_example_passes_check_config() {
 fn schema_matches_the_checked_in_copy() {
     let (code, stdout, _) = run(bin().arg("schema"));
     assert_eq!(code, 0);
+    let path = repo().join("config.schema.json");
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &stdout).unwrap();
+    }
     let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    let checked_in: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("runtime/config.schema.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(printed, checked_in);
+    let checked_in: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(
+        printed, checked_in,
+        "config.schema.json is stale: UPDATE_SCHEMA=1 cargo test -p extractors --test cli schema"
+    );
     assert_eq!(printed["title"], "extractor-runtime config");
+    // The built-ins' blocks are described, not free-form.
+    let rules = printed["$defs"]["TaskConfig"]["allOf"].as_array().unwrap();
+    let kinds: Vec<&str> = rules
+        .iter()
+        .map(|r| r["if"]["properties"]["type"]["const"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["command", "csv", "http", "postgres"]);
+}
+
+/// Every example validates against the schema (Python's `jsonschema`, as an editor's YAML
+/// language server would), and a misspelled key inside a built-in's block does not.
+#[test]
+fn the_examples_validate_against_the_schema_and_a_typo_does_not() {
+    let probe = Command::new("python3")
+        .args(["-c", "import jsonschema, yaml"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but python3 with jsonschema and PyYAML is missing (.ci/run installs them)"
+        );
+        eprintln!(
+            "skipped: python3 with jsonschema and PyYAML not found (pip install jsonschema pyyaml)"
+        );
+        return;
+    }
+    let script = r#"
+import glob, json, sys, yaml, jsonschema
+schema = json.load(sys.stdin)
+v = jsonschema.Draft202012Validator(schema)
+checked = 0
+for f in sorted(glob.glob("config-examples/**/*.yaml", recursive=True)):
+    if "prometheus" in f:
+        continue
+    errors = [f"{f}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(yaml.safe_load(open(f)))]
+    if errors:
+        sys.exit(chr(10).join(errors))
+    checked += 1
+bad = yaml.safe_load(open("config-examples/quickstart.yaml"))
+bad["tasks"][0]["config"]["delimeter"] = ";"
+messages = [e.message for e in v.iter_errors(bad)]
+print(checked, messages)
+"#;
+    let (_, schema, _) = run(bin().arg("schema"));
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .current_dir(repo())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(schema.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (checked, messages) = stdout.trim().split_once(' ').unwrap();
+    assert!(checked.parse::<u32>().unwrap() >= 7, "{stdout}");
+    assert!(
+        messages.contains("Additional properties are not allowed ('delimeter' was unexpected)"),
+        "{stdout}"
+    );
 }
 
 #[test]

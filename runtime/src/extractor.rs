@@ -291,6 +291,7 @@ impl From<AuthError> for TaskError {
 }
 
 type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn Extractor>, ConfigErrors> + Send + Sync>;
+type SchemaFn = fn() -> serde_json::Value;
 
 /// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a
 /// key path below `tasks[N].config` (`""` for the block itself, `destination.key`,
@@ -389,6 +390,7 @@ impl fmt::Display for Rejection {
 #[derive(Default)]
 pub struct Registry {
     factories: BTreeMap<String, Factory>,
+    schemas: BTreeMap<String, SchemaFn>,
 }
 
 impl fmt::Debug for Registry {
@@ -427,6 +429,27 @@ impl Registry {
                 })
         });
         self.factories.insert(type_name.to_owned(), factory);
+    }
+
+    /// Declares the JSON Schema of `type_name`'s `config:` block (its config type `C`), for
+    /// [`json_schema`](Registry::json_schema). Optional: without it the block is free-form
+    /// there (it is still checked when the config is).
+    pub fn register_schema<C: schemars::JsonSchema>(&mut self, type_name: &str) {
+        fn schema<C: schemars::JsonSchema>() -> serde_json::Value {
+            serde_json::to_value(schemars::schema_for!(C)).expect("a schema is valid JSON")
+        }
+        self.schemas.insert(type_name.to_owned(), schema::<C>);
+    }
+
+    /// The config file's JSON Schema, with the `config:` block of every type that has a
+    /// [`register_schema`](Registry::register_schema).
+    pub fn json_schema(&self) -> serde_json::Value {
+        let schemas: Vec<(String, serde_json::Value)> = self
+            .schemas
+            .iter()
+            .map(|(kind, schema)| (kind.clone(), schema()))
+            .collect();
+        crate::config::Config::json_schema_with(&schemas)
     }
 
     /// Whether `type_name` is registered.

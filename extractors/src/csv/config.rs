@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: csv`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CsvConfig {
     /// The folder the files are in (relative paths are from the working directory).
@@ -36,6 +36,7 @@ pub struct CsvConfig {
     pub types: BTreeMap<String, ColumnType>,
     /// Leave a file alone until it has not changed for this long (a file still being written).
     #[serde(default, deserialize_with = "deserialize_duration")]
+    #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub min_age: Duration,
     /// Move each file here once CDF accepted all its rows.
     #[serde(default)]
@@ -48,7 +49,7 @@ pub struct CsvConfig {
 }
 
 /// How a column's text becomes a value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ColumnType {
     /// An integer if it reads as one, else a float, `true`/`false`, or the text; empty is null.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// (`key`, `external-id`, `timestamp`, ...) take a column name (`id`), a JSON pointer
 /// (`/sensor/id`), a template (`{site}-{/sensor/id}`, `{{` for a literal brace) or a constant in
 /// single quotes (`'boiler-1:temperature'`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DestinationConfig {
     /// `raw`, `datapoints` or `events`.
@@ -54,7 +54,7 @@ pub struct DestinationConfig {
 }
 
 /// The kinds of destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DestinationKind {
     /// Rows of a CDF RAW table; the whole record becomes the row's columns.
@@ -66,7 +66,7 @@ pub enum DestinationKind {
 }
 
 /// `destination.metadata`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum MetadataConfig {
     /// Fields, each stored under its own name (a pointer's last segment).

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: http`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     /// The first page's URL (http or https).
@@ -44,6 +44,7 @@ pub struct HttpConfig {
     pub incremental: Option<IncrementalConfig>,
     /// Per request.
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub timeout: Duration,
     /// Retries on connection errors, timeouts, 408, 429 and 5xx.
     #[serde(default)]
@@ -53,7 +54,7 @@ pub struct HttpConfig {
 }
 
 /// HTTP methods.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum Method {
     /// GET.
     #[default]
@@ -65,7 +66,7 @@ pub enum Method {
 }
 
 /// `auth:`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuthConfig {
     /// `none`, `bearer` or `basic`.
@@ -83,7 +84,7 @@ pub struct AuthConfig {
 }
 
 /// Kinds of authentication.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthKind {
     /// No credentials.
@@ -96,7 +97,7 @@ pub enum AuthKind {
 }
 
 /// `pagination:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PaginationConfig {
     /// `next-link`: the response holds the next page's URL; `cursor`: it holds a cursor to send
@@ -114,7 +115,7 @@ pub struct PaginationConfig {
 }
 
 /// Kinds of pagination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PaginationKind {
     /// A URL, absolute or relative to the page's.
@@ -124,7 +125,7 @@ pub enum PaginationKind {
 }
 
 /// `incremental:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IncrementalConfig {
     /// The item field (a name or a JSON pointer) whose highest value is the watermark.
@@ -137,7 +138,7 @@ pub struct IncrementalConfig {
 }
 
 /// `retries:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetriesConfig {
     /// Retries after the first attempt.
@@ -148,12 +149,14 @@ pub struct RetriesConfig {
         default = "default_initial_backoff",
         deserialize_with = "deserialize_duration"
     )]
+    #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub initial_backoff: Duration,
     /// The longest wait between attempts, and the longest `Retry-After` honoured.
     #[serde(
         default = "default_max_backoff",
         deserialize_with = "deserialize_duration"
     )]
+    #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub max_backoff: Duration,
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: postgres`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PostgresConfig {
     /// `host=... port=... user=... password=... dbname=...` or `postgresql://user:pw@host/db`;
@@ -38,13 +38,14 @@ pub struct PostgresConfig {
         default = "default_connect_timeout",
         deserialize_with = "deserialize_duration"
     )]
+    #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub connect_timeout: Duration,
     /// Where the rows go.
     pub destination: DestinationConfig,
 }
 
 /// `tls:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsConfig {
     /// A PEM file of the CA certificates to trust instead of the system's (a private CA, or a

@@ -84,8 +84,9 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
-/// JSON Schema of a duration field.
-pub(crate) struct DurationSchema;
+/// JSON Schema of a duration field: `#[schemars(with = "DurationSchema")]` on a `Duration`
+/// read with [`deserialize`].
+pub struct DurationSchema;
 
 impl schemars::JsonSchema for DurationSchema {
     fn schema_name() -> Cow<'static, str> {

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use duration::{deserialize as deserialize_duration, parse_duration};
+pub use duration::{DurationSchema, deserialize as deserialize_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
@@ -181,10 +181,42 @@ impl Config {
         Ok(config)
     }
 
-    /// The JSON Schema of the config file, for editors.
+    /// The JSON Schema of the config file, for editors; `tasks[].config` is free-form (see
+    /// [`Registry::json_schema`](crate::extractor::Registry::json_schema) for one that knows the
+    /// registered extractor types).
     pub fn json_schema() -> serde_json::Value {
         let mut schema =
             serde_json::to_value(schemars::schema_for!(Config)).expect("a schema is valid JSON");
+        durations_as_written(&mut schema);
+        schema
+    }
+
+    /// [`json_schema`](Config::json_schema) with, for each `(type, schema)`, the rule that a task
+    /// of that `type` has a `config:` block of that schema (`if`/`then` on `tasks[]`). Each
+    /// schema's own `$defs` join the document's.
+    pub fn json_schema_with(extractors: &[(String, serde_json::Value)]) -> serde_json::Value {
+        let mut schema = Config::json_schema();
+        let mut rules = Vec::new();
+        for (kind, extractor) in extractors {
+            let mut extractor = extractor.clone();
+            if let Some(serde_json::Value::Object(defs)) =
+                extractor.as_object_mut().and_then(|o| o.remove("$defs"))
+            {
+                for (name, def) in defs {
+                    schema["$defs"][name] = def;
+                }
+            }
+            if let Some(o) = extractor.as_object_mut() {
+                o.remove("$schema");
+            }
+            rules.push(serde_json::json!({
+                "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                "then": {"properties": {"config": extractor}},
+            }));
+        }
+        if !rules.is_empty() {
+            schema["$defs"]["TaskConfig"]["allOf"] = serde_json::Value::Array(rules);
+        }
         durations_as_written(&mut schema);
         schema
     }
