@@ -81,6 +81,37 @@ fn get(port: u16, path: &str) -> Option<(u16, String, String)> {
     Some((status, head.to_owned(), body.to_owned()))
 }
 
+/// promtool: no errors and no warnings (it prints lint findings and exits non-zero).
+fn promtool_check_metrics(scrape: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    assert!(
+        status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+}
+
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
@@ -156,34 +187,7 @@ fn a_scrape_passes_promtool_and_a_real_prometheus_sees_the_tasks() {
         assert!(scrape.contains(name), "{name} missing from the scrape");
     }
 
-    // promtool: no errors and no warnings (it prints lint findings and exits non-zero).
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = promtool.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    assert!(
-        status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}"
-    );
+    promtool_check_metrics(&scrape);
 
     // A real Prometheus scrapes it every second.
     let prom_port = free_port();
@@ -464,28 +468,5 @@ fn built_ins_count_their_records_per_task() {
                 .contains("extractor_task_records_total{result=\"rejected\",task=\"files\"} 1"),
         "{scrape}"
     );
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = check.wait_with_output().unwrap();
-    assert!(
-        status.success() && stdout.is_empty() && stderr.is_empty(),
-        "{}{}",
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
+    promtool_check_metrics(&scrape);
 }
