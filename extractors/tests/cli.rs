@@ -726,10 +726,15 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
         .env("COGNITE_PROJECT", "p")
         .env("COGNITE_CLIENT_ID", "id")
         .env("COGNITE_CLIENT_SECRET", "from-the-secret")
-        .env("COGNITE_TENANT_ID", "tenant"));
+        .env("COGNITE_TENANT_ID", "tenant")
+        .env(
+            "POSTGRES_CONNECTION",
+            "host=db user=reader password=db-secret-pw dbname=plant sslmode=require",
+        ));
     assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("db-secret-pw") && !stderr.contains("db-secret-pw"));
     assert!(
-        stdout.contains("heartbeat (command)")
+        stdout.contains("work-orders (postgres)")
             && stdout.contains("state:    RAW extractor-state/cdf-extractor"),
         "{stdout}"
     );
