@@ -159,7 +159,15 @@ impl Csv {
         queues: &Queues,
         file: &Path,
     ) -> Result<Outcome, FileError> {
-        let meta = std::fs::metadata(file).map_err(|e| FileError::io(file, e))?;
+        let meta = match std::fs::metadata(file) {
+            Ok(meta) => meta,
+            // Gone since the folder was listed (another consumer, an operator): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(task = %ctx.task(), file = %file.display(), "the file is gone; skipped");
+                return Ok(Outcome::Unchanged);
+            }
+            Err(e) => return Err(FileError::io(file, e)),
+        };
         let size = meta.len();
         let modified = meta
             .modified()

@@ -389,3 +389,18 @@ async fn excel_style_files_read_as_expected() {
         ]
     );
 }
+
+/// A file that disappears between the listing and the reading is skipped, not a failed run.
+#[tokio::test]
+async fn a_file_gone_since_the_listing_is_skipped() {
+    let data = tempfile::tempdir().unwrap();
+    let csv = Csv::new(config(data.path(), json!({}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    let queues = ctx.queues().unwrap().clone();
+    let outcome = csv
+        .ingest(&ctx, &queues, &data.path().join("gone.csv"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Outcome::Unchanged));
+    assert!(capture.raw_keys().is_empty());
+}
