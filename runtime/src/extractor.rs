@@ -340,15 +340,6 @@ impl Rejection {
         self.problems.is_empty()
     }
 
-    /// `Ok(value)` when there is no problem, else `Err(self)`.
-    pub fn or_ok<T>(self, value: T) -> Result<T, Rejection> {
-        if self.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
-    }
-
     /// The problems: (path below `config:`, message).
     pub fn problems(&self) -> &[(String, String)] {
         &self.problems

@@ -26,11 +26,11 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::checkpoint::{self, Checkpoints};
 use crate::destination::Destination;
 pub use config::PostgresConfig;
-pub use types::numeric_text;
 
 /// Rows of one watermark value held back at most (see [`Postgres`]); past it they are queued
 /// and the watermark waits for the group's end.
@@ -290,7 +290,7 @@ async fn connect<T>(
     config: &tokio_postgres::Config,
     tls: T,
     task: &str,
-) -> Result<(tokio_postgres::Client, AbortOnDrop), tokio_postgres::Error>
+) -> Result<(tokio_postgres::Client, AbortOnDropHandle<()>), tokio_postgres::Error>
 where
     T: MakeTlsConnect<Socket>,
     T::Stream: Send + 'static,
@@ -304,7 +304,7 @@ where
             tracing::warn!(task = %task, "the database connection ended: {e}");
         }
     });
-    Ok((client, AbortOnDrop(connection)))
+    Ok((client, AbortOnDropHandle::new(connection)))
 }
 
 /// TLS for `sslmode=require`: the server's certificate is verified against `ca-file`, or the
@@ -338,15 +338,6 @@ fn tls_connector(config: &PostgresConfig) -> Result<MakeRustlsConnect, String> {
         }
     };
     Ok(MakeRustlsConnect::new(client))
-}
-
-/// Aborts the connection task when the run ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// SQL errors (a bad query, a missing table, no permission) are permanent; connection problems

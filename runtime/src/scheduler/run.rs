@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
@@ -41,15 +42,6 @@ impl RunResult {
     /// Whether the run succeeded.
     pub fn is_success(self) -> bool {
         self == RunResult::Success
-    }
-}
-
-/// Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), crate::extractor::TaskError>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -141,18 +133,19 @@ async fn attempt_once(
         series: Some(task.metrics.series.clone()),
     };
     let extractor = task.extractor.clone();
-    let mut handle = AbortOnDrop(tokio::spawn(async move { extractor.run(ctx).await }));
+    // Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
+    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move { extractor.run(ctx).await }));
     let finished = match task.timeout {
-        None => (&mut handle.0).await,
-        Some(limit) => match tokio::time::timeout(limit, &mut handle.0).await {
+        None => (&mut handle).await,
+        Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
             Ok(r) => r,
             Err(_) => {
                 run_cancel.cancel();
-                if tokio::time::timeout(task.timeout_grace, &mut handle.0)
+                if tokio::time::timeout(task.timeout_grace, &mut handle)
                     .await
                     .is_err()
                 {
-                    handle.0.abort();
+                    handle.abort();
                 }
                 return (
                     RunResult::Timeout,
