@@ -22,9 +22,10 @@ pub struct HttpConfig {
     /// logged.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    /// Query parameters added to the URL.
+    /// Query parameters added to the URL; values may be secrets (`api_key: ${API_KEY}`) and are
+    /// shown as `***` in logs and errors.
     #[serde(default)]
-    pub query: BTreeMap<String, String>,
+    pub query: BTreeMap<String, Secret>,
     /// A JSON body for `POST`.
     #[serde(default)]
     pub body: Option<serde_json::Value>,

@@ -33,6 +33,8 @@ pub struct Http {
     client: reqwest::Client,
     destination: Destination,
     watermark: Option<Field>,
+    /// Query parameters whose values the config sets: shown as `***` in messages.
+    redact: std::collections::BTreeSet<String>,
     checkpoints: Checkpoints,
 }
 
@@ -162,6 +164,12 @@ impl Http {
             .map_err(|e| Rejection::from(format!("cannot build an HTTP client: {e}")))?;
         match (url, destination) {
             (Some(url), Some(destination)) if problems.is_empty() => Ok(Http {
+                redact: config
+                    .query
+                    .keys()
+                    .cloned()
+                    .chain(url.query_pairs().map(|(k, _)| k.into_owned()))
+                    .collect(),
                 config,
                 url,
                 client,
@@ -179,7 +187,7 @@ impl Http {
         {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in &self.config.query {
-                pairs.append_pair(k, v);
+                pairs.append_pair(k, v.expose_secret());
             }
             if let (Some(inc), Some(since)) = (&self.config.incremental, since) {
                 pairs.append_pair(&inc.param, &text_of(since));
@@ -200,6 +208,8 @@ impl Http {
             .with_max_times(retries.max_retries)
             .with_jitter()
             .build();
+        // Query values from the config may be secrets (`?api_key=`): never shown.
+        let shown = self.shown(url);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -214,13 +224,14 @@ impl Http {
                     if status.is_success() {
                         let bytes = response.bytes().await.map_err(|e| {
                             TaskError::transient(format!(
-                                "{} {url}: reading the answer: {e}",
-                                self.method()
+                                "{} {shown}: reading the answer: {}",
+                                self.method(),
+                                e.without_url()
                             ))
                         })?;
                         return serde_json::from_slice(&bytes).map_err(|e| {
                             TaskError::permanent(format!(
-                                "{} {url}: the answer is not JSON: {e} (it starts with {:?})",
+                                "{} {shown}: the answer is not JSON: {e} (it starts with {:?})",
                                 self.method(),
                                 String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
                             ))
@@ -231,7 +242,7 @@ impl Http {
                         || status.is_server_error();
                     let body = response.text().await.unwrap_or_default();
                     let problem = format!(
-                        "{} {url}: {status}: {}",
+                        "{} {shown}: {status}: {}",
                         self.method(),
                         body.chars().take(200).collect::<String>().trim()
                     );
@@ -240,13 +251,15 @@ impl Http {
                     }
                     (problem, retry_after)
                 }
-                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() => {
-                    (format!("{} {url}: {e}", self.method()), None)
-                }
+                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() => (
+                    format!("{} {shown}: {}", self.method(), e.without_url()),
+                    None,
+                ),
                 Err(e) => {
                     return Err(TaskError::permanent(format!(
-                        "{} {url}: {e}",
-                        self.method()
+                        "{} {shown}: {}",
+                        self.method(),
+                        e.without_url()
                     )));
                 }
             };
@@ -258,10 +271,32 @@ impl Http {
             let wait = retry_after.map_or(wait, |ra| ra.min(retries.max_backoff).max(wait));
             tracing::warn!(task = %ctx.task(), attempt, wait_ms = wait.as_millis() as u64, "retrying: {problem}");
             tokio::select! {
-                () = ctx.cancelled() => return Err(TaskError::transient(format!("cancelled while waiting to retry {url}"))),
+                () = ctx.cancelled() => return Err(TaskError::transient(format!("cancelled while waiting to retry {shown}"))),
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// `url` for messages, with the values of the query parameters the config sets (in `query`
+    /// or in `url` itself) replaced by `***`.
+    fn shown(&self, url: &Url) -> String {
+        if self.redact.is_empty() || url.query().is_none() {
+            return url.to_string();
+        }
+        let mut shown = url.clone();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if self.redact.contains(k.as_ref()) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(pairs);
+        shown.to_string().replace("%2A%2A%2A", "***")
     }
 
     fn method(&self) -> &'static str {
@@ -309,7 +344,8 @@ impl Http {
         match p.kind {
             PaginationKind::NextLink => current.join(&next).map(Some).map_err(|e| {
                 TaskError::permanent(format!(
-                    "{current}: the next link `{next}` is not a URL: {e}"
+                    "{}: the next link `{next}` is not a URL: {e}",
+                    self.shown(current)
                 ))
             }),
             PaginationKind::Cursor => {
@@ -355,7 +391,8 @@ impl Extractor for Http {
                     Some(Value::Null) | None if pages > 0 => Vec::new(),
                     other => {
                         return Err(TaskError::permanent(format!(
-                            "{url}: `items: \"{}\"` points to {}, not to an array",
+                            "{}: `items: \"{}\"` points to {}, not to an array",
+                            self.shown(&url),
                             self.config.items,
                             other.as_ref().map_or("nothing", describe)
                         )));

@@ -335,3 +335,43 @@ async fn posts_a_json_body() {
         [json!({"externalId": "x", "datapoints": [{"timestamp": 1000, "value": 2.5}]})]
     );
 }
+
+/// Query values from the config (an API key in `query:` or in `url`) never reach errors or
+/// logs: they show as `***`; the pagination cursor and the watermark stay readable.
+#[tokio::test]
+async fn query_secrets_stay_out_of_errors() {
+    let server = MockServer::start().await;
+    Mock::given(path("/denied"))
+        .respond_with(ResponseTemplate::new(401).set_body_string("bad key"))
+        .mount(&server)
+        .await;
+    let (ctx, _) = context("api", None, 100);
+    let http = Http::new(config(json!({
+        "url": format!("{}/denied?token=url-secret-1", server.uri()),
+        "query": {"api_key": "qk-secret-9"},
+        "incremental": {"field": "t", "param": "since", "initial": 5},
+    })))
+    .unwrap();
+    assert!(!format!("{http:?}").contains("qk-secret-9"));
+    let e = http.run(ctx.clone()).await.unwrap_err().to_string();
+    assert!(
+        e.contains("/denied?token=***&api_key=***&since=5: 401 Unauthorized"),
+        "{e}"
+    );
+    let refused = Http::new(config(json!({
+        "url": "http://127.0.0.1:9/x",
+        "query": {"api_key": "qk-secret-9"},
+    })))
+    .unwrap();
+    let e = refused.run(ctx).await.unwrap_err().to_string();
+    assert!(
+        e.contains("api_key=***") && !e.contains("qk-secret-9"),
+        "{e}"
+    );
+    // The request itself carried the real values.
+    let sent = &server.received_requests().await.unwrap()[0];
+    assert_eq!(
+        sent.url.query(),
+        Some("token=url-secret-1&api_key=qk-secret-9&since=5")
+    );
+}
