@@ -21,6 +21,14 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
+    /// The start of a run: the run's queues, after delivering (and recording) what an earlier
+    /// run queued, so nothing new is read while older records wait.
+    pub async fn begin<'c>(&self, ctx: &'c RunContext) -> Result<&'c Queues, TaskError> {
+        let queues = queues(ctx)?;
+        self.commit(ctx, queues).await?;
+        Ok(queues)
+    }
+
     /// Where reading resumes for `key`: what this process already queued, else the state store's
     /// high watermark.
     pub fn resume(&self, ctx: &RunContext, key: &str) -> Option<Value> {
@@ -69,7 +77,7 @@ impl Checkpoints {
 }
 
 /// The run's upload queues, or a permanent error when the runtime gave none.
-pub fn queues(ctx: &RunContext) -> Result<&Queues, TaskError> {
+fn queues(ctx: &RunContext) -> Result<&Queues, TaskError> {
     ctx.queues()
         .ok_or_else(|| TaskError::permanent("this run has no upload queues (no CDF client)"))
 }

@@ -23,7 +23,7 @@ use extractor_runtime::queues::Queues;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{self, Checkpoints};
+use crate::checkpoint::Checkpoints;
 use crate::destination::{Destination, SendError};
 pub use config::{ColumnType, CsvConfig};
 
@@ -139,14 +139,15 @@ impl Csv {
         let mut files: Vec<PathBuf> = glob::glob(&pattern)
             .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
             .filter_map(Result::ok)
-            .filter(|p| p.is_file())
             .filter(|p| {
-                // A file modified less than `min-age` ago may still be being written.
-                let age = std::fs::metadata(p)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok());
-                self.config.min_age.is_zero() || age.is_some_and(|a| a >= self.config.min_age)
+                // One stat: a file, and not modified within `min-age` (it may still be being
+                // written).
+                std::fs::metadata(p).is_ok_and(|m| {
+                    let age = m.modified().ok().and_then(|t| t.elapsed().ok());
+                    m.is_file()
+                        && (self.config.min_age.is_zero()
+                            || age.is_some_and(|a| a >= self.config.min_age))
+                })
             })
             .collect();
         files.sort();
@@ -300,9 +301,8 @@ impl FileError {
 impl Extractor for Csv {
     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
         Box::pin(async move {
-            let queues = checkpoint::queues(&ctx)?;
-            // Deliver what an earlier run queued before anything new (and before moving files).
-            self.checkpoints.commit(&ctx, queues).await?;
+            // (Delivering what an earlier run queued comes before moving any file.)
+            let queues = self.checkpoints.begin(&ctx).await?;
             let files = self.files()?;
             let mut bad = Vec::new();
             let (mut ingested, mut rows) = (0, 0);

@@ -21,7 +21,7 @@ use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunCon
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::checkpoint::{self, Checkpoints};
+use crate::checkpoint::Checkpoints;
 use crate::destination::{Destination, Field};
 pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind};
 
@@ -369,9 +369,7 @@ impl Http {
 impl Extractor for Http {
     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
         Box::pin(async move {
-            let queues = checkpoint::queues(&ctx)?;
-            // Deliver (and record) what an earlier run queued before reading anything new.
-            self.checkpoints.commit(&ctx, queues).await?;
+            let queues = self.checkpoints.begin(&ctx).await?;
             let key = ctx.task().to_owned();
             let since = match &self.config.incremental {
                 Some(inc) => self

@@ -28,7 +28,7 @@ use tokio_postgres::{NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::checkpoint::{self, Checkpoints};
+use crate::checkpoint::Checkpoints;
 use crate::destination::Destination;
 pub use config::PostgresConfig;
 
@@ -150,9 +150,7 @@ impl Postgres {
     }
 
     async fn extract(&self, ctx: &RunContext) -> Result<(u64, u64), TaskError> {
-        let queues = checkpoint::queues(ctx)?;
-        // Deliver (and record) what an earlier run queued before reading anything new.
-        self.checkpoints.commit(ctx, queues).await?;
+        let queues = self.checkpoints.begin(ctx).await?;
         let key = ctx.task().to_owned();
         let since = match &self.config.incremental_field {
             Some(_) => self
