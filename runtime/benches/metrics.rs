@@ -4,29 +4,12 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
 use extractor_runtime::metrics::MetricsRegistry;
 use extractor_runtime::scheduler::{Scheduler, SchedulerOptions};
 use tokio_util::sync::CancellationToken;
 
-struct Trivial;
-
-impl Extractor for Trivial {
-    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
+mod common;
+use common::rss_kib;
 
 fn tasks_registry(tasks: usize) -> MetricsRegistry {
     let mut yaml = String::from("version: 1\ncognite: {project: bench, dry-run: true}\ntasks:\n");
@@ -35,11 +18,7 @@ fn tasks_registry(tasks: usize) -> MetricsRegistry {
             "  - {{name: task-{i}, type: trivial, schedule: {{type: startup}}}}\n"
         ));
     }
-    let env = |_: &str| None;
-    let config = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap();
-    let mut registry = Registry::new();
-    registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
-    let extractors = registry.build_all(&config.tasks).unwrap();
+    let (config, extractors) = common::build(&yaml);
     let metrics = MetricsRegistry::new();
     extractor_runtime::metrics::register_process_and_build_info(metrics.prometheus()).unwrap();
     let before = rss_kib();

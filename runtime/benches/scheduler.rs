@@ -4,18 +4,10 @@
 
 use std::time::Duration;
 
-use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
 use extractor_runtime::scheduler::{Scheduler, SchedulerOptions};
 use tokio_util::sync::CancellationToken;
 
-struct Trivial;
-
-impl Extractor for Trivial {
-    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async { Ok(()) })
-    }
-}
+mod common;
 
 fn rusage() -> (f64, u64) {
     // utime + stime in seconds, and the peak RSS in KiB, from /proc/self.
@@ -35,14 +27,7 @@ fn rusage() -> (f64, u64) {
             .get(12)
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu / ticks, peak)
+    (cpu / ticks, common::status_kib("VmHWM:"))
 }
 
 fn main() {
@@ -63,24 +48,13 @@ fn main() {
         ));
     }
     let rss = |step: &str| {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let kib = common::rss_kib();
         println!("  rss after {step}: {:.1} MiB", kib as f64 / 1024.0);
     };
     rss("building the YAML");
-    let env = |_: &str| None;
-    let config = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap();
+    let (config, extractors) = common::build(&yaml);
     drop(yaml);
-    rss("loading the config");
-    let mut registry = Registry::new();
-    registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
-    let extractors = registry.build_all(&config.tasks).unwrap();
-    rss("building the extractors");
+    rss("loading the config and building the extractors");
     let metrics = extractor_runtime::metrics::MetricsRegistry::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

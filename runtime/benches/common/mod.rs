@@ -1,0 +1,45 @@
+//! What the runtime's benches share.
+#![allow(dead_code)] // each bench uses a part
+
+use extractor_runtime::config::{Config, LoadOptions};
+use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
+use std::sync::Arc;
+
+/// A field of `/proc/self/status` in KiB: `"VmRSS:"` (now) or `"VmHWM:"` (peak).
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident memory now, KiB.
+pub fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// An extractor that does nothing.
+pub struct Trivial;
+
+impl Extractor for Trivial {
+    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A registry with `type: trivial`.
+pub fn trivial_registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register("trivial", |_: serde_json::Value| Ok(Trivial));
+    registry
+}
+
+/// The tasks of `yaml`, built with [`trivial_registry`].
+pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn Extractor>>) {
+    let config = Config::from_yaml(yaml, None, &|_| None, &LoadOptions::default()).unwrap();
+    let extractors = trivial_registry().build_all(&config.tasks).unwrap();
+    (config, extractors)
+}
