@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use extractor_runtime::Secret;
-use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
+use extractor_runtime::auth::TokenManager;
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind, DryRunSink};
-use extractor_runtime::config::{CogniteConfig, Config, IdpAuthenticationConfig, LoadOptions};
+use extractor_runtime::config::CogniteConfig;
 use extractor_runtime::extractor::{TaskError, TaskErrorKind};
 use serde_json::json;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+mod support;
 
 const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
 
@@ -34,13 +35,12 @@ async fn idp() -> (MockServer, Arc<AtomicUsize>) {
 }
 
 fn cognite(host: &str, max_retries: u32) -> CogniteConfig {
-    let yaml = format!(
-        "version: 1\ncognite:\n  project: demo\n  host: {host}\n  dry-run: true\n  connection: {{max-retries: {max_retries}, max-retry-backoff: 1s, timeout: 2s}}\n"
-    );
-    let env = |_: &str| None;
-    Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
-        .unwrap()
-        .cognite
+    support::cognite(
+        host,
+        &format!(
+            ", connection: {{max-retries: {max_retries}, max-retry-backoff: 1s, timeout: 2s}}"
+        ),
+    )
 }
 
 async fn make_client(
@@ -49,13 +49,7 @@ async fn make_client(
     max_retries: u32,
     registry: &prometheus::Registry,
 ) -> (CdfClient, TokenManager) {
-    let idp_config = IdpAuthenticationConfig::new(
-        "c",
-        Secret::new("s"),
-        format!("{}/token", idp.uri()),
-        vec!["s".into()],
-    );
-    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let tokens = support::token_manager(&idp.uri());
     let client = CdfClient::new(
         &cognite(&cdf.uri(), max_retries),
         Some(tokens.clone()),
@@ -279,13 +273,7 @@ async fn connection_errors_are_retried() {
         .local_addr()
         .unwrap();
     let config = cognite(&format!("http://{dead}"), 1);
-    let idp_config = IdpAuthenticationConfig::new(
-        "c",
-        Secret::new("s"),
-        format!("{}/token", idp.uri()),
-        vec!["s".into()],
-    );
-    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let tokens = support::token_manager(&idp.uri());
     let registry = prometheus::Registry::new();
     let client = CdfClient::new(&config, Some(tokens.clone()), None, &registry).unwrap();
     let err = client

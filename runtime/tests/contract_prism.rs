@@ -10,10 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use extractor_runtime::Secret;
-use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
-use extractor_runtime::config::IdpAuthenticationConfig;
 use extractor_runtime::queues::{
     Datapoint, DatapointValue, Datapoints, Event, Events, Kind, RawRow, RawRows,
 };
@@ -82,13 +79,7 @@ async fn the_clients_requests_match_cognites_spec() {
     let idp = MockServer::start().await;
     mount_token_endpoint(&idp, "contract-token").await;
     let cognite = cognite(&base, ", connection: {max-retries: 0}");
-    let idp_config = IdpAuthenticationConfig::new(
-        "c",
-        Secret::new("s"),
-        format!("{}/token", idp.uri()),
-        vec!["s".into()],
-    );
-    let tokens = TokenManager::spawn(&idp_config, TokenManagerOptions::default(), None).unwrap();
+    let tokens = support::token_manager(&idp.uri());
     let client = CdfClient::new(
         &cognite,
         Some(tokens.clone()),

@@ -1,9 +1,7 @@
 //! The RAW state store against a fake CDF (wiremock): paged load, a missing table, save.
 
-use extractor_runtime::Secret;
-use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
+use extractor_runtime::auth::TokenManager;
 use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::config::IdpAuthenticationConfig;
 use extractor_runtime::state::{RawStateStore, StateError, Watermarks};
 use serde_json::json;
 use wiremock::matchers::{method, path, query_param};
@@ -18,13 +16,7 @@ const ROWS: &str = "/api/v1/projects/demo/raw/dbs/state%20db/tables/states/rows"
 async fn make_client(server: &MockServer) -> (CdfClient, TokenManager) {
     mount_token_endpoint(server, "t").await;
     let cognite = support::cognite(&server.uri(), ", connection: {max-retries: 0}");
-    let idp = IdpAuthenticationConfig::new(
-        "c",
-        Secret::new("s"),
-        format!("{}/token", server.uri()),
-        vec!["s".into()],
-    );
-    let tokens = TokenManager::spawn(&idp, TokenManagerOptions::default(), None).unwrap();
+    let tokens = support::token_manager(&server.uri());
     (
         CdfClient::new(
             &cognite,

@@ -68,3 +68,19 @@ pub fn cognite(host: &str, extra: &str) -> CogniteConfig {
         .unwrap()
         .cognite
 }
+
+/// A token manager for client `c` with secret `s` at `{idp}/token` (see [`mount_token_endpoint`]).
+pub fn token_manager(idp: &str) -> extractor_runtime::auth::TokenManager {
+    let config = extractor_runtime::config::IdpAuthenticationConfig::new(
+        "c",
+        extractor_runtime::Secret::new("s"),
+        format!("{idp}/token"),
+        vec!["s".into()],
+    );
+    extractor_runtime::auth::TokenManager::spawn(
+        &config,
+        extractor_runtime::auth::TokenManagerOptions::default(),
+        None,
+    )
+    .unwrap()
+}
