@@ -19,11 +19,13 @@
 //! - [`scheduler`]: runs tasks on their schedules.
 //! - [`runtime`]: puts the pieces together and runs them.
 //! - [`shard`]: splitting tasks across replicas (rendezvous hashing).
+//! - [`backoff`]: the retry schedule (exponential, full jitter).
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
 pub mod cdf;
 pub mod config;
 pub mod extractor;

@@ -16,7 +16,6 @@ pub mod config;
 #[cfg(test)]
 mod tests;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
 use reqwest::Url;
 use serde_json::Value;
@@ -202,12 +201,9 @@ impl Http {
     /// One page, with retries.
     async fn fetch(&self, ctx: &RunContext, url: &Url) -> Result<Value, TaskError> {
         let retries = &self.config.retries;
-        let mut backoff = ExponentialBuilder::default()
-            .with_min_delay(retries.initial_backoff)
-            .with_max_delay(retries.max_backoff)
-            .with_max_times(retries.max_retries)
-            .with_jitter()
-            .build();
+        let mut backoff =
+            extractor_runtime::backoff::full_jitter(retries.initial_backoff, retries.max_backoff)
+                .take(retries.max_retries);
         // Query values from the config may be secrets (`?api_key=`): never shown.
         let shown = self.shown(url);
         let mut attempt = 0;

@@ -4,32 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 
 use super::error::{AuthError, AuthErrorKind};
 use super::{Inner, Token, policy, request};
 
-/// Exponential backoff from backon, with full jitter: each delay is drawn uniformly from zero
-/// to the exponential delay (AWS's "full jitter").
-struct FullJitter<B>(B);
-
-impl<B: Iterator<Item = Duration>> Iterator for FullJitter<B> {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
-        self.0.next().map(|d| d.mul_f64(fastrand::f64()))
-    }
-}
-
-fn backoff(inner: &Inner) -> FullJitter<backon::ExponentialBackoff> {
-    FullJitter(
-        ExponentialBuilder::default()
-            .with_min_delay(inner.options.min_backoff)
-            .with_max_delay(inner.options.max_backoff)
-            .with_factor(2.0)
-            .without_max_times()
-            .build(),
-    )
+fn backoff(inner: &Inner) -> impl Iterator<Item = Duration> + use<> {
+    crate::backoff::full_jitter(inner.options.min_backoff, inner.options.max_backoff)
 }
 
 pub(crate) async fn run(inner: Arc<Inner>) {

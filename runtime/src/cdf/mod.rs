@@ -13,7 +13,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 pub use error::{CdfError, CdfErrorKind};
@@ -238,12 +237,10 @@ impl CdfClient {
         let inner = &*self.inner;
         let tokens = inner.tokens.as_ref().expect("checked in new()");
         let url = format!("{}{path}", inner.base);
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(inner.connection.max_retry_backoff)
-            .without_max_times()
-            .build()
-            .map(|d| d.mul_f64(fastrand::f64()));
+        let mut delays = crate::backoff::full_jitter(
+            Duration::from_millis(500),
+            inner.connection.max_retry_backoff,
+        );
         let mut refreshed = false;
         let mut retries = 0;
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;

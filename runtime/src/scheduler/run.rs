@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -52,12 +51,7 @@ fn retry_delays(task: &Task) -> impl Iterator<Item = Duration> + use<> {
         .as_ref()
         .map(|r| (r.initial_backoff, r.max_backoff))
         .unwrap_or((Duration::from_secs(1), Duration::from_secs(60)));
-    ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .without_max_times()
-        .build()
-        .map(|d| d.mul_f64(fastrand::f64()))
+    crate::backoff::full_jitter(min, max)
 }
 
 /// Runs `task` once (with its retries), records metrics and logs the result.
