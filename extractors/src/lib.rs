@@ -1,7 +1,6 @@
 //! The built-in extractors of the `extractor-runtime` binary, each an ordinary implementation of
 //! [`extractor_runtime::extractor::Extractor`].
 
-pub mod checkpoint;
 pub mod command;
 pub mod csv;
 pub mod destination;

@@ -73,6 +73,8 @@ pub struct RunContext {
     pub(crate) attempt: u32,
     /// The task's series, for [`RunContext::records_queued`]; `None` outside the scheduler.
     pub(crate) series: Option<Arc<crate::metrics::TaskSeries>>,
+    /// The task's handle on the queues and its state.
+    pub(crate) upload: crate::queues::Upload,
 }
 
 impl RunContext {
@@ -88,6 +90,10 @@ impl RunContext {
             registry: prometheus::Registry::new(),
             attempt: 1,
             series: None,
+            upload: crate::queues::Upload::new(
+                None,
+                crate::queues::ledger::Ledger::new(task.into(), None, None),
+            ),
         }
     }
 
@@ -100,13 +106,31 @@ impl RunContext {
     /// The same context with upload queues (for calling an extractor outside the scheduler).
     pub fn with_queues(mut self, queues: crate::queues::Queues) -> Self {
         self.queues = Some(queues);
+        self.renew_upload();
         self
     }
 
     /// The same context with a state store.
     pub fn with_state(mut self, state: crate::state::StateStore) -> Self {
         self.state = Some(state);
+        self.renew_upload();
         self
+    }
+
+    /// A new ledger on the current queues and state (outside the scheduler, before any run).
+    fn renew_upload(&mut self) {
+        let ledger = crate::queues::ledger::Ledger::new(
+            self.task.clone(),
+            self.state.clone(),
+            self.series.clone(),
+        );
+        self.upload = crate::queues::Upload::new(self.queues.clone(), ledger);
+    }
+
+    /// The task's handle on the upload queues and its state: queue items, make checkpoints,
+    /// wait until CDF settled them. See [`Upload`](crate::queues::Upload).
+    pub fn upload(&self) -> &crate::queues::Upload {
+        &self.upload
     }
 
     /// The process's upload queues into CDF. Add items, [`flush`](crate::queues::Queues::flush),

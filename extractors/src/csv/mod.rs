@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
-use extractor_runtime::queues::Queues;
+use extractor_runtime::queues::{Refusals, Upload};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::Checkpoints;
 use crate::destination::{Destination, SendError};
 pub use config::{ColumnType, CsvConfig};
 
@@ -36,7 +35,6 @@ pub struct Csv {
     config: CsvConfig,
     delimiter: u8,
     destination: Destination,
-    checkpoints: Checkpoints,
 }
 
 impl Csv {
@@ -113,7 +111,6 @@ impl Csv {
                 config,
                 delimiter,
                 destination,
-                checkpoints: Checkpoints::default(),
             }),
             _ => Err(problems),
         }
@@ -157,7 +154,8 @@ impl Csv {
     async fn ingest(
         &self,
         ctx: &RunContext,
-        queues: &Queues,
+        upload: &Upload,
+        refused: &mut Refusals,
         file: &Path,
     ) -> Result<Outcome, FileError> {
         let meta = match std::fs::metadata(file) {
@@ -175,10 +173,10 @@ impl Csv {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as u64);
-        let key = format!("{}:{}", ctx.task(), file.display());
+        let key = file.display().to_string();
         let progress = |rows: u64, done: bool| json!({"size": size, "modified": modified, "rows": rows, "done": done});
         let mut skip = 0;
-        if let Some(mark) = self.checkpoints.resume(ctx, &key)
+        if let Some(mark) = upload.resume(&key)
             && mark["size"] == json!(size)
             && mark["modified"] == json!(modified)
         {
@@ -214,7 +212,7 @@ impl Csv {
                 }
             };
             for (line, record) in chunk {
-                match self.destination.send(ctx, queues, record).await {
+                match self.destination.send(ctx, upload, record).await {
                     Ok(()) => rows += 1,
                     Err(SendError::Record(e)) => {
                         result = Err(FileError::Bad {
@@ -227,11 +225,8 @@ impl Csv {
                     Err(SendError::Queue(e)) => return Err(FileError::Task(e.into())),
                 }
                 if rows % self.config.batch_size as u64 == 0 {
-                    self.checkpoints.queued(&key, progress(rows, false));
-                    self.checkpoints
-                        .commit(ctx, queues)
-                        .await
-                        .map_err(FileError::Task)?;
+                    upload.checkpoint(&key, progress(rows, false));
+                    refused.merge(upload.deliver().await.map_err(FileError::Task)?);
                 }
             }
             if ctx.is_cancelled() {
@@ -244,13 +239,10 @@ impl Csv {
         }
         drop(rx);
         let _ = thread.await;
-        // What was read before a bad line or a cancel is delivered and remembered.
-        self.checkpoints
-            .queued(&key, progress(rows, result.is_ok()));
-        self.checkpoints
-            .commit(ctx, queues)
-            .await
-            .map_err(FileError::Task)?;
+        // What was read before a bad line or a cancel is delivered and remembered; rows CDF
+        // refused are dead-lettered and do not keep the file from being done.
+        upload.checkpoint(&key, progress(rows, result.is_ok()));
+        refused.merge(upload.deliver().await.map_err(FileError::Task)?);
         result?;
         self.move_done(file)?;
         Ok(Outcome::Ingested(rows - skip))
@@ -301,13 +293,13 @@ impl FileError {
 impl Extractor for Csv {
     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
         Box::pin(async move {
-            // (Delivering what an earlier run queued comes before moving any file.)
-            let queues = self.checkpoints.begin(&ctx).await?;
+            let upload = self.destination.upload(&ctx);
             let files = self.files()?;
             let mut bad = Vec::new();
+            let mut refused = Refusals::default();
             let (mut ingested, mut rows) = (0, 0);
             for file in &files {
-                match self.ingest(&ctx, queues, file).await {
+                match self.ingest(&ctx, &upload, &mut refused, file).await {
                     Ok(Outcome::Unchanged) => {}
                     Ok(Outcome::Ingested(n)) => {
                         tracing::info!(task = %ctx.task(), file = %file.display(), rows = n, "file ingested");
@@ -334,14 +326,16 @@ impl Extractor for Csv {
                 malformed = bad.len(),
                 "csv run done"
             );
-            if bad.is_empty() {
-                Ok(())
-            } else {
-                Err(TaskError::permanent(format!(
-                    "{} file(s) with a malformed line: {}",
+            let refused = upload.refused_error(&refused);
+            match (bad.is_empty(), refused) {
+                (true, None) => Ok(()),
+                (true, Some(refused)) => Err(refused),
+                (false, refused) => Err(TaskError::permanent(format!(
+                    "{} file(s) with a malformed line: {}{}",
                     bad.len(),
-                    bad.join("; ")
-                )))
+                    bad.join("; "),
+                    refused.map_or_else(String::new, |r| format!("; {r}"))
+                ))),
             }
         })
     }

@@ -396,9 +396,9 @@ async fn a_file_gone_since_the_listing_is_skipped() {
     let data = tempfile::tempdir().unwrap();
     let csv = Csv::new(config(data.path(), json!({}))).unwrap();
     let (ctx, capture) = context("files", None, 100);
-    let queues = ctx.queues().unwrap().clone();
+    let mut refused = extractor_runtime::queues::Refusals::default();
     let outcome = csv
-        .ingest(&ctx, &queues, &data.path().join("gone.csv"))
+        .ingest(&ctx, ctx.upload(), &mut refused, &data.path().join("gone.csv"))
         .await
         .unwrap();
     assert!(matches!(outcome, Outcome::Unchanged));

@@ -51,7 +51,18 @@ pub struct DestinationConfig {
     /// metadata key to field.
     #[serde(default)]
     pub metadata: Option<MetadataConfig>,
+    /// `datapoints`: datapoints of a time series CDF does not have: `true` creates the (classic)
+    /// time series (external id, name = external id, string or numeric from the value) and
+    /// sends them again; `false` (default) refuses them to the dead-letter file.
+    #[serde(default)]
+    pub create_missing: Option<bool>,
+    /// `events`: an event whose external id CDF has already: `update` (default) updates it with
+    /// the new fields, so replays are idempotent; `skip` keeps the existing one.
+    #[serde(default)]
+    pub on_duplicate: Option<OnDuplicate>,
 }
+
+pub use extractor_runtime::queues::OnDuplicate;
 
 /// The kinds of destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

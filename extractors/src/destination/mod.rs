@@ -15,10 +15,10 @@ use std::fmt;
 
 use extractor_runtime::cdf::CdfError;
 use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
-use extractor_runtime::queues::{Datapoint, DatapointValue, Event, Queues, RawRow};
+use extractor_runtime::queues::{Datapoint, DatapointValue, Event, Policy, RawRow, Upload};
 use serde_json::Value;
 
-pub use config::{DestinationConfig, DestinationKind, MetadataConfig};
+pub use config::{DestinationConfig, DestinationKind, MetadataConfig, OnDuplicate};
 pub use field::Field;
 
 /// A checked `destination:` block.
@@ -41,6 +41,8 @@ pub enum Destination {
         timestamp: Field,
         /// The value.
         value: Field,
+        /// Create missing time series.
+        create_missing: bool,
     },
     /// Events.
     Events(Box<EventMapping>),
@@ -63,6 +65,8 @@ pub struct EventMapping {
     pub description: Option<Field>,
     /// Metadata key to field.
     pub metadata: Vec<(String, Field)>,
+    /// What happens to an event CDF has already.
+    pub on_duplicate: OnDuplicate,
 }
 
 /// A record that does not fit the destination's mapping.
@@ -129,7 +133,7 @@ impl Destination {
             DestinationKind::Datapoints => "datapoints",
             DestinationKind::Events => "events",
         };
-        let given: [(&str, bool, &[DestinationKind]); 13] = {
+        let given: [(&str, bool, &[DestinationKind]); 15] = {
             use DestinationKind::*;
             [
                 ("database", config.database.is_some(), &[Raw]),
@@ -148,6 +152,12 @@ impl Destination {
                 ("subtype", config.subtype.is_some(), &[Events]),
                 ("description", config.description.is_some(), &[Events]),
                 ("metadata", config.metadata.is_some(), &[Events]),
+                (
+                    "create-missing",
+                    config.create_missing.is_some(),
+                    &[Datapoints],
+                ),
+                ("on-duplicate", config.on_duplicate.is_some(), &[Events]),
                 ("type", true, &[Raw, Datapoints, Events]),
             ]
         };
@@ -184,6 +194,7 @@ impl Destination {
                             external_id,
                             timestamp,
                             value,
+                            create_missing: config.create_missing.unwrap_or(false),
                         })
                     }
                     _ => None,
@@ -224,6 +235,7 @@ impl Destination {
                         subtype,
                         description,
                         metadata,
+                        on_duplicate: config.on_duplicate.unwrap_or_default(),
                     }))
                 })
             }
@@ -269,6 +281,7 @@ impl Destination {
                 external_id,
                 timestamp,
                 value,
+                ..
             } => {
                 let external_id = text(external_id, record, "external-id")?;
                 let timestamp = time(timestamp, record, "timestamp")?;
@@ -324,12 +337,32 @@ impl Destination {
         }
     }
 
-    /// Maps a record and queues it (waiting while the queue is full), counting it in the
-    /// task's `extractor_task_records_total` as queued or rejected.
+    /// The delivery policy of this destination's items.
+    pub fn policy(&self) -> Policy {
+        match self {
+            Destination::Raw { .. } => Policy::default(),
+            Destination::Datapoints { create_missing, .. } => Policy {
+                create_missing: *create_missing,
+                ..Policy::default()
+            },
+            Destination::Events(m) => Policy {
+                on_duplicate: m.on_duplicate,
+                ..Policy::default()
+            },
+        }
+    }
+
+    /// The run's upload handle with this destination's policy.
+    pub fn upload(&self, ctx: &RunContext) -> Upload {
+        ctx.upload().with_policy(self.policy())
+    }
+
+    /// Maps a record and queues it through `upload` (waiting while the queue is full),
+    /// counting it in the task's `extractor_task_records_total` as queued or rejected.
     pub async fn send(
         &self,
         ctx: &RunContext,
-        queues: &Queues,
+        upload: &Upload,
         record: Value,
     ) -> Result<(), SendError> {
         let item = match self.map(record) {
@@ -339,18 +372,14 @@ impl Destination {
                 return Err(SendError::Record(e));
             }
         };
-        self.queue(queues, item).await?;
+        match item {
+            Item::Raw(row) => upload.raw(row).await,
+            Item::Datapoint(dp) => upload.datapoint(dp).await,
+            Item::Event(event) => upload.event(event).await,
+        }
+        .map_err(SendError::Queue)?;
         ctx.records_queued(1);
         Ok(())
-    }
-
-    async fn queue(&self, queues: &Queues, item: Item) -> Result<(), SendError> {
-        match item {
-            Item::Raw(row) => queues.raw.add(row).await,
-            Item::Datapoint(dp) => queues.datapoints.add(dp).await,
-            Item::Event(event) => queues.events.add(event).await,
-        }
-        .map_err(SendError::Queue)
     }
 }
 

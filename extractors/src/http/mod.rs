@@ -20,7 +20,6 @@ use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunCon
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoints;
 use crate::destination::{Destination, Field};
 pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind};
 
@@ -34,7 +33,6 @@ pub struct Http {
     watermark: Option<Field>,
     /// Query parameters whose values the config sets: shown as `***` in messages.
     redact: std::collections::BTreeSet<String>,
-    checkpoints: Checkpoints,
 }
 
 impl Http {
@@ -174,7 +172,6 @@ impl Http {
                 client,
                 destination,
                 watermark,
-                checkpoints: Checkpoints::default(),
             }),
             _ => Err(problems),
         }
@@ -365,13 +362,9 @@ impl Http {
 impl Extractor for Http {
     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
         Box::pin(async move {
-            let queues = self.checkpoints.begin(&ctx).await?;
-            let key = ctx.task().to_owned();
+            let upload = self.destination.upload(&ctx);
             let since = match &self.config.incremental {
-                Some(inc) => self
-                    .checkpoints
-                    .resume(&ctx, &key)
-                    .or_else(|| inc.initial.clone()),
+                Some(inc) => upload.resume("").or_else(|| inc.initial.clone()),
                 None => None,
             };
             let mut url = self.first_url(since.as_ref());
@@ -400,7 +393,7 @@ impl Extractor for Http {
                     {
                         highest = Some(v.into_owned());
                     }
-                    self.destination.send(&ctx, queues, item).await?;
+                    self.destination.send(&ctx, &upload, item).await?;
                     items += 1;
                 }
                 pages += 1;
@@ -422,9 +415,9 @@ impl Extractor for Http {
                 }
             }
             if let Some(h) = highest.filter(|h| Some(h) != since.as_ref()) {
-                self.checkpoints.queued(&key, h);
+                upload.checkpoint("", h);
             }
-            self.checkpoints.commit(&ctx, queues).await?;
+            upload.settled().await?;
             tracing::info!(task = %ctx.task(), pages, items, "http run done");
             Ok(())
         })

@@ -28,7 +28,7 @@ use tokio_postgres::{NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::checkpoint::Checkpoints;
+use extractor_runtime::queues::Refusals;
 use crate::destination::Destination;
 pub use config::PostgresConfig;
 
@@ -42,7 +42,6 @@ pub struct Postgres {
     connect: tokio_postgres::Config,
     tls: Option<MakeRustlsConnect>,
     destination: Destination,
-    checkpoints: Checkpoints,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -143,19 +142,17 @@ impl Postgres {
                 connect,
                 tls,
                 destination,
-                checkpoints: Checkpoints::default(),
             }),
             _ => Err(problems),
         }
     }
 
     async fn extract(&self, ctx: &RunContext) -> Result<(u64, u64), TaskError> {
-        let queues = self.checkpoints.begin(ctx).await?;
-        let key = ctx.task().to_owned();
+        let upload = self.destination.upload(ctx);
+        let mut refused = Refusals::default();
         let since = match &self.config.incremental_field {
-            Some(_) => self
-                .checkpoints
-                .resume(ctx, &key)
+            Some(_) => upload
+                .resume("")
                 .or_else(|| self.config.initial_value.clone()),
             None => None,
         };
@@ -255,7 +252,7 @@ impl Postgres {
             let ready: Vec<(Value, Value)> = held.drain(..held.len() - keep).collect();
             let mut mark = None;
             for (m, record) in ready {
-                self.destination.send(ctx, queues, record).await?;
+                self.destination.send(ctx, &upload, record).await?;
                 mark = Some(m);
             }
             if open_group {
@@ -268,9 +265,9 @@ impl Postgres {
                         self.config.incremental_field.as_deref().unwrap_or_default()
                     )));
                 }
-                self.checkpoints.queued(&key, m);
+                upload.checkpoint("", m);
             }
-            self.checkpoints.commit(ctx, queues).await?;
+            refused.merge(upload.deliver().await?);
             if end {
                 break;
             }
@@ -279,7 +276,10 @@ impl Postgres {
             }
         }
         tx.commit().await.map_err(db)?;
-        Ok((rows, batches))
+        match upload.refused_error(&refused) {
+            Some(e) => Err(e),
+            None => Ok((rows, batches)),
+        }
     }
 }
 

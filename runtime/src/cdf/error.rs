@@ -32,6 +32,10 @@ pub(crate) struct Details {
     pub(crate) message: String,
     pub(crate) request_id: Option<String>,
     pub(crate) auth: Option<AuthError>,
+    /// The items CDF named in `error.missing` (`{"externalId": ..}` objects).
+    pub(crate) missing: Vec<serde_json::Value>,
+    /// The items CDF named in `error.duplicated`.
+    pub(crate) duplicated: Vec<serde_json::Value>,
 }
 
 impl CdfError {
@@ -47,6 +51,8 @@ impl CdfError {
             message: message.into(),
             request_id: None,
             auth: None,
+            missing: Vec::new(),
+            duplicated: Vec::new(),
         }))
     }
 
@@ -68,6 +74,27 @@ impl CdfError {
     /// The token manager's error, for [`CdfErrorKind::Auth`].
     pub fn auth_error(&self) -> Option<&AuthError> {
         self.0.auth.as_ref()
+    }
+
+    /// The items CDF named as missing (`error.missing` of its answer): objects such as
+    /// `{"externalId": "x"}`.
+    pub fn missing(&self) -> &[serde_json::Value] {
+        &self.0.missing
+    }
+
+    /// The items CDF named as duplicated (`error.duplicated` of its answer).
+    pub fn duplicated(&self) -> &[serde_json::Value] {
+        &self.0.duplicated
+    }
+
+    /// The endpoint template of the request.
+    pub fn endpoint(&self) -> &'static str {
+        self.0.endpoint
+    }
+
+    /// CDF's message.
+    pub fn message(&self) -> &str {
+        &self.0.message
     }
 
     /// Whether trying again later may succeed (the data should be kept for the next flush).

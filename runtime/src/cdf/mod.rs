@@ -318,8 +318,9 @@ impl CdfClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(crate::auth::parse_retry_after);
                     let text = response.text().await.unwrap_or_default();
-                    let message = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
+                    let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
+                    let message = answer
+                        .as_ref()
                         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                         .unwrap_or_else(|| text.chars().take(300).collect());
                     let kind = if retry_reason(status, auto).is_some() {
@@ -330,6 +331,14 @@ impl CdfClient {
                     let mut err = CdfError::new(kind, endpoint, message);
                     err.0.status = Some(status);
                     err.0.request_id = request_id;
+                    if let Some(mut answer) = answer {
+                        let mut list = |name: &str| match answer["error"][name].take() {
+                            serde_json::Value::Array(items) => items,
+                            _ => Vec::new(),
+                        };
+                        err.0.missing = list("missing");
+                        err.0.duplicated = list("duplicated");
+                    }
                     if status == 401 && !refreshed {
                         // One forced refresh and one more try; a second 401 is final.
                         refreshed = true;

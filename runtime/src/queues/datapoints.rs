@@ -1,8 +1,6 @@
 //! Datapoints: `POST /timeseries/data`, at most 10 000 time series and 100 000 datapoints a
 //! request.
 
-use std::collections::VecDeque;
-
 use super::{Kind, Request};
 
 /// The API's limit of time series per request.
@@ -34,16 +32,34 @@ pub struct Datapoint {
 #[derive(Debug)]
 pub struct Datapoints;
 
+/// The API's limit of time series created per request.
+pub const MAX_SERIES_CREATED_PER_REQUEST: usize = 1_000;
+
 impl Kind for Datapoints {
     type Item = Datapoint;
     type Stored = Datapoint;
+    const NAME: &'static str = "datapoints";
 
     fn store(item: Datapoint) -> Datapoint {
         item
     }
-    const NAME: &'static str = "datapoints";
 
-    fn next_request(items: &VecDeque<Datapoint>) -> Request {
+    fn batch_len<'a>(items: impl Iterator<Item = &'a Datapoint>) -> usize {
+        let mut series: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut taken = 0;
+        for dp in items.take(MAX_DATAPOINTS_PER_REQUEST) {
+            if !series.contains(dp.external_id.as_str()) {
+                if series.len() == MAX_SERIES_PER_REQUEST {
+                    break;
+                }
+                series.insert(&dp.external_id);
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    fn request(items: &[&Datapoint]) -> Request {
         #[derive(serde::Serialize)]
         struct Point<'a> {
             timestamp: i64,
@@ -61,25 +77,17 @@ impl Kind for Datapoints {
             external_id: &'a str,
             datapoints: Vec<Point<'a>>,
         }
-        // Group a prefix of the queue by time series, in order of first appearance.
+        // Grouped by time series, in order of first appearance.
         let mut series: Vec<Series<'_>> = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        let mut taken = 0;
-        for dp in items.iter().take(MAX_DATAPOINTS_PER_REQUEST) {
-            let i = match index.get(dp.external_id.as_str()) {
-                Some(i) => *i,
-                None => {
-                    if series.len() == MAX_SERIES_PER_REQUEST {
-                        break;
-                    }
-                    index.insert(&dp.external_id, series.len());
-                    series.push(Series {
-                        external_id: &dp.external_id,
-                        datapoints: Vec::new(),
-                    });
-                    series.len() - 1
-                }
-            };
+        for dp in items {
+            let i = *index.entry(&dp.external_id).or_insert_with(|| {
+                series.push(Series {
+                    external_id: &dp.external_id,
+                    datapoints: Vec::new(),
+                });
+                series.len() - 1
+            });
             let value = match &dp.value {
                 Value::Numeric(v) => PointValue::Numeric(*v),
                 Value::String(s) => PointValue::String(s),
@@ -88,20 +96,66 @@ impl Kind for Datapoints {
                 timestamp: dp.timestamp,
                 value,
             });
-            taken += 1;
         }
         Request {
             endpoint: "/timeseries/data",
             path: "/timeseries/data".to_owned(),
             body: super::items_body(&series),
-            items: taken,
+            items: items.len(),
         }
+    }
+
+    fn id(item: &Datapoint) -> Option<&str> {
+        Some(&item.external_id)
+    }
+
+    fn to_json(item: &Datapoint) -> serde_json::Value {
+        let value = match &item.value {
+            Value::Numeric(v) => serde_json::json!(v),
+            Value::String(s) => serde_json::json!(s),
+        };
+        serde_json::json!({
+            "externalId": item.external_id,
+            "timestamp": item.timestamp,
+            "value": value,
+        })
+    }
+
+    /// Classic time series: external id, name = external id, `isString` from the value.
+    fn create_missing(items: &[&Datapoint]) -> Vec<Request> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct NewSeries<'a> {
+            external_id: &'a str,
+            name: &'a str,
+            is_string: bool,
+        }
+        let mut seen = std::collections::HashSet::new();
+        let series: Vec<NewSeries<'_>> = items
+            .iter()
+            .filter(|dp| seen.insert(dp.external_id.as_str()))
+            .map(|dp| NewSeries {
+                external_id: &dp.external_id,
+                name: &dp.external_id,
+                is_string: matches!(dp.value, Value::String(_)),
+            })
+            .collect();
+        series
+            .chunks(MAX_SERIES_CREATED_PER_REQUEST)
+            .map(|chunk| Request {
+                endpoint: "/timeseries",
+                path: "/timeseries".to_owned(),
+                body: super::items_body(chunk),
+                items: chunk.len(),
+            })
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     fn dp(series: usize, t: i64) -> Datapoint {
         Datapoint {

@@ -1,6 +1,6 @@
 //! Events: `POST /events`, at most 1 000 a request.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -43,26 +43,94 @@ pub struct Events;
 impl Kind for Events {
     type Item = Event;
     type Stored = Event;
+    const NAME: &'static str = "events";
 
     fn store(item: Event) -> Event {
         item
     }
-    const NAME: &'static str = "events";
 
-    fn next_request(items: &VecDeque<Event>) -> Request {
-        let events: Vec<&Event> = items.iter().take(MAX_EVENTS_PER_REQUEST).collect();
+    fn batch_len<'a>(items: impl Iterator<Item = &'a Event>) -> usize {
+        items.take(MAX_EVENTS_PER_REQUEST).count()
+    }
+
+    fn request(events: &[&Event]) -> Request {
         Request {
             endpoint: "/events",
             path: "/events".to_owned(),
             items: events.len(),
-            body: super::items_body(&events),
+            body: super::items_body(events),
         }
+    }
+
+    fn id(item: &Event) -> Option<&str> {
+        item.external_id.as_deref()
+    }
+
+    fn to_json(item: &Event) -> serde_json::Value {
+        serde_json::to_value(item).expect("an event serializes")
+    }
+
+    /// `/events/update` by external id, setting every field the event has.
+    fn update(events: &[&Event]) -> Option<Vec<Request>> {
+        #[derive(Serialize)]
+        struct Set<T> {
+            set: T,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Changes<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            start_time: Option<Set<i64>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            end_time: Option<Set<i64>>,
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind: Option<Set<&'a str>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            subtype: Option<Set<&'a str>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<Set<&'a str>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<Set<&'a BTreeMap<String, String>>>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Update<'a> {
+            external_id: &'a str,
+            update: Changes<'a>,
+        }
+        let set = |v| Set { set: v };
+        let updates: Vec<Update<'_>> = events
+            .iter()
+            .map(|e| Update {
+                external_id: e.external_id.as_deref().unwrap_or_default(),
+                update: Changes {
+                    start_time: e.start_time.map(set),
+                    end_time: e.end_time.map(|v| Set { set: v }),
+                    kind: e.kind.as_deref().map(|v| Set { set: v }),
+                    subtype: e.subtype.as_deref().map(|v| Set { set: v }),
+                    description: e.description.as_deref().map(|v| Set { set: v }),
+                    metadata: (!e.metadata.is_empty()).then_some(Set { set: &e.metadata }),
+                },
+            })
+            .collect();
+        Some(
+            updates
+                .chunks(MAX_EVENTS_PER_REQUEST)
+                .map(|chunk| Request {
+                    endpoint: "/events/update",
+                    path: "/events/update".to_owned(),
+                    items: chunk.len(),
+                    body: super::items_body(chunk),
+                })
+                .collect(),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     #[test]
     fn at_most_1_000_events_in_camel_case() {

@@ -1,14 +1,34 @@
 //! Bounded upload queues into CDF: backpressure, requests split at the API's limits, and
-//! at-least-once delivery (items leave the queue only after CDF accepted them).
+//! at-least-once delivery (items leave the queue only after CDF settled them).
 //!
 //! A queue holds items of one [`Kind`]; [`UploadQueue::add`] waits while the queue is full
 //! (it never grows without bound and never drops), and [`UploadQueue::flush`] sends what is
-//! queued, request by request, removing each request's items only once CDF accepted them. A
-//! failed flush keeps the rest for the next one and returns the error.
+//! queued, request by request. Each item leaves the queue once CDF *settled* it:
+//!
+//! - accepted;
+//! - named in CDF's `missing` or `duplicated` list and handled by the task's [`Policy`]
+//!   (missing time series created and the datapoints sent again; duplicated events updated or
+//!   skipped), or refused;
+//! - part of a request CDF refused without naming items (400/422): the request is split in
+//!   halves until the culprits stand alone (a few extra requests per bad item), and only they
+//!   are refused; a request too large (413) is split the same way.
+//!
+//! A refused item is written to the dead-letter file (`upload-queue.dead-letter`), logged
+//! and counted, and never blocks the items behind it. Transient failures (408, 429, 5xx,
+//! network), a missing token and answers that concern every item (401, 403, 404) keep the items
+//! queued for the next flush, in order, and the flush returns the error.
+//!
+//! Extractors use a task's [`Upload`] handle, which tags every item with the task's ledger, so a
+//! checkpoint becomes durable once CDF settled everything that task queued before it.
 
 mod datapoints;
+mod dead_letter;
+mod deliver;
 mod events;
+pub(crate) mod ledger;
+mod policy;
 mod raw;
+mod upload;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,10 +37,16 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
 pub use datapoints::{Datapoint, Datapoints, Value as DatapointValue};
+pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
+pub use ledger::Refusals;
+pub use policy::{OnDuplicate, Policy};
 pub use raw::{RawRow, RawRows, StoredRow};
+pub use upload::Upload;
 
 use crate::cdf::{CdfClient, CdfError};
+use deliver::Outcome;
+use ledger::{Ledger, Settled, Tag};
 
 /// One request a batch of items becomes.
 #[derive(Debug)]
@@ -59,21 +85,61 @@ pub trait Kind: Send + Sync + 'static {
     /// The item, as producers add it.
     type Item: Send + 'static;
     /// The item as the queue keeps it (smaller: a RAW row's columns are kept serialized).
-    type Stored: Send + 'static;
+    type Stored: Send + Sync + 'static;
     /// The `queue` label.
     const NAME: &'static str;
-    /// The first request for the front of `items`: it carries a prefix of them, never more than
-    /// the API allows in one request.
-    fn next_request(items: &VecDeque<Self::Stored>) -> Request;
 
     /// Turns an added item into what the queue keeps.
     fn store(item: Self::Item) -> Self::Stored;
+
+    /// How many items from the front of the queue one request carries: never more than the API
+    /// allows in one request.
+    fn batch_len<'a>(items: impl Iterator<Item = &'a Self::Stored>) -> usize;
+
+    /// The request that sends `items` (at most one batch).
+    fn request(items: &[&Self::Stored]) -> Request;
+
+    /// The id CDF names an item by in its `missing` and `duplicated` lists (an external id, a
+    /// row key).
+    fn id(item: &Self::Stored) -> Option<&str>;
+
+    /// The item as JSON, for the dead-letter file.
+    fn to_json(item: &Self::Stored) -> serde_json::Value;
+
+    /// Requests that create what `items` refer to but CDF does not have (`create-missing`);
+    /// empty when this kind cannot.
+    fn create_missing(_items: &[&Self::Stored]) -> Vec<Request> {
+        Vec::new()
+    }
+
+    /// Requests that update what CDF has already with `items` (`on-duplicate: update`); `None`
+    /// when this kind cannot.
+    fn update(_items: &[&Self::Stored]) -> Option<Vec<Request>> {
+        None
+    }
+
+    /// The first request for the front of `items`.
+    fn next_request(items: &VecDeque<Self::Stored>) -> Request {
+        let n = Self::batch_len(items.iter());
+        let front: Vec<&Self::Stored> = items.iter().take(n).collect();
+        Self::request(&front)
+    }
 }
 
 #[derive(Clone)]
 struct Metrics {
     size: prometheus::IntGauge,
     items: IntCounterVec,
+}
+
+impl Metrics {
+    fn count(&self, queue: &str, result: &str, n: usize) {
+        if n > 0 {
+            self.items
+                .with_label_values(&[queue, result])
+                .inc_by(n as u64);
+        }
+    }
 }
 
 /// `extractor_upload_queue_size{queue}` and `extractor_upload_items_total{queue,result}`.
@@ -108,12 +174,27 @@ impl QueueMetrics {
     }
 }
 
+
+/// An item in a queue, with the ledger of the task that added it and that task's policy.
+pub(crate) struct Entry<S> {
+    pub(crate) item: S,
+    pub(crate) tag: Option<Tag>,
+    pub(crate) policy: Policy,
+}
+
+struct Slots<S> {
+    items: VecDeque<Entry<S>>,
+    /// Items taken out by the flush in progress (they count against the capacity).
+    in_flight: usize,
+}
+
 struct Inner<K: Kind> {
-    items: std::sync::Mutex<VecDeque<K::Stored>>,
+    slots: std::sync::Mutex<Slots<K::Stored>>,
     capacity: usize,
     space: Notify,
     flushing: tokio::sync::Mutex<()>,
     client: CdfClient,
+    dead_letter: Option<Arc<DeadLetter>>,
     metrics: Metrics,
 }
 
@@ -131,18 +212,33 @@ impl<K: Kind> Clone for UploadQueue<K> {
 }
 
 impl<K: Kind> UploadQueue<K> {
-    /// A queue of at most `capacity` items that uploads through `client`.
+    /// A queue of at most `capacity` items that uploads through `client`; refused items are
+    /// logged and counted (see [`with_dead_letter`](Self::with_dead_letter)).
     pub fn new(client: CdfClient, capacity: usize, metrics: &QueueMetrics) -> Self {
-        for result in ["uploaded", "failed"] {
+        Self::with_dead_letter(client, capacity, metrics, None)
+    }
+
+    /// A queue whose refused items are also appended to `dead_letter`.
+    pub fn with_dead_letter(
+        client: CdfClient,
+        capacity: usize,
+        metrics: &QueueMetrics,
+        dead_letter: Option<Arc<DeadLetter>>,
+    ) -> Self {
+        for result in ["uploaded", "failed", "rejected", "skipped"] {
             metrics.items.with_label_values(&[K::NAME, result]);
         }
         UploadQueue {
             inner: Arc::new(Inner {
-                items: std::sync::Mutex::new(VecDeque::new()),
+                slots: std::sync::Mutex::new(Slots {
+                    items: VecDeque::new(),
+                    in_flight: 0,
+                }),
                 capacity: capacity.max(1),
                 space: Notify::new(),
                 flushing: tokio::sync::Mutex::new(()),
                 client,
+                dead_letter,
                 metrics: Metrics {
                     size: metrics.size.with_label_values(&[K::NAME]),
                     items: metrics.items.clone(),
@@ -151,9 +247,10 @@ impl<K: Kind> UploadQueue<K> {
         }
     }
 
-    /// Items waiting.
+    /// Items waiting (including those of a flush in progress).
     pub fn len(&self) -> usize {
-        self.inner.items.lock().expect("queue lock").len()
+        let slots = self.inner.slots.lock().expect("queue lock");
+        slots.items.len() + slots.in_flight
     }
 
     /// Whether nothing waits.
@@ -161,20 +258,34 @@ impl<K: Kind> UploadQueue<K> {
         self.len() == 0
     }
 
-    /// Queues an item. When the queue is full it first flushes; if the flush fails it waits for
-    /// space (another flush) instead of dropping anything: backpressure.
+    /// Queues an item that belongs to no task (no ledger, the default [`Policy`]). When the
+    /// queue is full it first flushes; if the flush fails it waits for space (another flush)
+    /// instead of dropping anything: backpressure.
     ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: a cancelled `add` has not queued the item.
     pub async fn add(&self, item: K::Item) -> Result<(), CdfError> {
+        self.add_entry(item, None, Policy::default()).await
+    }
+
+    /// Queues an item of the task whose ledger is `ledger`, handled by `policy` if CDF refuses
+    /// it. Cancel safe as [`add`](Self::add): the ledger counts the item only once queued.
+    pub(crate) async fn add_entry(
+        &self,
+        item: K::Item,
+        ledger: Option<&Arc<Ledger>>,
+        policy: Policy,
+    ) -> Result<(), CdfError> {
         let item = K::store(item);
         loop {
             {
-                let mut items = self.inner.items.lock().expect("queue lock");
-                if items.len() < self.inner.capacity {
-                    items.push_back(item);
-                    self.inner.metrics.size.set(items.len() as i64);
+                let mut slots = self.inner.slots.lock().expect("queue lock");
+                if slots.items.len() + slots.in_flight < self.inner.capacity {
+                    let tag = ledger.map(Ledger::enter);
+                    slots.items.push_back(Entry { item, tag, policy });
+                    let len = slots.items.len() + slots.in_flight;
+                    self.inner.metrics.size.set(len as i64);
                     return Ok(());
                 }
             }
@@ -190,54 +301,127 @@ impl<K: Kind> UploadQueue<K> {
         }
     }
 
-    /// Sends everything queued. Each request's items leave the queue only after CDF accepted
-    /// them; on a failure the rest stays queued and the error is returned.
+    /// Sends everything queued. Each item leaves the queue once CDF settled it (accepted,
+    /// handled by its policy, or refused to the dead-letter file); after a failure that concerns
+    /// every item (transient, auth, permissions) the rest stays queued, in order, and the error
+    /// is returned. Returns how many items left the queue.
     ///
     /// # Cancel safety
     ///
-    /// Cancelling may leave a request in flight whose items stay queued: they are sent again by
-    /// the next flush (at-least-once).
+    /// Cancelling may leave a request in flight; its items go back to the queue and are sent
+    /// again by the next flush (at-least-once).
     pub async fn flush(&self) -> Result<usize, CdfError> {
         let _one_at_a_time = self.inner.flushing.lock().await;
         let mut sent = 0;
         loop {
-            let request = {
-                let items = self.inner.items.lock().expect("queue lock");
-                if items.is_empty() {
+            let mut batch = {
+                let mut slots = self.inner.slots.lock().expect("queue lock");
+                if slots.items.is_empty() {
                     return Ok(sent);
                 }
-                K::next_request(&items)
-            };
-            match self
-                .inner
-                .client
-                .post_body(request.endpoint, &request.path, request.body.clone())
-                .await
-            {
-                Ok(_) => {
-                    let mut items = self.inner.items.lock().expect("queue lock");
-                    let done = request.items.min(items.len());
-                    items.drain(..done);
-                    self.inner.metrics.size.set(items.len() as i64);
-                    drop(items);
-                    self.inner
-                        .metrics
-                        .items
-                        .with_label_values(&[K::NAME, "uploaded"])
-                        .inc_by(request.items as u64);
-                    self.inner.space.notify_waiters();
-                    sent += request.items;
+                let n = K::batch_len(slots.items.iter().map(|e| &e.item)).max(1);
+                let entries: Vec<Entry<K::Stored>> = slots.items.drain(..n).collect();
+                slots.in_flight = entries.len();
+                InFlight {
+                    inner: &self.inner,
+                    entries,
                 }
-                Err(e) => {
-                    self.inner
-                        .metrics
-                        .items
-                        .with_label_values(&[K::NAME, "failed"])
-                        .inc_by(request.items as u64);
-                    return Err(e);
+            };
+            let mut outcomes = vec![Outcome::Pending; batch.entries.len()];
+            let stopped =
+                deliver::deliver::<K>(&self.inner.client, &batch.entries, &mut outcomes).await;
+            let (accepted, written) = batch.settle(outcomes).await;
+            sent += accepted;
+            written?;
+            stopped?;
+        }
+    }
+}
+
+/// The batch a flush took out of the queue. Dropped before it is settled (the flush was
+/// cancelled), it puts every item back at the front, in order.
+struct InFlight<'q, K: Kind> {
+    inner: &'q Inner<K>,
+    entries: Vec<Entry<K::Stored>>,
+}
+
+impl<K: Kind> InFlight<'_, K> {
+    /// Removes the settled items (acknowledging them to their ledgers, dead-lettering the
+    /// refused ones) and puts the pending ones back at the front of the queue. Returns how many
+    /// left the queue, and whether the dead-letter file could be written (if not, the refused
+    /// items stay queued: nothing refused is forgotten before it is on disk).
+    async fn settle(&mut self, mut outcomes: Vec<Outcome>) -> (usize, Result<(), CdfError>) {
+        let entries = std::mem::take(&mut self.entries);
+        let mut written = Ok(());
+        if outcomes.iter().any(|o| matches!(o, Outcome::Refused(_))) {
+            let dead_letter = self.inner.dead_letter.clone();
+            deliver::log_refusals::<K>(&entries, &outcomes, dead_letter.as_deref());
+            if let Some(file) = dead_letter {
+                let lines = deliver::dead_letter_lines::<K>(&entries, &outcomes);
+                let path = file.path().display().to_string();
+                let result = tokio::task::spawn_blocking(move || file.append(&lines))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = result {
+                    tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, "cannot write the dead-letter file {path}: {e}; the refused items stay queued");
+                    for o in &mut outcomes {
+                        if matches!(o, Outcome::Refused(_)) {
+                            *o = Outcome::Pending;
+                        }
+                    }
+                    written = Err(CdfError::new(
+                        crate::cdf::CdfErrorKind::BadResponse,
+                        "dead-letter",
+                        format!("cannot write the dead-letter file {path}: {e}"),
+                    ));
                 }
             }
         }
+        let metrics = &self.inner.metrics;
+        let mut counts = [0usize; 4];
+        let mut pending = Vec::new();
+        for (entry, outcome) in entries.into_iter().zip(outcomes) {
+            let (how, slot) = match outcome {
+                Outcome::Pending => {
+                    pending.push(entry);
+                    counts[3] += 1;
+                    continue;
+                }
+                Outcome::Accepted => (Settled::Accepted, 0),
+                Outcome::Skipped => (Settled::Skipped, 1),
+                Outcome::Refused(_) => (Settled::Refused, 2),
+            };
+            counts[slot] += 1;
+            if let Some(tag) = &entry.tag {
+                tag.ledger.settle(tag, how, K::id(&entry.item));
+            }
+        }
+        for (i, result) in ["uploaded", "skipped", "rejected", "failed"].iter().enumerate() {
+            metrics.count(K::NAME, result, counts[i]);
+        }
+        {
+            let mut slots = self.inner.slots.lock().expect("queue lock");
+            for entry in pending.into_iter().rev() {
+                slots.items.push_front(entry);
+            }
+            slots.in_flight = 0;
+            metrics.size.set(slots.items.len() as i64);
+        }
+        self.inner.space.notify_waiters();
+        (counts[0] + counts[1] + counts[2], written)
+    }
+}
+
+impl<K: Kind> Drop for InFlight<'_, K> {
+    fn drop(&mut self) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let mut slots = self.inner.slots.lock().expect("queue lock");
+        for entry in std::mem::take(&mut self.entries).into_iter().rev() {
+            slots.items.push_front(entry);
+        }
+        slots.in_flight = 0;
     }
 }
 
@@ -250,6 +434,7 @@ pub struct Queues {
     pub datapoints: UploadQueue<Datapoints>,
     /// Events.
     pub events: UploadQueue<Events>,
+    dead_letter: Option<Arc<DeadLetter>>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -267,12 +452,39 @@ impl Queues {
         capacity: usize,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Self> {
+        Self::with_dead_letter(client, capacity, registry, None)
+    }
+
+    /// Queues of `capacity` items each whose refused items are also appended to `dead_letter`.
+    pub fn with_dead_letter(
+        client: CdfClient,
+        capacity: usize,
+        registry: &prometheus::Registry,
+        dead_letter: Option<DeadLetter>,
+    ) -> prometheus::Result<Self> {
         let metrics = QueueMetrics::register(registry)?;
+        let dead_letter = dead_letter.map(Arc::new);
         Ok(Queues {
-            raw: UploadQueue::new(client.clone(), capacity, &metrics),
-            datapoints: UploadQueue::new(client.clone(), capacity, &metrics),
-            events: UploadQueue::new(client, capacity, &metrics),
+            raw: UploadQueue::with_dead_letter(
+                client.clone(),
+                capacity,
+                &metrics,
+                dead_letter.clone(),
+            ),
+            datapoints: UploadQueue::with_dead_letter(
+                client.clone(),
+                capacity,
+                &metrics,
+                dead_letter.clone(),
+            ),
+            events: UploadQueue::with_dead_letter(client, capacity, &metrics, dead_letter.clone()),
+            dead_letter,
         })
+    }
+
+    /// The dead-letter file, if one is configured.
+    pub fn dead_letter(&self) -> Option<&std::path::Path> {
+        self.dead_letter.as_deref().map(DeadLetter::path)
     }
 
     /// Items waiting in all queues.
@@ -280,7 +492,7 @@ impl Queues {
         self.raw.len() + self.datapoints.len() + self.events.len()
     }
 
-    /// Flushes every queue; returns the items sent, or the first error (the other queues are
+    /// Flushes every queue; returns the items that left them, or the first error (the other queues are
     /// still flushed, and what failed stays queued).
     ///
     /// # Cancel safety

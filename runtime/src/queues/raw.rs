@@ -2,7 +2,6 @@
 //! request, one table a request.
 
 use crate::percent::encode_segment;
-use std::collections::VecDeque;
 
 use super::{Kind, Request};
 
@@ -39,6 +38,7 @@ pub struct RawRows;
 impl Kind for RawRows {
     type Item = RawRow;
     type Stored = StoredRow;
+    const NAME: &'static str = "raw";
 
     fn store(row: RawRow) -> StoredRow {
         let columns = serde_json::value::to_raw_value(&row.columns).expect("a JSON map serializes");
@@ -49,10 +49,19 @@ impl Kind for RawRows {
             columns,
         }
     }
-    const NAME: &'static str = "raw";
 
-    fn next_request(items: &VecDeque<StoredRow>) -> Request {
-        let first = &items[0];
+    fn batch_len<'a>(mut items: impl Iterator<Item = &'a StoredRow>) -> usize {
+        let Some(first) = items.next() else {
+            return 0;
+        };
+        1 + items
+            .take(MAX_ROWS_PER_REQUEST - 1)
+            .take_while(|r| r.database == first.database && r.table == first.table)
+            .count()
+    }
+
+    fn request(items: &[&StoredRow]) -> Request {
+        let first = items[0];
         #[derive(serde::Serialize)]
         struct Row<'a> {
             key: &'a str,
@@ -60,8 +69,6 @@ impl Kind for RawRows {
         }
         let rows: Vec<Row<'_>> = items
             .iter()
-            .take(MAX_ROWS_PER_REQUEST)
-            .take_while(|r| r.database == first.database && r.table == first.table)
             .map(|r| Row {
                 key: &r.key,
                 columns: &r.columns,
@@ -78,11 +85,26 @@ impl Kind for RawRows {
             body: super::items_body(&rows),
         }
     }
+
+    fn id(item: &StoredRow) -> Option<&str> {
+        Some(&item.key)
+    }
+
+    fn to_json(item: &StoredRow) -> serde_json::Value {
+        serde_json::json!({
+            "database": item.database,
+            "table": item.table,
+            "key": item.key,
+            "columns": serde_json::from_str::<serde_json::Value>(item.columns.get())
+                .unwrap_or(serde_json::Value::Null),
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     fn row(table: &str, key: usize) -> StoredRow {
         let mut columns = serde_json::Map::new();

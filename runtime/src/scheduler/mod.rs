@@ -64,6 +64,8 @@ pub struct Task {
     jitter: Option<Duration>,
     retry: Option<RetryConfig>,
     metrics: TaskMetrics,
+    /// The task's acknowledgements and pending checkpoints, shared by its runs.
+    ledger: Arc<crate::queues::ledger::Ledger>,
     /// The runs in progress: id, cancellation token, abort handle.
     running: Mutex<Vec<RunningRun>>,
 }
@@ -208,8 +210,15 @@ impl Scheduler {
                 .schedule
                 .parse()
                 .map_err(|e| format!("task {}: invalid schedule: {e:?}", config.name))?;
+            let name: Arc<str> = config.name.as_str().into();
+            let task_metrics = metrics.for_task(&config.name);
+            let ledger = crate::queues::ledger::Ledger::new(
+                name.clone(),
+                options.state.clone(),
+                Some(task_metrics.series.clone()),
+            );
             tasks.push(Arc::new(Task {
-                name: config.name.as_str().into(),
+                name,
                 extractor,
                 schedule,
                 overlap: config.overlap,
@@ -219,7 +228,8 @@ impl Scheduler {
                 starting_deadline: config.starting_deadline,
                 jitter: config.jitter,
                 retry: config.retry.clone(),
-                metrics: metrics.for_task(&config.name),
+                metrics: task_metrics,
+                ledger,
                 running: Mutex::new(Vec::new()),
             }));
         }

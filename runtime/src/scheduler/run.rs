@@ -125,6 +125,7 @@ async fn attempt_once(
         registry: shared.registry.prometheus().clone(),
         attempt,
         series: Some(task.metrics.series.clone()),
+        upload: crate::queues::Upload::new(shared.queues.clone(), task.ledger.clone()),
     };
     let extractor = task.extractor.clone();
     // Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
