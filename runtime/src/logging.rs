@@ -20,7 +20,8 @@ pub enum LoggingError {
 
 /// Installs the global subscriber described by `logger:`. Call once, early.
 ///
-/// Without `logger.console` nothing is logged unless `RUST_LOG` is set.
+/// With a `logger:` section but no `console:` nothing is logged unless `RUST_LOG` is set;
+/// without a `logger:` section the default is `info` (see [`LoggerConfig`]).
 pub fn init(config: &LoggerConfig) -> Result<(), LoggingError> {
     init_with_writer(config, BoxMakeWriter::new(std::io::stderr))
 }

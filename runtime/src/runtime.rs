@@ -15,7 +15,7 @@ use crate::extractor::Registry;
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Health, MetricsRegistry};
-use crate::queues::Queues;
+use crate::queues::{DeadLetter, Queues};
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
 use crate::state::{LocalStateStore, RawStateStore, StateStore};
 
@@ -66,6 +66,10 @@ pub struct Report {
     pub summary: Summary,
     /// Items still queued when the process stopped: not uploaded.
     pub unsent: usize,
+    /// Items CDF refused for good (logged and counted; in the dead-letter file if one is set).
+    pub refused: usize,
+    /// Where refused items were written, if anywhere.
+    pub dead_letter: Option<std::path::PathBuf>,
 }
 
 /// The runtime: config, registry, token manager and scheduler.
@@ -233,10 +237,17 @@ impl Runtime {
             _ => None,
         };
         let prometheus = self.metrics.prometheus();
-        let queues = Queues::new(
+        let dead_letter = match &self.config.upload_queue.dead_letter {
+            Some(path) => Some(DeadLetter::open(Path::new(path)).map_err(|e| {
+                RuntimeError::Config(format!("upload-queue.dead-letter: cannot open {path}: {e}"))
+            })?),
+            None => None,
+        };
+        let queues = Queues::with_dead_letter(
             cdf.clone(),
             self.config.upload_queue.max_queue_size,
             prometheus,
+            dead_letter,
         )
         .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let pipeline = match &self.config.cognite.extraction_pipeline {
@@ -335,7 +346,12 @@ impl Runtime {
         if let Some(tokens) = tokens {
             tokens.shutdown();
         }
-        Ok(Report { summary, unsent })
+        Ok(Report {
+            summary,
+            unsent,
+            refused: queues.refused(),
+            dead_letter: queues.dead_letter().map(Path::to_path_buf),
+        })
     }
 }
 

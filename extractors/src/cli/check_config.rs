@@ -112,6 +112,24 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             );
         }
     }
+    let q = &config.upload_queue;
+    let _ = writeln!(
+        out,
+        "queues:   up to {} items each, uploaded every {}",
+        q.max_queue_size,
+        secs(q.max_upload_interval)
+    );
+    match &q.dead_letter {
+        Some(path) => {
+            let _ = writeln!(out, "          items CDF refuses are appended to {path}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "          items CDF refuses are only logged and counted (no upload-queue.dead-letter)"
+            );
+        }
+    }
     let _ = writeln!(out, "tasks:    {}", config.tasks.len());
     let now = jiff::Zoned::now();
     for task in &config.tasks {

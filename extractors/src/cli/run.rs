@@ -51,8 +51,19 @@ pub fn run(
         runs = summary.total,
         failed,
         unsent = report.unsent,
+        refused = report.refused,
         "stopped"
     );
+    if report.refused > 0 {
+        let kept = match &report.dead_letter {
+            Some(path) => format!("written to {}", path.display()),
+            None => "not kept: set upload-queue.dead-letter to keep them".to_owned(),
+        };
+        eprintln!(
+            "{} items were refused by CDF ({kept}); the logs name them",
+            report.refused
+        );
+    }
     match mode {
         Mode::Once if summary.any_authentication_failure() => Err(CliError::new(
             Code::Auth,
@@ -60,7 +71,9 @@ pub fn run(
                 "a task failed to authenticate: the identity provider refused the credentials"
             ),
         )),
-        Mode::Once if failed > 0 || report.unsent > 0 => Ok(Outcome::TaskFailed),
+        Mode::Once if failed > 0 || report.unsent > 0 || report.refused > 0 => {
+            Ok(Outcome::TaskFailed)
+        }
         _ => Ok(Outcome::Success),
     }
 }

@@ -294,9 +294,14 @@ impl Extractor for Csv {
     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
         Box::pin(async move {
             let upload = self.destination.upload(&ctx);
+            let mut refused = Refusals::default();
+            // What an earlier run queued goes first: a file is moved only once its rows are
+            // settled, and a pending "done" checkpoint is not durable yet.
+            if upload.outstanding() > 0 {
+                refused.merge(upload.deliver().await?);
+            }
             let files = self.files()?;
             let mut bad = Vec::new();
-            let mut refused = Refusals::default();
             let (mut ingested, mut rows) = (0, 0);
             for file in &files {
                 match self.ingest(&ctx, &upload, &mut refused, file).await {

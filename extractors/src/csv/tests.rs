@@ -398,7 +398,12 @@ async fn a_file_gone_since_the_listing_is_skipped() {
     let (ctx, capture) = context("files", None, 100);
     let mut refused = extractor_runtime::queues::Refusals::default();
     let outcome = csv
-        .ingest(&ctx, ctx.upload(), &mut refused, &data.path().join("gone.csv"))
+        .ingest(
+            &ctx,
+            ctx.upload(),
+            &mut refused,
+            &data.path().join("gone.csv"),
+        )
         .await
         .unwrap();
     assert!(matches!(outcome, Outcome::Unchanged));

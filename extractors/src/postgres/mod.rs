@@ -28,9 +28,9 @@ use tokio_postgres::{NoTls, Socket};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use extractor_runtime::queues::Refusals;
 use crate::destination::Destination;
 pub use config::PostgresConfig;
+use extractor_runtime::queues::Refusals;
 
 /// Rows of one watermark value held back at most (see [`Postgres`]); past it they are queued
 /// and the watermark waits for the group's end.

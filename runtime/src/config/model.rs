@@ -59,6 +59,11 @@ pub struct UploadQueueConfig {
     )]
     #[schemars(with = "DurationSchema")]
     pub max_upload_interval: Duration,
+    /// Where items CDF refused for good are appended, one JSON object per line (time, task,
+    /// queue, endpoint, status, CDF's message, request id, the item). Without it refused
+    /// items are only logged and counted.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
 }
 
 impl Default for UploadQueueConfig {
@@ -66,6 +71,7 @@ impl Default for UploadQueueConfig {
         UploadQueueConfig {
             max_queue_size: default_max_queue_size(),
             max_upload_interval: default_max_upload_interval(),
+            dead_letter: None,
         }
     }
 }
@@ -328,13 +334,23 @@ fn default_push_interval() -> Duration {
     Duration::from_secs(30)
 }
 
-/// `logger:`.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+/// `logger:`. Without the section, the process logs at `info` to standard error (a failing
+/// batch job always says why); a `logger:` section without `console:` logs nothing.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LoggerConfig {
     /// Log to standard error.
     #[serde(default)]
     pub console: Option<ConsoleLoggerConfig>,
+}
+
+impl Default for LoggerConfig {
+    /// No `logger:` section: `info`, as text, to standard error.
+    fn default() -> Self {
+        LoggerConfig {
+            console: Some(ConsoleLoggerConfig::default()),
+        }
+    }
 }
 
 /// `logger.console:`.

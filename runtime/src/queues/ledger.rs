@@ -217,7 +217,11 @@ mod tests {
         let state = StateStore::Local(
             LocalStateStore::open(&dir.path().join("state.json"), false).unwrap(),
         );
-        (Ledger::new("t".into(), Some(state.clone()), None), state, dir)
+        (
+            Ledger::new("t".into(), Some(state.clone()), None),
+            state,
+            dir,
+        )
     }
 
     fn high(state: &StateStore, key: &str) -> Option<Value> {
@@ -238,7 +242,11 @@ mod tests {
         l.settle(&b, Settled::Accepted, None);
         assert_eq!(high(&state, "k"), None);
         l.settle(&a, Settled::Refused, Some("a"));
-        assert_eq!(high(&state, "k"), Some(3.into()), "a refused item does not hold it");
+        assert_eq!(
+            high(&state, "k"),
+            Some(3.into()),
+            "a refused item does not hold it"
+        );
         assert_eq!(l.pending("k"), None);
         let r = l.take_refusals();
         assert_eq!((r.count, r.first_ids), (1, vec!["a".to_owned()]));

@@ -32,6 +32,7 @@ mod upload;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
@@ -130,6 +131,7 @@ pub trait Kind: Send + Sync + 'static {
 struct Metrics {
     size: prometheus::IntGauge,
     items: IntCounterVec,
+    refused: Arc<AtomicUsize>,
 }
 
 impl Metrics {
@@ -147,6 +149,8 @@ impl Metrics {
 pub struct QueueMetrics {
     size: IntGaugeVec,
     items: IntCounterVec,
+    /// Items refused for good since the metrics were registered, in every queue.
+    refused: Arc<AtomicUsize>,
 }
 
 impl QueueMetrics {
@@ -163,17 +167,22 @@ impl QueueMetrics {
             items: IntCounterVec::new(
                 Opts::new(
                     "extractor_upload_items_total",
-                    "Items leaving an upload queue, by result (uploaded, failed: still queued).",
+                    "Items leaving an upload queue, by result: uploaded, skipped (on-duplicate: skip), rejected (refused by CDF for good), failed (a transient failure: still queued).",
                 ),
                 &["queue", "result"],
             )?,
+            refused: Arc::new(AtomicUsize::new(0)),
         };
         registry.register(Box::new(m.size.clone()))?;
         registry.register(Box::new(m.items.clone()))?;
         Ok(m)
     }
-}
 
+    /// Items CDF refused for good, in every queue of these metrics.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
 
 /// An item in a queue, with the ledger of the task that added it and that task's policy.
 pub(crate) struct Entry<S> {
@@ -242,6 +251,7 @@ impl<K: Kind> UploadQueue<K> {
                 metrics: Metrics {
                     size: metrics.size.with_label_values(&[K::NAME]),
                     items: metrics.items.clone(),
+                    refused: metrics.refused.clone(),
                 },
             }),
         }
@@ -396,9 +406,13 @@ impl<K: Kind> InFlight<'_, K> {
                 tag.ledger.settle(tag, how, K::id(&entry.item));
             }
         }
-        for (i, result) in ["uploaded", "skipped", "rejected", "failed"].iter().enumerate() {
+        for (i, result) in ["uploaded", "skipped", "rejected", "failed"]
+            .iter()
+            .enumerate()
+        {
             metrics.count(K::NAME, result, counts[i]);
         }
+        metrics.refused.fetch_add(counts[2], Ordering::Relaxed);
         {
             let mut slots = self.inner.slots.lock().expect("queue lock");
             for entry in pending.into_iter().rev() {
@@ -435,6 +449,7 @@ pub struct Queues {
     /// Events.
     pub events: UploadQueue<Events>,
     dead_letter: Option<Arc<DeadLetter>>,
+    metrics: QueueMetrics,
 }
 
 impl std::fmt::Debug for Queues {
@@ -479,12 +494,19 @@ impl Queues {
             ),
             events: UploadQueue::with_dead_letter(client, capacity, &metrics, dead_letter.clone()),
             dead_letter,
+            metrics,
         })
     }
 
     /// The dead-letter file, if one is configured.
     pub fn dead_letter(&self) -> Option<&std::path::Path> {
         self.dead_letter.as_deref().map(DeadLetter::path)
+    }
+
+    /// Items CDF refused for good since these queues were made (logged, counted and, with a
+    /// dead-letter file, kept there).
+    pub fn refused(&self) -> usize {
+        self.metrics.refused()
     }
 
     /// Items waiting in all queues.
