@@ -37,40 +37,54 @@ struct Inner {
     refused: Refusals,
 }
 
-/// Items CDF refused: how many, and the first few ids.
+/// Items CDF refused: how many, and the first few distinct ids.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Refusals {
     /// How many items were refused.
     pub count: usize,
-    /// The ids (external id or row key) of the first few.
+    /// The first few distinct ids (external id or row key) among them.
     pub first_ids: Vec<String>,
+    /// Whether more distinct ids were refused than `first_ids` names.
+    pub more_ids: bool,
 }
 
 impl Refusals {
     /// Adds the refusals of `other`.
     pub fn merge(&mut self, other: Refusals) {
         self.count += other.count;
+        self.more_ids |= other.more_ids;
         for id in other.first_ids {
-            if self.first_ids.len() < NAMED_IDS {
-                self.first_ids.push(id);
-            }
+            self.name(id);
         }
     }
 
     pub(crate) fn add(&mut self, id: Option<&str>) {
         self.count += 1;
+        self.name(id.map_or_else(|| "(no id)".to_owned(), str::to_owned));
+    }
+
+    fn name(&mut self, id: String) {
+        if self.first_ids.contains(&id) {
+            return;
+        }
         if self.first_ids.len() < NAMED_IDS {
-            self.first_ids
-                .push(id.map_or_else(|| "(no id)".to_owned(), str::to_owned));
+            self.first_ids.push(id);
+        } else {
+            self.more_ids = true;
         }
     }
 }
 
 impl std::fmt::Display for Refusals {
+    /// `a, b` when each named id was refused once; `a, b, c, d, e and more (120 items)` or
+    /// `a, b (4 items)` otherwise.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.first_ids.join(", "))?;
-        if self.count > self.first_ids.len() {
-            write!(f, " and {} more", self.count - self.first_ids.len())?;
+        if self.more_ids {
+            write!(f, " and more")?;
+        }
+        if self.more_ids || self.count != self.first_ids.len() {
+            write!(f, " ({} items)", self.count)?;
         }
         Ok(())
     }
@@ -270,6 +284,16 @@ mod tests {
         for i in 0..8 {
             r.add(Some(&format!("id{i}")));
         }
-        assert_eq!(r.to_string(), "id0, id1, id2, id3, id4 and 3 more");
+        assert_eq!(r.to_string(), "id0, id1, id2, id3, id4 and more (8 items)");
+        let mut r = Refusals::default();
+        for id in ["a", "b", "a", "a"] {
+            r.add(Some(id));
+        }
+        assert_eq!(r.to_string(), "a, b (4 items)");
+        let mut once = Refusals::default();
+        once.add(Some("c"));
+        assert_eq!(once.to_string(), "c");
+        r.merge(once);
+        assert_eq!(r.to_string(), "a, b, c (5 items)");
     }
 }

@@ -84,3 +84,4 @@ pub fn token_manager(idp: &str) -> extractor_runtime::auth::TokenManager {
     )
     .unwrap()
 }
+pub mod fake_cdf;

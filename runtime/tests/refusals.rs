@@ -1,0 +1,431 @@
+//! The delivery contract against a stateful fake CDF that refuses items as CDF does (400
+//! `missing`, 409 `duplicated`, a bare 400, 413): good items are delivered once, refused ones
+//! land in the dead-letter file, the queue never sticks, extra requests stay bounded, and a
+//! task's checkpoint becomes durable once everything it queued before is settled.
+
+use std::path::Path;
+
+use extractor_runtime::cdf::CdfClient;
+use extractor_runtime::extractor::RunContext;
+use extractor_runtime::queues::{
+    Datapoint, DatapointValue, DeadLetter, Event, OnDuplicate, Policy, Queues, RawRow, Refusals,
+    Upload,
+};
+use extractor_runtime::state::{LocalStateStore, StateStore};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+mod support;
+
+use support::fake_cdf::{BAD, FakeCdf};
+
+struct Setup {
+    ctx: RunContext,
+    queues: Queues,
+    registry: prometheus::Registry,
+    tokens: extractor_runtime::auth::TokenManager,
+    _dir: tempfile::TempDir,
+    dead_letter: std::path::PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.tokens.shutdown();
+    }
+}
+
+/// A task `task` with a state file, uploading to `cdf` with a dead-letter file.
+fn setup(cdf: &FakeCdf, task: &str, capacity: usize) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("refused/dead-letter.ndjson");
+    let registry = prometheus::Registry::new();
+    let (queues, tokens) = queues(
+        cdf,
+        capacity,
+        &registry,
+        Some(DeadLetter::open(&dead_letter).unwrap()),
+    );
+    let state =
+        StateStore::Local(LocalStateStore::open(&dir.path().join("state.json"), false).unwrap());
+    let ctx = RunContext::new(task, CancellationToken::new())
+        .with_queues(queues.clone())
+        .with_state(state);
+    Setup {
+        ctx,
+        queues,
+        registry,
+        tokens,
+        _dir: dir,
+        dead_letter,
+    }
+}
+
+fn queues(
+    cdf: &FakeCdf,
+    capacity: usize,
+    registry: &prometheus::Registry,
+    dead_letter: Option<DeadLetter>,
+) -> (Queues, extractor_runtime::auth::TokenManager) {
+    let cognite = support::cognite(&cdf.uri(), ", connection: {max-retries: 0}");
+    let tokens = support::token_manager(&cdf.uri());
+    let client = CdfClient::new(&cognite, Some(tokens.clone()), None, registry).unwrap();
+    (
+        Queues::with_dead_letter(client, capacity, registry, dead_letter).unwrap(),
+        tokens,
+    )
+}
+
+fn dead_letters(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn metric(registry: &prometheus::Registry, queue: &str, result: &str) -> f64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    let prefix = format!("extractor_upload_items_total{{queue=\"{queue}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+fn point(series: &str, t: i64) -> Datapoint {
+    Datapoint {
+        external_id: series.into(),
+        timestamp: t,
+        value: DatapointValue::Numeric(t as f64),
+    }
+}
+
+fn row(key: &str) -> RawRow {
+    let mut columns = serde_json::Map::new();
+    columns.insert("v".into(), json!(key));
+    RawRow {
+        database: "db".into(),
+        table: "t".into(),
+        key: key.into(),
+        columns,
+    }
+}
+
+fn event(id: &str, description: &str) -> Event {
+    Event {
+        external_id: Some(id.into()),
+        start_time: Some(1),
+        description: Some(description.into()),
+        ..Event::default()
+    }
+}
+
+/// Known, unknown and bad readings, each series interleaved; checkpoint after all of them.
+async fn readings(upload: &Upload) {
+    for t in 1..=5 {
+        upload.datapoint(point("known", t)).await.unwrap();
+        if t <= 3 {
+            upload.datapoint(point("unknown", t)).await.unwrap();
+        }
+        if t == 2 {
+            upload.datapoint(point("bad-sensor", t)).await.unwrap();
+        }
+    }
+    upload.checkpoint("", json!(5));
+}
+
+#[tokio::test]
+async fn datapoints_of_an_unknown_series_are_dead_lettered_and_the_rest_delivered() {
+    let cdf = FakeCdf::start(&["known", "bad-sensor"]).await;
+    let s = setup(&cdf, "plant", 1_000);
+    let upload = s.ctx.upload();
+    readings(upload).await;
+
+    let refused = upload.deliver().await.unwrap();
+    assert_eq!(refused.count, 4, "{refused}");
+    assert_eq!(refused.to_string(), "unknown, bad-sensor (4 items)");
+    let e = upload.refused_error(&refused).unwrap().to_string();
+    assert!(
+        e.contains("CDF refused 4 item(s)") && e.contains("dead-letter.ndjson"),
+        "{e}"
+    );
+
+    // The good readings arrived once; the queue is empty; the checkpoint is durable.
+    cdf.with(|c| {
+        assert_eq!(c.datapoints["known"], [1, 2, 3, 4, 5]);
+        assert!(!c.datapoints.contains_key("unknown") && !c.series.contains_key("unknown"));
+        assert!(!c.datapoints.contains_key("bad-sensor"));
+    });
+    assert_eq!(s.queues.pending(), 0);
+    assert_eq!(
+        s.ctx.state().unwrap().get("plant").unwrap().high,
+        Some(json!(5))
+    );
+
+    // Each refused item is in the dead-letter file with CDF's reason and request id.
+    let lines = dead_letters(&s.dead_letter);
+    assert_eq!(lines.len(), 4);
+    let unknown: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["item"]["externalId"] == "unknown")
+        .collect();
+    assert_eq!(unknown.len(), 3);
+    assert_eq!(unknown[0]["status"], 400);
+    assert_eq!(unknown[0]["task"], "plant");
+    assert_eq!(unknown[0]["queue"], "datapoints");
+    assert_eq!(unknown[0]["endpoint"], "/timeseries/data");
+    assert!(
+        unknown[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("create-missing is off")
+    );
+    assert!(
+        unknown[0]["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req-")
+    );
+    assert!(unknown[0]["time"].as_str().unwrap().ends_with('Z'));
+    let bad = lines
+        .iter()
+        .find(|l| l["item"]["externalId"] == "bad-sensor")
+        .unwrap();
+    assert_eq!(bad["message"], "Invalid datapoint value");
+    assert_eq!(
+        bad["item"],
+        json!({"externalId": "bad-sensor", "timestamp": 2, "value": 2.0})
+    );
+
+    assert_eq!(metric(&s.registry, "datapoints", "rejected"), 4.0);
+    assert_eq!(metric(&s.registry, "datapoints", "uploaded"), 5.0);
+    assert_eq!(s.queues.refused(), 4);
+
+    // The queue is not stuck: the next readings go straight through.
+    upload.datapoint(point("known", 6)).await.unwrap();
+    assert_eq!(upload.deliver().await.unwrap().count, 0);
+    cdf.with(|c| assert_eq!(c.datapoints["known"], [1, 2, 3, 4, 5, 6]));
+}
+
+#[tokio::test]
+async fn create_missing_creates_the_series_and_sends_its_datapoints_again() {
+    let cdf = FakeCdf::start(&["known", "bad-sensor"]).await;
+    let s = setup(&cdf, "plant", 1_000);
+    let upload = s.ctx.upload().with_policy(Policy {
+        create_missing: true,
+        ..Policy::default()
+    });
+    readings(&upload).await;
+    upload
+        .datapoint(Datapoint {
+            external_id: "status".into(),
+            timestamp: 1,
+            value: DatapointValue::String("on".into()),
+        })
+        .await
+        .unwrap();
+
+    let refused = upload.deliver().await.unwrap();
+    assert_eq!(refused.to_string(), "bad-sensor", "only the bad one");
+    cdf.with(|c| {
+        assert_eq!(c.datapoints["known"], [1, 2, 3, 4, 5]);
+        assert_eq!(c.datapoints["unknown"], [1, 2, 3]);
+        assert_eq!(c.datapoints["status"], [1]);
+        assert_eq!(
+            c.series["unknown"],
+            json!({"externalId": "unknown", "name": "unknown", "isString": false})
+        );
+        assert_eq!(c.series["status"]["isString"], true);
+        assert_eq!(
+            c.requests["/timeseries"], 1,
+            "both series in one create request"
+        );
+    });
+    assert_eq!(metric(&s.registry, "datapoints", "uploaded"), 9.0);
+    assert_eq!(metric(&s.registry, "datapoints", "rejected"), 1.0);
+}
+
+#[tokio::test]
+async fn replayed_events_are_updated_or_skipped_by_policy() {
+    let cdf = FakeCdf::start(&[]).await;
+    let s = setup(&cdf, "alarms", 1_000);
+    let upload = s.ctx.upload();
+    for id in ["e1", "e2"] {
+        upload.event(event(id, "first")).await.unwrap();
+    }
+    assert_eq!(upload.deliver().await.unwrap().count, 0);
+
+    // A replay after a crash: e1 and e2 again (changed), e3 new. Updated, so replays are
+    // idempotent.
+    for id in ["e1", "e2", "e3"] {
+        upload.event(event(id, "second")).await.unwrap();
+    }
+    assert_eq!(upload.deliver().await.unwrap().count, 0);
+    cdf.with(|c| {
+        assert_eq!(c.events.len(), 3);
+        assert!(
+            c.events.values().all(|e| e["description"] == "second"),
+            "{:?}",
+            c.events
+        );
+        assert_eq!(c.event_updates, 2);
+    });
+    assert_eq!(metric(&s.registry, "events", "uploaded"), 5.0);
+
+    // on-duplicate: skip keeps what CDF has.
+    let skip = upload.with_policy(Policy {
+        on_duplicate: OnDuplicate::Skip,
+        ..Policy::default()
+    });
+    for id in ["e1", "e4"] {
+        skip.event(event(id, "third")).await.unwrap();
+    }
+    assert_eq!(skip.deliver().await.unwrap().count, 0);
+    cdf.with(|c| {
+        assert_eq!(c.events["e1"]["description"], "second");
+        assert_eq!(c.events["e4"]["description"], "third");
+        assert_eq!(c.event_updates, 2);
+    });
+    assert_eq!(metric(&s.registry, "events", "skipped"), 1.0);
+    assert!(dead_letters(&s.dead_letter).is_empty());
+}
+
+#[tokio::test]
+async fn one_bad_row_in_ten_thousand_is_isolated_in_a_few_requests() {
+    let cdf = FakeCdf::start(&[]).await;
+    let s = setup(&cdf, "rows", 20_000);
+    let upload = s.ctx.upload();
+    for i in 0..10_000 {
+        let key = if i == 6_543 {
+            format!("{BAD}{i}")
+        } else {
+            format!("k{i}")
+        };
+        upload.raw(row(&key)).await.unwrap();
+    }
+    upload.checkpoint("", json!(10_000));
+    let refused = upload.deliver().await.unwrap();
+    assert_eq!(refused.to_string(), "bad-6543");
+
+    let requests = cdf.requests("/raw/");
+    // Bisecting 10 000 rows to one: two requests per level, 14 levels, plus the first.
+    assert!(
+        requests <= 1 + 2 * 14,
+        "{requests} requests for one bad row"
+    );
+    cdf.with(|c| {
+        assert_eq!(c.rows.len(), 9_999);
+        assert!(c.rows.values().all(|n| *n == 1), "each good row once");
+    });
+    let lines = dead_letters(&s.dead_letter);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["item"]["key"], "bad-6543");
+    assert_eq!(lines[0]["item"]["columns"]["v"], "bad-6543");
+    assert_eq!(lines[0]["endpoint"], "/raw/dbs/{db}/tables/{table}/rows");
+    assert_eq!(
+        s.ctx.state().unwrap().get("rows").unwrap().high,
+        Some(json!(10_000))
+    );
+}
+
+#[tokio::test]
+async fn a_request_too_large_is_split_until_it_fits_and_an_item_too_large_is_refused() {
+    let cdf = FakeCdf::start(&[]).await;
+    cdf.with(|c| c.max_body = 20_000);
+    let s = setup(&cdf, "rows", 10_000);
+    let upload = s.ctx.upload();
+    for i in 0..1_000 {
+        upload.raw(row(&format!("k{i:04}"))).await.unwrap();
+    }
+    let mut huge = row("huge");
+    huge.columns
+        .insert("blob".into(), json!("x".repeat(30_000)));
+    upload.raw(huge).await.unwrap();
+    let refused = upload.deliver().await.unwrap();
+    assert_eq!(refused.to_string(), "huge");
+    cdf.with(|c| {
+        assert_eq!(c.rows.len(), 1_000);
+        assert!(c.rows.values().all(|n| *n == 1));
+    });
+    let lines = dead_letters(&s.dead_letter);
+    assert_eq!(lines[0]["status"], 413);
+    assert!(cdf.requests("/raw/") < 40, "{}", cdf.requests("/raw/"));
+}
+
+#[tokio::test]
+async fn other_tasks_items_do_not_hold_a_checkpoint_back() {
+    let cdf = FakeCdf::start(&["known"]).await;
+    let s = setup(&cdf, "a", 1_000);
+    let other = RunContext::new("b", CancellationToken::new())
+        .with_queues(s.queues.clone())
+        .with_state(s.ctx.state().unwrap().clone());
+    // Task b's events wait in the queue while CDF's events endpoint is... fine; what matters
+    // is that a's checkpoint depends only on a's items.
+    let a = s.ctx.upload();
+    let b = other.upload();
+    a.datapoint(point("known", 1)).await.unwrap();
+    a.checkpoint("", json!(1));
+    b.raw(row(&format!("{BAD}b"))).await.unwrap();
+    b.checkpoint("", json!("b1"));
+    // a delivers: its checkpoint is durable and a is not blamed for b's refused row.
+    assert_eq!(a.deliver().await.unwrap().count, 0);
+    let state = s.ctx.state().unwrap();
+    assert_eq!(state.get("a").unwrap().high, Some(json!(1)));
+    // b's refusal is b's, and b's state moved past it.
+    let refused: Refusals = b.deliver().await.unwrap();
+    assert_eq!(refused.to_string(), "bad-b");
+    assert_eq!(state.get("b").unwrap().high, Some(json!("b1")));
+    assert_eq!(dead_letters(&s.dead_letter)[0]["task"], "b");
+}
+
+#[tokio::test]
+async fn a_checkpoint_waits_while_its_items_stay_queued() {
+    let cdf = FakeCdf::start(&["known"]).await;
+    let s = setup(&cdf, "plant", 1_000);
+    let upload = s.ctx.upload();
+    upload.datapoint(point("known", 1)).await.unwrap();
+    upload.checkpoint("", json!(1));
+    cdf.with(|c| c.down = true);
+    let e = upload.deliver().await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(upload.outstanding(), 1);
+    assert_eq!(s.ctx.state().unwrap().get("plant"), None, "not durable");
+    assert_eq!(
+        upload.resume(""),
+        Some(json!(1)),
+        "but reading resumes after it"
+    );
+    cdf.with(|c| c.down = false);
+    upload.deliver().await.unwrap();
+    assert_eq!(
+        s.ctx.state().unwrap().get("plant").unwrap().high,
+        Some(json!(1))
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_file_that_cannot_be_written_keeps_the_refused_items_queued() {
+    let cdf = FakeCdf::start(&[]).await;
+    let registry = prometheus::Registry::new();
+    // Writes to /dev/full fail with ENOSPC, as a full disk would.
+    let (queues, tokens) = queues(
+        &cdf,
+        100,
+        &registry,
+        Some(DeadLetter::open(Path::new("/dev/full")).unwrap()),
+    );
+    queues.raw.add(row("good")).await.unwrap();
+    queues.raw.add(row(&format!("{BAD}1"))).await.unwrap();
+    let e = queues.flush().await.unwrap_err().to_string();
+    assert!(
+        e.contains("cannot write the dead-letter file /dev/full"),
+        "{e}"
+    );
+    assert_eq!(queues.raw.len(), 1, "the refused row is not forgotten");
+    assert_eq!(queues.refused(), 0);
+    cdf.with(|c| assert_eq!(c.rows.len(), 1, "the good row went through"));
+    tokens.shutdown();
+}

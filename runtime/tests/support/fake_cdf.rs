@@ -1,0 +1,271 @@
+//! A stateful fake CDF (wiremock) that answers as CDF does when it refuses items:
+//!
+//! - `POST /timeseries/data`: 400 with `missing: [{externalId}]` for series it does not have;
+//!   a bare 400 (no item list) when a series id starts with [`BAD`];
+//! - `POST /timeseries`: creates series, 409 with `duplicated` for ones it has;
+//! - `POST /events`: 409 with `duplicated` for external ids it has; a bare 400 for [`BAD`] ids;
+//! - `POST /events/update`: applies `update.*.set`, 400 with `missing` for unknown ids;
+//! - `POST /raw/dbs/{db}/tables/{table}/rows`: a bare 400 for [`BAD`] keys;
+//! - any request whose body is larger than `max_body`: 413;
+//! - `POST /extpipes/runs`: recorded.
+//!
+//! Every error answer carries an `x-request-id`. Shared by the runtime's and the built-ins'
+//! tests and the upload bench (`#[path]`-included), so it depends on wiremock and serde_json only.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// Ids and keys starting with this are refused with a bare 400.
+pub const BAD: &str = "bad-";
+
+/// What the fake CDF holds.
+#[derive(Debug, Default)]
+pub struct CdfState {
+    /// Time series by external id (the create request's item).
+    pub series: BTreeMap<String, Value>,
+    /// Accepted datapoint timestamps per series, in arrival order (a duplicate shows twice).
+    pub datapoints: BTreeMap<String, Vec<i64>>,
+    /// Events by external id, as created and then updated.
+    pub events: BTreeMap<String, Value>,
+    /// Events updated through `/events/update`.
+    pub event_updates: usize,
+    /// How often each RAW row key was accepted.
+    pub rows: BTreeMap<String, usize>,
+    /// Requests per endpoint (the path after the project, without the query, with RAW's
+    /// database and table kept).
+    pub requests: BTreeMap<String, usize>,
+    /// Extraction pipeline runs reported.
+    pub pipeline_runs: Vec<Value>,
+    /// Bodies larger than this get a 413.
+    pub max_body: usize,
+    /// While set, every CDF request gets a 503 (the token endpoint still works).
+    pub down: bool,
+}
+
+/// The fake and its state.
+pub struct FakeCdf {
+    /// The server: CDF at `uri()`, the token endpoint at `uri()/token`.
+    pub server: MockServer,
+    /// What it holds.
+    pub state: Arc<Mutex<CdfState>>,
+}
+
+impl FakeCdf {
+    /// A fake CDF for project `demo` with the time series `series` already there.
+    pub async fn start(series: &[&str]) -> FakeCdf {
+        let server = MockServer::start().await;
+        let mut state = CdfState {
+            max_body: usize::MAX,
+            ..CdfState::default()
+        };
+        for s in series {
+            state
+                .series
+                .insert((*s).to_owned(), json!({"externalId": s}));
+        }
+        let state = Arc::new(Mutex::new(state));
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
+            )
+            .mount(&server)
+            .await;
+        let requests = Arc::new(AtomicUsize::new(0));
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path_regex("^/api/v1/projects/demo/"))
+            .respond_with(move |req: &Request| {
+                let n = requests.fetch_add(1, Ordering::SeqCst);
+                let mut state = s.lock().unwrap();
+                answer(&mut state, req).insert_header("x-request-id", format!("req-{n}").as_str())
+            })
+            .mount(&server)
+            .await;
+        FakeCdf { server, state }
+    }
+
+    /// The server's address (`http://127.0.0.1:port`).
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Runs `f` on the state.
+    pub fn with<T>(&self, f: impl FnOnce(&mut CdfState) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    /// Requests made to the endpoint whose path (after the project) starts with `prefix`.
+    pub fn requests(&self, prefix: &str) -> usize {
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+}
+
+fn error(status: u16, message: &str, list: Option<(&str, Vec<Value>)>) -> ResponseTemplate {
+    let mut error = json!({"code": status, "message": message});
+    if let Some((name, items)) = list {
+        error[name] = Value::Array(items);
+    }
+    ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
+}
+
+fn ids(items: &[Value]) -> Vec<&str> {
+    items
+        .iter()
+        .filter_map(|i| i["externalId"].as_str())
+        .collect()
+}
+
+/// `[{"externalId": id}, ...]`, each id once.
+fn named(ids: &[&str]) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    ids.iter()
+        .filter(|id| seen.insert(**id))
+        .map(|id| json!({ "externalId": id }))
+        .collect()
+}
+
+fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
+    let endpoint = req
+        .url
+        .path()
+        .trim_start_matches("/api/v1/projects/demo")
+        .to_owned();
+    *state.requests.entry(endpoint.clone()).or_default() += 1;
+    if state.down {
+        return error(503, "Service Unavailable", None);
+    }
+    if req.body.len() > state.max_body {
+        return error(413, "Request Entity Too Large", None);
+    }
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return error(400, &format!("Invalid JSON: {e}"), None),
+    };
+    let empty = Vec::new();
+    let items = body["items"].as_array().unwrap_or(&empty);
+    match endpoint.as_str() {
+        "/timeseries/data" => {
+            let all = ids(items);
+            let missing: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| !state.series.contains_key(*id))
+                .collect();
+            if !missing.is_empty() {
+                return error(
+                    400,
+                    "Time series not found",
+                    Some(("missing", named(&missing))),
+                );
+            }
+            if all.iter().any(|id| id.starts_with(BAD)) {
+                return error(400, "Invalid datapoint value", None);
+            }
+            for item in items {
+                let id = item["externalId"].as_str().unwrap().to_owned();
+                let points = state.datapoints.entry(id).or_default();
+                for dp in item["datapoints"].as_array().unwrap() {
+                    points.push(dp["timestamp"].as_i64().unwrap());
+                }
+            }
+            ResponseTemplate::new(200).set_body_json(json!({}))
+        }
+        "/timeseries" => {
+            let all = ids(items);
+            let duplicated: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| state.series.contains_key(*id))
+                .collect();
+            if !duplicated.is_empty() {
+                return error(
+                    409,
+                    "Duplicate external ids",
+                    Some(("duplicated", named(&duplicated))),
+                );
+            }
+            for item in items {
+                let id = item["externalId"].as_str().unwrap().to_owned();
+                state.series.insert(id, item.clone());
+            }
+            ResponseTemplate::new(201).set_body_json(json!({ "items": items }))
+        }
+        "/events" => {
+            let all = ids(items);
+            let duplicated: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| state.events.contains_key(*id))
+                .collect();
+            if !duplicated.is_empty() {
+                return error(
+                    409,
+                    "Resource already exists",
+                    Some(("duplicated", named(&duplicated))),
+                );
+            }
+            if all.iter().any(|id| id.starts_with(BAD)) {
+                return error(400, "Invalid event", None);
+            }
+            for item in items {
+                let id = item["externalId"].as_str().unwrap().to_owned();
+                state.events.insert(id, item.clone());
+            }
+            ResponseTemplate::new(201).set_body_json(json!({ "items": items }))
+        }
+        "/events/update" => {
+            let all = ids(items);
+            let missing: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| !state.events.contains_key(*id))
+                .collect();
+            if !missing.is_empty() {
+                return error(400, "Events not found", Some(("missing", named(&missing))));
+            }
+            for item in items {
+                let id = item["externalId"].as_str().unwrap();
+                let event = state.events.get_mut(id).unwrap();
+                for (field, change) in item["update"].as_object().unwrap() {
+                    event[field] = change["set"].clone();
+                }
+                state.event_updates += 1;
+            }
+            ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
+        }
+        "/extpipes/runs" => {
+            state.pipeline_runs.extend(items.iter().cloned());
+            ResponseTemplate::new(201).set_body_json(json!({ "items": items }))
+        }
+        raw if raw.starts_with("/raw/dbs/") && raw.ends_with("/rows") => {
+            if items
+                .iter()
+                .any(|r| r["key"].as_str().is_some_and(|k| k.starts_with(BAD)))
+            {
+                return error(400, "Invalid row", None);
+            }
+            for r in items {
+                *state
+                    .rows
+                    .entry(r["key"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            ResponseTemplate::new(201).set_body_json(json!({}))
+        }
+        other => error(404, &format!("no such endpoint in the fake: {other}"), None),
+    }
+}
