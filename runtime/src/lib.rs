@@ -28,6 +28,7 @@ pub mod auth;
 pub mod backoff;
 pub mod cdf;
 pub mod config;
+mod deadline;
 pub mod extractor;
 pub mod logging;
 pub mod metrics;

@@ -11,6 +11,7 @@ use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
 use crate::config::StateStoreConfig;
 use crate::config::{Config, ConfigErrors};
+use crate::deadline::Deadline;
 use crate::extractor::Registry;
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
@@ -70,6 +71,9 @@ pub struct Report {
     pub refused: usize,
     /// Where refused items were written, if anywhere.
     pub dead_letter: Option<std::path::PathBuf>,
+    /// Why the last state save failed, if it did (the process should exit non-zero: the next
+    /// start re-reads what this run delivered).
+    pub state_error: Option<String>,
 }
 
 /// The runtime: config, registry, token manager and scheduler.
@@ -158,14 +162,24 @@ impl Runtime {
             let (pusher, stop) = (pusher.clone(), push_stop.clone());
             tokio::spawn(async move { pusher.run(stop).await });
         }
-        let result = self.run_tasks(mode, shutdown, extractors, health).await;
+        let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace);
+        let result = self
+            .run_tasks(mode, shutdown, &deadline, extractors, health)
+            .await;
         push_stop.cancel();
-        // Always one last push, so a batch job's final results are never lost.
+        // Always one last push, so a batch job's final results are never lost; within the
+        // stop's deadline.
         let mut finishing = tokio::task::JoinSet::new();
         for pusher in pushers {
             finishing.spawn(async move { pusher.finish().await });
         }
-        finishing.join_all().await;
+        deadline
+            .bound(
+                "the last metrics push",
+                Duration::ZERO,
+                finishing.join_all(),
+            )
+            .await;
         server_stop.cancel();
         result
     }
@@ -174,6 +188,7 @@ impl Runtime {
         &self,
         mode: Mode,
         shutdown: CancellationToken,
+        deadline: &Deadline,
         extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
         health: Health,
     ) -> Result<Report, RuntimeError> {
@@ -291,13 +306,12 @@ impl Runtime {
             background.clone(),
         ));
         if let Some(store) = &state {
-            let every = self
-                .config
-                .state_store
-                .as_ref()
-                .and_then(|s| s.local.as_ref())
-                .map(|l| l.save_interval)
-                .unwrap_or(Duration::from_secs(30));
+            let every = match (&self.config.state_store, store) {
+                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval),
+                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval),
+                (None, _) => None,
+            }
+            .unwrap_or(Duration::from_secs(30));
             tracker.spawn(save_periodically(store.clone(), every, background.clone()));
         }
         if let (Some(p), Mode::Service) = (&pipeline, mode) {
@@ -311,38 +325,70 @@ impl Runtime {
             tracker.spawn(report_seen(p.clone(), every, background.clone()));
         }
 
-        let grace: Duration = self.config.shutdown_grace;
+        // One deadline for the whole stop: the runs get the grace less a reserve, which the
+        // final flush, the state save and the pipeline report share.
+        let reserve = deadline.reserve();
+        let runs_grace = self.config.shutdown_grace.saturating_sub(reserve);
         let summary = match mode {
-            Mode::Once => scheduler.run_once(shutdown, grace).await,
-            Mode::Service => scheduler.run(shutdown, grace).await,
+            Mode::Once => scheduler.run_once(shutdown.clone(), runs_grace).await,
+            Mode::Service => scheduler.run(shutdown.clone(), runs_grace).await,
         };
         background.cancel();
         tracker.close();
         tracker.wait().await;
 
-        // What the runs queued goes out now, within the shutdown grace.
-        let unsent = match tokio::time::timeout(grace, queues.flush()).await {
-            Ok(Ok(_)) => 0,
-            Ok(Err(e)) => {
+        // What the runs queued goes out now; items it cannot send stay unsent (the state does
+        // not move past them: the next start sends them again).
+        let unsent = match deadline
+            .bound("the final upload", reserve / 2, queues.flush())
+            .await
+        {
+            Some(Ok(_)) => 0,
+            Some(Err(e)) => {
                 tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload failed; these items were not uploaded: {e}");
                 queues.pending()
             }
-            Err(_) => {
+            None => {
                 tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload did not finish within the shutdown grace; these items were not uploaded");
                 queues.pending()
             }
         };
-        if let Some(store) = &state
-            && let Err(e) = store.save().await
-        {
-            tracing::error!(target: "extractor_runtime::state", "{e}");
-        }
-        if let Some(p) = &pipeline {
-            let (status, message) = run_report(&summary, unsent);
-            if let Err(e) = p.report(status, Some(&message)).await {
-                tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
+        let stopped = shutdown.is_cancelled();
+        let save = async {
+            let Some(store) = &state else {
+                return None;
+            };
+            let saved = match store {
+                // A local save takes milliseconds and is never cut short.
+                StateStore::Local(_) => store.save().await,
+                StateStore::Raw(_) => deadline
+                    .bound("the state upload", Duration::ZERO, store.save())
+                    .await
+                    .unwrap_or_else(|| Err(crate::state::StateError::Cut)),
+            };
+            saved.err().map(|e| {
+                tracing::error!(target: "extractor_runtime::state", "{e}");
+                e.to_string()
+            })
+        };
+        let report = async {
+            let Some(p) = &pipeline else { return };
+            let (status, message) = run_report(&summary, unsent, stopped);
+            match deadline
+                .bound(
+                    "the pipeline run report",
+                    Duration::ZERO,
+                    p.report(status, Some(&message)),
+                )
+                .await
+            {
+                Some(Err(e)) => {
+                    tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
+                }
+                Some(Ok(())) | None => {}
             }
-        }
+        };
+        let (state_error, ()) = tokio::join!(save, report);
         if let Some(tokens) = tokens {
             tokens.shutdown();
         }
@@ -351,17 +397,26 @@ impl Runtime {
             unsent,
             refused: queues.refused(),
             dead_letter: queues.dead_letter().map(Path::to_path_buf),
+            state_error,
         })
     }
 }
 
 /// The pipeline run that sums up a finished run of the runtime.
-fn run_report(summary: &Summary, unsent: usize) -> (RunStatus, String) {
-    if summary.failed == 0 && unsent == 0 {
-        return (
-            RunStatus::Success,
-            format!("{} runs succeeded", summary.total),
-        );
+///
+/// Runs a stop cancelled are no failure when nothing was lost (every queued item was
+/// uploaded): what they did not read is read by the next start.
+fn run_report(summary: &Summary, unsent: usize, stopped: bool) -> (RunStatus, String) {
+    let cancelled = if stopped { summary.cancelled } else { 0 };
+    if summary.failed == cancelled && unsent == 0 {
+        let succeeded = summary.total - cancelled;
+        let mut message = format!("{succeeded} runs succeeded");
+        if cancelled > 0 {
+            message.push_str(&format!(
+                "; {cancelled} cancelled by the stop, nothing lost"
+            ));
+        }
+        return (RunStatus::Success, message);
     }
     let mut message = format!("{} of {} runs failed", summary.failed, summary.total);
     if unsent > 0 {
@@ -392,7 +447,12 @@ async fn flush_periodically(
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        match queues.flush().await {
+        // A flush is cancel safe: the stop does not wait for its retries.
+        let flushed = tokio::select! {
+            r = queues.flush() => r,
+            () = stop.cancelled() => return,
+        };
+        match flushed {
             Ok(0) => {}
             Ok(_) => {
                 if let Some(store) = &state
@@ -426,7 +486,11 @@ async fn report_seen(pipeline: PipelineReporter, every: Duration, stop: Cancella
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = pipeline.report(RunStatus::Seen, None).await {
+        let reported = tokio::select! {
+            r = pipeline.report(RunStatus::Seen, None) => r,
+            () = stop.cancelled() => return,
+        };
+        if let Err(e) = reported {
             tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline as seen: {e}");
         }
     }

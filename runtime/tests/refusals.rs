@@ -429,3 +429,107 @@ async fn a_dead_letter_file_that_cannot_be_written_keeps_the_refused_items_queue
     cdf.with(|c| assert_eq!(c.rows.len(), 1, "the good row went through"));
     tokens.shutdown();
 }
+
+/// Queues rows `{prefix}{run}-{i}`; its first run also queues a row CDF refuses. Checkpoints the
+/// run number and fails naming what CDF refused.
+struct Rows {
+    prefix: &'static str,
+    poison: bool,
+}
+
+impl extractor_runtime::extractor::Extractor for Rows {
+    fn run(&self, ctx: RunContext) -> extractor_runtime::extractor::ExtractorFuture<'_> {
+        Box::pin(async move {
+            let upload = ctx.upload();
+            let run = upload.resume("").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+            for i in 0..3 {
+                upload
+                    .raw(row(&format!("{}{run}-{i}", self.prefix)))
+                    .await?;
+            }
+            if self.poison && run == 1 {
+                upload
+                    .raw(row(&format!("{BAD}{}{run}", self.prefix)))
+                    .await?;
+            }
+            upload.checkpoint("", json!(run));
+            upload.settled().await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
+    use extractor_runtime::config::{Config, LoadOptions};
+    use extractor_runtime::extractor::Registry;
+    use extractor_runtime::runtime::{Mode, Runtime};
+
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, dead) = (
+        dir.path().join("state.json"),
+        dir.path().join("dead.ndjson"),
+    );
+    let uri = cdf.uri();
+    let yaml = format!(
+        "version: 1\ncognite:\n  project: demo\n  host: '{uri}'\n  connection: {{max-retries: 0}}\n  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}\n  extraction-pipeline: {{external-id: p}}\nstate-store: {{local: {{path: '{}', save-interval: 100ms}}}}\nupload-queue: {{max-upload-interval: 100ms, dead-letter: '{}'}}\nshutdown-grace: 5s\ntasks:\n  - {{name: poisoned, type: poisoned, schedule: {{type: interval, expression: 200ms}}}}\n  - {{name: clean, type: clean, schedule: {{type: interval, expression: 200ms}}}}\n",
+        state.display(),
+        dead.display()
+    );
+    let config = Config::from_yaml(&yaml, None, &|_: &str| None, &LoadOptions::default()).unwrap();
+    let mut registry = Registry::new();
+    registry.register("poisoned", |_: Value| {
+        Ok(Rows {
+            prefix: "p",
+            poison: true,
+        })
+    });
+    registry.register("clean", |_: Value| {
+        Ok(Rows {
+            prefix: "c",
+            poison: false,
+        })
+    });
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(Runtime::new(config, registry).run(Mode::Service, shutdown.clone()));
+
+    // Both tasks keep running: the poisoned one past its refused row, the clean one throughout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cdf.with(|c| !(c.rows.contains_key("p3-0") && c.rows.contains_key("c3-0"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            cdf.with(|c| c.rows.clone())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.refused, 1);
+    assert_eq!(report.unsent, 0);
+    assert!(report.summary.failed >= 1, "the poisoned run failed");
+    cdf.with(|c| {
+        for key in ["p1-0", "p1-2", "p2-0", "c1-0", "c2-0", "c3-0"] {
+            assert_eq!(c.rows.get(key), Some(&1), "{key}: {:?}", c.rows);
+        }
+        assert!(!c.rows.contains_key("bad-p1"));
+    });
+    let lines = dead_letters(&dead);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0]["task"].as_str(), lines[0]["item"]["key"].as_str()),
+        (Some("poisoned"), Some("bad-p1"))
+    );
+    // The state moved past the refused row.
+    let saved = LocalStateStore::open(&state, false).unwrap();
+    assert!(
+        saved
+            .get("poisoned")
+            .unwrap()
+            .high
+            .unwrap()
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
+}

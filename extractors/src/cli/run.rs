@@ -64,6 +64,10 @@ pub fn run(
             report.refused
         );
     }
+    if let Some(e) = &report.state_error {
+        eprintln!("the state could not be saved: {e}; the next start re-reads what was delivered");
+        return Ok(Outcome::TaskFailed);
+    }
     match mode {
         Mode::Once if summary.any_authentication_failure() => Err(CliError::new(
             Code::Auth,

@@ -155,6 +155,9 @@ pub struct Summary {
     pub failed: u64,
     /// Runs that failed on authentication, in any mode.
     pub authentication_failures: u64,
+    /// Runs cancelled (by the stop, or `overlap: replace`), in any mode; counted in `failed`
+    /// too.
+    pub cancelled: u64,
 }
 
 impl Summary {
@@ -175,6 +178,9 @@ impl Summary {
         }
         if result == RunResult::Failure(TaskErrorKind::Authentication) {
             self.authentication_failures += 1;
+        }
+        if result == RunResult::Cancelled {
+            self.cancelled += 1;
         }
         if keep {
             self.runs.push((task.to_owned(), result));

@@ -52,7 +52,18 @@ impl StateStore {
     /// Cancelling a RAW save may leave some rows written; the next save writes them all again.
     pub async fn save(&self) -> Result<(), StateError> {
         match self {
-            StateStore::Local(s) => s.save(),
+            // Writing and fsyncing a file blocks: not on an async worker.
+            StateStore::Local(s) => {
+                let store = s.clone();
+                tokio::task::spawn_blocking(move || store.save())
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(StateError::Write {
+                            path: s.path.clone(),
+                            source: std::io::Error::other(e),
+                        })
+                    })
+            }
             StateStore::Raw(s) => s.save().await,
         }
     }
@@ -106,6 +117,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// The save was cut short by the shutdown deadline; what was saved before stays.
+    #[error("the state upload did not finish within the shutdown grace")]
+    Cut,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -145,6 +159,8 @@ impl Marks {
 pub struct LocalStateStore {
     path: PathBuf,
     states: Marks,
+    /// One save at a time, so an older snapshot never replaces a newer one.
+    saving: Arc<Mutex<()>>,
 }
 
 impl LocalStateStore {
@@ -182,6 +198,7 @@ impl LocalStateStore {
         Ok(LocalStateStore {
             path: path.to_owned(),
             states: Marks::new(states),
+            saving: Arc::new(Mutex::new(())),
         })
     }
 
@@ -197,7 +214,9 @@ impl LocalStateStore {
     }
 
     /// Writes the state atomically: temporary file, fsync, rename, fsync of the folder.
+    /// Blocking; saves are serialized.
     pub fn save(&self) -> Result<(), StateError> {
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let file = File {
             version: 1,
             states: self.states.snapshot(),
