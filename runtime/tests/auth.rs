@@ -116,6 +116,8 @@ fn fast_options() -> TokenManagerOptions {
         min_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         permanent_retry: Duration::from_secs(1),
+        // These tests force refreshes of tokens just issued.
+        min_forced_refresh: Duration::ZERO,
         ..TokenManagerOptions::default()
     }
 }

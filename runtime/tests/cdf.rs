@@ -244,6 +244,34 @@ async fn a_401_gets_one_refresh_and_one_more_try() {
     tokens.shutdown();
 }
 
+/// CDF that rejects every token (the client lacks access to the project): the identity
+/// provider is asked for a new token at most once per `min-forced-refresh` (30 s), not at
+/// every request (it was ~21 requests/s).
+#[tokio::test]
+async fn a_persistent_401_asks_the_identity_provider_at_most_once_per_interval() {
+    let (idp, issued) = idp().await;
+    let (cdf, seen) = cdf_answering(vec![(401, None); 1_000]).await;
+    let (client, tokens) = make_client(&cdf, &idp, 5, &prometheus::Registry::new()).await;
+    for _ in 0..50 {
+        let err = client
+            .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(401));
+    }
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "the first token and one forced refresh, for 50 rejected requests"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        100,
+        "each request tried twice, never more"
+    );
+    tokens.shutdown();
+}
+
 #[tokio::test]
 async fn retries_end_after_max_retries_with_a_transient_error() {
     let (idp, _) = idp().await;

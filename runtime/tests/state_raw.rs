@@ -131,3 +131,55 @@ async fn a_missing_table_is_an_empty_state_and_other_errors_stop() {
     assert!(err.to_string().contains("HTTP 403"), "{err}");
     tokens.shutdown();
 }
+
+/// A peer whose cursor repeats (or never ends in empty pages) ends the load with an error
+/// naming the table, after a bounded number of requests: it looped (~70 000 requests in 15 s).
+#[tokio::test]
+async fn a_repeating_cursor_or_endless_empty_pages_end_the_load() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(ROWS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "items": [{"key": "a", "columns": {"high": 1}}],
+            "nextCursor": "same"
+        })))
+        .mount(&server)
+        .await;
+    let (client, tokens) = make_client(&server).await;
+    let err = RawStateStore::open(client, "state db", "states", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("state db/states") && err.contains("a cursor it had returned before"),
+        "{err}"
+    );
+    let gets = |rs: Vec<wiremock::Request>| {
+        rs.iter()
+            .filter(|r| r.method == wiremock::http::Method::GET)
+            .count()
+    };
+    assert_eq!(gets(server.received_requests().await.unwrap()), 2);
+    tokens.shutdown();
+
+    // Fresh cursors, empty pages, forever.
+    let server = MockServer::start().await;
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Mock::given(method("GET"))
+        .and(path(ROWS))
+        .respond_with(move |_: &wiremock::Request| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [], "nextCursor": format!("c{i}")}))
+        })
+        .mount(&server)
+        .await;
+    let (client, tokens) = make_client(&server).await;
+    let err = RawStateStore::open(client, "state db", "states", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("100 pages in a row were empty"), "{err}");
+    assert_eq!(gets(server.received_requests().await.unwrap()), 100);
+    tokens.shutdown();
+}

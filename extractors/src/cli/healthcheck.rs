@@ -18,7 +18,7 @@ pub fn healthcheck(url: &str) -> Result<Outcome, CliError> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let addr = authority
+    let addr = with_port(authority)
         .to_socket_addrs()
         .map_err(|e| fail(e.to_string()))?
         .next()
@@ -27,17 +27,45 @@ pub fn healthcheck(url: &str) -> Result<Outcome, CliError> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail(e.to_string()))?;
     stream
         .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| fail(e.to_string()))?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
         .map_err(|e| fail(e.to_string()))?;
-    let mut answer = String::new();
+    // Only the status line matters: read at most 64 KiB of a misbehaving server's answer.
+    let mut answer = Vec::new();
     stream
-        .read_to_string(&mut answer)
+        .take(64 * 1024)
+        .read_to_end(&mut answer)
         .map_err(|e| fail(e.to_string()))?;
+    let answer = String::from_utf8_lossy(&answer);
     let status = answer.split_whitespace().nth(1).unwrap_or("");
     if status == "200" {
         Ok(Outcome::Success)
     } else {
         Err(fail(format!("HTTP {status}")))
+    }
+}
+
+/// `authority` with port 80 added when it has none (`host`, `[::1]`), as a URL without a port
+/// means.
+fn with_port(authority: &str) -> String {
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    if authority[host_end..].contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_port;
+
+    #[test]
+    fn a_url_without_a_port_means_port_80() {
+        assert_eq!(with_port("localhost"), "localhost:80");
+        assert_eq!(with_port("127.0.0.1:9000"), "127.0.0.1:9000");
+        assert_eq!(with_port("[::1]"), "[::1]:80");
+        assert_eq!(with_port("[::1]:9000"), "[::1]:9000");
     }
 }

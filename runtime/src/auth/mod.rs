@@ -126,6 +126,10 @@ pub struct TokenManagerOptions {
     pub permanent_retry: Duration,
     /// The cap on a `Retry-After` delay.
     pub max_retry_after: Duration,
+    /// At most one forced refresh (after a 401 from CDF) per this interval: CDF keeps
+    /// rejecting fresh tokens when the credentials lack access to the project, and asking again
+    /// at every request would hammer the identity provider.
+    pub min_forced_refresh: Duration,
 }
 
 impl Default for TokenManagerOptions {
@@ -138,6 +142,7 @@ impl Default for TokenManagerOptions {
             max_backoff: Duration::from_secs(60),
             permanent_retry: Duration::from_secs(300),
             max_retry_after: Duration::from_secs(3600),
+            min_forced_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -168,6 +173,8 @@ pub(crate) struct Inner {
     wake: Notify,
     status: watch::Sender<Status>,
     cancel: CancellationToken,
+    /// When the last forced refresh was asked for.
+    last_forced: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The process's one token manager. Cheap to clone; every clone shares the same token.
@@ -221,6 +228,7 @@ impl TokenManager {
             wake: Notify::new(),
             status: watch::Sender::new(Status::default()),
             cancel: CancellationToken::new(),
+            last_forced: std::sync::Mutex::new(None),
         });
         tokio::spawn(refresh::run(inner.clone()));
         Ok(TokenManager { inner })
@@ -255,8 +263,11 @@ impl TokenManager {
 
     /// Replaces a token that CDF rejected (HTTP 401), and returns the new one.
     ///
-    /// When a newer token than `rejected` already exists it is returned without a request;
-    /// otherwise the caller joins the refresh in flight or starts one: any number of concurrent
+    /// When a newer token than `rejected` already exists it is returned without a request; so
+    /// is `rejected` itself within
+    /// [`min_forced_refresh`](TokenManagerOptions::min_forced_refresh) of the last forced
+    /// refresh (at most one forced request per that interval, however many requests CDF
+    /// rejects); otherwise the caller joins the refresh in flight or starts one: any number of concurrent
     /// callers holding the same rejected token cause one request. Fails with the refresh's error
     /// if that request fails.
     ///
@@ -264,6 +275,21 @@ impl TokenManager {
     ///
     /// This method is cancel safe.
     pub async fn force_refresh(&self, rejected: &Token) -> Result<Arc<Token>, AuthError> {
+        let inner = &self.inner;
+        let current = inner.current.load_full();
+        if let Some(current) =
+            current.filter(|t| t.generation == rejected.generation && inner.is_valid(t))
+        {
+            let mut last = inner.last_forced.lock().expect("last_forced lock");
+            match *last {
+                Some(at) if at.elapsed() < inner.options.min_forced_refresh => {
+                    // CDF rejects tokens as fast as they come: another would be rejected too.
+                    tracing::warn!(target: "extractor_runtime::auth", min_s = inner.options.min_forced_refresh.as_secs_f64(), "CDF rejected the token again (401); not asking for another yet: check that the client has access to the project and that the scopes or audience match the CDF cluster");
+                    return Ok(current);
+                }
+                _ => *last = Some(Instant::now()),
+            }
+        }
         let failures = self.inner.status.borrow().failures;
         self.wait_for(rejected.generation + 1, Some(failures)).await
     }

@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::collections::VecDeque;
 
 use super::{Marks, StateError, Watermarks};
-use crate::cdf::{CdfClient, CdfErrorKind};
+use crate::cdf::{CdfClient, CdfError, CdfErrorKind};
 use crate::queues::{Kind, RawRow, RawRows, StoredRow};
 
 const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
+
+/// Empty pages in a row (each with a next cursor) after which a state load gives up.
+const MAX_EMPTY_PAGES: usize = 100;
 
 /// Watermarks in a RAW table. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -36,6 +39,10 @@ impl RawStateStore {
                 encode_segment(table)
             );
             let mut cursor: Option<String> = None;
+            // A misbehaving peer must not keep us reading forever: a cursor seen before, or
+            // page after page with nothing in it, ends the load with an error.
+            let mut seen = std::collections::HashSet::new();
+            let mut empty_pages = 0;
             loop {
                 let path = match &cursor {
                     Some(c) => format!("{base}&cursor={}", encode_segment(c)),
@@ -62,8 +69,29 @@ impl RawStateStore {
                         },
                     );
                 }
+                let items = page["items"].as_array().map_or(0, Vec::len);
+                empty_pages = if items == 0 { empty_pages + 1 } else { 0 };
                 match page["nextCursor"].as_str() {
-                    Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+                    Some(c) if !c.is_empty() => {
+                        let bad = |why: &str| {
+                            StateError::Raw(CdfError::new(
+                                CdfErrorKind::BadResponse,
+                                ROWS,
+                                format!(
+                                    "reading the state from RAW {database}/{table}: {why}; stopped"
+                                ),
+                            ))
+                        };
+                        if !seen.insert(c.to_owned()) {
+                            return Err(bad("CDF returned a cursor it had returned before"));
+                        }
+                        if empty_pages >= MAX_EMPTY_PAGES {
+                            return Err(bad(&format!(
+                                "{MAX_EMPTY_PAGES} pages in a row were empty but had a next cursor"
+                            )));
+                        }
+                        cursor = Some(c.to_owned());
+                    }
                     _ => break,
                 }
             }
