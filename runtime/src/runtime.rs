@@ -364,7 +364,7 @@ impl Runtime {
                 StateStore::Raw(_) => deadline
                     .bound("the state upload", Duration::ZERO, store.save())
                     .await
-                    .unwrap_or_else(|| Err(crate::state::StateError::Cut)),
+                    .unwrap_or(Err(crate::state::StateError::Cut)),
             };
             saved.err().map(|e| {
                 tracing::error!(target: "extractor_runtime::state", "{e}");
@@ -374,18 +374,15 @@ impl Runtime {
         let report = async {
             let Some(p) = &pipeline else { return };
             let (status, message) = run_report(&summary, unsent, stopped);
-            match deadline
+            let reported = deadline
                 .bound(
                     "the pipeline run report",
                     Duration::ZERO,
                     p.report(status, Some(&message)),
                 )
-                .await
-            {
-                Some(Err(e)) => {
-                    tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
-                }
-                Some(Ok(())) | None => {}
+                .await;
+            if let Some(Err(e)) = reported {
+                tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
             }
         };
         let (state_error, ()) = tokio::join!(save, report);

@@ -16,6 +16,7 @@ pub mod config;
 mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
@@ -32,7 +33,7 @@ const CHUNK: usize = 1_000;
 /// The `csv` extractor.
 #[derive(Debug)]
 pub struct Csv {
-    config: CsvConfig,
+    config: Arc<CsvConfig>,
     delimiter: u8,
     destination: Destination,
 }
@@ -108,7 +109,7 @@ impl Csv {
         };
         match destination {
             Some(destination) if problems.is_empty() => Ok(Csv {
-                config,
+                config: Arc::new(config),
                 delimiter,
                 destination,
             }),
@@ -116,39 +117,18 @@ impl Csv {
         }
     }
 
-    /// The files to read, sorted.
-    fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
-        let dir = &self.config.path;
-        if !dir.is_dir() {
-            return Err(TaskError::permanent(format!(
-                "`{}` is not a folder",
-                dir.display()
-            )));
-        }
-        let dir_text = dir
-            .to_str()
-            .ok_or_else(|| TaskError::permanent(format!("`{}` is not UTF-8", dir.display())))?;
-        let pattern = format!(
-            "{}/{}",
-            glob::Pattern::escape(dir_text.trim_end_matches('/')),
-            self.config.glob
-        );
-        let mut files: Vec<PathBuf> = glob::glob(&pattern)
-            .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
-            .filter_map(Result::ok)
-            .filter(|p| {
-                // One stat: a file, and not modified within `min-age` (it may still be being
-                // written).
-                std::fs::metadata(p).is_ok_and(|m| {
-                    let age = m.modified().ok().and_then(|t| t.elapsed().ok());
-                    m.is_file()
-                        && (self.config.min_age.is_zero()
-                            || age.is_some_and(|a| a >= self.config.min_age))
-                })
-            })
-            .collect();
-        files.sort();
-        Ok(files)
+    /// The files to read, sorted (listed on a blocking thread).
+    async fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
+        let config = self.config.clone();
+        blocking(move || files(&config)).await?
+    }
+
+    /// Moves `file` to the done folder (on a blocking thread).
+    async fn move_done(&self, file: &Path) -> Result<(), FileError> {
+        let (config, file) = (self.config.clone(), file.to_owned());
+        blocking(move || move_done(&config, &file))
+            .await
+            .map_err(FileError::Task)?
     }
 
     async fn ingest(
@@ -158,7 +138,11 @@ impl Csv {
         refused: &mut Refusals,
         file: &Path,
     ) -> Result<Outcome, FileError> {
-        let meta = match std::fs::metadata(file) {
+        let path = file.to_owned();
+        let meta = match blocking(move || std::fs::metadata(path))
+            .await
+            .map_err(FileError::Task)?
+        {
             Ok(meta) => meta,
             // Gone since the folder was listed (another consumer, an operator): nothing to do.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -181,7 +165,7 @@ impl Csv {
             && mark["modified"] == json!(modified)
         {
             if mark["done"] == json!(true) {
-                self.move_done(file)?;
+                self.move_done(file).await?;
                 return Ok(Outcome::Unchanged);
             }
             skip = mark["rows"].as_u64().unwrap_or(0);
@@ -244,27 +228,71 @@ impl Csv {
         upload.checkpoint(&key, progress(rows, result.is_ok()));
         refused.merge(upload.deliver().await.map_err(FileError::Task)?);
         result?;
-        self.move_done(file)?;
+        self.move_done(file).await?;
         Ok(Outcome::Ingested(rows - skip))
     }
+}
 
-    fn move_done(&self, file: &Path) -> Result<(), FileError> {
-        let Some(done) = &self.config.done_folder else {
-            return Ok(());
-        };
-        let relative = file.strip_prefix(&self.config.path).unwrap_or(file);
-        let target = done.join(relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
-        }
-        if std::fs::rename(file, &target).is_err() {
-            // Another file system: copy, then remove.
-            std::fs::copy(file, &target).map_err(|e| FileError::io(&target, e))?;
-            std::fs::remove_file(file).map_err(|e| FileError::io(file, e))?;
-        }
-        tracing::info!(file = %file.display(), to = %target.display(), "moved to the done folder");
-        Ok(())
+/// The files `config` reads, sorted. Blocking.
+fn files(config: &CsvConfig) -> Result<Vec<PathBuf>, TaskError> {
+    let dir = &config.path;
+    if !dir.is_dir() {
+        return Err(TaskError::permanent(format!(
+            "`{}` is not a folder",
+            dir.display()
+        )));
     }
+    let dir_text = dir
+        .to_str()
+        .ok_or_else(|| TaskError::permanent(format!("`{}` is not UTF-8", dir.display())))?;
+    let pattern = format!(
+        "{}/{}",
+        glob::Pattern::escape(dir_text.trim_end_matches('/')),
+        config.glob
+    );
+    let mut files: Vec<PathBuf> = glob::glob(&pattern)
+        .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|p| {
+            // One stat: a file, and not modified within `min-age` (it may still be being
+            // written).
+            std::fs::metadata(p).is_ok_and(|m| {
+                let age = m.modified().ok().and_then(|t| t.elapsed().ok());
+                m.is_file()
+                    && (config.min_age.is_zero() || age.is_some_and(|a| a >= config.min_age))
+            })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Moves `file` to `config`'s done folder (if it has one). Blocking.
+fn move_done(config: &CsvConfig, file: &Path) -> Result<(), FileError> {
+    let Some(done) = &config.done_folder else {
+        return Ok(());
+    };
+    let relative = file.strip_prefix(&config.path).unwrap_or(file);
+    let target = done.join(relative);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
+    }
+    if std::fs::rename(file, &target).is_err() {
+        // Another file system: copy, then remove.
+        std::fs::copy(file, &target).map_err(|e| FileError::io(&target, e))?;
+        std::fs::remove_file(file).map_err(|e| FileError::io(file, e))?;
+    }
+    tracing::info!(file = %file.display(), to = %target.display(), "moved to the done folder");
+    Ok(())
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TaskError::transient(format!("file work failed: {e}")))
 }
 
 enum Outcome {
@@ -300,7 +328,7 @@ impl Extractor for Csv {
             if upload.outstanding() > 0 {
                 refused.merge(upload.deliver().await?);
             }
-            let files = self.files()?;
+            let files = self.files().await?;
             let mut bad = Vec::new();
             let (mut ingested, mut rows) = (0, 0);
             for file in &files {
