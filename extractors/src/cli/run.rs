@@ -60,7 +60,7 @@ pub fn run(
             None => "not kept: set upload-queue.dead-letter to keep them".to_owned(),
         };
         eprintln!(
-            "{} items were refused by CDF ({kept}); the logs name them",
+            "{} item(s) were refused by CDF ({kept}); the logs name them",
             report.refused
         );
     }

@@ -1,7 +1,8 @@
 //! A stateful fake CDF (wiremock) that answers as CDF does when it refuses items:
 //!
 //! - `POST /timeseries/data`: 400 with `missing: [{externalId}]` for series it does not have;
-//!   a bare 400 (no item list) when a series id starts with [`BAD`];
+//!   a bare 400 (no item list) when a series id starts with [`BAD`] or a numeric value is
+//!   outside CDF's range (±1e100);
 //! - `POST /timeseries`: creates series, 409 with `duplicated` for ones it has;
 //! - `POST /events`: 409 with `duplicated` for external ids it has; a bare 400 for [`BAD`] ids;
 //! - `POST /events/update`: applies `update.*.set`, 400 with `missing` for unknown ids;
@@ -172,7 +173,11 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                     Some(("missing", named(&missing))),
                 );
             }
-            if all.iter().any(|id| id.starts_with(BAD)) {
+            let out_of_range = items
+                .iter()
+                .flat_map(|i| i["datapoints"].as_array().into_iter().flatten())
+                .any(|dp| dp["value"].as_f64().is_some_and(|v| v.abs() > 1e100));
+            if all.iter().any(|id| id.starts_with(BAD)) || out_of_range {
                 return error(400, "Invalid datapoint value", None);
             }
             for item in items {

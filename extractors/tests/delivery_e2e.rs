@@ -1,0 +1,175 @@
+//! The delivery contract through the built binary: `config-examples/delivery.yaml` against a
+//! stateful fake CDF that refuses as CDF does. One `--once` run with readings of a known, an
+//! unknown and a bad sensor, a RAW task and an events task: exit 1 naming the refused ids; the
+//! good readings, rows and events arrive; the unknown series is created (`create-missing:
+//! true`) or dead-lettered (`false`); the bad reading is isolated; replayed events are updated.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+mod util;
+
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+
+use fake_cdf::FakeCdf;
+use util::{bin, repo, run};
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        for f in ["readings.csv", "alarms.csv"] {
+            std::fs::copy(
+                repo().join("config-examples/delivery-data").join(f),
+                data.join(f),
+            )
+            .unwrap();
+        }
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn dead_letters(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.path("refused.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Runs `run --once -c config` (plus `extra` arguments) against `cdf` with `files`.
+async fn run_once(cdf: &FakeCdf, files: &Files, config: &Path, extra: &[&str]) -> (i32, String) {
+    let mut cmd: Command = bin();
+    cmd.args(["run", "--once", "-c"])
+        .arg(config)
+        .args(extra)
+        .current_dir(repo())
+        .env("COGNITE_BASE_URL", cdf.uri())
+        .env("COGNITE_TOKEN_URL", format!("{}/token", cdf.uri()))
+        .env("COGNITE_PROJECT", "demo")
+        .env("STATE_FILE", files.path("state.json"))
+        .env("DEAD_LETTER", files.path("refused.ndjson"))
+        .env("DATA_DIR", files.path("data"));
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    (code, stderr)
+}
+
+fn example() -> PathBuf {
+    repo().join("config-examples/delivery.yaml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_items_never_block_the_rest_and_the_run_names_them() {
+    let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
+    let files = Files::new();
+    let (code, stderr) = run_once(&cdf, &files, &example(), &[]).await;
+
+    assert_eq!(code, 1, "{stderr}");
+    // No logger section: the failure is on stderr, naming the refused id and where it went.
+    assert!(
+        stderr.contains("CDF refused 1 item(s) of this task: boiler-7:temperature")
+            && stderr.contains("refused.ndjson"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 item(s) were refused by CDF (written to"),
+        "{stderr}"
+    );
+    cdf.with(|c| {
+        assert_eq!(c.datapoints["boiler-1:temperature"].len(), 3);
+        assert_eq!(
+            c.datapoints["boiler-2:temperature"].len(),
+            2,
+            "the unknown series was created and its readings sent again"
+        );
+        assert_eq!(c.series["boiler-2:temperature"]["isString"], false);
+        assert!(!c.datapoints.contains_key("boiler-7:temperature"));
+        assert_eq!(c.rows.len(), 6, "every reading as a RAW row: {:?}", c.rows);
+        assert!(c.rows.values().all(|n| *n == 1));
+        assert_eq!(c.events.len(), 2);
+    });
+    let refused = files.dead_letters();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["task"], "readings");
+    assert_eq!(refused[0]["status"], 400);
+    assert_eq!(refused[0]["item"]["externalId"], "boiler-7:temperature");
+    assert_eq!(refused[0]["item"]["value"], 1e101);
+
+    // The state moved past the refused reading: a second run sends nothing again.
+    let before = cdf.requests("/timeseries/data");
+    let (code, stderr) = run_once(&cdf, &files, &example(), &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(cdf.requests("/timeseries/data"), before);
+
+    // A replay (state reset): the alarms CDF has already are updated, not refused.
+    let (code, stderr) = run_once(&cdf, &files, &example(), &["--reset-state"]).await;
+    assert_eq!(code, 1, "boiler-7 is refused again: {stderr}");
+    cdf.with(|c| {
+        assert_eq!(c.event_updates, 2, "both alarms updated");
+        assert_eq!(c.events.len(), 2);
+        assert_eq!(
+            c.rows.values().sum::<usize>(),
+            12,
+            "RAW rows upserted again"
+        );
+    });
+    assert_eq!(files.dead_letters().len(), 2, "only boiler-7, once per run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_create_missing_the_unknown_series_goes_to_the_dead_letter_file() {
+    let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
+    let files = Files::new();
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("create-missing: true", "create-missing: false");
+    let config = files.path("delivery.yaml");
+    std::fs::write(&config, text).unwrap();
+    let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
+
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("CDF refused 3 item(s) of this task: boiler-2:temperature, boiler-7:temperature (3 items)"),
+        "{stderr}"
+    );
+    cdf.with(|c| {
+        assert_eq!(c.datapoints["boiler-1:temperature"].len(), 3);
+        assert!(!c.series.contains_key("boiler-2:temperature"));
+        assert_eq!(c.rows.len(), 6);
+    });
+    let refused = files.dead_letters();
+    let ids: Vec<&str> = refused
+        .iter()
+        .map(|r| r["item"]["externalId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids.iter().filter(|i| **i == "boiler-2:temperature").count(),
+        2
+    );
+    assert!(ids.contains(&"boiler-7:temperature"));
+    let missing = refused
+        .iter()
+        .find(|r| r["item"]["externalId"] == "boiler-2:temperature")
+        .unwrap();
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("create-missing is off"),
+        "{missing}"
+    );
+}
