@@ -4,8 +4,8 @@
 //!
 //! Needs `../shared` (spec and tools) and the npm packages (`.ci/run` installs them and sets
 //! `TOKEN_SERVER_NODE_MODULES`). Where they are absent (a user's clone) the test says that it
-//! skipped; with `CI=true` it fails instead. Request bodies of the upload queues join this test
-//! as they land (issue 6).
+//! skipped; with `CI=true` it fails instead. Covers the upload queues' bodies, the delivery
+//! policies' `/timeseries` create and `/events/update` bodies, and the RAW state store's reads.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,19 +133,46 @@ async fn the_clients_requests_match_cognites_spec() {
         ]
         .into(),
     );
-    let events = Events::next_request(
-        &[Event {
-            external_id: Some("e1".into()),
-            start_time: Some(1_700_000_000_000),
-            end_time: Some(1_700_000_060_000),
-            kind: Some("alarm".into()),
-            subtype: Some("temperature".into()),
-            description: Some("high".into()),
-            metadata: [("site".to_owned(), "oslo".to_owned())].into(),
-        }]
-        .into(),
-    );
-    for request in [raw, points, events] {
+    let event = Event {
+        external_id: Some("e1".into()),
+        start_time: Some(1_700_000_000_000),
+        end_time: Some(1_700_000_060_000),
+        kind: Some("alarm".into()),
+        subtype: Some("temperature".into()),
+        description: Some("high".into()),
+        metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+    };
+    let events = Events::next_request(&[event.clone()].into());
+    // What the delivery policies send: missing time series created (`create-missing`), and
+    // duplicated events updated (`on-duplicate: update`), a full and a sparse one.
+    let series = [
+        Datapoint {
+            external_id: "ts-new".into(),
+            timestamp: 1,
+            value: DatapointValue::Numeric(1.0),
+        },
+        Datapoint {
+            external_id: "ts-new-text".into(),
+            timestamp: 1,
+            value: DatapointValue::String("on".into()),
+        },
+    ];
+    let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>());
+    assert_eq!(create.len(), 1);
+    assert_eq!(create[0].json()["items"][1]["isString"], true);
+    let sparse = Event {
+        external_id: Some("e2".into()),
+        start_time: Some(1_700_000_000_000),
+        ..Event::default()
+    };
+    let updates = Events::update(&[&event, &sparse]).expect("events can be updated");
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].endpoint, "/events/update");
+    for request in [raw, points, events]
+        .into_iter()
+        .chain(create)
+        .chain(updates)
+    {
         client
             .post_body(request.endpoint, &request.path, request.body.clone())
             .await
