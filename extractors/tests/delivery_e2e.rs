@@ -173,3 +173,55 @@ async fn without_create_missing_the_unknown_series_goes_to_the_dead_letter_file(
         "{missing}"
     );
 }
+
+/// kill -9 while requests are in flight (CDF applied them, the answers never came), then a
+/// restart: every good item arrives, the refused one is dead-lettered once, and replayed events
+/// are updated, not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_with_items_in_flight_loses_nothing_and_duplicates_no_event() {
+    let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
+    cdf.with(|c| c.delay = std::time::Duration::from_secs(60));
+    let files = Files::new();
+    let mut cmd = bin();
+    cmd.args(["run", "-c"])
+        .arg(example())
+        .current_dir(repo())
+        .env("COGNITE_BASE_URL", cdf.uri())
+        .env("COGNITE_TOKEN_URL", format!("{}/token", cdf.uri()))
+        .env("STATE_FILE", files.path("state.json"))
+        .env("DEAD_LETTER", files.path("refused.ndjson"))
+        .env("DATA_DIR", files.path("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cdf.requests("/timeseries/data") + cdf.requests("/raw/") + cdf.requests("/events") < 3 {
+        assert!(std::time::Instant::now() < deadline, "no requests");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL, by PID
+    child.wait().unwrap();
+    assert!(files.dead_letters().is_empty());
+
+    cdf.with(|c| c.delay = std::time::Duration::ZERO);
+    let (code, stderr) = run_once(&cdf, &files, &example(), &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    cdf.with(|c| {
+        for (series, n) in [("boiler-1:temperature", 3), ("boiler-2:temperature", 2)] {
+            let mut seen = c.datapoints.get(series).cloned().unwrap_or_default();
+            seen.dedup();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), n, "{series}: {:?}", c.datapoints);
+        }
+        assert_eq!(c.rows.len(), 6);
+        assert_eq!(
+            c.events.len(),
+            2,
+            "replayed alarms were updated, not duplicated"
+        );
+    });
+    let refused = files.dead_letters();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["item"]["externalId"], "boiler-7:temperature");
+}

@@ -47,6 +47,9 @@ pub struct CdfState {
     pub max_body: usize,
     /// While set, every CDF request gets a 503 (the token endpoint still works).
     pub down: bool,
+    /// Every CDF answer is delayed this long (after the request took effect, as when an answer
+    /// is lost: a crash then leaves CDF with items the client does not know it delivered).
+    pub delay: std::time::Duration,
 }
 
 /// The fake and its state.
@@ -86,7 +89,9 @@ impl FakeCdf {
             .respond_with(move |req: &Request| {
                 let n = requests.fetch_add(1, Ordering::SeqCst);
                 let mut state = s.lock().unwrap();
-                answer(&mut state, req).insert_header("x-request-id", format!("req-{n}").as_str())
+                answer(&mut state, req)
+                    .insert_header("x-request-id", format!("req-{n}").as_str())
+                    .set_delay(state.delay)
             })
             .mount(&server)
             .await;
