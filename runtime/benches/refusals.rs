@@ -20,13 +20,13 @@ const POINTS: usize = 1_000;
 
 fn points(bad: usize) -> Vec<Datapoint> {
     let total = SERIES * POINTS;
-    let step = if bad == 0 { usize::MAX } else { total / bad };
+    let step = total.checked_div(bad);
     (0..total)
         .map(|i| Datapoint {
             external_id: format!("s{:03}", i % SERIES),
             timestamp: 1_700_000_000_000 + i as i64,
             // Spread: the i-th bad value sits in the middle of its stretch of the queue.
-            value: DatapointValue::Numeric(if step != usize::MAX && i % step == step / 2 {
+            value: DatapointValue::Numeric(if step.is_some_and(|s| i % s == s / 2) {
                 1e101
             } else {
                 i as f64 * 0.5
