@@ -491,7 +491,9 @@ async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
         })
     });
     let shutdown = CancellationToken::new();
-    let run = tokio::spawn(Runtime::new(config, registry).run(Mode::Service, shutdown.clone()));
+    let runtime = Runtime::new(config, registry);
+    let metrics = runtime.metrics().clone();
+    let run = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
 
     // Both tasks keep running: the poisoned one past its refused row, the clean one throughout.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -519,6 +521,18 @@ async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
     assert_eq!(
         (lines[0]["task"].as_str(), lines[0]["item"]["key"].as_str()),
         (Some("poisoned"), Some("bad-p1"))
+    );
+    // Counted per queue and per task.
+    let text = String::from_utf8(metrics.render()).unwrap();
+    for line in [
+        "extractor_upload_items_total{queue=\"raw\",result=\"rejected\"} 1",
+        "extractor_task_records_total{result=\"rejected\",task=\"poisoned\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert!(
+        !text.contains("result=\"rejected\",task=\"clean\""),
+        "{text}"
     );
     // The state moved past the refused row.
     let saved = LocalStateStore::open(&state, false).unwrap();

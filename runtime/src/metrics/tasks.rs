@@ -246,7 +246,7 @@ impl TaskFamilies {
                 out,
                 "extractor_task_records_total",
                 "counter",
-                "Records a task's extractor queued for CDF (queued) or could not take (rejected: malformed, unmappable).",
+                "Records a task's extractor queued for CDF (queued) or could not deliver (rejected: malformed, unmappable, or refused by CDF).",
             );
             for t in reporting {
                 for (i, result) in ["queued", "rejected"].iter().enumerate() {
