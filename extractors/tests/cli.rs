@@ -362,6 +362,32 @@ fn run_once_exit_codes_follow_the_task_results() {
     );
 }
 
+/// Without a `logger:` section a failing `--once` still says why on stderr (info by default),
+/// and a state that cannot be saved at the end exits 1 naming the file (it exited 0).
+#[test]
+fn a_state_that_cannot_be_saved_exits_1_and_says_so_without_a_logger_section() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The state file's folder does not exist: loading is an empty state, saving fails.
+    let state = tmp.path().join("missing-folder/state.json");
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\nstate-store: {{local: {{path: '{}'}}}}\ntasks:\n\
+         \x20 - {{name: job, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [true]}}}}\n",
+        state.display()
+    );
+    let config = write_config(tmp.path(), &text);
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("run succeeded task=job"),
+        "info logs by default: {stderr}"
+    );
+    assert!(
+        stderr.contains("the state could not be saved: cannot save the state file")
+            && stderr.contains("missing-folder/state.json"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unknown_task_types_and_bad_task_configs_stop_every_command_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
