@@ -86,7 +86,9 @@ async fn stop_when(runtime: Runtime, ready: impl AsyncFn() -> bool) -> (Report, 
     let stopped = Instant::now();
     shutdown.cancel();
     let report = run.await.unwrap().unwrap();
-    (report, stopped.elapsed())
+    let took = stopped.elapsed();
+    eprintln!("the stop took {took:?}");
+    (report, took)
 }
 
 /// A Pushgateway that takes a minute to answer.
