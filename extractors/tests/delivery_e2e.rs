@@ -96,7 +96,11 @@ async fn refused_items_never_block_the_rest_and_the_run_names_them() {
             2,
             "the unknown series was created and its readings sent again"
         );
-        assert_eq!(c.series["boiler-2:temperature"]["isString"], false);
+        assert_eq!(
+            c.series["boiler-2:temperature"],
+            serde_json::json!({"externalId": "boiler-2:temperature", "name": "boiler-2 temperature",
+                "isString": false, "unit": "C", "metadata": {"sensor": "boiler-2"}})
+        );
         assert!(!c.datapoints.contains_key("boiler-7:temperature"));
         assert_eq!(c.rows.len(), 6, "every reading as a RAW row: {:?}", c.rows);
         assert!(c.rows.values().all(|n| *n == 1));
@@ -134,8 +138,10 @@ async fn refused_items_never_block_the_rest_and_the_run_names_them() {
 async fn without_create_missing_the_unknown_series_goes_to_the_dead_letter_file() {
     let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
     let files = Files::new();
-    let text = std::fs::read_to_string(example())
-        .unwrap()
+    let example = std::fs::read_to_string(example()).unwrap();
+    let new_series = example.find("        # How a created series").unwrap();
+    let end = example.find("metadata: [sensor]\n").unwrap() + "metadata: [sensor]\n".len();
+    let text = format!("{}{}", &example[..new_series], &example[end..])
         .replace("create-missing: true", "create-missing: false");
     let config = files.path("delivery.yaml");
     std::fs::write(&config, text).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Datapoints, Event, Events, Kind, RawRow, RawRows,
+    Datapoint, DatapointValue, Datapoints, Event, Events, Kind, NewSeries, RawRow, RawRows,
 };
 use serde_json::json;
 use wiremock::MockServer;
@@ -131,6 +131,7 @@ async fn the_clients_requests_match_cognites_spec() {
                 value: DatapointValue::String("on".into()),
             },
         ]
+        .map(Datapoints::store)
         .into(),
     );
     let event = Event {
@@ -145,7 +146,7 @@ async fn the_clients_requests_match_cognites_spec() {
     let events = Events::next_request(&[event.clone()].into());
     // What the delivery policies send: missing time series created (`create-missing`), and
     // duplicated events updated (`on-duplicate: update`), a full and a sparse one.
-    let series = [
+    let mut series = [
         Datapoint {
             external_id: "ts-new".into(),
             timestamp: 1,
@@ -156,7 +157,15 @@ async fn the_clients_requests_match_cognites_spec() {
             timestamp: 1,
             value: DatapointValue::String("on".into()),
         },
-    ];
+    ]
+    .map(Datapoints::store);
+    // One with everything a `new-series:` block can give.
+    series[0].series = Some(std::sync::Arc::new(NewSeries {
+        name: Some("New series".into()),
+        unit: Some("kPa".into()),
+        description: Some("created by create-missing".into()),
+        metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+    }));
     let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>());
     assert_eq!(create.len(), 1);
     assert_eq!(create[0].json()["items"][1]["isString"], true);

@@ -56,6 +56,11 @@ pub struct DestinationConfig {
     /// sends them again; `false` (default) refuses them to the dead-letter file.
     #[serde(default)]
     pub create_missing: Option<bool>,
+    /// `datapoints` with `create-missing: true`: how a created time series looks (`name`,
+    /// `unit`, `description`, `metadata`), each a field like the others, read from the first
+    /// record of the series that CDF did not have. Without it the name is the external id.
+    #[serde(default)]
+    pub new_series: Option<NewSeriesConfig>,
     /// `events`: an event whose external id CDF has already: `update` (default) updates it with
     /// the new fields, so replays are idempotent; `skip` keeps the existing one.
     #[serde(default)]
@@ -84,4 +89,22 @@ pub enum MetadataConfig {
     List(Vec<String>),
     /// Metadata key to field.
     Map(BTreeMap<String, String>),
+}
+
+/// `destination.new-series`: fields of a time series that `create-missing` creates.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NewSeriesConfig {
+    /// The name (default: the external id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The unit.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// The description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Metadata, as for events: a list of fields or a mapping of key to field.
+    #[serde(default)]
+    pub metadata: Option<MetadataConfig>,
 }

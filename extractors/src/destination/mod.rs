@@ -12,13 +12,18 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use extractor_runtime::cdf::CdfError;
 use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
-use extractor_runtime::queues::{Datapoint, DatapointValue, Event, Policy, RawRow, Upload};
+use extractor_runtime::queues::{
+    Datapoint, DatapointValue, Event, NewSeries, Policy, RawRow, Upload,
+};
 use serde_json::Value;
 
-pub use config::{DestinationConfig, DestinationKind, MetadataConfig, OnDuplicate};
+pub use config::{
+    DestinationConfig, DestinationKind, MetadataConfig, NewSeriesConfig, OnDuplicate,
+};
 pub use field::Field;
 
 /// A checked `destination:` block.
@@ -43,6 +48,8 @@ pub enum Destination {
         value: Field,
         /// Create missing time series.
         create_missing: bool,
+        /// How a created time series looks.
+        new_series: Option<Box<SeriesMapping>>,
     },
     /// Events.
     Events(Box<EventMapping>),
@@ -67,6 +74,19 @@ pub struct EventMapping {
     pub metadata: Vec<(String, Field)>,
     /// What happens to an event CDF has already.
     pub on_duplicate: OnDuplicate,
+}
+
+/// The fields of a `new-series` block.
+#[derive(Clone, Debug)]
+pub struct SeriesMapping {
+    /// The name.
+    pub name: Option<Field>,
+    /// The unit.
+    pub unit: Option<Field>,
+    /// The description.
+    pub description: Option<Field>,
+    /// Metadata key to field.
+    pub metadata: Vec<(String, Field)>,
 }
 
 /// A record that does not fit the destination's mapping.
@@ -118,8 +138,8 @@ impl From<SendError> for TaskError {
 pub enum Item {
     /// A RAW row.
     Raw(RawRow),
-    /// A datapoint.
-    Datapoint(Datapoint),
+    /// A datapoint, and how its time series is created if CDF does not have it.
+    Datapoint(Datapoint, Option<Arc<NewSeries>>),
     /// An event.
     Event(Event),
 }
@@ -133,7 +153,7 @@ impl Destination {
             DestinationKind::Datapoints => "datapoints",
             DestinationKind::Events => "events",
         };
-        let given: [(&str, bool, &[DestinationKind]); 15] = {
+        let given: [(&str, bool, &[DestinationKind]); 16] = {
             use DestinationKind::*;
             [
                 ("database", config.database.is_some(), &[Raw]),
@@ -158,6 +178,7 @@ impl Destination {
                     &[Datapoints],
                 ),
                 ("on-duplicate", config.on_duplicate.is_some(), &[Events]),
+                ("new-series", config.new_series.is_some(), &[Datapoints]),
                 ("type", true, &[Raw, Datapoints, Events]),
             ]
         };
@@ -188,13 +209,29 @@ impl Destination {
                 let external_id = required(p, kind_name, "external-id", &config.external_id);
                 let timestamp = required(p, kind_name, "timestamp", &config.timestamp);
                 let value = required(p, kind_name, "value", &config.value);
+                let create_missing = config.create_missing.unwrap_or(false);
+                let new_series = config.new_series.as_ref().map(|n| {
+                    if !create_missing {
+                        p.push(
+                            "new-series",
+                            "`new-series` is used only with `create-missing: true`",
+                        );
+                    }
+                    Box::new(SeriesMapping {
+                        name: optional(p, "new-series.name", &n.name),
+                        unit: optional(p, "new-series.unit", &n.unit),
+                        description: optional(p, "new-series.description", &n.description),
+                        metadata: metadata_fields(p, "new-series.metadata", &n.metadata),
+                    })
+                });
                 match (external_id, timestamp, value) {
                     (Some(external_id), Some(timestamp), Some(value)) => {
                         Some(Destination::Datapoints {
                             external_id,
                             timestamp,
                             value,
-                            create_missing: config.create_missing.unwrap_or(false),
+                            create_missing,
+                            new_series,
                         })
                     }
                     _ => None,
@@ -207,25 +244,7 @@ impl Destination {
                 let event_type = optional(p, "event-type", &config.event_type);
                 let subtype = optional(p, "subtype", &config.subtype);
                 let description = optional(p, "description", &config.description);
-                let mut metadata = Vec::new();
-                let entries: Vec<(String, Option<String>, &String)> = match &config.metadata {
-                    None => Vec::new(),
-                    Some(MetadataConfig::List(fields)) => fields
-                        .iter()
-                        .enumerate()
-                        .map(|(i, text)| (format!("metadata[{i}]"), None, text))
-                        .collect(),
-                    Some(MetadataConfig::Map(map)) => map
-                        .iter()
-                        .map(|(name, text)| (format!("metadata.{name}"), Some(name.clone()), text))
-                        .collect(),
-                };
-                for (path, name, text) in entries {
-                    match Field::parse(text) {
-                        Ok(f) => metadata.push((name.unwrap_or_else(|| f.name().to_owned()), f)),
-                        Err(m) => p.push(path, m),
-                    }
-                }
+                let metadata = metadata_fields(p, "metadata", &config.metadata);
                 external_id.map(|external_id| {
                     Destination::Events(Box::new(EventMapping {
                         external_id,
@@ -281,6 +300,7 @@ impl Destination {
                 external_id,
                 timestamp,
                 value,
+                new_series,
                 ..
             } => {
                 let external_id = text(external_id, record, "external-id")?;
@@ -299,39 +319,39 @@ impl Destination {
                         return Err(bad("value", value, "is not a number or a text"));
                     }
                 };
-                Ok(Item::Datapoint(Datapoint {
-                    external_id,
-                    timestamp,
-                    value,
-                }))
+                let series = match new_series {
+                    Some(m) => Some(Arc::new(NewSeries {
+                        name: opt_text(&m.name, record, "new-series.name")?,
+                        unit: opt_text(&m.unit, record, "new-series.unit")?,
+                        description: opt_text(&m.description, record, "new-series.description")?,
+                        metadata: metadata(&m.metadata, record, "new-series.metadata")?,
+                    })),
+                    None => None,
+                };
+                Ok(Item::Datapoint(
+                    Datapoint {
+                        external_id,
+                        timestamp,
+                        value,
+                    },
+                    series,
+                ))
             }
             Destination::Events(m) => {
-                let opt_text = |f: &Option<Field>, key| -> Result<Option<String>, RecordError> {
-                    match f {
-                        Some(f) if f.is_present(record) => text(f, record, key).map(Some),
-                        _ => Ok(None),
-                    }
-                };
                 let opt_time = |f: &Option<Field>, key| -> Result<Option<i64>, RecordError> {
                     match f {
                         Some(f) if f.is_present(record) => time(f, record, key).map(Some),
                         _ => Ok(None),
                     }
                 };
-                let mut metadata = BTreeMap::new();
-                for (name, field) in &m.metadata {
-                    if field.is_present(record) {
-                        metadata.insert(name.clone(), text(field, record, "metadata")?);
-                    }
-                }
                 Ok(Item::Event(Event {
                     external_id: Some(text(&m.external_id, record, "external-id")?),
                     start_time: opt_time(&m.start_time, "start-time")?,
                     end_time: opt_time(&m.end_time, "end-time")?,
-                    kind: opt_text(&m.event_type, "event-type")?,
-                    subtype: opt_text(&m.subtype, "subtype")?,
-                    description: opt_text(&m.description, "description")?,
-                    metadata,
+                    kind: opt_text(&m.event_type, record, "event-type")?,
+                    subtype: opt_text(&m.subtype, record, "subtype")?,
+                    description: opt_text(&m.description, record, "description")?,
+                    metadata: metadata(&m.metadata, record, "metadata")?,
                 }))
             }
         }
@@ -374,7 +394,8 @@ impl Destination {
         };
         match item {
             Item::Raw(row) => upload.raw(row).await,
-            Item::Datapoint(dp) => upload.datapoint(dp).await,
+            Item::Datapoint(dp, None) => upload.datapoint(dp).await,
+            Item::Datapoint(dp, Some(series)) => upload.datapoint_of_series(dp, series).await,
             Item::Event(event) => upload.event(event).await,
         }
         .map_err(SendError::Queue)?;
@@ -427,6 +448,62 @@ fn optional(problems: &mut Rejection, key: &str, value: &Option<String>) -> Opti
             problems.push(key, message);
             None
         }
+    }
+}
+
+/// The fields of a `metadata` block (a list of fields named after themselves, or a map),
+/// problems reported at `at[i]` / `at.key`.
+fn metadata_fields(
+    problems: &mut Rejection,
+    at: &str,
+    config: &Option<MetadataConfig>,
+) -> Vec<(String, Field)> {
+    let entries: Vec<(String, Option<String>, &String)> = match config {
+        None => Vec::new(),
+        Some(MetadataConfig::List(fields)) => fields
+            .iter()
+            .enumerate()
+            .map(|(i, text)| (format!("{at}[{i}]"), None, text))
+            .collect(),
+        Some(MetadataConfig::Map(map)) => map
+            .iter()
+            .map(|(name, text)| (format!("{at}.{name}"), Some(name.clone()), text))
+            .collect(),
+    };
+    let mut fields = Vec::new();
+    for (path, name, text) in entries {
+        match Field::parse(text) {
+            Ok(f) => fields.push((name.unwrap_or_else(|| f.name().to_owned()), f)),
+            Err(m) => problems.push(path, m),
+        }
+    }
+    fields
+}
+
+/// The metadata of `record`: fields it lacks are left out.
+fn metadata(
+    fields: &[(String, Field)],
+    record: &Value,
+    key: &'static str,
+) -> Result<BTreeMap<String, String>, RecordError> {
+    let mut metadata = BTreeMap::new();
+    for (name, field) in fields {
+        if field.is_present(record) {
+            metadata.insert(name.clone(), text(field, record, key)?);
+        }
+    }
+    Ok(metadata)
+}
+
+/// An optional field as text; `None` when absent or the record lacks it.
+fn opt_text(
+    field: &Option<Field>,
+    record: &Value,
+    key: &'static str,
+) -> Result<Option<String>, RecordError> {
+    match field {
+        Some(f) if f.is_present(record) => text(f, record, key).map(Some),
+        _ => Ok(None),
     }
 }
 

@@ -140,7 +140,7 @@ fn datapoints_take_numbers_texts_and_times_in_several_forms() {
         json!("2025-11-27 10:00:00"),
         json!("2025-11-27T10:00:00"),
     ] {
-        let Item::Datapoint(dp) = at(t.clone(), json!(1.5)).unwrap() else {
+        let Item::Datapoint(dp, _) = at(t.clone(), json!(1.5)).unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -150,11 +150,11 @@ fn datapoints_take_numbers_texts_and_times_in_several_forms() {
         );
         assert_eq!(dp.value, DatapointValue::Numeric(1.5));
     }
-    let Item::Datapoint(dp) = at(json!(0), json!("on")).unwrap() else {
+    let Item::Datapoint(dp, _) = at(json!(0), json!("on")).unwrap() else {
         panic!()
     };
     assert_eq!(dp.value, DatapointValue::String("on".into()));
-    let Item::Datapoint(dp) = at(json!(0), json!(true)).unwrap() else {
+    let Item::Datapoint(dp, _) = at(json!(0), json!(true)).unwrap() else {
         panic!()
     };
     assert_eq!(dp.value, DatapointValue::Numeric(1.0));
@@ -200,4 +200,79 @@ fn events_map_optional_fields_and_metadata() {
     );
     // The external id is required per record.
     assert_eq!(d.map(json!({"start": 1})).unwrap_err().key, "external-id");
+}
+
+#[test]
+fn new_series_maps_each_record_and_needs_create_missing() {
+    let d = dest(json!({"type": "datapoints", "external-id": "{site}:{id}", "timestamp": "t",
+        "value": "v", "create-missing": true,
+        "new-series": {"name": "{id} at {site}", "unit": "'kPa'", "metadata": {"site": "site", "line": "/where/line"}}}))
+    .unwrap();
+    assert!(d.policy().create_missing);
+    let Item::Datapoint(dp, Some(series)) = d
+        .map(json!({"id": "p1", "site": "oslo", "t": 0, "v": 1, "where": {"line": 2}}))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(dp.external_id, "oslo:p1");
+    assert_eq!(
+        *series,
+        NewSeries {
+            name: Some("p1 at oslo".into()),
+            unit: Some("kPa".into()),
+            description: None,
+            metadata: [("site".into(), "oslo".into()), ("line".into(), "2".into())].into(),
+        }
+    );
+    // A record without a metadata field leaves that key out; a missing name field is an error.
+    let Item::Datapoint(_, Some(series)) = d
+        .map(json!({"id": "p2", "site": "oslo", "t": 0, "v": 1}))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(series.metadata.len(), 1);
+    assert_eq!(
+        d.map(json!({"site": "oslo", "t": 0, "v": 1}))
+            .unwrap_err()
+            .key,
+        "external-id"
+    );
+
+    // Only with create-missing: true, only for datapoints, and its fields are checked.
+    assert_eq!(
+        problems(dest(
+            json!({"type": "datapoints", "external-id": "x", "timestamp": "t",
+            "value": "v", "new-series": {"name": "{oops"}})
+        )),
+        [
+            (
+                "new-series".to_owned(),
+                "`new-series` is used only with `create-missing: true`".to_owned()
+            ),
+            (
+                "new-series.name".to_owned(),
+                "`{oops`: the `{` at byte 0 is not closed (write `{{` for a literal brace)"
+                    .to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        problems(dest(
+            json!({"type": "events", "external-id": "x", "new-series": {}})
+        ))[0]
+            .0,
+        "new-series"
+    );
+    // Without new-series, no per-record series.
+    let plain = dest(
+        json!({"type": "datapoints", "external-id": "'x'", "timestamp": "t", "value": "v",
+        "create-missing": true}),
+    )
+    .unwrap();
+    assert!(matches!(
+        plain.map(json!({"t": 0, "v": 1})).unwrap(),
+        Item::Datapoint(_, None)
+    ));
 }

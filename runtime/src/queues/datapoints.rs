@@ -28,6 +28,29 @@ pub struct Datapoint {
     pub value: Value,
 }
 
+/// How a time series that `create-missing` creates looks, besides its external id and
+/// `isString` (from the value). Without one, its name is its external id.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewSeries {
+    /// The name (default: the external id).
+    pub name: Option<String>,
+    /// The unit.
+    pub unit: Option<String>,
+    /// The description.
+    pub description: Option<String>,
+    /// Metadata.
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// A queued datapoint, with how its time series is created if CDF does not have it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPoint {
+    /// The datapoint.
+    pub point: Datapoint,
+    /// How its time series is created (`None`: external id as name).
+    pub series: Option<std::sync::Arc<NewSeries>>,
+}
+
 /// The datapoints queue kind.
 #[derive(Debug)]
 pub struct Datapoints;
@@ -37,17 +60,20 @@ pub const MAX_SERIES_CREATED_PER_REQUEST: usize = 1_000;
 
 impl Kind for Datapoints {
     type Item = Datapoint;
-    type Stored = Datapoint;
+    type Stored = StoredPoint;
     const NAME: &'static str = "datapoints";
 
-    fn store(item: Datapoint) -> Datapoint {
-        item
+    fn store(point: Datapoint) -> StoredPoint {
+        StoredPoint {
+            point,
+            series: None,
+        }
     }
 
-    fn batch_len<'a>(items: impl Iterator<Item = &'a Datapoint>) -> usize {
+    fn batch_len<'a>(items: impl Iterator<Item = &'a StoredPoint>) -> usize {
         let mut series: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut taken = 0;
-        for dp in items.take(MAX_DATAPOINTS_PER_REQUEST) {
+        for dp in items.take(MAX_DATAPOINTS_PER_REQUEST).map(|s| &s.point) {
             if !series.contains(dp.external_id.as_str()) {
                 if series.len() == MAX_SERIES_PER_REQUEST {
                     break;
@@ -59,7 +85,7 @@ impl Kind for Datapoints {
         taken
     }
 
-    fn request(items: &[&Datapoint]) -> Request {
+    fn request(items: &[&StoredPoint]) -> Request {
         #[derive(serde::Serialize)]
         struct Point<'a> {
             timestamp: i64,
@@ -80,7 +106,7 @@ impl Kind for Datapoints {
         // Grouped by time series, in order of first appearance.
         let mut series: Vec<Series<'_>> = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for dp in items {
+        for dp in items.iter().map(|s| &s.point) {
             let i = *index.entry(&dp.external_id).or_insert_with(|| {
                 series.push(Series {
                     external_id: &dp.external_id,
@@ -105,11 +131,12 @@ impl Kind for Datapoints {
         }
     }
 
-    fn id(item: &Datapoint) -> Option<&str> {
-        Some(&item.external_id)
+    fn id(item: &StoredPoint) -> Option<&str> {
+        Some(&item.point.external_id)
     }
 
-    fn to_json(item: &Datapoint) -> serde_json::Value {
+    fn to_json(item: &StoredPoint) -> serde_json::Value {
+        let item = &item.point;
         let value = match &item.value {
             Value::Numeric(v) => serde_json::json!(v),
             Value::String(s) => serde_json::json!(s),
@@ -121,23 +148,38 @@ impl Kind for Datapoints {
         })
     }
 
-    /// Classic time series: external id, name = external id, `isString` from the value.
-    fn create_missing(items: &[&Datapoint]) -> Vec<Request> {
+    /// Classic time series: external id, `isString` from the value, and the item's
+    /// [`NewSeries`] (name, unit, description, metadata) or its external id as name.
+    fn create_missing(items: &[&StoredPoint]) -> Vec<Request> {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
-        struct NewSeries<'a> {
+        struct Create<'a> {
             external_id: &'a str,
             name: &'a str,
             is_string: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            unit: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metadata: Option<&'a std::collections::BTreeMap<String, String>>,
         }
         let mut seen = std::collections::HashSet::new();
-        let series: Vec<NewSeries<'_>> = items
+        let series: Vec<Create<'_>> = items
             .iter()
-            .filter(|dp| seen.insert(dp.external_id.as_str()))
-            .map(|dp| NewSeries {
-                external_id: &dp.external_id,
-                name: &dp.external_id,
-                is_string: matches!(dp.value, Value::String(_)),
+            .filter(|s| seen.insert(s.point.external_id.as_str()))
+            .map(|s| {
+                let new = s.series.as_deref();
+                Create {
+                    external_id: &s.point.external_id,
+                    name: new
+                        .and_then(|n| n.name.as_deref())
+                        .unwrap_or(&s.point.external_id),
+                    is_string: matches!(s.point.value, Value::String(_)),
+                    unit: new.and_then(|n| n.unit.as_deref()),
+                    description: new.and_then(|n| n.description.as_deref()),
+                    metadata: new.map(|n| &n.metadata).filter(|m| !m.is_empty()),
+                }
             })
             .collect();
         series
@@ -157,17 +199,17 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    fn dp(series: usize, t: i64) -> Datapoint {
-        Datapoint {
+    fn dp(series: usize, t: i64) -> StoredPoint {
+        Datapoints::store(Datapoint {
             external_id: format!("ts{series}"),
             timestamp: t,
             value: Value::Numeric(t as f64),
-        }
+        })
     }
 
     #[test]
     fn at_most_100_000_datapoints() {
-        let items: VecDeque<Datapoint> = (0..250_000).map(|i| dp(i % 3, i as i64)).collect();
+        let items: VecDeque<StoredPoint> = (0..250_000).map(|i| dp(i % 3, i as i64)).collect();
         let r = Datapoints::next_request(&items);
         assert_eq!(r.items, 100_000);
         let body = r.json();
@@ -182,7 +224,7 @@ mod tests {
 
     #[test]
     fn at_most_10_000_series() {
-        let items: VecDeque<Datapoint> = (0..12_000).map(|i| dp(i, 1)).collect();
+        let items: VecDeque<StoredPoint> = (0..12_000).map(|i| dp(i, 1)).collect();
         let r = Datapoints::next_request(&items);
         assert_eq!(
             (r.items, r.json()["items"].as_array().unwrap().len()),
@@ -192,16 +234,38 @@ mod tests {
 
     #[test]
     fn string_values() {
-        let items: VecDeque<Datapoint> = [Datapoint {
+        let items: VecDeque<StoredPoint> = [Datapoints::store(Datapoint {
             external_id: "s".into(),
             timestamp: 5,
             value: Value::String("on".into()),
-        }]
+        })]
         .into();
         let r = Datapoints::next_request(&items);
         assert_eq!(
             r.json(),
             serde_json::json!({"items": [{"externalId": "s", "datapoints": [{"timestamp": 5, "value": "on"}]}]})
+        );
+    }
+
+    #[test]
+    fn created_series_take_their_new_series_or_the_external_id() {
+        let plain = dp(1, 1);
+        let mut described = dp(2, 1);
+        described.series = Some(std::sync::Arc::new(NewSeries {
+            name: Some("Boiler 2".into()),
+            unit: Some("C".into()),
+            description: None,
+            metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+        }));
+        let again = dp(2, 2);
+        let r = Datapoints::create_missing(&[&plain, &described, &again]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].json(),
+            serde_json::json!({"items": [
+                {"externalId": "ts1", "name": "ts1", "isString": false},
+                {"externalId": "ts2", "name": "Boiler 2", "isString": false, "unit": "C", "metadata": {"site": "oslo"}},
+            ]})
         );
     }
 }

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
-pub use datapoints::{Datapoint, Datapoints, Value as DatapointValue};
+pub use datapoints::{Datapoint, Datapoints, NewSeries, StoredPoint, Value as DatapointValue};
 pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
 pub use ledger::Refusals;
@@ -276,18 +276,18 @@ impl<K: Kind> UploadQueue<K> {
     ///
     /// This method is cancel safe: a cancelled `add` has not queued the item.
     pub async fn add(&self, item: K::Item) -> Result<(), CdfError> {
-        self.add_entry(item, None, Policy::default()).await
+        self.add_entry(K::store(item), None, Policy::default())
+            .await
     }
 
     /// Queues an item of the task whose ledger is `ledger`, handled by `policy` if CDF refuses
     /// it. Cancel safe as [`add`](Self::add): the ledger counts the item only once queued.
     pub(crate) async fn add_entry(
         &self,
-        item: K::Item,
+        item: K::Stored,
         ledger: Option<&Arc<Ledger>>,
         policy: Policy,
     ) -> Result<(), CdfError> {
-        let item = K::store(item);
         loop {
             {
                 let mut slots = self.inner.slots.lock().expect("queue lock");

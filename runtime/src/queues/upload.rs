@@ -5,7 +5,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ledger::Ledger;
-use super::{Datapoint, Event, Policy, Queues, RawRow, Refusals};
+use super::{
+    Datapoint, Datapoints, Event, Events, Kind, NewSeries, Policy, Queues, RawRow, RawRows,
+    Refusals, StoredPoint,
+};
 use crate::cdf::{CdfError, CdfErrorKind};
 use crate::extractor::TaskError;
 
@@ -93,7 +96,9 @@ impl Upload {
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
         let q = self.require()?;
-        q.raw.add_entry(row, Some(&self.ledger), self.policy).await
+        q.raw
+            .add_entry(RawRows::store(row), Some(&self.ledger), self.policy)
+            .await
     }
 
     /// Queues a datapoint (waits while the queue is full).
@@ -104,7 +109,34 @@ impl Upload {
     pub async fn datapoint(&self, datapoint: Datapoint) -> Result<(), CdfError> {
         let q = self.require()?;
         q.datapoints
-            .add_entry(datapoint, Some(&self.ledger), self.policy)
+            .add_entry(
+                Datapoints::store(datapoint),
+                Some(&self.ledger),
+                self.policy,
+            )
+            .await
+    }
+
+    /// Queues a datapoint whose time series, if CDF does not have it and the policy has
+    /// `create_missing`, is created as `series` says (name, unit, description, metadata)
+    /// instead of with its external id as its name. Share one `Arc` among the datapoints of a
+    /// series.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: a cancelled call has not queued the datapoint.
+    pub async fn datapoint_of_series(
+        &self,
+        datapoint: Datapoint,
+        series: Arc<NewSeries>,
+    ) -> Result<(), CdfError> {
+        let q = self.require()?;
+        let stored = StoredPoint {
+            point: datapoint,
+            series: Some(series),
+        };
+        q.datapoints
+            .add_entry(stored, Some(&self.ledger), self.policy)
             .await
     }
 
@@ -116,7 +148,7 @@ impl Upload {
     pub async fn event(&self, event: Event) -> Result<(), CdfError> {
         let q = self.require()?;
         q.events
-            .add_entry(event, Some(&self.ledger), self.policy)
+            .add_entry(Events::store(event), Some(&self.ledger), self.policy)
             .await
     }
 
