@@ -465,3 +465,65 @@ async fn back_to_back_herds_with_a_fast_endpoint_lose_no_wakeup() {
     assert_eq!(idp.requests(), 1 + herds, "one request per herd");
     tokens.shutdown();
 }
+
+/// A token endpoint that redirects (307 keeps the POST body, so a client that followed would
+/// re-send the secret) is never followed: a permanent error naming where it pointed, and the
+/// other host receives nothing. An endless answer is cut off, not buffered.
+#[tokio::test]
+async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"access_token": "stolen", "expires_in": 3600})),
+        )
+        .mount(&elsewhere)
+        .await;
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(307).insert_header(
+            "Location",
+            format!("{}/collect?x=1", elsewhere.uri()).as_str(),
+        ))
+        .mount(&idp)
+        .await;
+    let tokens = TokenManager::spawn(
+        &idp_config(format!("{}/token", idp.uri())),
+        fast_options(),
+        None,
+    )
+    .unwrap();
+    let err = tokens.get().await.unwrap_err();
+    assert_eq!(err.kind(), AuthErrorKind::Permanent, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("HTTP 307 redirecting to")
+            && text.contains("/collect;")
+            && !text.contains("x=1"),
+        "{text}"
+    );
+    assert!(!text.contains(SECRET));
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the secret never left for the other host"
+    );
+    tokens.shutdown();
+
+    let huge = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(3 * 1024 * 1024)))
+        .mount(&huge)
+        .await;
+    let tokens = TokenManager::spawn(
+        &idp_config(format!("{}/token", huge.uri())),
+        fast_options(),
+        None,
+    )
+    .unwrap();
+    let err = tokens.get().await.unwrap_err();
+    let last = err.last_error().unwrap_or(&err).to_string();
+    assert!(last.contains("larger than 1024 KiB"), "{err}");
+    tokens.shutdown();
+}

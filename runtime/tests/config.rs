@@ -387,3 +387,54 @@ fn the_checked_in_schema_is_current() {
     assert!(idp["properties"]["client-id"].is_object(), "{idp}");
     assert_eq!(idp["additionalProperties"], serde_json::Value::Bool(false));
 }
+
+/// Credentials never go out in clear text: a plain-http token-url, authority or (outside
+/// dry-run) CDF host is refused unless it is a loopback address.
+#[test]
+fn plain_http_to_another_host_is_refused_for_credentials() {
+    let load = |cognite: &str| {
+        Config::from_yaml(
+            &format!("version: 1\ncognite:\n{cognite}"),
+            None,
+            &|_: &str| None,
+            &LoadOptions::default(),
+        )
+    };
+    let idp = |token: &str| {
+        format!(
+            "  project: p\n  host: https://api.cognitedata.com\n  idp-authentication: {{client-id: c, secret: s, scopes: [x], {token}}}\n"
+        )
+    };
+    let err = load(&idp("token-url: 'http://idp.example.com/token'"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cognite.idp-authentication.token-url")
+            && err.contains("would send the client secret in clear text"),
+        "{err}"
+    );
+    let err = load(&idp("tenant: t, authority: 'http://login.example.com'"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cognite.idp-authentication.authority"),
+        "{err}"
+    );
+    for loopback in [
+        "http://127.0.0.1:8080/token",
+        "http://localhost/token",
+        "http://[::1]:9/token",
+    ] {
+        load(&idp(&format!("token-url: '{loopback}'")))
+            .unwrap_or_else(|e| panic!("{loopback}: {e}"));
+    }
+    let err = load("  project: p\n  host: http://cdf.example.com\n  idp-authentication: {client-id: c, secret: s, scopes: [x], token-url: 'https://idp/token'}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cognite.host") && err.contains("access token in clear text"),
+        "{err}"
+    );
+    // Dry-run sends nothing: any host will do.
+    load("  project: p\n  host: http://cdf.example.com\n  dry-run: true\n").unwrap();
+}

@@ -157,6 +157,24 @@ impl Http {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
+            // Headers, auth and query secrets go only where the config sends them: a redirect
+            // is followed only within the same scheme, host and port.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if !same {
+                    let to = attempt.url().origin().ascii_serialization();
+                    attempt.error(format!(
+                        "a redirect to {to} (another origin) is not followed: the request's credentials go only to the configured url"
+                    ))
+                } else if attempt.previous().len() >= 10 {
+                    attempt.error("more than 10 redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .build()
             .map_err(|e| Rejection::from(format!("cannot build an HTTP client: {e}")))?;
         match (url, destination) {
@@ -248,6 +266,16 @@ impl Http {
                     format!("{} {shown}: {}", self.method(), e.without_url()),
                     None,
                 ),
+                Err(e) if e.is_redirect() => {
+                    // Why the redirect was not followed is in the source.
+                    let e = e.without_url();
+                    let why = std::error::Error::source(&e)
+                        .map_or_else(|| e.to_string(), |s| format!("{e}: {s}"));
+                    return Err(TaskError::permanent(format!(
+                        "{} {shown}: {why}",
+                        self.method()
+                    )));
+                }
                 Err(e) => {
                     return Err(TaskError::permanent(format!(
                         "{} {shown}: {}",
@@ -335,12 +363,24 @@ impl Http {
             Some(v) => text_of(v),
         };
         match p.kind {
-            PaginationKind::NextLink => current.join(&next).map(Some).map_err(|e| {
-                TaskError::permanent(format!(
-                    "{}: the next link `{next}` is not a URL: {e}",
-                    self.shown(current)
-                ))
-            }),
+            PaginationKind::NextLink => {
+                let url = current.join(&next).map_err(|e| {
+                    TaskError::permanent(format!(
+                        "{}: the next link `{next}` is not a URL: {e}",
+                        self.shown(current)
+                    ))
+                })?;
+                // The next page gets the headers and auth: only on the configured origin.
+                if url.origin() != self.url.origin() {
+                    return Err(TaskError::permanent(format!(
+                        "{}: the next link points to {}, another origin than the configured url; not followed, so the request's credentials do not leave {}",
+                        self.shown(current),
+                        url.origin().ascii_serialization(),
+                        self.url.origin().ascii_serialization()
+                    )));
+                }
+                Ok(Some(url))
+            }
             PaginationKind::Cursor => {
                 let param = p.param.as_deref().unwrap_or("cursor");
                 let mut url = current.clone();
@@ -372,7 +412,8 @@ impl Extractor for Http {
             let (mut pages, mut items) = (0u64, 0u64);
             loop {
                 let mut body = self.fetch(&ctx, &url).await?;
-                let next = self.next_url(&url, &body)?;
+                // A bad next link fails the run after this page is delivered.
+                let next = self.next_url(&url, &body);
                 let list = match body.pointer_mut(&self.config.items).map(Value::take) {
                     Some(Value::Array(list)) => list,
                     Some(Value::Null) | None if pages > 0 => Vec::new(),
@@ -402,6 +443,16 @@ impl Extractor for Http {
                         "cancelled after {pages} pages"
                     )));
                 }
+                let next = match next {
+                    Ok(next) => next,
+                    Err(e) => {
+                        if let Some(h) = highest.filter(|h| Some(h) != since.as_ref()) {
+                            upload.checkpoint("", h);
+                        }
+                        upload.settled().await?;
+                        return Err(e);
+                    }
+                };
                 match next {
                     Some(next) => {
                         let max = self.config.pagination.as_ref().map_or(1, |p| p.max_pages);

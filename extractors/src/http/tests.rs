@@ -375,3 +375,77 @@ async fn query_secrets_stay_out_of_errors() {
         Some("token=url-secret-1&api_key=qk-secret-9&since=5")
     );
 }
+
+/// The API key, the bearer token and query secrets go only to the configured origin: a next
+/// link or a redirect to another host is refused with an error naming it, and that host never
+/// sees a request. A redirect within the origin is followed.
+#[tokio::test]
+async fn credentials_never_follow_a_next_link_or_redirect_to_another_host() {
+    let api = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(page(json!([{"id": "stolen"}]), json!(null)))
+        .mount(&elsewhere)
+        .await;
+    Mock::given(path("/items"))
+        .respond_with(page(
+            json!([{"id": "a"}]),
+            json!(format!("{}/items/p2", elsewhere.uri())),
+        ))
+        .mount(&api)
+        .await;
+    Mock::given(path("/moved"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("location", format!("{}/items", elsewhere.uri()).as_str()),
+        )
+        .mount(&api)
+        .await;
+    Mock::given(path("/here"))
+        .respond_with(ResponseTemplate::new(301).insert_header("location", "/items/p3"))
+        .mount(&api)
+        .await;
+    Mock::given(path("/items/p3"))
+        .respond_with(page(json!([{"id": "b"}]), json!(null)))
+        .mount(&api)
+        .await;
+    let http = |at: &str| {
+        Http::new(config(json!({
+            "url": format!("{}{at}?key=s3cr3t", api.uri()),
+            "headers": {"X-Api-Key": "k-1"},
+            "auth": {"type": "bearer", "token": "t-1"},
+            "pagination": {"type": "next-link", "pointer": "/links/next"},
+        })))
+        .unwrap()
+    };
+    let (ctx, capture) = context("api", None, 100);
+
+    let e = http("/items").run(ctx.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), TaskErrorKind::Permanent, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("the next link points to {}", elsewhere.uri()))
+            && !text.contains("s3cr3t"),
+        "{text}"
+    );
+    assert_eq!(capture.raw_keys(), ["a"], "the page before it is delivered");
+
+    let e = http("/moved")
+        .run(ctx.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("another origin") && !e.contains("s3cr3t"), "{e}");
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the other host got nothing"
+    );
+
+    capture.clear();
+    http("/here").run(ctx).await.unwrap();
+    assert_eq!(
+        capture.raw_keys(),
+        ["b"],
+        "a redirect within the origin is followed"
+    );
+}

@@ -388,6 +388,9 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
+        // A redirect would carry the client secret to another URL (maybe another host, maybe
+        // in clear text): never followed; the answer is an error naming where it pointed.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| {

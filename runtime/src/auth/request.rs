@@ -76,15 +76,50 @@ impl TokenRequest {
             .await
             .map_err(|e| self.transport_error(e))?;
         let status = response.status();
+        if status.is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| l.split(['?', '#']).next().unwrap_or(l).to_owned())
+                .unwrap_or_else(|| "nowhere".to_owned());
+            let mut e = AuthError::new(
+                AuthErrorKind::Permanent,
+                format!(
+                    "the token endpoint answered HTTP {} redirecting to {to}; not followed, so the client secret goes only to the configured token-url (set token-url to the final address)",
+                    status.as_u16()
+                ),
+            );
+            e.0.status = Some(status.as_u16());
+            return Err(e);
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response
-            .bytes()
+        // A token answer is a few KiB: a peer that sends more is cut off, not buffered.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                let mut e = AuthError::new(
+                    AuthErrorKind::Transient,
+                    format!(
+                        "the token endpoint's answer (HTTP {}) is larger than {} KiB; not read",
+                        status.as_u16(),
+                        MAX_ANSWER_BYTES / 1024
+                    ),
+                );
+                e.0.status = Some(status.as_u16());
+                return Err(e);
+            }
+            body.extend_from_slice(&chunk);
+        }
         classify(status.as_u16(), retry_after, &body, &self.secret)
     }
 
@@ -140,6 +175,12 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+/// The largest token answer read (Entra's are about 2-4 KiB).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The longest `expires_in` believed: a year. Longer is an error (1e19 s overflowed the clock).
+const MAX_LIFETIME_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 #[derive(Deserialize)]
 struct SuccessBody {
@@ -215,13 +256,18 @@ pub(crate) fn classify(
             Some(Some(s)) if s <= 0.0 || !s.is_finite() => {
                 return Err(bad(&format!("has a non-positive `expires_in` ({s})")));
             }
+            Some(Some(s)) if s > MAX_LIFETIME_SECS => {
+                return Err(bad(&format!(
+                    "has an absurd `expires_in` ({s} s, more than a year)"
+                )));
+            }
             Some(Some(s)) => Duration::from_secs_f64(s),
         };
         let refresh_in = parsed
             .refresh_in
             .as_ref()
             .and_then(seconds)
-            .filter(|s| *s > 0.0 && s.is_finite())
+            .filter(|s| *s > 0.0 && *s <= MAX_LIFETIME_SECS)
             .map(Duration::from_secs_f64)
             .filter(|r| *r < expires_in);
         return Ok(TokenResponse {
@@ -336,11 +382,23 @@ mod tests {
             br#"{"access_token":"t","expires_in":0}"#,
             br#"{"access_token":"t","expires_in":-5}"#,
             br#"{"access_token":"t","expires_in":"soon"}"#,
+            // Absurd lifetimes overflowed the clock and killed the refresh task for good.
+            br#"{"access_token":"t","expires_in":1e19}"#,
+            br#"{"access_token":"t","expires_in":"1e30"}"#,
         ] {
             let e = classify(200, None, body, &secret()).unwrap_err();
             assert_eq!(e.kind(), AuthErrorKind::Transient);
             assert!(e.to_string().contains("expires_in"), "{e}");
         }
+        // An absurd refresh_in is ignored (the policy's own refresh point is used).
+        let ok = classify(
+            200,
+            None,
+            br#"{"access_token":"t","expires_in":3600,"refresh_in":1e30}"#,
+            &secret(),
+        )
+        .unwrap();
+        assert_eq!(ok.refresh_in, None);
         let e = classify(200, None, b"<html>", &secret()).unwrap_err();
         assert!(e.to_string().contains("malformed JSON"), "{e}");
     }

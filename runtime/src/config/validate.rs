@@ -212,6 +212,25 @@ fn is_http_url(s: &str) -> bool {
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
 }
 
+/// Whether `url` is plain `http://` to a host that is not loopback: credentials (a client
+/// secret, a token) sent there cross the network in clear text.
+pub(crate) fn is_cleartext_remote(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if parsed.scheme() != "http" {
+        return false;
+    }
+    let Some(host) = parsed.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => !host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// Checks everything that deserialization cannot; returns every problem found.
 pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
     let mut p = Problems {
@@ -236,6 +255,11 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
         p.push(
             "cognite.host",
             format!("`{}` is not an http:// or https:// URL", c.host),
+        );
+    } else if !c.dry_run && is_cleartext_remote(&c.host) {
+        p.push(
+            "cognite.host",
+            format!("`{}` would send the access token in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)", c.host),
         );
     }
     match &c.idp_authentication {
@@ -264,6 +288,9 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
                 (Some(url), None) if !is_http_url(url) => {
                     p.push(format!("{base}.token-url"), format!("`{url}` is not an http:// or https:// URL"));
                 }
+                (Some(url), None) if is_cleartext_remote(url) => {
+                    p.push(format!("{base}.token-url"), format!("`{url}` would send the client secret in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"));
+                }
                 (None, Some(t)) if t.trim().is_empty() => p.push(format!("{base}.tenant"), "must not be empty"),
                 _ => {}
             }
@@ -272,6 +299,8 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
                     p.push(format!("{base}.authority"), "`authority` is used only together with `tenant`");
                 } else if !is_http_url(authority) {
                     p.push(format!("{base}.authority"), format!("`{authority}` is not an http:// or https:// URL"));
+                } else if is_cleartext_remote(authority) {
+                    p.push(format!("{base}.authority"), format!("`{authority}` would send the client secret in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"));
                 }
             }
             if idp.scopes.is_empty() {
