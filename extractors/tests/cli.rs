@@ -108,10 +108,19 @@ fn cognite_api_key_is_refused_by_every_command_before_any_network_io() {
 #[test]
 fn check_config_summarises_without_showing_secrets() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = write_config(tmp.path(), &GOOD.replace("PORT", "9"));
+    let text = format!(
+        "{}metrics:\n  push-gateways: [{{host: 'http://ops:gw-secret-7@127.0.0.1:9091', job-name: j}}]\n",
+        GOOD.replace("PORT", "9")
+    );
+    let config = write_config(tmp.path(), &text);
     let (code, stdout, stderr) = run(bin().args(["check-config", "-c"]).arg(&config));
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("project demo"), "{stdout}");
+    assert!(
+        stdout.contains("push to http://ops:***@127.0.0.1:9091 as job j")
+            && !stdout.contains("gw-secret-7"),
+        "{stdout}"
+    );
     assert!(stdout.contains("client my-client (secret ***)"), "{stdout}");
     assert!(
         stdout.contains("t1 (command): every 30s, first run at start"),

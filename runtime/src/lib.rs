@@ -41,4 +41,4 @@ pub mod shard;
 pub mod state;
 
 pub use config::{Config, ConfigError, ConfigErrors};
-pub use secret::{REDACTED, Secret};
+pub use secret::{REDACTED, Secret, redact_url};

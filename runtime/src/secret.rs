@@ -76,6 +76,33 @@ impl schemars::JsonSchema for Secret {
     }
 }
 
+/// `url` with the password of its user info (`https://user:pass@host`) shown as `***`, for logs,
+/// metric labels and summaries. Text that is not a URL is returned as it is.
+///
+/// # Examples
+///
+/// ```
+/// use extractor_runtime::redact_url;
+///
+/// assert_eq!(redact_url("http://ops:hunter2@gw:9091/x"), "http://ops:***@gw:9091/x");
+/// assert_eq!(redact_url("http://gw:9091"), "http://gw:9091");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some(REDACTED));
+            let shown = parsed.to_string().replace("%2A%2A%2A", REDACTED);
+            // Url adds a `/` to a bare host; keep the text as written otherwise.
+            if url.ends_with('/') || parsed.path() != "/" {
+                shown
+            } else {
+                shown.trim_end_matches('/').to_owned()
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
         let _ = writeln!(
             out,
             "          push to {} as job {} every {}",
-            gw.host,
+            extractor_runtime::redact_url(&gw.host),
             gw.job_name,
             secs(gw.push_interval)
         );

@@ -24,7 +24,6 @@ use crate::destination::{Destination, Field};
 pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind};
 
 /// The `http` extractor.
-#[derive(Debug)]
 pub struct Http {
     config: HttpConfig,
     url: Url,
@@ -33,6 +32,21 @@ pub struct Http {
     watermark: Option<Field>,
     /// Query parameters whose values the config sets: shown as `***` in messages.
     redact: std::collections::BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Http {
+    /// The URL as messages show it (query secrets and a password as `***`); headers and auth
+    /// are `Secret`s.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http")
+            .field("url", &self.shown(&self.url))
+            .field("method", &self.config.method)
+            .field("headers", &self.config.headers)
+            .field("auth", &self.config.auth)
+            .field("pagination", &self.config.pagination)
+            .field("destination", &self.destination)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Http {
@@ -301,10 +315,13 @@ impl Http {
     /// `url` for messages, with the values of the query parameters the config sets (in `query`
     /// or in `url` itself) replaced by `***`.
     fn shown(&self, url: &Url) -> String {
-        if self.redact.is_empty() || url.query().is_none() {
-            return url.to_string();
-        }
         let mut shown = url.clone();
+        if url.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        if self.redact.is_empty() || url.query().is_none() {
+            return shown.to_string().replace("%2A%2A%2A", "***");
+        }
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {

@@ -82,13 +82,25 @@ fn checks_the_config_with_key_paths() {
 #[test]
 fn secrets_stay_out_of_debug_output() {
     let http = Http::new(config(json!({
+        "url": "https://u:url-secret-3@api.example.com/items?token=query-secret-4",
+        "query": {"key": "query-secret-5"},
         "headers": {"X-Api-Key": "header-secret-1"},
         "auth": {"type": "basic", "username": "u", "password": "basic-secret-2"},
     })))
     .unwrap();
     let debug = format!("{http:?}");
     assert!(debug.contains("X-Api-Key"), "{debug}");
-    for secret in ["header-secret-1", "basic-secret-2"] {
+    assert!(
+        debug.contains("https://u:***@api.example.com/items?"),
+        "{debug}"
+    );
+    for secret in [
+        "header-secret-1",
+        "basic-secret-2",
+        "url-secret-3",
+        "query-secret-4",
+        "query-secret-5",
+    ] {
         assert!(!debug.contains(secret), "{debug}");
     }
 }

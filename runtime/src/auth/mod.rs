@@ -175,6 +175,9 @@ pub(crate) struct Inner {
     cancel: CancellationToken,
     /// When the last forced refresh was asked for.
     last_forced: std::sync::Mutex<Option<Instant>>,
+    /// Tests: the refresh task panics once at its next turn.
+    #[cfg(test)]
+    panic_once: std::sync::atomic::AtomicBool,
 }
 
 /// The process's one token manager. Cheap to clone; every clone shares the same token.
@@ -229,8 +232,10 @@ impl TokenManager {
             status: watch::Sender::new(Status::default()),
             cancel: CancellationToken::new(),
             last_forced: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            panic_once: std::sync::atomic::AtomicBool::new(false),
         });
-        tokio::spawn(refresh::run(inner.clone()));
+        tokio::spawn(refresh::supervise(inner.clone()));
         Ok(TokenManager { inner })
     }
 
@@ -426,4 +431,37 @@ pub async fn fetch_once(config: &IdpAuthenticationConfig) -> Result<(Token, Dura
         },
         refresh_after,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    #[tokio::test]
+    async fn a_panicked_refresh_task_is_started_again() {
+        let idp = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"access_token": "t", "expires_in": 3600})),
+            )
+            .mount(&idp)
+            .await;
+        let config = IdpAuthenticationConfig::new(
+            "c",
+            crate::Secret::new("s"),
+            format!("{}/token", idp.uri()),
+            vec!["s".into()],
+        );
+        let tokens = TokenManager::spawn(&config, TokenManagerOptions::default(), None).unwrap();
+        // Current-thread runtime: the task has not run yet, so it panics at its first turn.
+        tokens.inner.panic_once.store(true, Ordering::SeqCst);
+        let token = tokens.get().await.expect("the restarted task fetched a token");
+        assert_eq!(token.access_token().expose_secret(), "t");
+        assert!(!tokens.inner.panic_once.load(Ordering::SeqCst), "it did panic");
+        tokens.shutdown();
+    }
 }

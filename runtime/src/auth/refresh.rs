@@ -13,7 +13,28 @@ fn backoff(inner: &Inner) -> impl Iterator<Item = Duration> + use<> {
     crate::backoff::full_jitter(inner.options.min_backoff, inner.options.max_backoff)
 }
 
+/// Runs the refresh task, and starts it again if it panics (a bug must not leave the process
+/// serving a token until it expires, with `/healthz` green, and never refreshing again).
+pub(crate) async fn supervise(inner: Arc<Inner>) {
+    loop {
+        match tokio::spawn(run(inner.clone())).await {
+            Err(e) if e.is_panic() && !inner.cancel.is_cancelled() => {
+                tracing::error!(target: "extractor_runtime::auth", "the token refresh task panicked; starting it again in 1 s");
+                tokio::select! {
+                    () = inner.cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 pub(crate) async fn run(inner: Arc<Inner>) {
+    #[cfg(test)]
+    if inner.panic_once.swap(false, Ordering::SeqCst) {
+        panic!("injected by a test");
+    }
     let mut delays = backoff(&inner);
     // When the next request is planned, and the earliest a caller's request may bring it
     // forward to (after a failure, the backoff or Retry-After is honoured).

@@ -20,6 +20,8 @@ const ATTEMPTS: u32 = 3;
 pub struct Pusher {
     client: reqwest::Client,
     url: String,
+    /// `url` as logs and errors show it (a password in it as `***`).
+    shown_url: String,
     host: String,
     auth: Option<(String, Option<Secret>)>,
     interval: Duration,
@@ -31,7 +33,7 @@ pub struct Pusher {
 impl std::fmt::Debug for Pusher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pusher")
-            .field("url", &self.url)
+            .field("url", &self.shown_url)
             .finish_non_exhaustive()
     }
 }
@@ -44,7 +46,9 @@ impl Pusher {
         registry: MetricsRegistry,
         pushes: IntCounterVec,
     ) -> Self {
-        let host = config.host.trim_end_matches('/').to_owned();
+        let address = config.host.trim_end_matches('/').to_owned();
+        // What logs, labels and errors show: without a password in the URL.
+        let host = crate::redact_url(&address);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -52,9 +56,11 @@ impl Pusher {
         for result in ["success", "failure"] {
             pushes.with_label_values(&[&host, result]);
         }
+        let url = format!("{address}/metrics/job/{}", encode_segment(&config.job_name));
         Pusher {
             client,
-            url: format!("{host}/metrics/job/{}", encode_segment(&config.job_name)),
+            shown_url: crate::redact_url(&url),
+            url,
             host,
             auth: config
                 .username
@@ -130,7 +136,7 @@ impl Pusher {
             .inc();
         Err(format!(
             "push to {} failed after {ATTEMPTS} attempts: {last}",
-            self.url
+            self.shown_url
         ))
     }
 
@@ -140,12 +146,12 @@ impl Pusher {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!(
                 "delete at {} failed: HTTP {}",
-                self.url,
+                self.shown_url,
                 r.status()
             )),
             Err(e) => Err(format!(
                 "delete at {} failed: {}",
-                self.url,
+                self.shown_url,
                 e.without_url()
             )),
         }
@@ -186,5 +192,40 @@ impl Pusher {
                 Err(e) => tracing::warn!(target: "extractor_runtime::metrics", "{e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A password in the gateway's URL is used, but never shown: not in the `gateway` label,
+    /// `Debug`, or a failed push's error.
+    #[tokio::test]
+    async fn a_password_in_the_gateway_url_is_never_shown() {
+        let yaml = "version: 1\ncognite: {project: p, dry-run: true}\nmetrics:\n  push-gateways: [{host: 'http://ops:pw-secret-9@127.0.0.1:1/', job-name: j}]\n";
+        let config = crate::config::Config::from_yaml(
+            yaml,
+            None,
+            &|_: &str| None,
+            &crate::config::LoadOptions::default(),
+        )
+        .unwrap();
+        let registry = MetricsRegistry::new();
+        let counter = Pusher::counter(registry.prometheus()).unwrap();
+        let pusher = Pusher::new(&config.metrics.push_gateways[0], registry.clone(), counter);
+        let e = pusher.push().await.unwrap_err();
+        let rendered = String::from_utf8(registry.render()).unwrap();
+        for shown in [e.clone(), format!("{pusher:?}"), rendered.clone()] {
+            assert!(!shown.contains("pw-secret-9"), "{shown}");
+        }
+        assert!(
+            e.contains("http://ops:***@127.0.0.1:1/metrics/job/j"),
+            "{e}"
+        );
+        assert!(
+            rendered.contains("gateway=\"http://ops:***@127.0.0.1:1\",result=\"failure\"} 1"),
+            "{rendered}"
+        );
     }
 }
