@@ -527,3 +527,40 @@ async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
     assert!(last.contains("larger than 1024 KiB"), "{err}");
     tokens.shutdown();
 }
+
+/// Tokens that live no longer than `min-ttl` (10 s with the default 30 s) are used, with a
+/// quarter of their life as margin, instead of stalling every task; `short_lived()` says why
+/// (for `/readyz`), and they are refreshed before they run out.
+#[tokio::test]
+async fn tokens_shorter_than_min_ttl_are_used_not_refused() {
+    let idp = MockServer::start().await;
+    let issued = Arc::new(AtomicUsize::new(0));
+    let n = issued.clone();
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(move |_: &Request| {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": format!("t{i}"), "expires_in": 2}),
+            )
+        })
+        .mount(&idp)
+        .await;
+    // The default min-ttl (30 s) is far above the tokens' 2 s.
+    let config = IdpAuthenticationConfig {
+        min_ttl: Duration::from_secs(30),
+        ..idp_config(format!("{}/token", idp.uri()))
+    };
+    let tokens = TokenManager::spawn(&config, fast_options(), None).unwrap();
+    let first = tokens.get().await.expect("a 2 s token is used");
+    assert_eq!(tokens.short_lived(), Some(Duration::from_secs(2)));
+    // Refreshed ahead of its end: a later get() hands out a newer, valid token at once.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let later = tokens.get().await.unwrap();
+    assert_ne!(
+        later.access_token().expose_secret(),
+        first.access_token().expose_secret()
+    );
+    assert!(issued.load(Ordering::SeqCst) >= 2);
+    tokens.shutdown();
+}

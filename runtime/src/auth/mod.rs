@@ -52,6 +52,9 @@ pub struct Token {
     expires_at: Instant,
     expires_at_wall: SystemTime,
     refresh_at: Instant,
+    /// Handed out while at least this much life is left: `min-ttl`, or a quarter of the
+    /// lifetime for tokens that live no longer than `min-ttl`.
+    min_ttl: Duration,
     generation: u64,
 }
 
@@ -160,6 +163,8 @@ pub(crate) struct Status {
     pub(crate) last_error: Option<AuthError>,
     /// The background task has stopped.
     pub(crate) stopped: bool,
+    /// The last token lived no longer than `min-ttl`: its lifetime.
+    pub(crate) short_lived: Option<Duration>,
 }
 
 pub(crate) struct Inner {
@@ -264,6 +269,12 @@ impl TokenManager {
         }
         let generation = self.inner.status.borrow().generation;
         self.wait_for(generation + 1, None).await
+    }
+
+    /// When the identity provider issues tokens that live no longer than `min-ttl`: their
+    /// lifetime (they are used with a quarter of it as margin; lower `min-ttl`).
+    pub fn short_lived(&self) -> Option<Duration> {
+        self.inner.status.borrow().short_lived
     }
 
     /// Replaces a token that CDF rejected (HTTP 401), and returns the new one.
@@ -385,7 +396,7 @@ impl TokenManager {
 
 impl Inner {
     fn is_valid(&self, token: &Token) -> bool {
-        Instant::now() + self.options.min_ttl < token.expires_at
+        Instant::now() + token.min_ttl < token.expires_at
     }
 }
 
@@ -427,6 +438,7 @@ pub async fn fetch_once(config: &IdpAuthenticationConfig) -> Result<(Token, Dura
             expires_at: sent + response.expires_in,
             expires_at_wall: request::wall_clock_after(response.expires_in),
             refresh_at: sent + refresh_after,
+            min_ttl: policy::effective_min_ttl(response.expires_in, config.min_ttl),
             generation: 1,
         },
         refresh_after,
@@ -459,9 +471,15 @@ mod tests {
         let tokens = TokenManager::spawn(&config, TokenManagerOptions::default(), None).unwrap();
         // Current-thread runtime: the task has not run yet, so it panics at its first turn.
         tokens.inner.panic_once.store(true, Ordering::SeqCst);
-        let token = tokens.get().await.expect("the restarted task fetched a token");
+        let token = tokens
+            .get()
+            .await
+            .expect("the restarted task fetched a token");
         assert_eq!(token.access_token().expose_secret(), "t");
-        assert!(!tokens.inner.panic_once.load(Ordering::SeqCst), "it did panic");
+        assert!(
+            !tokens.inner.panic_once.load(Ordering::SeqCst),
+            "it did panic"
+        );
         tokens.shutdown();
     }
 }

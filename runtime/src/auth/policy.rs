@@ -33,6 +33,17 @@ pub(crate) fn refresh_after(
     planned.saturating_sub(lead.mul_f64(jitter))
 }
 
+/// The margin a token is handed out with: `min_ttl`, or a quarter of the lifetime when the
+/// token lives no longer than `min_ttl` (a 10 s token with the default 30 s is used while it has
+/// 2.5 s left, instead of never).
+pub(crate) fn effective_min_ttl(expires_in: Duration, min_ttl: Duration) -> Duration {
+    if expires_in <= min_ttl {
+        expires_in / 4
+    } else {
+        min_ttl
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +52,21 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn short_tokens_get_a_quarter_of_their_life_as_margin() {
+        assert_eq!(
+            effective_min_ttl(secs(10), MIN_TTL),
+            Duration::from_millis(2_500)
+        );
+        assert_eq!(
+            effective_min_ttl(secs(30), MIN_TTL),
+            Duration::from_millis(7_500)
+        );
+        assert_eq!(effective_min_ttl(secs(31), MIN_TTL), MIN_TTL);
+        // A 10 s token is refreshed before its margin: at 5 s less up to 10 % of the lead.
+        assert_eq!(refresh_after(secs(10), None, secs(2), 0.0), secs(5));
     }
 
     #[test]

@@ -58,25 +58,23 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let took = sent.elapsed();
         match result {
             Ok(response) => {
-                if response.expires_in <= inner.options.min_ttl {
-                    let e = AuthError::new(
-                        AuthErrorKind::Permanent,
-                        format!(
-                            "the identity provider issued a token that lives {}s, not longer than min-ttl ({}s): lower min-ttl",
-                            response.expires_in.as_secs_f64(),
-                            inner.options.min_ttl.as_secs_f64()
-                        ),
+                let min_ttl = policy::effective_min_ttl(response.expires_in, inner.options.min_ttl);
+                let short = response.expires_in <= inner.options.min_ttl;
+                if short && inner.status.borrow().short_lived.is_none() {
+                    tracing::warn!(
+                        target: "extractor_runtime::auth",
+                        lifetime_s = response.expires_in.as_secs_f64(),
+                        min_ttl_s = inner.options.min_ttl.as_secs_f64(),
+                        "the identity provider issues tokens that live no longer than min-ttl; using them while a quarter of their life is left: lower min-ttl"
                     );
-                    let delay = inner.options.permanent_retry;
-                    record_failure(&inner, e, took, delay);
-                    next_attempt = Instant::now() + delay;
-                    earliest = next_attempt;
-                    continue;
                 }
+                inner.status.send_modify(|s| {
+                    s.short_lived = short.then_some(response.expires_in);
+                });
                 let refresh_after = policy::refresh_after(
                     response.expires_in,
                     response.refresh_in,
-                    inner.options.min_ttl,
+                    min_ttl,
                     fastrand::f64(),
                 );
                 let generation = inner.status.borrow().generation + 1;
@@ -86,6 +84,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     expires_at: sent + response.expires_in,
                     expires_at_wall: request::wall_clock_after(response.expires_in),
                     refresh_at: sent + refresh_after,
+                    min_ttl,
                     generation,
                 };
                 next_attempt = token.refresh_at;

@@ -106,7 +106,16 @@ impl Health {
                     "the identity provider refused the credentials".to_owned(),
                 )
             } else if tokens.try_get().is_some() {
-                (true, "valid token".to_owned())
+                match tokens.short_lived() {
+                    Some(life) => (
+                        true,
+                        format!(
+                            "valid token, but tokens live only {}s, no longer than min-ttl: lower min-ttl",
+                            life.as_secs_f64()
+                        ),
+                    ),
+                    None => (true, "valid token".to_owned()),
+                }
             } else {
                 (false, "no valid token yet".to_owned())
             };
