@@ -554,6 +554,22 @@ async fn tokens_shorter_than_min_ttl_are_used_not_refused() {
     let tokens = TokenManager::spawn(&config, fast_options(), None).unwrap();
     let first = tokens.get().await.expect("a 2 s token is used");
     assert_eq!(tokens.short_lived(), Some(Duration::from_secs(2)));
+    // /readyz's token check passes and names the cause.
+    let health = extractor_runtime::metrics::Health::new();
+    health.set_tokens(tokens.clone());
+    let check = health
+        .checks()
+        .into_iter()
+        .find(|c| c.name == "token")
+        .unwrap();
+    assert!(check.ok, "{}", check.detail);
+    assert!(
+        check
+            .detail
+            .contains("tokens live only 2s, no longer than min-ttl: lower min-ttl"),
+        "{}",
+        check.detail
+    );
     // Refreshed ahead of its end: a later get() hands out a newer, valid token at once.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let later = tokens.get().await.unwrap();
