@@ -376,12 +376,14 @@ fn run_once_exit_codes_follow_the_task_results() {
 #[test]
 fn a_state_that_cannot_be_saved_exits_1_and_says_so_without_a_logger_section() {
     let tmp = tempfile::tempdir().unwrap();
-    // The state file's folder does not exist: loading is an empty state, saving fails.
-    let state = tmp.path().join("missing-folder/state.json");
+    // The task removes the state file's folder (as an operator might): the final save fails.
+    let folder = tmp.path().join("state-folder");
+    let state = folder.join("state.json");
     let text = format!(
         "version: 1\ncognite: {{project: demo, dry-run: true}}\nstate-store: {{local: {{path: '{}'}}}}\ntasks:\n\
-         \x20 - {{name: job, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [true]}}}}\n",
-        state.display()
+         \x20 - {{name: job, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [rm, -rf, '{}']}}}}\n",
+        state.display(),
+        folder.display()
     );
     let config = write_config(tmp.path(), &text);
     let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
@@ -392,9 +394,52 @@ fn a_state_that_cannot_be_saved_exits_1_and_says_so_without_a_logger_section() {
     );
     assert!(
         stderr.contains("the state could not be saved: cannot save the state file")
-            && stderr.contains("missing-folder/state.json"),
+            && stderr.contains("state-folder/state.json"),
         "{stderr}"
     );
+}
+
+/// Two processes on one local state file would overwrite each other's progress: the second
+/// refuses to start (exit 2, naming the file); once the first is gone, even by kill -9, the
+/// file is free again.
+#[test]
+fn a_second_process_on_the_same_state_file_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state/state.json");
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\nstate-store: {{local: {{path: '{}'}}}}\ntasks:\n\
+         \x20 - {{name: job, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: ['true']}}}}\n",
+        state.display()
+    );
+    let config = write_config(tmp.path(), &text);
+    let mut first = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Started (and holding the lock) once it has logged its first run.
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the first process did not start");
+        let line = lines.next().expect("the process logs").unwrap();
+        if line.contains("run succeeded") {
+            break;
+        }
+    }
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("state/state.json is in use by another process")
+            && stderr.contains("state.json.lock"),
+        "{stderr}"
+    );
+    first.kill().unwrap(); // SIGKILL, by PID: no clean shutdown
+    first.wait().unwrap();
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
+    assert_eq!(code, 0, "the lock went with the process: {stderr}");
 }
 
 #[test]

@@ -199,7 +199,7 @@ impl Runtime {
             .as_ref()
             .and_then(|s| s.local.as_ref())
         {
-            Some(local) => Some(LocalStateStore::open(
+            Some(local) => Some(LocalStateStore::open_locked(
                 Path::new(&local.path),
                 self.reset_state,
             )?),

@@ -117,6 +117,17 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds the state file's lock: two processes on one file would overwrite
+    /// each other's progress.
+    #[error(
+        "the state file {path} is in use by another process (it holds {lock}); two processes on one state file would overwrite each other: give each its own `state-store.local.path`"
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// The save was cut short by the shutdown deadline; what was saved before stays.
     #[error("the state upload did not finish within the shutdown grace")]
     Cut,
@@ -161,6 +172,8 @@ pub struct LocalStateStore {
     states: Marks,
     /// One save at a time, so an older snapshot never replaces a newer one.
     saving: Arc<Mutex<()>>,
+    /// The lock file, locked while this store (and its clones) live: see [`Self::open_locked`].
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl LocalStateStore {
@@ -199,7 +212,48 @@ impl LocalStateStore {
             path: path.to_owned(),
             states: Marks::new(states),
             saving: Arc::new(Mutex::new(())),
+            _lock: None,
         })
+    }
+
+    /// [`open`](Self::open) (creating the file's folder if needed), holding an exclusive lock on `<path>.lock` for as long as the store
+    /// lives, so a second process on the same state file refuses to start
+    /// ([`StateError::Locked`]) instead of silently overwriting this one's progress. The lock
+    /// is the operating system's (`flock`): it goes away with the process, even after kill -9.
+    pub fn open_locked(path: &Path, reset: bool) -> Result<Self, StateError> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Write {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| StateError::Write {
+                path: lock.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: path.to_owned(),
+                    lock,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::Write { path: lock, source });
+            }
+        }
+        let mut store = Self::open(path, reset)?;
+        store._lock = Some(Arc::new(file));
+        Ok(store)
     }
 
     /// The watermarks of `key`.
