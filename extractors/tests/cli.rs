@@ -311,7 +311,8 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         for field in ["timestamp", "level", "target", "message"] {
             assert!(event.get(field).is_some(), "{field} missing in {line}");
         }
-        listening |= event["message"] == "listening for SIGTERM and SIGINT";
+        listening |=
+            event["message"] == "listening for SIGTERM and SIGINT (SIGHUP is logged and ignored)";
         boot_done |= event["message"] == "run succeeded" && event["task"] == "boot";
         long_started |= event["message"] == "run started" && event["task"] == "long";
         seen.push(event);
@@ -323,6 +324,25 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         .expect("config loaded");
     assert_eq!(loaded["project"], "demo");
     assert_eq!(loaded["tasks"], 2);
+    // SIGHUP (fatal by default) is logged and ignored: the process keeps running.
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        let line = lines
+            .next()
+            .expect("the process logs after SIGHUP")
+            .unwrap();
+        if line.contains("SIGHUP ignored") {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
     let sent = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

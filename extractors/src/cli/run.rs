@@ -82,30 +82,40 @@ pub fn run(
     }
 }
 
-/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once. SIGHUP
+/// (by default fatal, skipping every shutdown step) is logged and ignored: reloading the config
+/// is not supported, a restart applies a new one.
 async fn on_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot listen for signals");
         return;
     };
-    tracing::debug!("listening for SIGTERM and SIGINT");
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(
-        signal = name,
-        "signal received: stopping the scheduler and cancelling runs (send it again to exit at once)"
-    );
-    shutdown.cancel();
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::warn!(signal = name, "second signal: exiting at once");
-    std::process::exit(1);
+    tracing::debug!("listening for SIGTERM and SIGINT (SIGHUP is logged and ignored)");
+    let mut stops = 0;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                tracing::warn!(signal = "SIGHUP", "SIGHUP ignored: the config is not reloaded; restart the process to apply a new one");
+                continue;
+            }
+        };
+        stops += 1;
+        if stops == 1 {
+            tracing::info!(
+                signal = name,
+                "signal received: stopping the scheduler and cancelling runs (send it again to exit at once)"
+            );
+            shutdown.cancel();
+        } else {
+            tracing::warn!(signal = name, "second signal: exiting at once");
+            std::process::exit(1);
+        }
+    }
 }
