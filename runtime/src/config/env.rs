@@ -162,6 +162,13 @@ fn split_body(body: &str) -> Result<(&str, Op<'_>), String> {
     } else {
         (body, Op::Required)
     };
+    if let Op::Default(text) | Op::Error(text) = &op
+        && text.contains("${")
+    {
+        return Err(format!(
+            "`${{{body}}}}}`: a `${{...}}` inside a default or message is not supported; give the default as plain text"
+        ));
+    }
     let valid = name
         .chars()
         .next()

@@ -95,10 +95,29 @@ impl Config {
     /// Refuses first, before reading anything, when `COGNITE_API_KEY` is set.
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Config, ConfigErrors> {
         check_api_key(&process_env)?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             ConfigError::new(
                 ConfigErrorKind::Io,
                 format!("cannot read the config file: {e}"),
+            )
+            .in_file(Some(path.to_owned()))
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // Where the first byte that is not UTF-8 is, as line:column.
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+            let start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[start..]).chars().count() + 1;
+            ConfigError::new(
+                ConfigErrorKind::Syntax,
+                "the config file is not UTF-8 text (save it as UTF-8)",
+            )
+            .at(
+                Some(Mark {
+                    line: line as u32,
+                    column: column as u32,
+                }),
+                "",
             )
             .in_file(Some(path.to_owned()))
         })?;
@@ -128,7 +147,7 @@ impl Config {
                 line: l.line() as u32,
                 column: l.column() as u32,
             });
-            let message = strip_location_prefix(&e.to_string());
+            let message = plain_yaml_message(&strip_location_prefix(&e.to_string()));
             in_file(vec![
                 ConfigError::new(ConfigErrorKind::Syntax, format!("invalid YAML: {message}"))
                     .at(mark, ""),
@@ -320,6 +339,26 @@ fn deserialize_node<T: DeserializeOwned>(
 }
 
 /// serde-saphyr's messages start with `line L column C: `; we print our own location.
+/// The YAML parser's message in the config's terms: no advice about the library's own API.
+fn plain_yaml_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest);
+        return format!("duplicate key `{key}`: a key may appear only once in a mapping");
+    }
+    if message.starts_with("multiple YAML documents detected") {
+        return "more than one YAML document (`---`): a config file holds exactly one".to_owned();
+    }
+    // Anything else, without a trailing hint that names the parser's API.
+    let cut = [", set ", "; use "]
+        .iter()
+        .filter_map(|sep| message.find(sep))
+        .min();
+    match cut {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
 fn strip_location_prefix(message: &str) -> String {
     let first_line = message.lines().next().unwrap_or(message);
     let first_line = first_line.strip_prefix("error: ").unwrap_or(first_line);
