@@ -149,7 +149,12 @@ impl Csv {
                 tracing::info!(task = %ctx.task(), file = %file.display(), "the file is gone; skipped");
                 return Ok(Outcome::Unchanged);
             }
-            Err(e) => return Err(FileError::io(file, e)),
+            Err(e) => {
+                return Err(FileError::Unreadable {
+                    path: file.to_owned(),
+                    message: e.to_string(),
+                });
+            }
         };
         let size = meta.len();
         let modified = meta
@@ -242,17 +247,27 @@ fn files(config: &CsvConfig) -> Result<Vec<PathBuf>, TaskError> {
             dir.display()
         )));
     }
-    let dir_text = dir
-        .to_str()
-        .ok_or_else(|| TaskError::permanent(format!("`{}` is not UTF-8", dir.display())))?;
-    let pattern = format!(
-        "{}/{}",
-        glob::Pattern::escape(dir_text.trim_end_matches('/')),
-        config.glob
-    );
-    let mut files: Vec<PathBuf> = glob::glob(&pattern)
-        .map_err(|e| TaskError::permanent(format!("`{pattern}` is not a glob: {e}")))?
-        .filter_map(Result::ok)
+    let pattern = glob::Pattern::new(&config.glob)
+        .map_err(|e| TaskError::permanent(format!("`{}` is not a glob: {e}", config.glob)))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    };
+    // Without `**`, no deeper than the pattern's own folders.
+    let max_depth = if config.glob.contains("**") {
+        usize::MAX
+    } else {
+        config.glob.matches('/').count()
+    };
+    let mut found = Vec::new();
+    walk(dir, Path::new(""), max_depth, &mut Vec::new(), &mut found);
+    // Each real file once, under its first name (a symlink to a file read already is skipped).
+    found.sort();
+    let mut seen = std::collections::HashSet::new();
+    let files = found
+        .into_iter()
+        .filter(|relative| pattern.matches_path_with(relative, options))
+        .map(|relative| dir.join(relative))
         .filter(|p| {
             // One stat: a file, and not modified within `min-age` (it may still be being
             // written).
@@ -262,9 +277,51 @@ fn files(config: &CsvConfig) -> Result<Vec<PathBuf>, TaskError> {
                     && (config.min_age.is_zero() || age.is_some_and(|a| a >= config.min_age))
             })
         })
+        .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect();
-    files.sort();
     Ok(files)
+}
+
+/// Collects the paths (relative to the root) under `dir`, `depth` folders deep at most,
+/// following symlinked folders but never into a folder it is already inside (a `self -> .`
+/// link or any other loop). Unreadable folders are skipped with a warning.
+fn walk(
+    dir: &Path,
+    relative: &Path,
+    depth: usize,
+    inside: &mut Vec<(u64, u64)>,
+    found: &mut Vec<PathBuf>,
+) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let id = (meta.dev(), meta.ino());
+    if inside.contains(&id) {
+        tracing::warn!(folder = %dir.display(), "a symlink loops back to a folder it is in; not followed");
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(folder = %dir.display(), "cannot list the folder; skipped: {e}");
+            return;
+        }
+    };
+    inside.push(id);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = relative.join(entry.file_name());
+        let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            if depth > 0 {
+                walk(&path, &name, depth - 1, inside, found);
+            }
+        } else {
+            found.push(name);
+        }
+    }
+    inside.pop();
 }
 
 /// Moves `file` to `config`'s done folder (if it has one). Blocking.
@@ -308,7 +365,10 @@ enum FileError {
         line: u64,
         message: String,
     },
-    /// The run cannot go on (CDF, cancellation, I/O).
+    /// The file cannot be read (opened, or read further): the rows before are delivered, the
+    /// file stays not done, the run goes on with the other files.
+    Unreadable { path: PathBuf, message: String },
+    /// The run cannot go on (CDF, cancellation, the done folder).
     Task(TaskError),
 }
 
@@ -348,6 +408,11 @@ impl Extractor for Csv {
                         tracing::error!(task = %ctx.task(), "malformed line, the file is not done: {e}");
                         bad.push(e);
                     }
+                    Err(FileError::Unreadable { path, message }) => {
+                        let e = format!("{}: cannot read: {message}", path.display());
+                        tracing::error!(task = %ctx.task(), "skipped, the file is not done: {e}");
+                        bad.push(e);
+                    }
                     Err(FileError::Task(e)) => return Err(e),
                 }
             }
@@ -364,7 +429,7 @@ impl Extractor for Csv {
                 (true, None) => Ok(()),
                 (true, Some(refused)) => Err(refused),
                 (false, refused) => Err(TaskError::permanent(format!(
-                    "{} file(s) with a malformed line: {}{}",
+                    "{} file(s) with a malformed line or unreadable: {}{}",
                     bad.len(),
                     bad.join("; "),
                     refused.map_or_else(String::new, |r| format!("; {r}"))
@@ -416,11 +481,9 @@ impl Reader {
             .delimiter(self.delimiter)
             .has_headers(self.header)
             .from_path(&self.path)
-            .map_err(|e| {
-                FileError::Task(TaskError::transient(format!(
-                    "`{}`: {e}",
-                    self.path.display()
-                )))
+            .map_err(|e| FileError::Unreadable {
+                path: self.path.clone(),
+                message: e.to_string(),
             })?;
         let names: Vec<String> = match &self.columns {
             Some(c) => c.clone(),
@@ -488,10 +551,10 @@ impl Reader {
             ::csv::ErrorKind::UnequalLengths {
                 expected_len, len, ..
             } => self.bad(line, format!("{len} fields, expected {expected_len}")),
-            ::csv::ErrorKind::Io(io) => FileError::Task(TaskError::transient(format!(
-                "`{}`: {io}",
-                self.path.display()
-            ))),
+            ::csv::ErrorKind::Io(io) => FileError::Unreadable {
+                path: self.path.clone(),
+                message: format!("at line {line}: {io}"),
+            },
             _ => self.bad(line, e.to_string()),
         }
     }

@@ -409,3 +409,46 @@ async fn a_file_gone_since_the_listing_is_skipped() {
     assert!(matches!(outcome, Outcome::Unchanged));
     assert!(capture.raw_keys().is_empty());
 }
+
+/// A `self -> .` symlink and a loop deeper down with `**` neither hang the walk nor read a file
+/// twice; a symlink to a file read already is skipped; `*.csv` stays in the folder itself.
+#[tokio::test]
+async fn symlink_loops_are_not_followed_and_each_real_file_is_read_once() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    write(dir, "a.csv", "id\na1\n");
+    write(&dir.join("sub"), "b.csv", "id\nb1\n");
+    std::os::unix::fs::symlink(dir, dir.join("self")).unwrap();
+    std::os::unix::fs::symlink(dir.join("sub"), dir.join("sub/deeper/up")).unwrap();
+    std::os::unix::fs::symlink(dir.join("a.csv"), dir.join("sub/alias.csv")).unwrap();
+
+    let csv = Csv::new(config(dir, json!({"glob": "**/*.csv"}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    csv.run(ctx).await.unwrap();
+    let mut keys = capture.raw_keys();
+    keys.sort();
+    assert_eq!(keys, ["a1", "b1"], "each real file once");
+
+    let top = Csv::new(config(dir, json!({"glob": "*.csv"}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    top.run(ctx).await.unwrap();
+    assert_eq!(capture.raw_keys(), ["a1"], "`*.csv` does not descend");
+}
+
+/// A file that cannot be read is reported and skipped: the files sorted after it go on, and the
+/// run fails naming it.
+#[tokio::test]
+async fn an_unreadable_file_is_skipped_and_the_others_go_on() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    write(dir, "1-good.csv", "id\ng1\n");
+    // Reading /proc/self/mem at offset 0 fails (EIO) even for root, as a bad disk would.
+    std::os::unix::fs::symlink("/proc/self/mem", dir.join("2-unreadable.csv")).unwrap();
+    write(dir, "3-good.csv", "id\ng3\n");
+    let csv = Csv::new(config(dir, json!({}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    let e = csv.run(ctx).await.unwrap_err().to_string();
+    assert_eq!(capture.raw_keys(), ["g1", "g3"]);
+    assert!(e.contains("2-unreadable.csv: cannot read"), "{e}");
+}
