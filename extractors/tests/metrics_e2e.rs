@@ -470,3 +470,60 @@ fn built_ins_count_their_records_per_task() {
     );
     promtool_check_metrics(&scrape);
 }
+
+/// 1 000 idle connections to the metrics server of a process limited to 128 file descriptors:
+/// `/healthz` is still answered (the oldest connections make room, and a connection that sends
+/// no request is closed after 5 s), and the state keeps being saved (it failed with "Too many
+/// open files").
+#[test]
+fn healthz_answers_under_a_thousand_idle_connections_with_few_file_descriptors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let state = tmp.path().join("state.json");
+    let config = tmp.path().join("config.yaml");
+    let log = tmp.path().join("stderr.log");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\ncognite: {{project: demo, dry-run: true}}\nmetrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\n\
+             state-store: {{local: {{path: '{}', save-interval: 200ms}}}}\ntasks:\n\
+             \x20 - {{name: job, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: ['true']}}}}\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_extractor-runtime");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec '{exe}' run -c '{}'",
+            config.display()
+        ))
+        .env_remove("COGNITE_API_KEY")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _process = Proc(child);
+    wait_for("the metrics server", 30, || get(port, "/healthz").is_some());
+
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        if let Ok(s) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() > 500, "only {} connections opened", idle.len());
+    wait_for("/healthz under 1 000 idle connections", 15, || {
+        get(port, "/healthz").is_some_and(|(status, _, _)| status == 200)
+    });
+    // Saves every 200 ms went on meanwhile, without running out of file descriptors.
+    std::thread::sleep(Duration::from_millis(600));
+    drop(idle);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!said.contains("cannot save the state file"), "{said}");
+    assert!(state.exists());
+}

@@ -1,7 +1,9 @@
 //! The metrics server (hyper 1): `/metrics`, `/healthz`, `/readyz`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -51,30 +53,93 @@ impl MetricsServer {
     ///
     /// This method is cancel safe: dropping it stops accepting connections.
     pub async fn serve(self, shutdown: CancellationToken) {
+        let open = Connections::default();
         loop {
             let (stream, _) = tokio::select! {
                 r = self.listener.accept() => match r {
                     Ok(s) => s,
                     Err(e) => {
-                        // Out of file descriptors, say: back off instead of spinning.
+                        // Out of file descriptors, say: close the oldest connection and back
+                        // off instead of spinning.
                         tracing::warn!(target: "extractor_runtime::metrics", "accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        open.close_oldest();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 () = shutdown.cancelled() => return,
             };
+            // At the limit, the oldest connection (idle, most likely: answers take
+            // milliseconds) makes room, so a new scrape or probe is always answered.
+            while open.len() >= MAX_CONNECTIONS {
+                open.close_oldest();
+            }
+            let (id, close) = open.add();
             let registry = self.registry.clone();
             let health = self.health.clone();
             let service = service_fn(move |req| {
                 let response = respond(&req, &registry, &health);
                 async move { Ok::<_, Infallible>(response) }
             });
+            let open = open.clone();
             tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_REQUEST_BUFFER);
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = close.cancelled() => {}
+                    () = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => {}
+                }
+                open.remove(id);
             });
+        }
+    }
+}
+
+/// Connections served at once, at most; more close the oldest.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no complete request head within this is closed (also between
+/// requests of a kept-alive connection).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it does.
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// The largest request head read (a GET with a few headers needs a few hundred bytes).
+const MAX_REQUEST_BUFFER: usize = 16 * 1024;
+
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Clone, Default)]
+struct Connections {
+    inner: std::sync::Arc<std::sync::Mutex<(u64, VecDeque<(u64, CancellationToken)>)>>,
+}
+
+impl Connections {
+    fn len(&self) -> usize {
+        self.inner.lock().expect("connections lock").1.len()
+    }
+
+    fn add(&self) -> (u64, CancellationToken) {
+        let mut inner = self.inner.lock().expect("connections lock");
+        inner.0 += 1;
+        let (id, token) = (inner.0, CancellationToken::new());
+        inner.1.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn remove(&self, id: u64) {
+        self.inner
+            .lock()
+            .expect("connections lock")
+            .1
+            .retain(|(i, _)| *i != id);
+    }
+
+    fn close_oldest(&self) {
+        if let Some((_, token)) = self.inner.lock().expect("connections lock").1.pop_front() {
+            token.cancel();
         }
     }
 }
