@@ -110,10 +110,14 @@ const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The largest request head read (a GET with a few headers needs a few hundred bytes).
 const MAX_REQUEST_BUFFER: usize = 16 * 1024;
 
-/// The open connections, oldest first, each with the token that closes it.
+/// The last id given, and the open connections, oldest first, each with the token that closes
+/// it.
+type Open = (u64, VecDeque<(u64, CancellationToken)>);
+
+/// The open connections.
 #[derive(Clone, Default)]
 struct Connections {
-    inner: std::sync::Arc<std::sync::Mutex<(u64, VecDeque<(u64, CancellationToken)>)>>,
+    inner: std::sync::Arc<std::sync::Mutex<Open>>,
 }
 
 impl Connections {
