@@ -12,8 +12,9 @@
 //!
 //! Exit status 0 is a successful run; 75 (`EX_TEMPFAIL`) is a transient failure, retried per the
 //! task's `retry`; any other status, or death by a signal, is a permanent failure. Standard
-//! output and error are logged line by line. A cancelled run (timeout, shutdown) kills the
-//! program.
+//! output and error are logged line by line, as bytes (non-UTF-8 shown lossily, lines cut at
+//! 16 KiB). The program runs in its own process group, killed when the run ends (children it
+//! left behind), times out or is cancelled.
 
 pub mod config;
 
@@ -45,10 +46,64 @@ impl Command {
     }
 }
 
+/// The longest output line logged; the rest of a longer line is counted, not kept.
+const MAX_LINE: usize = 16 * 1024;
+
+/// How long output is still read after the program exited (from children it left behind,
+/// which are killed with its process group).
+const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Logs a stream line by line, as bytes: non-UTF-8 is shown lossily, a line longer than
+/// [`MAX_LINE`] is cut (memory stays bounded whatever the program prints), and the stream is
+/// read to its end so the program never dies of SIGPIPE.
 async fn log_lines(task: String, stream: &'static str, reader: impl tokio::io::AsyncRead + Unpin) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "extractors::command", task = %task, stream, "{line}");
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    let mut cut = 0usize;
+    let emit = |line: &mut Vec<u8>, cut: &mut usize| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches('\r');
+        if *cut > 0 {
+            tracing::info!(target: "extractors::command", task = %task, stream, "{text} ... ({cut} more bytes cut)");
+        } else {
+            tracing::info!(target: "extractors::command", task = %task, stream, "{text}");
+        }
+        line.clear();
+        *cut = 0;
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let (part, end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        cut += part.len().saturating_sub(room);
+        let used = end.unwrap_or(buf.len());
+        reader.consume(used);
+        if end.is_some() {
+            emit(&mut line, &mut cut);
+        }
+    }
+    if !line.is_empty() || cut > 0 {
+        emit(&mut line, &mut cut);
+    }
+}
+
+/// The program's process group, killed when dropped: children it left behind (a `&` in a
+/// script) end with the run, whether it ended, timed out or was cancelled.
+struct Group(Option<rustix::process::Pid>);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // Gone already is fine.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -62,6 +117,8 @@ impl Extractor for Command {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                // Its own process group, so that the whole group can be killed.
+                .process_group(0)
                 .kill_on_drop(true);
             if let Some(dir) = &self.config.working_dir {
                 cmd.current_dir(dir);
@@ -69,6 +126,11 @@ impl Extractor for Command {
             let mut child = cmd.spawn().map_err(|e| {
                 TaskError::permanent(format!("cannot start `{program}`")).with_source(e)
             })?;
+            let group = Group(
+                child
+                    .id()
+                    .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+            );
             let out = child
                 .stdout
                 .take()
@@ -78,17 +140,35 @@ impl Extractor for Command {
                 .take()
                 .map(|s| log_lines(ctx.task().to_owned(), "stderr", s));
             let logging = async {
-                if let Some(o) = out {
-                    o.await;
-                }
+                let (out, err) = (
+                    async {
+                        if let Some(o) = out {
+                            o.await;
+                        }
+                    },
+                    async {
+                        if let Some(e) = err {
+                            e.await;
+                        }
+                    },
+                );
+                tokio::join!(out, err);
             };
-            let logging_err = async {
-                if let Some(e) = err {
-                    e.await;
-                }
-            };
+            let mut logging = std::pin::pin!(logging);
             let wait = async {
-                let (status, (), ()) = tokio::join!(child.wait(), logging, logging_err);
+                // Output is read while the program runs (a full pipe would block it), and for
+                // a moment after it exits; then its group is killed.
+                let mut logged = false;
+                let status = tokio::select! {
+                    status = child.wait() => status,
+                    () = &mut logging => {
+                        logged = true;
+                        child.wait().await
+                    }
+                };
+                if !logged {
+                    let _ = tokio::time::timeout(OUTPUT_GRACE, &mut logging).await;
+                }
                 status
             };
             let status = tokio::select! {
@@ -97,6 +177,7 @@ impl Extractor for Command {
                     return Err(TaskError::transient(format!("cancelled; `{program}` was killed")));
                 }
             };
+            drop(group);
             match status.code() {
                 Some(0) => Ok(()),
                 Some(EX_TEMPFAIL) => Err(TaskError::transient(format!(

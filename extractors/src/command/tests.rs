@@ -67,3 +67,35 @@ fn an_empty_command_is_rejected() {
     .unwrap();
     assert!(e.to_string().contains("must name a program"));
 }
+
+/// A byte that is not UTF-8 no longer stops the logging (the program then died of SIGPIPE on
+/// its next line), and a 64 MiB line without a newline is cut, not kept.
+#[tokio::test]
+async fn any_output_is_logged_bounded_and_never_kills_the_program() {
+    let ctx = RunContext::new("t", CancellationToken::new());
+    let script = "printf 'caf\\351\\n'; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; \
+                  head -c 67108864 /dev/zero | tr '\\0' x; echo; echo done";
+    command(&["sh", "-c", script])
+        .run(ctx)
+        .await
+        .expect("exit 0, not killed by SIGPIPE");
+}
+
+/// A child the program leaves running in the background (holding its output open) neither keeps
+/// the run open nor outlives it: the process group is killed.
+#[tokio::test]
+async fn children_left_behind_end_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("still-running");
+    let ctx = RunContext::new("t", CancellationToken::new());
+    let started = std::time::Instant::now();
+    let script = format!("(sleep 3; touch '{}') & echo started", marker.display());
+    command(&["sh", "-c", &script]).run(ctx).await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the run ended with the program, not with its child ({:?})",
+        started.elapsed()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(!marker.exists(), "the child was killed with the group");
+}
