@@ -6,6 +6,7 @@ pub mod csv;
 pub mod destination;
 pub mod http;
 pub mod postgres;
+pub mod size;
 #[cfg(test)]
 mod testing;
 

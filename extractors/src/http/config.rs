@@ -47,6 +47,14 @@ pub struct HttpConfig {
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
     #[schemars(with = "extractor_runtime::config::DurationSchema")]
     pub timeout: Duration,
+    /// The largest answer read (`64MiB` by default): a larger page fails the run naming its URL
+    /// instead of filling the memory.
+    #[serde(
+        default = "default_max_response_size",
+        deserialize_with = "crate::size::deserialize_size"
+    )]
+    #[schemars(with = "SizeSchema")]
+    pub max_response_size: u64,
     /// Retries on connection errors, timeouts, 408, 429 and 5xx.
     #[serde(default)]
     pub retries: RetriesConfig,
@@ -173,6 +181,21 @@ impl Default for RetriesConfig {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_response_size() -> u64 {
+    64 << 20
+}
+
+/// A size: bytes, or a number with a unit.
+#[derive(schemars::JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)] // the schema's shape only
+pub enum SizeSchema {
+    /// Bytes.
+    Bytes(u64),
+    /// Like `64MiB`, `512KiB`, `1GB`.
+    Text(String),
 }
 
 fn default_max_pages() -> u64 {

@@ -17,6 +17,7 @@ pub mod config;
 mod tests;
 
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::queues::Upload;
 use reqwest::Url;
 use serde_json::Value;
 
@@ -247,13 +248,7 @@ impl Http {
                         .and_then(|v| v.to_str().ok())
                         .and_then(extractor_runtime::auth::parse_retry_after);
                     if status.is_success() {
-                        let bytes = response.bytes().await.map_err(|e| {
-                            TaskError::transient(format!(
-                                "{} {shown}: reading the answer: {}",
-                                self.method(),
-                                e.without_url()
-                            ))
-                        })?;
+                        let bytes = self.read_bounded(response, &shown).await?;
                         return serde_json::from_slice(&bytes).map_err(|e| {
                             TaskError::permanent(format!(
                                 "{} {shown}: the answer is not JSON: {e} (it starts with {:?})",
@@ -265,7 +260,8 @@ impl Http {
                     let retryable = status.as_u16() == 408
                         || status.as_u16() == 429
                         || status.is_server_error();
-                    let body = response.text().await.unwrap_or_default();
+                    // Only the start of an error answer is shown: read no more of it.
+                    let body = first_bytes(response, 4096).await;
                     let problem = format!(
                         "{} {shown}: {status}: {}",
                         self.method(),
@@ -335,6 +331,53 @@ impl Http {
             .collect();
         shown.query_pairs_mut().clear().extend_pairs(pairs);
         shown.to_string().replace("%2A%2A%2A", "***")
+    }
+
+    /// The answer's body, at most `max-response-size` of it (streamed: a larger answer is
+    /// refused without being kept).
+    async fn read_bounded(
+        &self,
+        mut response: reqwest::Response,
+        shown: &str,
+    ) -> Result<Vec<u8>, TaskError> {
+        let max = self.config.max_response_size;
+        let too_large = || {
+            TaskError::permanent(format!(
+                "{} {shown}: the answer is larger than max-response-size ({}); raise it or ask for smaller pages",
+                self.method(),
+                crate::size::show_size(max)
+            ))
+        };
+        if response.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            TaskError::transient(format!(
+                "{} {shown}: reading the answer: {}",
+                self.method(),
+                e.without_url()
+            ))
+        })? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Checkpoints the highest watermark read (if it moved) and waits until CDF settled this
+    /// task's items.
+    async fn settle(
+        upload: &Upload,
+        highest: Option<Value>,
+        since: Option<&Value>,
+    ) -> Result<(), TaskError> {
+        if let Some(h) = highest.filter(|h| Some(h) != since) {
+            upload.checkpoint("", h);
+        }
+        upload.settled().await
     }
 
     fn method(&self) -> &'static str {
@@ -428,7 +471,15 @@ impl Extractor for Http {
             let mut highest = since.clone();
             let (mut pages, mut items) = (0u64, 0u64);
             loop {
-                let mut body = self.fetch(&ctx, &url).await?;
+                let mut body = match self.fetch(&ctx, &url).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        // What the pages before this one gave is delivered; the watermark stays
+                        // (items need not be sorted: the next run reads them all again).
+                        let _ = upload.deliver().await;
+                        return Err(e);
+                    }
+                };
                 // A bad next link fails the run after this page is delivered.
                 let next = self.next_url(&url, &body);
                 let list = match body.pointer_mut(&self.config.items).map(Value::take) {
@@ -463,10 +514,7 @@ impl Extractor for Http {
                 let next = match next {
                     Ok(next) => next,
                     Err(e) => {
-                        if let Some(h) = highest.filter(|h| Some(h) != since.as_ref()) {
-                            upload.checkpoint("", h);
-                        }
-                        upload.settled().await?;
+                        let _ = upload.deliver().await;
                         return Err(e);
                     }
                 };
@@ -482,10 +530,7 @@ impl Extractor for Http {
                     None => break,
                 }
             }
-            if let Some(h) = highest.filter(|h| Some(h) != since.as_ref()) {
-                upload.checkpoint("", h);
-            }
-            upload.settled().await?;
+            Self::settle(&upload, highest, since.as_ref()).await?;
             tracing::info!(task = %ctx.task(), pages, items, "http run done");
             Ok(())
         })
@@ -518,4 +563,18 @@ fn describe(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// The first `limit` bytes of an answer, as text (lossy).
+async fn first_bytes(mut response: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }

@@ -249,10 +249,11 @@ async fn malformed_json_fails_the_run_without_moving_the_watermark() {
         )),
         "{message}"
     );
-    // Page 1's item waits in the queue (the runtime's next flush sends it); no watermark.
+    // Page 1's item is delivered, but the watermark does not move: items need not be sorted,
+    // so the next run reads every page again.
     assert_eq!(
         (ctx.queues().unwrap().pending(), capture.raw_keys().len()),
-        (1, 0)
+        (0, 1)
     );
     assert_eq!(ctx.state().unwrap().get("api"), None);
     let first = &server.received_requests().await.unwrap()[0];
@@ -460,4 +461,35 @@ async fn credentials_never_follow_a_next_link_or_redirect_to_another_host() {
         ["b"],
         "a redirect within the origin is followed"
     );
+}
+
+/// A page larger than `max-response-size` fails the run naming its URL and the limit, and is
+/// never held whole; the pages before it are delivered.
+#[tokio::test]
+async fn a_page_over_max_response_size_is_refused() {
+    let server = MockServer::start().await;
+    Mock::given(path("/items"))
+        .respond_with(page(json!([{"id": "a"}]), json!("/big")))
+        .mount(&server)
+        .await;
+    let huge = format!(r#"{{"data": [{{"id": "{}"}}]}}"#, "x".repeat(3 << 20));
+    Mock::given(path("/big"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(huge))
+        .mount(&server)
+        .await;
+    let http = Http::new(config(json!({
+        "url": format!("{}/items", server.uri()),
+        "max-response-size": "1MiB",
+        "pagination": {"type": "next-link", "pointer": "/links/next"},
+    })))
+    .unwrap();
+    let (ctx, capture) = context("api", None, 100);
+    let e = http.run(ctx).await.unwrap_err();
+    assert_eq!(e.kind(), TaskErrorKind::Permanent);
+    assert!(
+        e.to_string()
+            .contains("/big: the answer is larger than max-response-size (1 MiB)"),
+        "{e}"
+    );
+    assert_eq!(capture.raw_keys(), ["a"]);
 }
