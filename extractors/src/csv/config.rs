@@ -41,6 +41,14 @@ pub struct CsvConfig {
     /// Move each file here once CDF accepted all its rows.
     #[serde(default)]
     pub done_folder: Option<PathBuf>,
+    /// The longest line read (`16MiB` by default): a longer one is reported as
+    /// `file:line` like a malformed line, never held whole.
+    #[serde(
+        default = "default_max_line_size",
+        deserialize_with = "crate::size::deserialize_size"
+    )]
+    #[schemars(with = "crate::http::config::SizeSchema")]
+    pub max_line_size: u64,
     /// Rows between checkpoints (flush, then record progress in the state store).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -76,6 +84,10 @@ fn default_delimiter() -> String {
 
 fn default_header() -> bool {
     true
+}
+
+fn default_max_line_size() -> u64 {
+    16 << 20
 }
 
 fn default_batch_size() -> usize {

@@ -184,6 +184,7 @@ impl Csv {
             columns: self.config.columns.clone(),
             types: self.config.types.clone(),
             skip,
+            max_line: self.config.max_line_size,
         };
         let thread = tokio::task::spawn_blocking(move || reader.read(tx));
 
@@ -449,6 +450,61 @@ struct Reader {
     columns: Option<Vec<String>>,
     types: std::collections::BTreeMap<String, ColumnType>,
     skip: u64,
+    max_line: u64,
+}
+
+/// A line longer than `max-line-size`, at this (1-based, physical) line.
+#[derive(Debug)]
+struct LineTooLong {
+    line: u64,
+    max: u64,
+}
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the line is longer than max-line-size ({})",
+            crate::size::show_size(self.max)
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// A reader that fails with [`LineTooLong`] as soon as a line outgrows `max`, so a huge line
+/// is never buffered whole (the csv parser would keep growing its record).
+struct LineBound<R> {
+    inner: R,
+    max: u64,
+    /// Bytes of the current line so far.
+    run: u64,
+    /// Newlines seen.
+    lines: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for LineBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut segments = buf[..n].split(|b| *b == b'\n');
+        if let Some(first) = segments.next() {
+            self.run += first.len() as u64;
+        }
+        for segment in segments {
+            if self.run > self.max {
+                break;
+            }
+            self.lines += 1;
+            self.run = segment.len() as u64;
+        }
+        if self.run > self.max {
+            return Err(std::io::Error::other(LineTooLong {
+                line: self.lines + 1,
+                max: self.max,
+            }));
+        }
+        Ok(n)
+    }
 }
 
 impl Reader {
@@ -480,11 +536,15 @@ impl Reader {
         let mut reader = ::csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .has_headers(self.header)
-            .from_path(&self.path)
-            .map_err(|e| FileError::Unreadable {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+            .from_reader(LineBound {
+                inner: std::fs::File::open(&self.path).map_err(|e| FileError::Unreadable {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?,
+                max: self.max_line,
+                run: 0,
+                lines: 0,
+            });
         let names: Vec<String> = match &self.columns {
             Some(c) => c.clone(),
             None => reader
@@ -551,6 +611,11 @@ impl Reader {
             ::csv::ErrorKind::UnequalLengths {
                 expected_len, len, ..
             } => self.bad(line, format!("{len} fields, expected {expected_len}")),
+            ::csv::ErrorKind::Io(io)
+                if let Some(long) = io.get_ref().and_then(|e| e.downcast_ref::<LineTooLong>()) =>
+            {
+                self.bad(long.line, long.to_string())
+            }
             ::csv::ErrorKind::Io(io) => FileError::Unreadable {
                 path: self.path.clone(),
                 message: format!("at line {line}: {io}"),

@@ -452,3 +452,22 @@ async fn an_unreadable_file_is_skipped_and_the_others_go_on() {
     assert_eq!(capture.raw_keys(), ["g1", "g3"]);
     assert!(e.contains("2-unreadable.csv: cannot read"), "{e}");
 }
+
+/// A line longer than `max-line-size` is reported as `file:line` like a malformed one, without
+/// being held whole; the rows before it are delivered and the other files go on.
+#[tokio::test]
+async fn a_line_over_max_line_size_is_reported_and_never_held_whole() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path();
+    let huge = "x".repeat(3 << 20);
+    write(dir, "1-big.csv", &format!("id,v\nr1,1\nr2,{huge}\nr3,3\n"));
+    write(dir, "2-fine.csv", "id,v\nf1,1\n");
+    let csv = Csv::new(config(dir, json!({"max-line-size": "1MiB"}))).unwrap();
+    let (ctx, capture) = context("files", None, 100);
+    let e = csv.run(ctx).await.unwrap_err().to_string();
+    assert!(
+        e.contains("1-big.csv:3: the line is longer than max-line-size (1 MiB)"),
+        "{e}"
+    );
+    assert_eq!(capture.raw_keys(), ["r1", "f1"]);
+}
