@@ -5,7 +5,11 @@
 //! - `csv`: one file of 1 000 000 rows (4 columns, a float type hint) to RAW;
 //! - `postgres`: a table of 100 000 rows (5 columns) to RAW, incremental, batches of 10 000
 //!   (needs `EXTRACTOR_TEST_POSTGRES`, as the tests; skipped without it);
-//! - `http`: 100 pages of 1 000 items from a local server to datapoints.
+//! - `http`: 100 pages of 1 000 items from a local server to datapoints;
+//! - `csv-huge-line`: a 2 GiB file whose third line is 2 GiB long, with the default
+//!   `max-line-size` (16 MiB): peak RSS while it is refused;
+//! - `http-huge`: a 1 GiB answer (chunked, no Content-Length) from a local server, with the
+//!   default `max-response-size` (64 MiB): peak RSS while it is refused.
 //!
 //! `cargo bench -p extractors --bench builtins` (`BENCH_CASE=csv` for one).
 
@@ -51,11 +55,20 @@ fn context() -> RunContext {
 }
 
 async fn measure(name: &str, rows: u64, extractor: &dyn Extractor) {
+    measure_run(name, rows, extractor, true).await;
+}
+
+async fn measure_run(name: &str, rows: u64, extractor: &dyn Extractor, succeeds: bool) {
     let before = status_kib("VmRSS:");
     // Reset the peak to now, so it is this run's (Linux: "5" to clear_refs).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let started = Instant::now();
-    extractor.run(context()).await.unwrap();
+    let result = extractor.run(context()).await;
+    match (&result, succeeds) {
+        (Ok(()), true) => {}
+        (Err(e), false) => println!("{name}: refused as it should be: {e}"),
+        (r, _) => panic!("{name}: unexpected {r:?}"),
+    }
     let took = started.elapsed();
     let peak = status_kib("VmHWM:");
     println!(
@@ -169,16 +182,89 @@ async fn http() {
     measure("http", pages * per_page, &http).await;
 }
 
+/// A 2 GiB file: a header, two rows, then one line of 2 GiB.
+fn write_huge_line(dir: &std::path::Path) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("huge.csv")).unwrap());
+    write!(out, "id,v\nr1,1\nr2,").unwrap();
+    let block = vec![b'x'; 1 << 20];
+    for _ in 0..2048 {
+        out.write_all(&block).unwrap();
+    }
+    writeln!(out).unwrap();
+    out.flush().unwrap();
+}
+
+async fn csv_huge_line() {
+    let dir = std::path::PathBuf::from(std::env::var("BENCH_HUGE_DIR").unwrap());
+    let config = serde_json::from_value(json!({
+        "path": dir,
+        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+    }))
+    .unwrap();
+    let csv = extractors::csv::Csv::new(config).unwrap();
+    measure_run(
+        "csv-huge-line (2 GiB line, max-line-size 16 MiB)",
+        2,
+        &csv,
+        false,
+    )
+    .await;
+}
+
+async fn http_huge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 1 << 20];
+                for _ in 0..1024 {
+                    let frame =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                    if stream.write_all(&frame).await.is_err() {
+                        return; // the client hung up: refused
+                    }
+                }
+                let _ = stream.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    let config = serde_json::from_value(json!({
+        "url": format!("http://{addr}/huge"),
+        "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+    }))
+    .unwrap();
+    let http = extractors::http::Http::new(config).unwrap();
+    measure_run(
+        "http-huge (1 GiB answer, max-response-size 64 MiB)",
+        0,
+        &http,
+        false,
+    )
+    .await;
+}
+
 fn main() {
     let case = std::env::var("BENCH_CASE").ok();
     // `cargo bench` passes `--bench`; run each case in a child process of this binary.
     if case.is_none() {
         let dir = tempfile::tempdir().unwrap();
         write_csv(dir.path());
-        for case in ["csv", "postgres", "http"] {
+        let huge = tempfile::tempdir().unwrap();
+        write_huge_line(huge.path());
+        for case in ["csv", "postgres", "http", "csv-huge-line", "http-huge"] {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .env("BENCH_CASE", case)
                 .env("BENCH_CSV_DIR", dir.path())
+                .env("BENCH_HUGE_DIR", huge.path())
                 .status()
                 .unwrap();
             assert!(status.success(), "{case}: {status}");
@@ -195,6 +281,8 @@ fn main() {
             Some("csv") => csv().await,
             Some("postgres") => postgres().await,
             Some("http") => http().await,
+            Some("csv-huge-line") => csv_huge_line().await,
+            Some("http-huge") => http_huge().await,
             other => panic!("unknown BENCH_CASE {other:?}"),
         }
     });
