@@ -165,8 +165,8 @@ impl Config {
             return Err(in_file(env_errors));
         }
 
-        let mut config: Config =
-            deserialize_node(&tree, &KeyPath::Root).map_err(|e| in_file(vec![e]))?;
+        let mut config: Config = deserialize_node(&tree, &KeyPath::Root)
+            .map_err(|first| in_file(every_schema_error(tree.clone(), first)))?;
         if options.force_dry_run {
             config.cognite.dry_run = true;
         }
@@ -338,7 +338,55 @@ fn deserialize_node<T: DeserializeOwned>(
     })
 }
 
-/// serde-saphyr's messages start with `line L column C: `; we print our own location.
+/// Every type error and unknown key, not only the first: deserialization stops at the first, so
+/// the offending entry is taken out of the tree and it is tried again (at most 50 times). A
+/// "missing required key" that only follows from an entry taken out is not reported.
+fn every_schema_error(mut tree: Node, first: ConfigError) -> Vec<ConfigError> {
+    let mut errors = vec![first];
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        let last = errors.last().expect("one error at least");
+        let Some(name) = last.mark().and_then(|m| remove_entry_at(&mut tree, m)) else {
+            break;
+        };
+        removed.push(name);
+        match deserialize_node::<Config>(&tree, &KeyPath::Root) {
+            Ok(_) => break,
+            Err(e) => {
+                let follows = removed.iter().any(|k| {
+                    e.message()
+                        .starts_with(&format!("missing required key `{k}`"))
+                });
+                if follows || errors.iter().any(|x| x.to_string() == e.to_string()) {
+                    break;
+                }
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+/// Removes the mapping entry whose key or value is at `mark`; returns its key.
+fn remove_entry_at(node: &mut Node, mark: error::Mark) -> Option<String> {
+    match &mut node.kind {
+        node::NodeKind::Map(entries) => {
+            if let Some(i) = entries
+                .iter()
+                .position(|(k, v)| k.mark == mark || v.mark == mark)
+            {
+                let (key, _) = entries.remove(i);
+                return Some(key.as_text().unwrap_or_default().to_owned());
+            }
+            entries
+                .iter_mut()
+                .find_map(|(_, v)| remove_entry_at(v, mark))
+        }
+        node::NodeKind::Seq(items) => items.iter_mut().find_map(|v| remove_entry_at(v, mark)),
+        _ => None,
+    }
+}
+
 /// The YAML parser's message in the config's terms: no advice about the library's own API.
 fn plain_yaml_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
@@ -359,6 +407,7 @@ fn plain_yaml_message(message: &str) -> String {
     }
 }
 
+/// serde-saphyr's messages start with `line L column C: `; we print our own location.
 fn strip_location_prefix(message: &str) -> String {
     let first_line = message.lines().next().unwrap_or(message);
     let first_line = first_line.strip_prefix("error: ").unwrap_or(first_line);
