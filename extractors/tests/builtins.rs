@@ -302,3 +302,91 @@ async fn kill_9_during_an_upload_loses_nothing() {
         "{state}"
     );
 }
+
+/// Under a 1 GB address-space cap (`ulimit -v`), a 600 MiB csv line and a 1 GiB http answer
+/// are refused with errors naming the file:line and the URL, the other csv file is ingested, and
+/// the process ends normally (exit 1). Without the limits it aborted (exit 134), and again after
+/// every restart.
+#[test]
+fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    {
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(data.join("1-huge.csv")).unwrap());
+        f.write_all(b"id,v\nr1,1\nr2,").unwrap();
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..600 {
+            f.write_all(&block).unwrap();
+        }
+        f.write_all(b"\nr3,3\n").unwrap();
+    }
+    std::fs::write(data.join("2-fine.csv"), "id,v\nf1,1\n").unwrap();
+
+    // An endless JSON answer, chunked (no Content-Length), until the client hangs up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = s.read(&mut request);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                );
+                let chunk = vec![b' '; 1 << 20];
+                for _ in 0..1024 {
+                    let frame =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                    if s.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\ncognite: {{project: demo, dry-run: true}}\ntasks:\n\
+             \x20 - {{name: files, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n\
+             \x20 - {{name: api, type: http, schedule: {{type: interval, expression: 1h}}, config: {{url: 'http://127.0.0.1:{port}/huge', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let exe = env!("CARGO_BIN_EXE_extractor-runtime");
+    let (code, stdout, stderr) = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 1000000 && exec '{exe}' run --once -c '{}'",
+            config.display()
+        ))
+        .env_remove("COGNITE_API_KEY")
+        .env_remove("RUST_LOG"));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("1-huge.csv:3: the line is longer than max-line-size (16 MiB)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "GET http://127.0.0.1:{port}/huge: the answer is larger than max-response-size (64 MiB)"
+        )),
+        "{stderr}"
+    );
+    let keys: Vec<String> = ndjson_items(&stdout, "/raw/dbs/{db}/tables/{table}/rows")
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["r1", "f1"],
+        "the rows before the huge line, and the other file"
+    );
+}
