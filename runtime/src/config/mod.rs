@@ -342,21 +342,31 @@ fn deserialize_node<T: DeserializeOwned>(
 /// the offending entry is taken out of the tree and it is tried again (at most 50 times). A
 /// "missing required key" that only follows from an entry taken out is not reported.
 fn every_schema_error(mut tree: Node, first: ConfigError) -> Vec<ConfigError> {
+    let missing = |e: &ConfigError| {
+        e.message()
+            .strip_prefix("missing required key `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
     let mut errors = vec![first];
-    let mut removed: Vec<String> = Vec::new();
+    // Keys taken out, and keys an unknown key was suggested to be: their absence follows.
+    let mut absent: Vec<String> = Vec::new();
     for _ in 0..50 {
         let last = errors.last().expect("one error at least");
+        if missing(last).is_some() {
+            break; // nothing to take out: the tree cannot be read further
+        }
+        if let Some((_, suggested)) = last.message().split_once("did you mean `") {
+            absent.push(suggested.split('`').next().unwrap_or_default().to_owned());
+        }
         let Some(name) = last.mark().and_then(|m| remove_entry_at(&mut tree, m)) else {
             break;
         };
-        removed.push(name);
+        absent.push(name);
         match deserialize_node::<Config>(&tree, &KeyPath::Root) {
             Ok(_) => break,
             Err(e) => {
-                let follows = removed.iter().any(|k| {
-                    e.message()
-                        .starts_with(&format!("missing required key `{k}`"))
-                });
+                let follows = missing(&e).is_some_and(|k| absent.contains(&k));
                 if follows || errors.iter().any(|x| x.to_string() == e.to_string()) {
                     break;
                 }
@@ -389,6 +399,16 @@ fn remove_entry_at(node: &mut Node, mark: error::Mark) -> Option<String> {
 
 /// The YAML parser's message in the config's terms: no advice about the library's own API.
 fn plain_yaml_message(message: &str) -> String {
+    if let Some(breach) = message.strip_prefix("budget breached: ") {
+        let kind = breach
+            .split([' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        return format!(
+            "the file is beyond what a config may be ({kind} limit: too many values, too deep, too much text, or aliases that expand too far)"
+        );
+    }
     if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(", set ").next().unwrap_or(rest);
         return format!("duplicate key `{key}`: a key may appear only once in a mapping");
