@@ -303,10 +303,12 @@ async fn kill_9_during_an_upload_loses_nothing() {
     );
 }
 
-/// Under a 1 GB address-space cap (`ulimit -v`), a 600 MiB csv line and a 1 GiB http answer
-/// are refused with errors naming the file:line and the URL, the other csv file is ingested, and
-/// the process ends normally (exit 1). Without the limits it aborted (exit 134), and again after
-/// every restart.
+/// Under a 1 GB address-space cap (`ulimit -v`) and 128 file descriptors, in one `--once` run:
+/// a 600 MiB csv line, a 1 GiB http answer, a `self -> .` symlink under `**`, an unreadable
+/// file, and a command that prints a non-UTF-8 byte and 600 MiB without a newline and leaves a
+/// child behind. Each bad input is refused with an error naming it, everything else goes on,
+/// and the process ends normally (exit 1). Without the limits it aborted (exit 134), and again
+/// after every restart; the symlink hung it; the command died of SIGPIPE or held the run open.
 #[test]
 fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
     use std::io::{Read, Write};
@@ -324,6 +326,15 @@ fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
         f.write_all(b"\nr3,3\n").unwrap();
     }
     std::fs::write(data.join("2-fine.csv"), "id,v\nf1,1\n").unwrap();
+    std::os::unix::fs::symlink(&data, data.join("self")).unwrap();
+    // Reading /proc/self/mem at offset 0 fails (EIO) even for root, as a bad disk would.
+    std::os::unix::fs::symlink("/proc/self/mem", data.join("3-unreadable.csv")).unwrap();
+    let script = tmp.path().join("noisy.sh");
+    std::fs::write(
+        &script,
+        "printf 'caf\\351\\n'\nhead -c 629145600 /dev/zero | tr '\\0' x\necho\n(sleep 60 &)\necho end\n",
+    )
+    .unwrap();
 
     // An endless JSON answer, chunked (no Content-Length), until the client hangs up.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -354,9 +365,11 @@ fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
         &config,
         format!(
             "version: 1\ncognite: {{project: demo, dry-run: true}}\ntasks:\n\
-             \x20 - {{name: files, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n\
-             \x20 - {{name: api, type: http, schedule: {{type: interval, expression: 1h}}, config: {{url: 'http://127.0.0.1:{port}/huge', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n",
-            data.display()
+             \x20 - {{name: files, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', glob: '**/*.csv', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n\
+             \x20 - {{name: api, type: http, schedule: {{type: interval, expression: 1h}}, config: {{url: 'http://127.0.0.1:{port}/huge', destination: {{type: raw, database: d, table: t, key: id}}}}}}\n\
+             \x20 - {{name: noisy, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [sh, '{}']}}}}\n",
+            data.display(),
+            script.display()
         ),
     )
     .unwrap();
@@ -364,7 +377,7 @@ fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
     let (code, stdout, stderr) = run(std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -v 1000000 && exec '{exe}' run --once -c '{}'",
+            "ulimit -v 1000000 && ulimit -n 128 && exec '{exe}' run --once -c '{}'",
             config.display()
         ))
         .env_remove("COGNITE_API_KEY")
@@ -388,5 +401,14 @@ fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
         keys,
         ["r1", "f1"],
         "the rows before the huge line, and the other file"
+    );
+    assert!(stderr.contains("3-unreadable.csv: cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("run succeeded task=noisy") && stderr.contains("more bytes cut"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("caf\u{FFFD}"),
+        "non-UTF-8 shown lossily: {stderr}"
     );
 }
