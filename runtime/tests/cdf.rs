@@ -409,3 +409,27 @@ async fn dry_run_writes_ndjson_and_sends_nothing() {
     );
     assert!(cdf.received_requests().await.unwrap().is_empty());
 }
+
+/// Every request to CDF names the client as Cognite's SDKs do (`x-cdp-sdk`, `x-cdp-app`).
+#[tokio::test]
+async fn requests_identify_the_client() {
+    let (idp, _) = idp().await;
+    let cdf = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header(
+            "x-cdp-sdk",
+            concat!("extractor-runtime:", env!("CARGO_PKG_VERSION")),
+        ))
+        .and(header("x-cdp-app", "extractor-runtime"))
+        .and(header("authorization", "Bearer token-1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(1)
+        .mount(&cdf)
+        .await;
+    let (client, tokens) = make_client(&cdf, &idp, 0, &prometheus::Registry::new()).await;
+    client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .expect("the headers matched");
+    tokens.shutdown();
+}

@@ -54,6 +54,9 @@ impl DryRunSink {
     }
 }
 
+/// `x-cdp-sdk`: this library and its version.
+const SDK_HEADER: &str = concat!("extractor-runtime:", env!("CARGO_PKG_VERSION"));
+
 #[derive(Clone)]
 struct Metrics {
     requests: IntCounterVec,
@@ -249,7 +252,10 @@ impl CdfClient {
             let mut request = inner
                 .http
                 .request(method.clone(), &url)
-                .bearer_auth(token.access_token().expose_secret());
+                .bearer_auth(token.access_token().expose_secret())
+                // How CDF tells clients apart in its request logs (as Cognite's SDKs do).
+                .header("x-cdp-sdk", SDK_HEADER)
+                .header("x-cdp-app", "extractor-runtime");
             if let Some(body) = &body {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
