@@ -14,6 +14,8 @@ use extractor_runtime::config::{AuthMethod, IdpAuthenticationConfig};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+mod support;
+
 #[derive(Clone, Debug)]
 enum Fault {
     Status(u16),
@@ -488,13 +490,7 @@ async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
         ))
         .mount(&idp)
         .await;
-    let tokens = TokenManager::spawn(
-        &idp_config(format!("{}/token", idp.uri())),
-        fast_options(),
-        None,
-    )
-    .unwrap();
-    let err = tokens.get().await.unwrap_err();
+    let err = first_token_error(&idp).await;
     assert_eq!(err.kind(), AuthErrorKind::Permanent, "{err}");
     let text = err.to_string();
     assert!(
@@ -508,7 +504,6 @@ async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
         elsewhere.received_requests().await.unwrap().is_empty(),
         "the secret never left for the other host"
     );
-    tokens.shutdown();
 
     let huge = MockServer::start().await;
     Mock::given(method("POST"))
@@ -516,16 +511,22 @@ async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
         .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(3 * 1024 * 1024)))
         .mount(&huge)
         .await;
+    let err = first_token_error(&huge).await;
+    let last = err.last_error().unwrap_or(&err).to_string();
+    assert!(last.contains("larger than 1024 KiB"), "{err}");
+}
+
+/// The error of the first `get()` from a manager on `idp`'s `/token`.
+async fn first_token_error(idp: &MockServer) -> extractor_runtime::auth::AuthError {
     let tokens = TokenManager::spawn(
-        &idp_config(format!("{}/token", huge.uri())),
+        &idp_config(format!("{}/token", idp.uri())),
         fast_options(),
         None,
     )
     .unwrap();
     let err = tokens.get().await.unwrap_err();
-    let last = err.last_error().unwrap_or(&err).to_string();
-    assert!(last.contains("larger than 1024 KiB"), "{err}");
     tokens.shutdown();
+    err
 }
 
 /// Tokens that live no longer than `min-ttl` (10 s with the default 30 s) are used, with a
@@ -534,18 +535,7 @@ async fn redirects_are_not_followed_and_huge_answers_are_not_read() {
 #[tokio::test]
 async fn tokens_shorter_than_min_ttl_are_used_not_refused() {
     let idp = MockServer::start().await;
-    let issued = Arc::new(AtomicUsize::new(0));
-    let n = issued.clone();
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(move |_: &Request| {
-            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-            ResponseTemplate::new(200).set_body_json(
-                serde_json::json!({"access_token": format!("t{i}"), "expires_in": 2}),
-            )
-        })
-        .mount(&idp)
-        .await;
+    let issued = support::counting_token_endpoint(&idp, 2).await;
     // The default min-ttl (30 s) is far above the tokens' 2 s.
     let config = IdpAuthenticationConfig {
         min_ttl: Duration::from_secs(30),

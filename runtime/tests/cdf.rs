@@ -20,17 +20,7 @@ const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
 /// A token endpoint that hands out `token-1`, `token-2`, ...
 async fn idp() -> (MockServer, Arc<AtomicUsize>) {
     let server = MockServer::start().await;
-    let issued = Arc::new(AtomicUsize::new(0));
-    let n = issued.clone();
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(move |_: &Request| {
-            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": format!("token-{i}"), "expires_in": 3600}))
-        })
-        .mount(&server)
-        .await;
+    let issued = support::counting_token_endpoint(&server, 3600).await;
     (server, issued)
 }
 

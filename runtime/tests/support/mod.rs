@@ -58,6 +58,28 @@ pub async fn mount_token_endpoint(server: &MockServer, access_token: &str) {
         .await;
 }
 
+/// Mounts `POST /token` on `server`, handing out `token-1`, `token-2`, ... that live
+/// `expires_in` seconds; returns how many it handed out.
+pub async fn counting_token_endpoint(
+    server: &MockServer,
+    expires_in: u64,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let issued = std::sync::Arc::new(AtomicUsize::new(0));
+    let n = issued.clone();
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(move |_: &wiremock::Request| {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": format!("token-{i}"), "expires_in": expires_in}),
+            )
+        })
+        .mount(server)
+        .await;
+    issued
+}
+
 /// The `cognite:` section for project `demo` at `host`, in dry-run (so no credentials are
 /// needed to load it), with `extra` YAML (flow style) added to it.
 pub fn cognite(host: &str, extra: &str) -> CogniteConfig {
