@@ -114,43 +114,41 @@ pub(crate) async fn deliver<K: Kind>(
             }
             Err(e) => e,
         };
-        match classify(&e) {
-            Answer::Stop => return Err(e),
-            Answer::Split if group.len() == 1 => {
-                outcomes[group[0]] = Outcome::Refused(Why::from_error(&e, endpoint, ""));
-            }
-            Answer::Split => {
-                let (left, right) = group.split_at(group.len() / 2);
-                stack.push(right.to_vec());
-                stack.push(left.to_vec());
-            }
+        let answer = classify(&e);
+        // The items CDF named (missing, duplicated), if it named any of this group.
+        let hits = match answer {
             Answer::Named => {
-                let missing = ids(e.missing());
-                let duplicated = ids(e.duplicated());
-                let named = |set: &HashSet<&str>| -> Vec<usize> {
+                let named = |list: &[serde_json::Value]| -> Vec<usize> {
+                    let set = ids(list);
                     group
                         .iter()
                         .copied()
                         .filter(|i| K::id(&batch[*i].item).is_some_and(|id| set.contains(id)))
                         .collect()
                 };
-                let (hit_missing, hit_duplicated) = (named(&missing), named(&duplicated));
-                if hit_missing.is_empty() && hit_duplicated.is_empty() {
-                    // CDF named something we cannot match: find the culprits by splitting.
-                    if group.len() == 1 {
-                        outcomes[group[0]] = Outcome::Refused(Why::from_error(&e, endpoint, ""));
-                    } else {
-                        let (left, right) = group.split_at(group.len() / 2);
-                        stack.push(right.to_vec());
-                        stack.push(left.to_vec());
-                    }
-                    continue;
-                }
+                Some((named(e.missing()), named(e.duplicated())))
+                    .filter(|(m, d)| !m.is_empty() || !d.is_empty())
+            }
+            _ => None,
+        };
+        match (answer, hits) {
+            (Answer::Stop, _) => return Err(e),
+            (_, Some((hit_missing, hit_duplicated))) => {
                 resolve_missing::<K>(client, batch, outcomes, &e, &hit_missing, &mut created)
                     .await?;
                 resolve_duplicated::<K>(client, batch, outcomes, &e, &hit_duplicated).await?;
                 // The rest of the group goes again at once.
                 stack.push(group);
+            }
+            // A refusal naming no item of the group (or naming ids we cannot match): find the
+            // culprits by splitting.
+            _ if group.len() == 1 => {
+                outcomes[group[0]] = Outcome::Refused(Why::from_error(&e, endpoint, ""));
+            }
+            _ => {
+                let (left, right) = group.split_at(group.len() / 2);
+                stack.push(right.to_vec());
+                stack.push(left.to_vec());
             }
         }
     }
