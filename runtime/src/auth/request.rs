@@ -81,7 +81,8 @@ impl TokenRequest {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .map(|l| l.split(['?', '#']).next().unwrap_or(l).to_owned())
+                // Without its query, and without a password in it: errors are logged.
+                .map(|l| crate::redact_url(l.split(['?', '#']).next().unwrap_or(l)))
                 .unwrap_or_else(|| "nowhere".to_owned());
             let mut e = AuthError::new(
                 AuthErrorKind::Permanent,
