@@ -362,8 +362,7 @@ async fn other_tasks_items_do_not_hold_a_checkpoint_back() {
     let other = RunContext::new("b", CancellationToken::new())
         .with_queues(s.queues.clone())
         .with_state(s.ctx.state().unwrap().clone());
-    // Task b's events wait in the queue while CDF's events endpoint is... fine; what matters
-    // is that a's checkpoint depends only on a's items.
+    // Two tasks share the queues; a's checkpoint depends only on a's items.
     let a = s.ctx.upload();
     let b = other.upload();
     a.datapoint(point("known", 1)).await.unwrap();
