@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::config::{Config, LoadOptions};
 use extractor_runtime::queues::{Datapoint, DatapointValue, DeadLetter, Queues};
+
+mod common;
 
 #[path = "../tests/support/fake_cdf.rs"]
 mod fake_cdf;
@@ -46,28 +46,8 @@ async fn once(bad: usize) -> Outcome {
     let ids: Vec<String> = (0..SERIES).map(|s| format!("s{s:03}")).collect();
     let names: Vec<&str> = ids.iter().map(String::as_str).collect();
     let cdf = FakeCdf::start(&names).await;
-    let yaml = format!(
-        "version: 1\ncognite: {{project: demo, host: '{}', dry-run: true, connection: {{max-retries: 0}}}}\n",
-        cdf.uri()
-    );
-    let env = |_: &str| None;
-    let cognite = Config::from_yaml(&yaml, None, &env, &LoadOptions::default())
-        .unwrap()
-        .cognite;
-    let idp = extractor_runtime::config::IdpAuthenticationConfig::new(
-        "c",
-        extractor_runtime::Secret::new("s"),
-        format!("{}/token", cdf.uri()),
-        vec!["s".into()],
-    );
-    let tokens = extractor_runtime::auth::TokenManager::spawn(
-        &idp,
-        extractor_runtime::auth::TokenManagerOptions::default(),
-        None,
-    )
-    .unwrap();
     let registry = prometheus::Registry::new();
-    let client = CdfClient::new(&cognite, Some(tokens.clone()), None, &registry).unwrap();
+    let (client, tokens) = common::cdf_client(&cdf.uri(), "demo", &registry);
     let dir = tempfile::tempdir().unwrap();
     let dead = DeadLetter::open(&dir.path().join("dead.ndjson")).unwrap();
     let queues = Queues::with_dead_letter(client, 200_000, &registry, Some(dead)).unwrap();

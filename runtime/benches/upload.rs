@@ -5,10 +5,6 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use extractor_runtime::Secret;
-use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
-use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::config::{Config, IdpAuthenticationConfig, LoadOptions};
 use extractor_runtime::queues::{QueueMetrics, RawRow, RawRows, UploadQueue};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -78,13 +74,8 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let addr = accept_everything().await;
-        let yaml = format!("version: 1\ncognite: {{project: bench, host: 'http://{addr}', dry-run: true}}\n");
-        let env = |_: &str| None;
-        let cognite = Config::from_yaml(&yaml, None, &env, &LoadOptions::default()).unwrap().cognite;
-        let idp = IdpAuthenticationConfig::new("c", Secret::new("s"), format!("http://{addr}/token"), vec!["s".into()]);
-        let tokens = TokenManager::spawn(&idp, TokenManagerOptions::default(), None).unwrap();
         let registry = prometheus::Registry::new();
-        let client = CdfClient::new(&cognite, Some(tokens.clone()), None, &registry).unwrap();
+        let (client, tokens) = common::cdf_client(&format!("http://{addr}"), "bench", &registry);
         let metrics = QueueMetrics::register(&registry).unwrap();
 
         // RSS of a full queue: 100 000 rows queued, none sent yet.

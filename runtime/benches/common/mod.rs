@@ -43,3 +43,37 @@ pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn Extractor>>) {
     let extractors = trivial_registry().build_all(&config.tasks).unwrap();
     (config, extractors)
 }
+
+/// A CDF client for project `project` at `host` (no retries), with a token manager asking
+/// `{host}/token`. Stop the manager when done.
+pub fn cdf_client(
+    host: &str,
+    project: &str,
+    registry: &prometheus::Registry,
+) -> (
+    extractor_runtime::cdf::CdfClient,
+    extractor_runtime::auth::TokenManager,
+) {
+    let yaml = format!(
+        "version: 1\ncognite: {{project: {project}, host: '{host}', dry-run: true, connection: {{max-retries: 0}}}}\n"
+    );
+    let cognite = Config::from_yaml(&yaml, None, &|_| None, &LoadOptions::default())
+        .unwrap()
+        .cognite;
+    let idp = extractor_runtime::config::IdpAuthenticationConfig::new(
+        "c",
+        extractor_runtime::Secret::new("s"),
+        format!("{host}/token"),
+        vec!["s".into()],
+    );
+    let tokens = extractor_runtime::auth::TokenManager::spawn(
+        &idp,
+        extractor_runtime::auth::TokenManagerOptions::default(),
+        None,
+    )
+    .unwrap();
+    let client =
+        extractor_runtime::cdf::CdfClient::new(&cognite, Some(tokens.clone()), None, registry)
+            .unwrap();
+    (client, tokens)
+}
