@@ -75,6 +75,8 @@ pub struct RunContext {
     pub(crate) series: Option<Arc<crate::metrics::TaskSeries>>,
     /// The task's handle on the queues and its state.
     pub(crate) upload: crate::queues::Upload,
+    /// The CA roots and proxy of `cognite.connection`.
+    pub(crate) network: crate::net::Network,
 }
 
 impl RunContext {
@@ -94,6 +96,7 @@ impl RunContext {
                 None,
                 crate::queues::ledger::Ledger::new(task.into(), None, None),
             ),
+            network: crate::net::Network::default(),
         }
     }
 
@@ -107,6 +110,13 @@ impl RunContext {
     pub fn with_queues(mut self, queues: crate::queues::Queues) -> Self {
         self.queues = Some(queues);
         self.renew_upload();
+        self
+    }
+
+    /// The same context with these network settings (for calling an extractor outside the
+    /// scheduler).
+    pub fn with_network(mut self, network: crate::net::Network) -> Self {
+        self.network = network;
         self
     }
 
@@ -125,6 +135,13 @@ impl RunContext {
             self.series.clone(),
         );
         self.upload = crate::queues::Upload::new(self.queues.clone(), ledger);
+    }
+
+    /// The CA roots and proxy of `cognite.connection`: build every outbound HTTP client from
+    /// [`Network::client_builder`](crate::net::Network::client_builder), so that a private CA
+    /// and a corporate proxy apply to the extractor's own requests too.
+    pub fn network(&self) -> &crate::net::Network {
+        &self.network
     }
 
     /// The task's handle on the upload queues and its state: queue items, make checkpoints,

@@ -11,6 +11,7 @@
 //! - [`config`]: load and validate the YAML config, with `file:line:column: key.path` errors.
 //! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
 //! - [`cdf`]: the [`CdfClient`](cdf::CdfClient): authenticated, retried requests, or dry-run NDJSON.
+//! - [`net`]: the CA roots and proxy every outbound HTTP client shares.
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
 //! - [`queues`]: bounded upload queues into CDF (at-least-once, split at the API's limits).
@@ -32,6 +33,7 @@ mod deadline;
 pub mod extractor;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 mod percent;
 pub mod queues;
 pub mod runtime;

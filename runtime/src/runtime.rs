@@ -1,5 +1,6 @@
 //! [`Runtime`]: builds the pieces from a [`Config`] and runs the tasks until done or shut down.
 
+use crate::net::Network;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -129,6 +130,8 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<Report, RuntimeError> {
         let extractors = self.registry.build_all(&self.config.tasks)?;
+        let network = Network::from_config(&self.config.cognite.connection)
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let health = Health::new();
         health.set_config_loaded();
         // Bind first: a port in use is a startup error, before any token request or task.
@@ -154,8 +157,9 @@ impl Runtime {
                 .metrics
                 .push_gateways
                 .iter()
-                .map(|g| Pusher::new(g, self.metrics.clone(), counter.clone()))
-                .collect()
+                .map(|g| Pusher::new(g, self.metrics.clone(), counter.clone(), &network))
+                .collect::<Result<_, _>>()
+                .map_err(RuntimeError::Config)?
         };
         let push_stop = CancellationToken::new();
         for pusher in &pushers {
@@ -164,7 +168,7 @@ impl Runtime {
         }
         let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace);
         let result = self
-            .run_tasks(mode, shutdown, &deadline, extractors, health)
+            .run_tasks(mode, shutdown, &deadline, extractors, health, network)
             .await;
         push_stop.cancel();
         // Always one last push, so a batch job's final results are never lost; within the
@@ -191,6 +195,7 @@ impl Runtime {
         deadline: &Deadline,
         extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
         health: Health,
+        network: Network,
     ) -> Result<Report, RuntimeError> {
         // A local state file first: a corrupt one stops the process before any network I/O.
         let local_state = match self
@@ -211,7 +216,10 @@ impl Runtime {
         ) {
             (Some(idp), false) => Some(TokenManager::spawn(
                 idp,
-                TokenManagerOptions::default(),
+                TokenManagerOptions {
+                    network: network.clone(),
+                    ..TokenManagerOptions::default()
+                },
                 Some(self.metrics.prometheus()),
             )?),
             _ => None,
@@ -284,6 +292,7 @@ impl Runtime {
                 clock: Clock::System,
                 keep_runs: false,
                 health: Some(health),
+                network,
             },
         )
         .map_err(RuntimeError::Config)?;

@@ -73,6 +73,9 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             let _ = writeln!(out, "auth:     none (dry-run)");
         }
     }
+    if let Ok(network) = extractor_runtime::net::Network::from_config(&c.connection) {
+        let _ = writeln!(out, "network:  {}", network.describe());
+    }
     if let Some(p) = &c.extraction_pipeline {
         let _ = writeln!(out, "pipeline: {}", p.external_id);
     }

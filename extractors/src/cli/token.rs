@@ -18,18 +18,23 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
             ),
         ));
     };
+    let network = extractor_runtime::net::Network::from_config(&config.cognite.connection)
+        .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(Code::Config, e))?;
-    let (token, refresh_after) = runtime.block_on(auth::fetch_once(idp)).map_err(|e| {
-        let code = if e.kind() == AuthErrorKind::Permanent {
-            Code::Auth
-        } else {
-            Code::TaskFailed
-        };
-        CliError::new(code, e)
-    })?;
+    let (token, refresh_after) =
+        runtime
+            .block_on(auth::fetch_once(idp, &network))
+            .map_err(|e| {
+                let code = if e.kind() == AuthErrorKind::Permanent {
+                    Code::Auth
+                } else {
+                    Code::TaskFailed
+                };
+                CliError::new(code, e)
+            })?;
     let expires_unix = token
         .expires_at_wall()
         .duration_since(UNIX_EPOCH)

@@ -28,7 +28,8 @@ pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind}
 pub struct Http {
     config: HttpConfig,
     url: Url,
-    client: reqwest::Client,
+    /// Built at the first run, with the runtime's CA roots and proxy.
+    client: std::sync::OnceLock<reqwest::Client>,
     destination: Destination,
     watermark: Option<Field>,
     /// Query parameters whose values the config sets: shown as `***` in messages.
@@ -169,9 +170,33 @@ impl Http {
         let destination = Destination::new(&config.destination)
             .map_err(|r| problems.extend_under("destination", r))
             .ok();
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
+        match (url, destination) {
+            (Some(url), Some(destination)) if problems.is_empty() => Ok(Http {
+                redact: config
+                    .query
+                    .keys()
+                    .cloned()
+                    .chain(url.query_pairs().map(|(k, _)| k.into_owned()))
+                    .collect(),
+                config,
+                url,
+                client: std::sync::OnceLock::new(),
+                destination,
+                watermark,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The HTTP client: built once, at the first run, from the runtime's network settings.
+    fn client(&self, ctx: &RunContext) -> Result<&reqwest::Client, TaskError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = ctx
+            .network()
+            .client_builder()
+            .timeout(self.config.timeout)
             // Headers, auth and query secrets go only where the config sends them: a redirect
             // is followed only within the same scheme, host and port.
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
@@ -191,23 +216,8 @@ impl Http {
                 }
             }))
             .build()
-            .map_err(|e| Rejection::from(format!("cannot build an HTTP client: {e}")))?;
-        match (url, destination) {
-            (Some(url), Some(destination)) if problems.is_empty() => Ok(Http {
-                redact: config
-                    .query
-                    .keys()
-                    .cloned()
-                    .chain(url.query_pairs().map(|(k, _)| k.into_owned()))
-                    .collect(),
-                config,
-                url,
-                client,
-                destination,
-                watermark,
-            }),
-            _ => Err(problems),
-        }
+            .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The first page's URL: `url` with `query`, and the watermark when there is one.
@@ -239,7 +249,7 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (problem, retry_after) = match self.request(url).send().await {
+            let (problem, retry_after) = match self.request(self.client(ctx)?, url).send().await {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = response
@@ -273,7 +283,11 @@ impl Http {
                     (problem, retry_after)
                 }
                 Err(e) if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() => (
-                    format!("{} {shown}: {}", self.method(), e.without_url()),
+                    format!(
+                        "{} {shown}: {}",
+                        self.method(),
+                        extractor_runtime::net::explain(e)
+                    ),
                     None,
                 ),
                 Err(e) if e.is_redirect() => {
@@ -387,11 +401,10 @@ impl Http {
         }
     }
 
-    fn request(&self, url: &Url) -> reqwest::RequestBuilder {
+    fn request(&self, client: &reqwest::Client, url: &Url) -> reqwest::RequestBuilder {
         let mut request = match self.config.method {
-            Method::Get => self.client.get(url.clone()),
-            Method::Post => self
-                .client
+            Method::Get => client.get(url.clone()),
+            Method::Post => client
                 .post(url.clone())
                 .json(self.config.body.as_ref().unwrap_or(&Value::Null)),
         };

@@ -507,34 +507,9 @@ async fn timestamps_as_watermarks_round_trip() {
     db.batch_execute(&format!("DROP TABLE {t}")).await.unwrap();
 }
 
-/// A CA, and a server certificate it signed for 127.0.0.1.
-struct TestCa {
-    ca_pem: String,
-    server: tokio_rustls::TlsAcceptor,
-}
-
-fn test_ca() -> TestCa {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-        )
-        .unwrap();
-    TestCa {
-        ca_pem: ca.pem(),
-        server: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-    }
-}
+#[path = "../../tests/util/tls.rs"]
+mod tls;
+use tls::test_ca;
 
 /// Terminates PostgreSQL's TLS (SSLRequest, `S`, handshake) with `acceptor` and forwards the
 /// plain protocol to the real server.

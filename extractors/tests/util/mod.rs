@@ -4,10 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The built `extractor-runtime`, with `COGNITE_API_KEY` and `RUST_LOG` removed.
+pub mod tls;
+
+/// The built `extractor-runtime`, with `COGNITE_API_KEY`, `RUST_LOG` and the proxy variables
+/// removed (tests talk to 127.0.0.1 directly unless they set a proxy themselves).
 pub fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_extractor-runtime"));
     cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
+    for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
     cmd
 }
 

@@ -133,6 +133,8 @@ pub struct TokenManagerOptions {
     /// rejecting fresh tokens when the credentials lack access to the project, and asking again
     /// at every request would hammer the identity provider.
     pub min_forced_refresh: Duration,
+    /// The CA roots and proxy of the token requests (`cognite.connection`).
+    pub network: crate::net::Network,
 }
 
 impl Default for TokenManagerOptions {
@@ -146,6 +148,7 @@ impl Default for TokenManagerOptions {
             permanent_retry: Duration::from_secs(300),
             max_retry_after: Duration::from_secs(3600),
             min_forced_refresh: Duration::from_secs(30),
+            network: crate::net::Network::default(),
         }
     }
 }
@@ -216,7 +219,7 @@ impl TokenManager {
             min_ttl: config.min_ttl,
             ..options
         };
-        let client = http_client(options.request_timeout)?;
+        let client = http_client(&options.network, options.request_timeout)?;
         let metrics = registry
             .map(TokenMetrics::register)
             .transpose()
@@ -400,14 +403,17 @@ impl Inner {
     }
 }
 
-fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
-    reqwest::Client::builder()
+fn http_client(
+    network: &crate::net::Network,
+    timeout: Duration,
+) -> Result<reqwest::Client, AuthError> {
+    network
+        .client_builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         // A redirect would carry the client secret to another URL (maybe another host, maybe
         // in clear text): never followed; the answer is an error naming where it pointed.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| {
             AuthError::new(
@@ -419,9 +425,12 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
 
 /// Fetches one token without starting a manager (the `token` command). Returns the token and
 /// how long after sending the background task would have refreshed it (without jitter).
-pub async fn fetch_once(config: &IdpAuthenticationConfig) -> Result<(Token, Duration), AuthError> {
+pub async fn fetch_once(
+    config: &IdpAuthenticationConfig,
+    network: &crate::net::Network,
+) -> Result<(Token, Duration), AuthError> {
     let options = TokenManagerOptions::default();
-    let client = http_client(options.request_timeout)?;
+    let client = http_client(network, options.request_timeout)?;
     let request = TokenRequest::from_config(config);
     let sent = Instant::now();
     let response = request.send(&client).await?;

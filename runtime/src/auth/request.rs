@@ -132,15 +132,7 @@ impl TokenRequest {
         } else {
             "failed"
         };
-        // reqwest errors name the URL, never the body; strip the URL's query anyway.
-        let source = e.without_url();
-        let mut chain = source.to_string();
-        let mut cause = std::error::Error::source(&source);
-        while let Some(c) = cause {
-            chain.push_str(": ");
-            chain.push_str(&c.to_string());
-            cause = c.source();
-        }
+        let chain = crate::net::explain(e);
         AuthError::new(
             AuthErrorKind::Transient,
             format!("token request to {} {what}: {chain}", self.url),

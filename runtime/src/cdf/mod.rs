@@ -141,9 +141,11 @@ impl CdfClient {
         dry_run: Option<DryRunSink>,
         registry: &prometheus::Registry,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let network =
+            crate::net::Network::from_config(&config.connection).map_err(|e| e.to_string())?;
+        let http = network
+            .client_builder()
             .timeout(config.connection.timeout)
-            .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         if dry_run.is_none() && tokens.is_none() {
@@ -281,7 +283,7 @@ impl CdfClient {
                         CdfError::new(
                             CdfErrorKind::RetriesExhausted,
                             endpoint,
-                            e.without_url().to_string(),
+                            crate::net::explain(e),
                         ),
                     )
                 }

@@ -136,6 +136,19 @@ pub struct ConnectionConfig {
     )]
     #[schemars(with = "DurationSchema")]
     pub timeout: Duration,
+    /// A PEM file of CA certificates trusted in addition to the system's roots (a corporate
+    /// TLS-inspecting proxy, a private identity provider). Used for every outbound connection:
+    /// the identity provider, CDF, the Pushgateway and the http extractor.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// A forward proxy for every outbound connection, like `http://proxy.corp:3128` (a password
+    /// in it is never shown). Without it, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` are honoured.
+    #[serde(default)]
+    pub proxy: Option<Secret>,
+    /// Hosts reached without `proxy`, in `NO_PROXY` syntax: `localhost`, `.corp.example`
+    /// (a domain and its subdomains), `10.0.0.0/8`, `*`.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 impl Default for ConnectionConfig {
@@ -144,6 +157,9 @@ impl Default for ConnectionConfig {
             max_retries: default_max_retries(),
             max_retry_backoff: default_max_retry_backoff(),
             timeout: default_request_timeout(),
+            ca_file: None,
+            proxy: None,
+            no_proxy: Vec::new(),
         }
     }
 }

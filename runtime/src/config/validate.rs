@@ -262,6 +262,11 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             format!("`{}` would send the access token in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)", c.host),
         );
     }
+    if let Err(e) = crate::net::Network::from_config(&c.connection) {
+        for (key, message) in e.problems {
+            p.push(format!("cognite.connection.{key}"), message);
+        }
+    }
     match &c.idp_authentication {
         None if !c.dry_run => p.push(
             "cognite.idp-authentication",

@@ -45,19 +45,21 @@ impl Pusher {
         config: &PushGatewayConfig,
         registry: MetricsRegistry,
         pushes: IntCounterVec,
-    ) -> Self {
+        network: &crate::net::Network,
+    ) -> Result<Self, String> {
         let address = config.host.trim_end_matches('/').to_owned();
         // What logs, labels and errors show: without a password in the URL.
         let host = crate::redact_url(&address);
-        let client = reqwest::Client::builder()
+        let client = network
+            .client_builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .expect("a plain HTTP client builds");
+            .map_err(|e| format!("cannot build the HTTP client for the Pushgateway {host}: {e}"))?;
         for result in ["success", "failure"] {
             pushes.with_label_values(&[&host, result]);
         }
         let url = format!("{address}/metrics/job/{}", encode_segment(&config.job_name));
-        Pusher {
+        Ok(Pusher {
             client,
             shown_url: crate::redact_url(&url),
             url,
@@ -70,7 +72,7 @@ impl Pusher {
             clear_after: config.clear_after,
             registry,
             pushes,
-        }
+        })
     }
 
     /// `extractor_push_total{gateway,result}`, registered in `registry`.
@@ -124,7 +126,7 @@ impl Pusher {
                     return Ok(());
                 }
                 Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = e.without_url().to_string(),
+                Err(e) => last = crate::net::explain(e),
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
@@ -152,7 +154,7 @@ impl Pusher {
             Err(e) => Err(format!(
                 "delete at {} failed: {}",
                 self.shown_url,
-                e.without_url()
+                crate::net::explain(e)
             )),
         }
     }
@@ -213,7 +215,13 @@ mod tests {
         .unwrap();
         let registry = MetricsRegistry::new();
         let counter = Pusher::counter(registry.prometheus()).unwrap();
-        let pusher = Pusher::new(&config.metrics.push_gateways[0], registry.clone(), counter);
+        let pusher = Pusher::new(
+            &config.metrics.push_gateways[0],
+            registry.clone(),
+            counter,
+            &crate::net::Network::default(),
+        )
+        .unwrap();
         let e = pusher.push().await.unwrap_err();
         let rendered = String::from_utf8(registry.render()).unwrap();
         for shown in [e.clone(), format!("{pusher:?}"), rendered.clone()] {

@@ -104,6 +104,7 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
     health: Option<crate::metrics::Health>,
+    network: crate::net::Network,
 }
 
 /// Settings of a [`Scheduler`].
@@ -126,6 +127,10 @@ pub struct SchedulerOptions {
     pub keep_runs: bool,
     /// Where the scheduler reports that it is alive (`/healthz`); `None`: no heartbeat.
     pub health: Option<crate::metrics::Health>,
+    /// The CA roots and proxy runs build their HTTP clients with ([`RunContext::network`]).
+    ///
+    /// [`RunContext::network`]: crate::extractor::RunContext::network
+    pub network: crate::net::Network,
 }
 
 impl Default for SchedulerOptions {
@@ -139,6 +144,7 @@ impl Default for SchedulerOptions {
             clock: Clock::System,
             keep_runs: false,
             health: None,
+            network: crate::net::Network::default(),
         }
     }
 }
@@ -252,6 +258,7 @@ impl Scheduler {
                     tracker: TaskTracker::new(),
                     next_run_id: std::sync::atomic::AtomicU64::new(0),
                     health: options.health,
+                    network: options.network,
                 }),
                 summary: Arc::new(Mutex::new(Summary::default())),
                 keep_runs: std::sync::atomic::AtomicBool::new(options.keep_runs),

@@ -126,6 +126,7 @@ async fn attempt_once(
         attempt,
         series: Some(task.metrics.series.clone()),
         upload: crate::queues::Upload::new(shared.queues.clone(), task.ledger.clone()),
+        network: shared.network.clone(),
     };
     let extractor = task.extractor.clone();
     // Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).

@@ -1,0 +1,257 @@
+//! [`Network`]: what every outbound HTTP client shares: extra CA roots (`cognite.connection.ca-file`)
+//! and the forward proxy (`cognite.connection.proxy`, `no-proxy`, or `HTTPS_PROXY`/`NO_PROXY`).
+//!
+//! The identity provider, CDF, the Pushgateway and the http extractor all build their clients
+//! from [`Network::client_builder`], so a TLS-inspecting corporate proxy with a private CA is
+//! configured once.
+
+use std::fmt;
+
+use crate::config::ConnectionConfig;
+
+/// The network settings every outbound HTTP client is built with.
+///
+/// The default trusts the system's roots and honours `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
+/// and `NO_PROXY` (upper or lower case), as curl does.
+#[derive(Clone, Default)]
+pub struct Network {
+    /// Where the extra roots came from, for messages.
+    ca_file: Option<String>,
+    /// Roots added to the system's (never replacing them).
+    ca: Vec<reqwest::Certificate>,
+    /// The proxy URL without its password, for messages.
+    proxy_shown: Option<String>,
+    /// The configured proxy; `None` means the environment's.
+    proxy: Option<reqwest::Proxy>,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Network")
+            .field("ca_file", &self.ca_file)
+            .field("ca_certificates", &self.ca.len())
+            .field("proxy", &self.proxy_shown)
+            .finish()
+    }
+}
+
+impl Network {
+    /// Reads `ca-file` and checks `proxy`. The error is one line naming the key and the file;
+    /// it never shows a proxy password.
+    pub fn from_config(config: &ConnectionConfig) -> Result<Network, NetworkError> {
+        let mut network = Network::default();
+        let mut problems = Vec::new();
+        if let Some(path) = &config.ca_file {
+            match read_ca_file(path) {
+                Ok(ca) => {
+                    network.ca = ca;
+                    network.ca_file = Some(path.clone());
+                }
+                Err(message) => problems.push(("ca-file", message)),
+            }
+        }
+        match &config.proxy {
+            Some(url) => match proxy(url.expose_secret(), &config.no_proxy) {
+                Ok(proxy) => {
+                    network.proxy = Some(proxy);
+                    network.proxy_shown = Some(crate::redact_url(url.expose_secret()));
+                }
+                Err(message) => problems.push(("proxy", message)),
+            },
+            None if !config.no_proxy.is_empty() => problems.push((
+                "no-proxy",
+                "`no-proxy` applies to `proxy`, which is not set; with a proxy from HTTPS_PROXY use the NO_PROXY variable".into(),
+            )),
+            None => {}
+        }
+        if problems.is_empty() {
+            Ok(network)
+        } else {
+            Err(NetworkError { problems })
+        }
+    }
+
+    /// A client builder with the extra roots, the proxy and our `User-Agent`. Callers add their
+    /// timeouts and redirect policy, then build.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")));
+        if !self.ca.is_empty() {
+            builder = builder.tls_certs_merge(self.ca.iter().cloned());
+        }
+        if let Some(proxy) = &self.proxy {
+            builder = builder.proxy(proxy.clone());
+        }
+        builder
+    }
+
+    /// What `check-config` prints: where the roots come from and which proxy is used.
+    pub fn describe(&self) -> String {
+        let roots = match &self.ca_file {
+            Some(path) => format!(
+                "system roots + {} certificate(s) from {path}",
+                self.ca.len()
+            ),
+            None => "system roots".to_owned(),
+        };
+        let proxy = match &self.proxy_shown {
+            Some(p) => p.clone(),
+            None => match env_proxy() {
+                Some(p) => format!("{} (from the environment)", crate::redact_url(&p)),
+                None => "none".to_owned(),
+            },
+        };
+        format!("TLS roots: {roots}; proxy: {proxy}")
+    }
+}
+
+/// A failed request's error for a message: the whole cause chain, without the URL (its query
+/// may hold secrets; callers name the URL themselves, redacted), and a hint where the peer's
+/// certificate is signed by a CA we do not trust (the usual TLS-inspecting corporate proxy).
+///
+/// ```
+/// # async fn demo() {
+/// let e = reqwest::get("http://127.0.0.1:9/").await.unwrap_err();
+/// let shown = extractor_runtime::net::explain(e);
+/// assert!(shown.contains("Connect"), "{shown}");
+/// # }
+/// ```
+pub fn explain(e: reqwest::Error) -> String {
+    let source = e.without_url();
+    let mut chain = source.to_string();
+    let mut cause = std::error::Error::source(&source);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // hyper and reqwest repeat their cause in their own text: show each part once.
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        cause = c.source();
+    }
+    if chain.contains("UnknownIssuer") {
+        chain.push_str(
+            " (the certificate's issuer is not trusted: behind a TLS-inspecting proxy or with a private CA, set cognite.connection.ca-file to its CA certificate)",
+        );
+    }
+    chain
+}
+
+/// The proxy the environment names for https URLs, as reqwest reads it.
+fn env_proxy() -> Option<String> {
+    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+/// The proxy for every URL but those `no_proxy` names. The error never shows the password.
+fn proxy(url: &str, no_proxy: &[String]) -> Result<reqwest::Proxy, String> {
+    let shown = crate::redact_url(url);
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" => {}
+        "socks5" | "socks5h" => {
+            return Err(format!(
+                "`{shown}`: SOCKS proxies are not supported by this build; use an HTTP CONNECT proxy"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "`{shown}`: the proxy's scheme must be http:// or https://, not `{other}`"
+            ));
+        }
+    }
+    let proxy = reqwest::Proxy::all(url).map_err(|e| format!("`{shown}`: {}", e.without_url()))?;
+    Ok(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy.join(","))))
+}
+
+fn read_ca_file(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read the CA file `{path}`: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&bytes)
+        .map_err(|e| format!("`{path}` is not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "`{path}` holds no PEM certificate (expected `-----BEGIN CERTIFICATE-----` blocks)"
+        ));
+    }
+    Ok(certs)
+}
+
+/// The problems with `cognite.connection`'s network keys.
+#[derive(Debug, Clone)]
+pub struct NetworkError {
+    /// Each problem: the key under `cognite.connection`, and what is wrong with it (naming the
+    /// file, or the URL without its password).
+    pub problems: Vec<(&'static str, String)>,
+}
+
+impl fmt::Display for NetworkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (key, message)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "cognite.connection.{key}: {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NetworkError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+
+    fn connection() -> ConnectionConfig {
+        ConnectionConfig::default()
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let mut c = connection();
+        c.ca_file = Some("/nonexistent/corp-ca.pem".into());
+        let e = Network::from_config(&c).unwrap_err();
+        assert_eq!(e.problems[0].0, "ca-file");
+        let text = e.to_string();
+        assert!(text.starts_with("cognite.connection.ca-file: "), "{text}");
+        assert!(text.contains("/nonexistent/corp-ca.pem"), "{text}");
+    }
+
+    #[test]
+    fn a_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.pem");
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let mut c = connection();
+        c.ca_file = Some(path.display().to_string());
+        let e = Network::from_config(&c).unwrap_err();
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn the_proxy_password_never_shows() {
+        let mut c = connection();
+        c.proxy = Some(Secret::new("http://alice:pr0xy-pw@proxy.corp:3128"));
+        c.no_proxy = vec!["localhost".into(), ".internal".into()];
+        let n = Network::from_config(&c).unwrap();
+        for shown in [format!("{n:?}"), n.describe()] {
+            assert!(!shown.contains("pr0xy-pw"), "{shown}");
+            assert!(shown.contains("proxy.corp:3128"), "{shown}");
+        }
+        c.proxy = Some(Secret::new("ftp://alice:pr0xy-pw@proxy.corp"));
+        let e = Network::from_config(&c).unwrap_err().to_string();
+        assert!(e.contains("scheme") && !e.contains("pr0xy-pw"), "{e}");
+    }
+
+    #[test]
+    fn no_proxy_without_a_proxy_points_to_the_variable() {
+        let mut c = connection();
+        c.no_proxy = vec!["localhost".into()];
+        let e = Network::from_config(&c).unwrap_err();
+        assert_eq!(e.problems[0].0, "no-proxy");
+        assert!(e.problems[0].1.contains("NO_PROXY"), "{e}");
+    }
+}
