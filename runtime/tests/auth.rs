@@ -381,7 +381,7 @@ async fn basic_auth_sends_an_authorization_header_and_no_secret_in_the_body() {
         .await;
     let mut config = idp_config(format!("{}/token", server.uri()));
     config.client_id = "my:client".into();
-    config.secret = Secret::new("p@ss word");
+    config.secret = Some(Secret::new("p@ss word"));
     config.auth_method = AuthMethod::Basic;
     config.audience = Some("aud-1".into());
     let tokens = TokenManager::spawn(&config, fast_options(), None).unwrap();

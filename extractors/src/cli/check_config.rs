@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use extractor_runtime::config::{AuthMethod, Config, Schedule, ScheduleKind};
+use extractor_runtime::config::{AssertionAlgorithm, AuthMethod, Config, Schedule, ScheduleKind};
 
 use super::{CliError, Outcome};
 
@@ -51,11 +51,22 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
     }
     match &c.idp_authentication {
         Some(idp) => {
+            let credential = match (&idp.certificate, &idp.secret) {
+                (Some(c), _) => format!(
+                    "certificate {}, {}",
+                    c.path,
+                    match c.algorithm {
+                        AssertionAlgorithm::Rs256 => "RS256",
+                        AssertionAlgorithm::Ps256 => "PS256",
+                    }
+                ),
+                (None, Some(secret)) => format!("secret {secret}"),
+                (None, None) => "no credential".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "auth:     client {} (secret {}) at {}",
+                "auth:     client {} ({credential}) at {}",
                 idp.client_id,
-                idp.secret,
                 idp.token_endpoint()
             );
             let _ = writeln!(

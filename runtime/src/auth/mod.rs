@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod certificate;
 mod error;
 mod jwt;
 mod policy;
@@ -37,6 +38,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{AuthError, AuthErrorKind};
+
+/// Reads and checks a certificate config (the file, the password, that the key belongs to the
+/// certificate) without keeping it: what config validation reports at the key it names.
+pub(crate) fn check_certificate(
+    config: &crate::config::CertificateConfig,
+) -> Result<(), certificate::CertificateError> {
+    certificate::ClientCertificate::load(config).map(drop)
+}
 pub use jwt::Claims;
 pub use request::parse_retry_after;
 
@@ -231,7 +240,7 @@ impl TokenManager {
             })?;
         let inner = Arc::new(Inner {
             current: ArcSwapOption::empty(),
-            request: TokenRequest::from_config(config),
+            request: TokenRequest::from_config(config)?,
             client,
             options,
             metrics,
@@ -431,7 +440,7 @@ pub async fn fetch_once(
 ) -> Result<(Token, Duration), AuthError> {
     let options = TokenManagerOptions::default();
     let client = http_client(network, options.request_timeout)?;
-    let request = TokenRequest::from_config(config);
+    let request = TokenRequest::from_config(config)?;
     let sent = Instant::now();
     let response = request.send(&client).await?;
     let refresh_after = policy::refresh_after(

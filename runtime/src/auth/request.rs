@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde::Deserialize;
 
+use super::certificate::ClientCertificate;
 use super::error::{AuthError, AuthErrorKind};
 use crate::config::{AuthMethod, IdpAuthenticationConfig};
 use crate::secret::Secret;
@@ -23,23 +24,62 @@ pub(crate) struct TokenResponse {
 pub(crate) struct TokenRequest {
     pub(crate) url: String,
     client_id: String,
-    secret: Secret,
+    credential: Credential,
     scope: String,
     resource: Option<String>,
     audience: Option<String>,
     method: AuthMethod,
 }
 
+/// How the client proves who it is.
+#[derive(Clone, Debug)]
+enum Credential {
+    /// A client secret (`client_secret_post` or `client_secret_basic`).
+    Secret(Secret),
+    /// A certificate: a signed `client_assertion` per request (`private_key_jwt`).
+    Certificate(std::sync::Arc<ClientCertificate>),
+}
+
 impl TokenRequest {
-    pub(crate) fn from_config(config: &IdpAuthenticationConfig) -> Self {
-        TokenRequest {
+    /// The request for `config`; reads and checks the certificate file when there is one.
+    pub(crate) fn from_config(config: &IdpAuthenticationConfig) -> Result<Self, AuthError> {
+        let credential = match (&config.certificate, &config.secret) {
+            (Some(c), _) => Credential::Certificate(std::sync::Arc::new(
+                ClientCertificate::load(c).map_err(|e| {
+                    AuthError::new(
+                        AuthErrorKind::Permanent,
+                        format!(
+                            "cognite.idp-authentication.certificate.{}: {}",
+                            e.key, e.message
+                        ),
+                    )
+                })?,
+            )),
+            (None, Some(secret)) => Credential::Secret(secret.clone()),
+            (None, None) => {
+                return Err(AuthError::new(
+                    AuthErrorKind::Permanent,
+                    "cognite.idp-authentication: neither `secret` nor `certificate` is set",
+                ));
+            }
+        };
+        Ok(TokenRequest {
             url: config.token_endpoint(),
             client_id: config.client_id.clone(),
-            secret: config.secret.clone(),
+            credential,
             scope: config.scopes.join(" "),
             resource: config.resource.clone(),
             audience: config.audience.clone(),
             method: config.auth_method,
+        })
+    }
+
+    /// What is never repeated in an error: the secret, or the assertion sent.
+    fn secret_of(&self, assertion: Option<&Secret>) -> Secret {
+        match (&self.credential, assertion) {
+            (Credential::Secret(s), _) => s.clone(),
+            (Credential::Certificate(_), Some(a)) => a.clone(),
+            (Credential::Certificate(_), None) => Secret::new(""),
         }
     }
 
@@ -54,21 +94,36 @@ impl TokenRequest {
             form.push(("audience", a));
         }
         let mut request = client.post(&self.url).header("Accept", "application/json");
-        match self.method {
-            AuthMethod::Post => {
+        let assertion = match &self.credential {
+            Credential::Certificate(cert) => Some(
+                cert.assertion(&self.url, &self.client_id)
+                    .map_err(|e| AuthError::new(AuthErrorKind::Permanent, e))?,
+            ),
+            Credential::Secret(_) => None,
+        };
+        match (&self.credential, &assertion) {
+            (Credential::Certificate(_), Some(assertion)) => {
                 form.push(("client_id", &self.client_id));
-                form.push(("client_secret", self.secret.expose_secret()));
+                form.push(("client_assertion_type", JWT_BEARER));
+                form.push(("client_assertion", assertion.expose_secret()));
             }
-            AuthMethod::Basic => {
-                // RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
-                let pair = format!(
-                    "{}:{}",
-                    form_urlencode(&self.client_id),
-                    form_urlencode(self.secret.expose_secret())
-                );
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                request = request.header("Authorization", format!("Basic {encoded}"));
-            }
+            (Credential::Secret(secret), _) => match self.method {
+                AuthMethod::Post => {
+                    form.push(("client_id", &self.client_id));
+                    form.push(("client_secret", secret.expose_secret()));
+                }
+                AuthMethod::Basic => {
+                    // RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+                    let pair = format!(
+                        "{}:{}",
+                        form_urlencode(&self.client_id),
+                        form_urlencode(secret.expose_secret())
+                    );
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                    request = request.header("Authorization", format!("Basic {encoded}"));
+                }
+            },
+            (Credential::Certificate(_), None) => unreachable!("an assertion was made above"),
         }
         let response = request
             .form(&form)
@@ -121,7 +176,12 @@ impl TokenRequest {
             }
             body.extend_from_slice(&chunk);
         }
-        classify(status.as_u16(), retry_after, &body, &self.secret)
+        classify(
+            status.as_u16(),
+            retry_after,
+            &body,
+            &self.secret_of(assertion.as_ref()),
+        )
     }
 
     fn transport_error(&self, e: reqwest::Error) -> AuthError {
@@ -168,6 +228,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+/// RFC 7523's `client_assertion_type` for a JWT.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The largest token answer read (Entra's are about 2-4 KiB).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;

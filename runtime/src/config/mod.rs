@@ -42,11 +42,11 @@ pub use duration::{DurationSchema, deserialize as deserialize_duration, parse_du
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AuthMethod, CogniteConfig, ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY,
-    ExtractionPipelineConfig, ExtractorConfigBlock, IdpAuthenticationConfig, LocalStateStoreConfig,
-    LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig, OverlapPolicy,
-    PushGatewayConfig, RawStateStoreConfig, RetryConfig, ScheduleConfig, ScheduleKind,
-    StateStoreConfig, TaskConfig, UploadQueueConfig,
+    AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConnectionConfig,
+    ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig, ExtractorConfigBlock,
+    IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig,
+    MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig, RawStateStoreConfig,
+    RetryConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig, UploadQueueConfig,
 };
 pub use node::Node;
 pub use validate::{Schedule, parse_cron};

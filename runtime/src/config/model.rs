@@ -186,8 +186,13 @@ fn default_host() -> String {
 pub struct IdpAuthenticationConfig {
     /// The application (client) id.
     pub client_id: String,
-    /// The client secret. Use `${ENV_VAR}`; it is never logged or printed.
-    pub secret: Secret,
+    /// The client secret. Use `${ENV_VAR}`; it is never logged or printed. Give this, or
+    /// `certificate`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Sign in with a certificate instead of a secret (a `client_assertion` JWT, RFC 7523).
+    #[serde(default)]
+    pub certificate: Option<CertificateConfig>,
     /// The token endpoint. Give this, or `tenant`.
     #[serde(default)]
     pub token_url: Option<String>,
@@ -236,7 +241,8 @@ impl IdpAuthenticationConfig {
     ) -> Self {
         IdpAuthenticationConfig {
             client_id: client_id.into(),
-            secret,
+            secret: Some(secret),
+            certificate: None,
             token_url: Some(token_url.into()),
             tenant: None,
             authority: None,
@@ -248,18 +254,59 @@ impl IdpAuthenticationConfig {
         }
     }
 
-    /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`.
+    /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`, or
+    /// `{certificate.authority-url}/oauth2/v2.0/token`.
     pub fn token_endpoint(&self) -> String {
-        match (&self.token_url, &self.tenant) {
-            (Some(url), _) => url.clone(),
-            (None, Some(tenant)) => {
+        let authority_url = self
+            .certificate
+            .as_ref()
+            .and_then(|c| c.authority_url.as_deref());
+        match (&self.token_url, &self.tenant, authority_url) {
+            (Some(url), _, _) => url.clone(),
+            (None, Some(tenant), _) => {
                 let authority = self.authority.as_deref().unwrap_or(DEFAULT_AUTHORITY);
                 let sep = if authority.ends_with('/') { "" } else { "/" };
                 format!("{authority}{sep}{tenant}/oauth2/v2.0/token")
             }
-            (None, None) => String::new(),
+            (None, None, Some(authority)) => {
+                format!("{}/oauth2/v2.0/token", authority.trim_end_matches('/'))
+            }
+            (None, None, None) => String::new(),
         }
     }
+}
+
+/// `cognite.idp-authentication.certificate:` (python-extractor-utils keys): the client signs a
+/// short-lived JWT with the certificate's private key instead of sending a secret.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CertificateConfig {
+    /// A PEM file holding the certificate and its RSA private key (unencrypted), or a PKCS#12
+    /// file (`.pfx`, `.p12`) with `password`.
+    pub path: String,
+    /// The PKCS#12 file's password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The Entra ID authority with the tenant, like
+    /// `https://login.microsoftonline.com/<tenant>`; the token endpoint is then
+    /// `{authority-url}/oauth2/v2.0/token` (unless `token-url` or `tenant` is given).
+    #[serde(default)]
+    pub authority_url: Option<String>,
+    /// The assertion's signature: `rs256` (RSASSA-PKCS1-v1_5, the default, accepted everywhere)
+    /// or `ps256` (RSASSA-PSS, which Entra recommends).
+    #[serde(default)]
+    pub algorithm: AssertionAlgorithm,
+}
+
+/// How the client assertion is signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssertionAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    #[default]
+    Rs256,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
 }
 
 /// How the client id and secret reach the token endpoint.

@@ -278,15 +278,43 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             if idp.client_id.trim().is_empty() {
                 p.push(format!("{base}.client-id"), "must not be empty");
             }
-            if idp.secret.is_empty() {
-                p.push(format!("{base}.secret"), "must not be empty");
+            match (&idp.secret, &idp.certificate) {
+                (Some(secret), None) if secret.is_empty() => {
+                    p.push(format!("{base}.secret"), "must not be empty");
+                }
+                (Some(_), None) => {}
+                // Written, but empty from the environment (which reads as unset).
+                (None, None) if locate(p.tree, &format!("{base}.secret")).is_some() => {
+                    p.push(format!("{base}.secret"), "must not be empty");
+                }
+                (None, None) => p.push(
+                    format!("{base}.secret"),
+                    "missing required key `secret` (or `certificate`, to sign in with a certificate)",
+                ),
+                (Some(_), Some(_)) => p.push(
+                    format!("{base}.certificate"),
+                    "give either `secret` or `certificate`, not both",
+                ),
+                (None, Some(cert)) => {
+                    if let Err(e) = crate::auth::check_certificate(cert) {
+                        p.push(format!("{base}.certificate.{}", e.key), e.message);
+                    }
+                    if let Some(url) = &cert.authority_url {
+                        if !is_http_url(url) {
+                            p.push(format!("{base}.certificate.authority-url"), format!("`{url}` is not an http:// or https:// URL"));
+                        } else if is_cleartext_remote(url) {
+                            p.push(format!("{base}.certificate.authority-url"), format!("`{url}` would send the client assertion in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"));
+                        }
+                    }
+                }
             }
+            let authority_url = idp.certificate.as_ref().and_then(|c| c.authority_url.as_ref());
             match (&idp.token_url, &idp.tenant) {
                 (Some(_), Some(_)) => p.push(
                     format!("{base}.tenant"),
                     "give either `token-url` or `tenant` (with `authority`), not both",
                 ),
-                (None, None) => p.push(
+                (None, None) if authority_url.is_none() => p.push(
                     base,
                     "missing the token endpoint: give `token-url`, or `tenant` (and optionally `authority`)",
                 ),

@@ -1,0 +1,322 @@
+//! Certificate client credentials: a `client_assertion` JWT (RFC 7523) signed with the
+//! certificate's RSA key, as Entra ID and other OAuth2 providers accept instead of a secret.
+//!
+//! The header carries `x5t#S256` (the SHA-256 thumbprint Entra requires for PS256) and `x5t`
+//! (SHA-1, for providers that only know that one); the claims are `aud` (the token endpoint),
+//! `iss` and `sub` (the client id), a random `jti`, `iat`, `nbf` and `exp` (10 minutes).
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SecureRandom as _;
+use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair};
+use base64::Engine as _;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{AssertionAlgorithm, CertificateConfig};
+use crate::secret::Secret;
+
+/// How long an assertion is valid (Entra accepts up to 10 minutes of clock skew anyway).
+const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The largest certificate file read (a PEM or PKCS#12 file is a few KiB).
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A loaded certificate and its private key. `Debug` shows the thumbprint, never the key.
+pub(crate) struct ClientCertificate {
+    key: RsaKeyPair,
+    /// base64url(SHA-256(certificate DER)).
+    x5t_s256: String,
+    /// base64url(SHA-1(certificate DER)).
+    x5t: String,
+    algorithm: AssertionAlgorithm,
+    path: String,
+}
+
+impl fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("path", &self.path)
+            .field("x5t#S256", &self.x5t_s256)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a certificate could not be loaded: the key under `certificate` and the message (which
+/// names the file, never the password or key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertificateError {
+    pub(crate) key: &'static str,
+    pub(crate) message: String,
+}
+
+fn problem(key: &'static str, message: impl Into<String>) -> CertificateError {
+    CertificateError {
+        key,
+        message: message.into(),
+    }
+}
+
+impl ClientCertificate {
+    /// Reads `config.path`: PKCS#12 (`.pfx`, `.p12`, or any file that is not PEM) with
+    /// `password`, else PEM with a `CERTIFICATE` block and an RSA `PRIVATE KEY` block. Checks
+    /// that the key belongs to the (first) certificate.
+    pub(crate) fn load(config: &CertificateConfig) -> Result<ClientCertificate, CertificateError> {
+        let path = &config.path;
+        let size = std::fs::metadata(path)
+            .map_err(|e| problem("path", format!("cannot read `{path}`: {e}")))?
+            .len();
+        if size > MAX_FILE_BYTES {
+            return Err(problem(
+                "path",
+                format!("`{path}` is {size} bytes; a certificate file is at most 1 MiB"),
+            ));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| problem("path", format!("cannot read `{path}`: {e}")))?;
+        let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
+        let (cert, key) = if is_pem {
+            if config.password.is_some() {
+                return Err(problem(
+                    "password",
+                    format!(
+                        "`{path}` is PEM; `password` applies to PKCS#12 files (.pfx/.p12) only (encrypted PEM keys are not supported: export the key unencrypted, or use a .pfx)"
+                    ),
+                ));
+            }
+            from_pem(path, &bytes)?
+        } else {
+            let password = config.password.as_ref().map_or("", Secret::expose_secret);
+            from_pkcs12(path, &bytes, password)?
+        };
+        let public = key.public_key().as_ref();
+        // The certificate's subjectPublicKey holds exactly the key's RSAPublicKey DER.
+        if !cert.windows(public.len()).any(|w| w == public) {
+            return Err(problem(
+                "path",
+                format!("`{path}`: the private key does not belong to the certificate"),
+            ));
+        }
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &cert);
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &cert);
+        Ok(ClientCertificate {
+            key,
+            x5t_s256: b64.encode(sha256.as_ref()),
+            x5t: b64.encode(sha1.as_ref()),
+            algorithm: config.algorithm,
+            path: path.clone(),
+        })
+    }
+
+    /// A fresh signed assertion for `audience` (the token endpoint) and `client_id`.
+    pub(crate) fn assertion(&self, audience: &str, client_id: &str) -> Result<Secret, String> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (alg, encoding): (&str, &'static dyn aws_lc_rs::signature::RsaEncoding) =
+            match self.algorithm {
+                AssertionAlgorithm::Rs256 => ("RS256", &aws_lc_rs::signature::RSA_PKCS1_SHA256),
+                AssertionAlgorithm::Ps256 => ("PS256", &aws_lc_rs::signature::RSA_PSS_SHA256),
+            };
+        let header = serde_json::json!({
+            "alg": alg,
+            "typ": "JWT",
+            "x5t#S256": self.x5t_s256,
+            "x5t": self.x5t,
+        });
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut jti = [0u8; 16];
+        rng.fill(&mut jti)
+            .map_err(|_| "the system random source failed".to_owned())?;
+        let claims = serde_json::json!({
+            "aud": audience,
+            "iss": client_id,
+            "sub": client_id,
+            "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ASSERTION_LIFETIME.as_secs(),
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(encoding, &rng, signing_input.as_bytes(), &mut signature)
+            .map_err(|_| format!("cannot sign the client assertion with `{}`", self.path))?;
+        Ok(Secret::new(format!(
+            "{signing_input}.{}",
+            b64.encode(signature)
+        )))
+    }
+}
+
+fn rsa_key(path: &str, key: &PrivateKeyDer<'_>) -> Result<RsaKeyPair, CertificateError> {
+    let parsed = match key {
+        PrivateKeyDer::Pkcs8(der) => RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der()),
+        _ => {
+            return Err(problem(
+                "path",
+                format!("`{path}`: the private key is not an RSA key (only RSA is supported)"),
+            ));
+        }
+    };
+    parsed.map_err(|e| {
+        problem(
+            "path",
+            format!("`{path}`: the private key is not a usable RSA key (2048 to 8192 bits): {e}"),
+        )
+    })
+}
+
+fn from_pem(path: &str, bytes: &[u8]) -> Result<(Vec<u8>, RsaKeyPair), CertificateError> {
+    if bytes
+        .windows(9)
+        .any(|w| w == b"ENCRYPTED" || w == b"Proc-Type")
+    {
+        return Err(problem(
+            "path",
+            format!(
+                "`{path}`: the private key is encrypted; export it unencrypted (`openssl pkcs8 -nocrypt`), or use a .pfx with `password`"
+            ),
+        ));
+    }
+    let cert = CertificateDer::pem_slice_iter(bytes)
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            problem(
+                "path",
+                format!("`{path}` holds no `-----BEGIN CERTIFICATE-----` block"),
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_slice(bytes).map_err(|_| {
+        problem(
+            "path",
+            format!(
+                "`{path}` holds no private key (expected a `PRIVATE KEY` or `RSA PRIVATE KEY` block next to the certificate)"
+            ),
+        )
+    })?;
+    Ok((cert.to_vec(), rsa_key(path, &key)?))
+}
+
+fn from_pkcs12(
+    path: &str,
+    bytes: &[u8],
+    password: &str,
+) -> Result<(Vec<u8>, RsaKeyPair), CertificateError> {
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        bytes,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Relaxed,
+    )
+    .map_err(|e| {
+        let text = e.to_string();
+        if text.to_ascii_lowercase().contains("mac") {
+            problem(
+                "password",
+                format!(
+                    "`{path}`: wrong password for the PKCS#12 file (its integrity check failed)"
+                ),
+            )
+        } else {
+            problem(
+                "path",
+                format!("`{path}` is neither PEM nor a readable PKCS#12 file: {text}"),
+            )
+        }
+    })?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| {
+        problem(
+            "path",
+            format!("`{path}`: the PKCS#12 file holds no private key"),
+        )
+    })?;
+    let cert = chain.certs().first().ok_or_else(|| {
+        problem(
+            "path",
+            format!("`{path}`: the PKCS#12 file holds no certificate for its private key"),
+        )
+    })?;
+    let key = PrivateKeyDer::Pkcs8(chain.key().as_der().to_vec().into());
+    Ok((cert.as_der().to_vec(), rsa_key(path, &key)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate and its RSA key, as PEM.
+    fn pem_pair() -> (String, String) {
+        use aws_lc_rs::encoding::AsDer as _;
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der = rsa.as_der().unwrap();
+        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+            &der.as_ref().to_vec().into(),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn config(path: &std::path::Path) -> CertificateConfig {
+        CertificateConfig {
+            path: path.display().to_string(),
+            password: None,
+            authority_url: None,
+            algorithm: AssertionAlgorithm::Rs256,
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = pem_pair();
+        let (_, other_key) = pem_pair();
+        let path = dir.path().join("mixed.pem");
+        std::fs::write(&path, format!("{cert}{other_key}")).unwrap();
+        let e = ClientCertificate::load(&config(&path)).unwrap_err();
+        assert!(
+            e.message.contains("does not belong to the certificate"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn debug_shows_the_thumbprint_not_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_pair();
+        let path = dir.path().join("client.pem");
+        std::fs::write(&path, format!("{cert}{key}")).unwrap();
+        let loaded = ClientCertificate::load(&config(&path)).unwrap();
+        let shown = format!("{loaded:?}");
+        assert!(shown.contains(&loaded.x5t_s256), "{shown}");
+        let key_body = key.lines().nth(1).unwrap();
+        assert!(!shown.contains(key_body), "{shown}");
+    }
+
+    #[test]
+    fn missing_and_garbage_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ClientCertificate::load(&config(&dir.path().join("nope.pem"))).unwrap_err();
+        assert_eq!(e.key, "path");
+        assert!(e.message.contains("nope.pem"), "{e:?}");
+        let garbage = dir.path().join("garbage.pfx");
+        std::fs::write(&garbage, b"\x00\x01not pkcs12").unwrap();
+        let e = ClientCertificate::load(&config(&garbage)).unwrap_err();
+        assert!(e.message.contains("neither PEM nor"), "{e:?}");
+    }
+}
