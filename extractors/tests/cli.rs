@@ -131,6 +131,10 @@ fn check_config_summarises_without_showing_secrets() {
 
 #[test]
 fn every_config_example_passes_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(certificate) = util::openssl_client_pem(dir.path(), "client") else {
+        return;
+    };
     let mut checked = 0;
     for entry in std::fs::read_dir(repo().join("config-examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -143,7 +147,8 @@ fn every_config_example_passes_check_config() {
                 .arg(&path)
                 .env("API_URL", "https://api.example.com/v1/readings")
                 .env("API_TOKEN", "token")
-                .env("POSTGRES_CONNECTION", "host=127.0.0.1 user=u dbname=d"));
+                .env("POSTGRES_CONNECTION", "host=127.0.0.1 user=u dbname=d")
+                .env("COGNITE_CERTIFICATE", &certificate));
             assert_eq!(code, 0, "{}: {stderr}", path.display());
             assert!(stdout.contains("is valid"), "{stdout}");
             checked += 1;

@@ -343,9 +343,30 @@ fn dry_run_can_be_forced_and_then_needs_no_credentials() {
     assert!(config.cognite.dry_run);
 }
 
+/// A self-signed certificate and its RSA key (aws-lc-rs makes the key, rcgen signs), as PEM.
+fn rsa_certificate_pem() -> String {
+    use aws_lc_rs::encoding::AsDer as _;
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der = rsa.as_der().unwrap();
+    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &der.as_ref().to_vec().into(),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    cert.pem() + &key.serialize_pem()
+}
+
 #[test]
 fn every_config_example_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-examples");
+    let tmp = tempfile::tempdir().unwrap();
+    let certificate = tmp.path().join("client.pem");
+    std::fs::write(&certificate, rsa_certificate_pem()).unwrap();
+    let certificate = certificate.display().to_string();
     let mut loaded = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -358,6 +379,7 @@ fn every_config_example_loads() {
                 "API_URL" => Some("https://api.example.com/v1/readings".to_owned()),
                 "API_TOKEN" => Some("token".to_owned()),
                 "POSTGRES_CONNECTION" => Some("host=127.0.0.1 user=u dbname=d".to_owned()),
+                "COGNITE_CERTIFICATE" => Some(certificate.clone()),
                 _ => None,
             };
             Config::from_yaml(&text, Some(&path), &env, &LoadOptions::default())

@@ -2,6 +2,7 @@
 
 mod check_config;
 mod healthcheck;
+mod login;
 mod run;
 mod schema;
 mod token;
@@ -125,6 +126,20 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Sign a person in (`flow: device-code`): prints where to go and the code to enter, waits
+    /// for the sign-in, and saves the refresh token (mode 0600; never printed). `run` then
+    /// refreshes from it. Exit 3 when the sign-in is declined or the code expires.
+    Login {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Forget the sign-in of `login`: removes the cached refresh token.
+    Logout {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 /// Runs one command.
@@ -143,6 +158,8 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Healthcheck { url } => healthcheck::healthcheck(&url),
         Command::Schema => schema::schema(),
         Command::Token { config } => token::token(&config),
+        Command::Login { config } => login::login(&config),
+        Command::Logout { config } => login::logout(&config),
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use extractor_runtime::auth::{self, AuthErrorKind};
+use extractor_runtime::config::Flow;
 
 use super::{CliError, Code, Outcome};
 
@@ -44,6 +45,16 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
         .map(|t| t.to_string())
         .unwrap_or_else(|_| expires_unix.to_string());
     println!("token endpoint: {}", idp.token_endpoint());
+    match idp.flow {
+        Flow::ClientCredentials if idp.certificate.is_some() => {
+            println!("flow:           client credentials (certificate)")
+        }
+        Flow::ClientCredentials => println!("flow:           client credentials (secret)"),
+        Flow::DeviceCode => {
+            println!("flow:           device code (signed in with `login`)");
+            println!("sign-in cache:  {}", auth::cache_path(idp).display());
+        }
+    }
     println!("token type:     {}", token.token_type());
     println!(
         "expires:        {expires} (in {}s)",
@@ -67,6 +78,12 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
             println!("  tid:   {}", show(c.tid.clone()));
             println!("  appid: {}", show(c.appid.clone().or(c.azp.clone())));
             println!("  roles: {}", show(c.roles.as_ref().map(|r| r.join(", "))));
+            println!(
+                "  user:  {}",
+                show(c.upn.clone().or(c.preferred_username.clone()))
+            );
+            println!("  oid:   {}", show(c.oid.clone()));
+            println!("  sub:   {}", show(c.sub.clone()));
         }
         None => println!("claims:         (not a JWT)"),
     }

@@ -28,6 +28,18 @@ pub struct Claims {
     /// App roles.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// Subject.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// Entra ID object id of the user or application.
+    #[serde(default)]
+    pub oid: Option<String>,
+    /// Entra ID user principal name (a person's sign-in name).
+    #[serde(default)]
+    pub upn: Option<String>,
+    /// The user's sign-in name in OpenID Connect.
+    #[serde(default)]
+    pub preferred_username: Option<String>,
 }
 
 /// The claims of `token` if it is a JWT.

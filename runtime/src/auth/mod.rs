@@ -27,6 +27,7 @@ mod jwt;
 mod policy;
 mod refresh;
 mod request;
+mod user;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,7 @@ pub(crate) fn check_certificate(
 }
 pub use jwt::Claims;
 pub use request::parse_retry_after;
+pub use user::{LOGIN_HINT, LoginOutcome, cache_path, login_device_code, logout};
 
 use crate::config::IdpAuthenticationConfig;
 use crate::metrics::TokenMetrics;
@@ -412,7 +414,7 @@ impl Inner {
     }
 }
 
-fn http_client(
+pub(crate) fn http_client(
     network: &crate::net::Network,
     timeout: Duration,
 ) -> Result<reqwest::Client, AuthError> {

@@ -1,4 +1,5 @@
-//! One client-credentials token request, and the classification of its answer.
+//! One token request (client credentials with a secret or a certificate, a refresh token, a
+//! device code), and the classification of its answer.
 
 use std::time::{Duration, SystemTime};
 
@@ -7,7 +8,8 @@ use serde::Deserialize;
 
 use super::certificate::ClientCertificate;
 use super::error::{AuthError, AuthErrorKind};
-use crate::config::{AuthMethod, IdpAuthenticationConfig};
+use super::user::{DEVICE_CODE_GRANT, LOGIN_HINT, RefreshCache, user_scopes};
+use crate::config::{AuthMethod, Flow, IdpAuthenticationConfig};
 use crate::secret::Secret;
 
 /// What a token request returned.
@@ -17,6 +19,10 @@ pub(crate) struct TokenResponse {
     pub(crate) token_type: String,
     pub(crate) expires_in: Duration,
     pub(crate) refresh_in: Option<Duration>,
+    /// A (new) refresh token, in user flows.
+    pub(crate) refresh_token: Option<Secret>,
+    /// The ID token, in user flows (for the claims `login` and `token` show).
+    pub(crate) id_token: Option<Secret>,
 }
 
 /// The identity provider's endpoint and our credentials, ready to send.
@@ -38,12 +44,19 @@ enum Credential {
     Secret(Secret),
     /// A certificate: a signed `client_assertion` per request (`private_key_jwt`).
     Certificate(std::sync::Arc<ClientCertificate>),
+    /// A person signed in with `login`: the refresh token in its cache file.
+    Refresh(std::sync::Arc<RefreshCache>),
+    /// `login` polling for a device code (RFC 8628).
+    DeviceCode(Secret),
 }
 
 impl TokenRequest {
     /// The request for `config`; reads and checks the certificate file when there is one.
     pub(crate) fn from_config(config: &IdpAuthenticationConfig) -> Result<Self, AuthError> {
         let credential = match (&config.certificate, &config.secret) {
+            _ if config.flow == Flow::DeviceCode => {
+                Credential::Refresh(std::sync::Arc::new(RefreshCache::open(config)?))
+            }
             (Some(c), _) => Credential::Certificate(std::sync::Arc::new(
                 ClientCertificate::load(c).map_err(|e| {
                     AuthError::new(
@@ -66,64 +79,91 @@ impl TokenRequest {
         Ok(TokenRequest {
             url: config.token_endpoint(),
             client_id: config.client_id.clone(),
+            scope: match credential {
+                Credential::Refresh(_) => user_scopes(config),
+                _ => config.scopes.join(" "),
+            },
             credential,
-            scope: config.scopes.join(" "),
             resource: config.resource.clone(),
             audience: config.audience.clone(),
             method: config.auth_method,
         })
     }
 
-    /// What is never repeated in an error: the secret, or the assertion sent.
-    fn secret_of(&self, assertion: Option<&Secret>) -> Secret {
-        match (&self.credential, assertion) {
-            (Credential::Secret(s), _) => s.clone(),
-            (Credential::Certificate(_), Some(a)) => a.clone(),
-            (Credential::Certificate(_), None) => Secret::new(""),
+    /// The polling request of the device authorization grant.
+    pub(crate) fn device_code(config: &IdpAuthenticationConfig, device_code: Secret) -> Self {
+        TokenRequest {
+            url: config.token_endpoint(),
+            client_id: config.client_id.clone(),
+            credential: Credential::DeviceCode(device_code),
+            scope: user_scopes(config),
+            resource: None,
+            audience: None,
+            method: AuthMethod::Post,
         }
     }
 
     /// Sends the request. The error never contains the secret.
     pub(crate) async fn send(&self, client: &reqwest::Client) -> Result<TokenResponse, AuthError> {
-        let mut form: Vec<(&str, &str)> =
-            vec![("grant_type", "client_credentials"), ("scope", &self.scope)];
-        if let Some(r) = &self.resource {
-            form.push(("resource", r));
-        }
-        if let Some(a) = &self.audience {
-            form.push(("audience", a));
-        }
         let mut request = client.post(&self.url).header("Accept", "application/json");
-        let assertion = match &self.credential {
-            Credential::Certificate(cert) => Some(
-                cert.assertion(&self.url, &self.client_id)
-                    .map_err(|e| AuthError::new(AuthErrorKind::Permanent, e))?,
-            ),
-            Credential::Secret(_) => None,
-        };
-        match (&self.credential, &assertion) {
-            (Credential::Certificate(_), Some(assertion)) => {
+        // What is never repeated in an error: the secret, the assertion, or the token sent.
+        let sent_secret: Secret;
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        match &self.credential {
+            Credential::Secret(_) | Credential::Certificate(_) => {
+                form.push(("grant_type", "client_credentials"));
+                form.push(("scope", &self.scope));
+                if let Some(r) = &self.resource {
+                    form.push(("resource", r));
+                }
+                if let Some(a) = &self.audience {
+                    form.push(("audience", a));
+                }
+            }
+            Credential::Refresh(_) => {
+                form.push(("grant_type", "refresh_token"));
+                form.push(("scope", &self.scope));
+            }
+            Credential::DeviceCode(_) => form.push(("grant_type", DEVICE_CODE_GRANT)),
+        }
+        match &self.credential {
+            Credential::Certificate(cert) => {
+                sent_secret = cert
+                    .assertion(&self.url, &self.client_id)
+                    .map_err(|e| AuthError::new(AuthErrorKind::Permanent, e))?;
                 form.push(("client_id", &self.client_id));
                 form.push(("client_assertion_type", JWT_BEARER));
-                form.push(("client_assertion", assertion.expose_secret()));
+                form.push(("client_assertion", sent_secret.expose_secret()));
             }
-            (Credential::Secret(secret), _) => match self.method {
-                AuthMethod::Post => {
-                    form.push(("client_id", &self.client_id));
-                    form.push(("client_secret", secret.expose_secret()));
+            Credential::Refresh(cache) => {
+                sent_secret = cache.current()?;
+                form.push(("client_id", &self.client_id));
+                form.push(("refresh_token", sent_secret.expose_secret()));
+            }
+            Credential::DeviceCode(code) => {
+                sent_secret = code.clone();
+                form.push(("client_id", &self.client_id));
+                form.push(("device_code", sent_secret.expose_secret()));
+            }
+            Credential::Secret(secret) => {
+                sent_secret = secret.clone();
+                match self.method {
+                    AuthMethod::Post => {
+                        form.push(("client_id", &self.client_id));
+                        form.push(("client_secret", sent_secret.expose_secret()));
+                    }
+                    AuthMethod::Basic => {
+                        // RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
+                        let pair = format!(
+                            "{}:{}",
+                            form_urlencode(&self.client_id),
+                            form_urlencode(sent_secret.expose_secret())
+                        );
+                        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                        request = request.header("Authorization", format!("Basic {encoded}"));
+                    }
                 }
-                AuthMethod::Basic => {
-                    // RFC 6749 2.3.1: form-urlencode id and secret, then base64 "id:secret".
-                    let pair = format!(
-                        "{}:{}",
-                        form_urlencode(&self.client_id),
-                        form_urlencode(secret.expose_secret())
-                    );
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                    request = request.header("Authorization", format!("Basic {encoded}"));
-                }
-            },
-            (Credential::Certificate(_), None) => unreachable!("an assertion was made above"),
+            }
         }
         let response = request
             .form(&form)
@@ -154,50 +194,75 @@ impl TokenRequest {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        // A token answer is a few KiB: a peer that sends more is cut off, not buffered.
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.transport_error(e))?
-        {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                let mut e = AuthError::new(
-                    AuthErrorKind::Transient,
-                    format!(
-                        "the token endpoint's answer (HTTP {}) is larger than {} KiB; not read",
-                        status.as_u16(),
-                        MAX_ANSWER_BYTES / 1024
-                    ),
-                );
-                e.0.status = Some(status.as_u16());
-                return Err(e);
+        let body = read_capped(response).await?;
+        let answer = classify(status.as_u16(), retry_after, &body, &sent_secret);
+        match (&self.credential, answer) {
+            (Credential::Refresh(cache), Ok(answer)) => {
+                // Providers rotate refresh tokens: keep the new one, or the next refresh fails.
+                if let Some(new) = &answer.refresh_token
+                    && let Err(e) = cache.store(new.clone())
+                {
+                    tracing::warn!(target: "extractor_runtime::auth", error = %e, "the new refresh token is kept in memory only");
+                }
+                Ok(answer)
             }
-            body.extend_from_slice(&chunk);
+            (Credential::Refresh(_), Err(mut e)) if e.oauth_error() == Some("invalid_grant") => {
+                e.0.message = format!(
+                    "the sign-in has expired or was revoked ({}); {LOGIN_HINT}",
+                    e.0.message
+                );
+                Err(e)
+            }
+            (_, answer) => answer,
         }
-        classify(
-            status.as_u16(),
-            retry_after,
-            &body,
-            &self.secret_of(assertion.as_ref()),
-        )
     }
 
     fn transport_error(&self, e: reqwest::Error) -> AuthError {
-        let what = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "failed"
-        };
-        let chain = crate::net::explain(e);
-        AuthError::new(
-            AuthErrorKind::Transient,
-            format!("token request to {} {what}: {chain}", self.url),
-        )
+        transport_error("token request", &self.url, e)
     }
+}
+
+/// A failed request (`label`, like "token request") to `url`, as a transient error.
+pub(crate) fn transport_error(label: &str, url: &str, e: reqwest::Error) -> AuthError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let chain = crate::net::explain(e);
+    AuthError::new(
+        AuthErrorKind::Transient,
+        format!("{label} to {url} {what}: {chain}"),
+    )
+}
+
+/// The body of an identity provider's answer. An answer is a few KiB: a peer that sends more
+/// than [`MAX_ANSWER_BYTES`] is cut off, not buffered.
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, AuthError> {
+    let status = response.status().as_u16();
+    let url = response.url().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error("reading the answer of", url.as_str(), e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            let mut e = AuthError::new(
+                AuthErrorKind::Transient,
+                format!(
+                    "the identity provider's answer (HTTP {status}) is larger than {} KiB; not read",
+                    MAX_ANSWER_BYTES / 1024
+                ),
+            );
+            e.0.status = Some(status);
+            return Err(e);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn form_urlencode(s: &str) -> String {
@@ -247,6 +312,10 @@ struct SuccessBody {
     expires_in: Option<serde_json::Value>,
     #[serde(default)]
     refresh_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +400,11 @@ pub(crate) fn classify(
             token_type: parsed.token_type.unwrap_or_else(|| "Bearer".to_owned()),
             expires_in,
             refresh_in,
+            refresh_token: parsed
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            id_token: parsed.id_token.filter(|t| !t.is_empty()).map(Secret::new),
         });
     }
 

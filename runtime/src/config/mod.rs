@@ -43,7 +43,7 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
     AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConnectionConfig,
-    ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig, ExtractorConfigBlock,
+    ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig, ExtractorConfigBlock, Flow,
     IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig,
     MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig, RawStateStoreConfig,
     RetryConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig, UploadQueueConfig,

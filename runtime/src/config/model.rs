@@ -221,6 +221,30 @@ pub struct IdpAuthenticationConfig {
     /// How the client authenticates to the token endpoint.
     #[serde(default)]
     pub auth_method: AuthMethod,
+    /// Who signs in: the application itself (`client-credentials`, the default, with `secret`
+    /// or `certificate`), or a person, once, with `extractor-runtime login` (`device-code`).
+    #[serde(default)]
+    pub flow: Flow,
+    /// The device authorization endpoint (`device-code`). Default: derived from `tenant`, or
+    /// from an Entra-shaped `token-url` (`.../oauth2/v2.0/devicecode`).
+    #[serde(default)]
+    pub device_authorization_url: Option<String>,
+    /// Where `login` keeps the refresh token (`device-code`), mode 0600. Default:
+    /// `$XDG_CACHE_HOME/extractor-runtime/` (or `~/.cache/...`), one file per endpoint and client.
+    #[serde(default)]
+    pub cache_file: Option<String>,
+}
+
+/// Who signs in to the identity provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flow {
+    /// The application, with a secret or a certificate (OAuth2 client credentials).
+    #[default]
+    ClientCredentials,
+    /// A person, once, with `extractor-runtime login` (RFC 8628 device authorization); then
+    /// the runtime refreshes with the refresh token it saved.
+    DeviceCode,
 }
 
 /// The default Entra ID authority.
@@ -251,7 +275,21 @@ impl IdpAuthenticationConfig {
             audience: None,
             min_ttl: default_min_ttl(),
             auth_method: AuthMethod::Post,
+            flow: Flow::ClientCredentials,
+            device_authorization_url: None,
+            cache_file: None,
         }
+    }
+
+    /// The device authorization endpoint of the `device-code` flow: `device-authorization-url`,
+    /// or Entra's `.../oauth2/v2.0/devicecode` next to the token endpoint.
+    pub fn device_endpoint(&self) -> Option<String> {
+        if let Some(url) = &self.device_authorization_url {
+            return Some(url.clone());
+        }
+        self.token_endpoint()
+            .strip_suffix("/oauth2/v2.0/token")
+            .map(|base| format!("{base}/oauth2/v2.0/devicecode"))
     }
 
     /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`, or

@@ -278,7 +278,32 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             if idp.client_id.trim().is_empty() {
                 p.push(format!("{base}.client-id"), "must not be empty");
             }
+            let user_flow = idp.flow == crate::config::Flow::DeviceCode;
+            if user_flow {
+                if idp.secret.is_some() || idp.certificate.is_some() {
+                    p.push(
+                        format!("{base}.flow"),
+                        "`device-code` signs in a person with `extractor-runtime login`: leave out `secret` and `certificate` (a public client)",
+                    );
+                }
+                match idp.device_endpoint() {
+                    None => p.push(
+                        format!("{base}.device-authorization-url"),
+                        "missing: `device-code` needs `device-authorization-url` (it is derived only from `tenant` or an Entra-shaped `token-url`)",
+                    ),
+                    Some(url) if !is_http_url(&url) => p.push(
+                        format!("{base}.device-authorization-url"),
+                        format!("`{url}` is not an http:// or https:// URL"),
+                    ),
+                    Some(url) if is_cleartext_remote(&url) => p.push(
+                        format!("{base}.device-authorization-url"),
+                        format!("`{url}` would cross the network in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"),
+                    ),
+                    Some(_) => {}
+                }
+            }
             match (&idp.secret, &idp.certificate) {
+                _ if user_flow => {}
                 (Some(secret), None) if secret.is_empty() => {
                     p.push(format!("{base}.secret"), "must not be empty");
                 }

@@ -1,0 +1,96 @@
+//! `extractor-runtime login` and `logout`: a person signs in once with the device code flow;
+//! the refresh token is cached (mode 0600) and never printed.
+
+use std::path::Path;
+
+use extractor_runtime::auth::{self, AuthErrorKind};
+use extractor_runtime::config::{Flow, IdpAuthenticationConfig};
+
+use super::{CliError, Code, Outcome};
+
+/// The `idp-authentication` of a `device-code` config, or a usage error.
+fn user_flow<'a>(
+    path: &Path,
+    config: &'a extractor_runtime::Config,
+) -> Result<&'a IdpAuthenticationConfig, CliError> {
+    match &config.cognite.idp_authentication {
+        Some(idp) if idp.flow == Flow::DeviceCode => Ok(idp),
+        Some(_) => Err(CliError::new(
+            Code::Config,
+            anyhow::anyhow!(
+                "{}: cognite.idp-authentication.flow is `client-credentials`: the application signs in by itself, there is nothing to log in to (set `flow: device-code` to sign in as a person)",
+                path.display()
+            ),
+        )),
+        None => Err(CliError::new(
+            Code::Config,
+            anyhow::anyhow!(
+                "{}: cognite.idp-authentication is not set (dry-run config)",
+                path.display()
+            ),
+        )),
+    }
+}
+
+pub fn login(path: &Path) -> Result<Outcome, CliError> {
+    let config = super::load(path, false)?;
+    let idp = user_flow(path, &config)?;
+    let network = extractor_runtime::net::Network::from_config(&config.cognite.connection)
+        .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Config, e))?;
+    let mut show = |line: &str| eprintln!("{line}");
+    let outcome = runtime
+        .block_on(async {
+            tokio::select! {
+                r = auth::login_device_code(idp, &network, &mut show) => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        })
+        .ok_or_else(|| CliError::new(Code::Auth, anyhow::anyhow!("the sign-in was interrupted")))?
+        .map_err(|e| {
+            let code = if e.kind() == AuthErrorKind::Permanent {
+                Code::Auth
+            } else {
+                Code::TaskFailed
+            };
+            CliError::new(code, e)
+        })?;
+    let who = outcome
+        .claims
+        .as_ref()
+        .and_then(|c| {
+            c.upn
+                .clone()
+                .or(c.preferred_username.clone())
+                .or(c.sub.clone())
+        })
+        .unwrap_or_else(|| "(the provider gave no user claims)".to_owned());
+    println!("signed in as {who}");
+    println!(
+        "refresh token saved to {} (mode 0600)",
+        outcome.cache_file.display()
+    );
+    Ok(Outcome::Success)
+}
+
+pub fn logout(path: &Path) -> Result<Outcome, CliError> {
+    let config = super::load(path, false)?;
+    let idp = user_flow(path, &config)?;
+    match auth::logout(idp) {
+        Ok(Some(file)) => println!("signed out: removed {}", file.display()),
+        Ok(None) => println!(
+            "not signed in: {} does not exist",
+            auth::cache_path(idp).display()
+        ),
+        Err(e) => {
+            return Err(CliError::new(
+                Code::Config,
+                anyhow::anyhow!("cannot remove {}: {e}", auth::cache_path(idp).display()),
+            ));
+        }
+    }
+    Ok(Outcome::Success)
+}
