@@ -33,6 +33,17 @@ struct Provider {
 impl Provider {
     /// `None` (after saying why) where node or the modules are missing.
     fn start(dir: &Path, access_ttl: u32, certificate: Option<&Path>) -> Option<Provider> {
+        Self::start_with(dir, access_ttl, certificate, None)
+    }
+
+    /// With `redirect_port`, also a `browser-app` client (authorization code + PKCE) whose
+    /// redirect URI is `http://localhost:<port>`.
+    fn start_with(
+        dir: &Path,
+        access_ttl: u32,
+        certificate: Option<&Path>,
+        redirect_port: Option<u16>,
+    ) -> Option<Provider> {
         let tools = repo().join("tools/oidc-provider");
         if Command::new("node").arg("--version").output().is_err()
             || !tools.join("node_modules/oidc-provider").exists()
@@ -61,6 +72,16 @@ impl Provider {
                 "grant_types": ["client_credentials"],
                 "redirect_uris": [],
                 "response_types": [],
+            }));
+        }
+        if let Some(port) = redirect_port {
+            clients.push(json!({
+                "client_id": "browser-app",
+                "token_endpoint_auth_method": "none",
+                "application_type": "native",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "redirect_uris": [format!("http://localhost:{port}")],
+                "response_types": ["code"],
             }));
         }
         let file = dir.join("clients.json");
@@ -157,9 +178,22 @@ async fn cdf() -> (MockServer, Arc<Mutex<Vec<String>>>) {
     (server, seen)
 }
 
-/// `login` through the provider's pages: waits for the URL on stderr, approves it with
-/// `approve.mjs`, waits for `login` to finish. Returns (exit code, stdout, stderr).
-fn login(mut cmd: Command) -> (i32, String, String) {
+/// `login` with the device code, approved through the provider's pages by `approve.mjs`.
+fn login(cmd: Command) -> (i32, String, String) {
+    login_with(cmd, "approve.mjs", |line| {
+        line.strip_prefix("(or open ")
+            .map(|rest| rest.trim_end_matches(')').to_owned())
+    })
+}
+
+/// `login`: waits for the URL on stderr (`url_of` picks it from a line), has the person's side
+/// (`tools/oidc-provider/<person>`) act on it, waits for `login` to finish. Returns (exit code,
+/// stdout, stderr).
+fn login_with(
+    mut cmd: Command,
+    person: &str,
+    url_of: impl Fn(&str) -> Option<String>,
+) -> (i32, String, String) {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,16 +208,13 @@ fn login(mut cmd: Command) -> (i32, String, String) {
             "login ended: {shown}"
         );
         shown.push_str(&line);
-        if let Some(rest) = line.trim().strip_prefix("(or open ") {
-            break rest.trim_end_matches(')').to_owned();
+        if let Some(url) = url_of(line.trim()) {
+            break url;
         }
     };
-    assert!(
-        shown.contains("To sign in, open ") && shown.contains(" and enter the code "),
-        "{shown}"
-    );
+    assert!(shown.contains("To sign in, open "), "{shown}");
     let approve = Command::new("node")
-        .arg(repo().join("tools/oidc-provider/approve.mjs"))
+        .arg(repo().join("tools/oidc-provider").join(person))
         .arg(&url)
         .output()
         .unwrap();
@@ -322,6 +353,85 @@ async fn device_code_login_run_revoke_logout() {
     let (code, stdout, _) = run_bin(command(&["logout"])).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("not signed in"), "{stdout}");
+}
+
+/// `config-examples/interactive.yaml`: a real headless Chromium (Debian's, driven by
+/// playwright-core) opens the printed authorization URL, fills in the provider's login form,
+/// consents, and lands on the single-use loopback listener; the code is redeemed with the PKCE
+/// verifier; `run --once` then works from the saved refresh token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_login_in_a_real_browser_then_run_once() {
+    if !Path::new("/usr/bin/chromium").exists() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but /usr/bin/chromium is missing (.ci/run installs Debian's chromium)"
+        );
+        eprintln!("skipped: /usr/bin/chromium not found (apt-get install chromium)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(provider) = Provider::start_with(dir.path(), 3600, None, Some(port)) else {
+        return;
+    };
+    let (cdf, authorizations) = cdf().await;
+    let cache = dir.path().join("cache");
+    // The example as written, on a free port instead of 53000.
+    let text = std::fs::read_to_string(repo().join("config-examples/interactive.yaml")).unwrap();
+    assert!(text.contains("redirect-port: 53000"));
+    let example = dir.path().join("interactive.yaml");
+    std::fs::write(
+        &example,
+        text.replace("redirect-port: 53000", &format!("redirect-port: {port}")),
+    )
+    .unwrap();
+    let command = |args: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(args).arg("-c").arg(&example);
+        example_env(&mut cmd, &provider, &cdf.uri(), &cache, "browser-app");
+        cmd.env_remove("BROWSER");
+        cmd
+    };
+    let cmd = command(&["login"]);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        login_with(cmd, "browser-login.mjs", |line| {
+            line.starts_with("http://").then(|| line.to_owned())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("signed in as browser-user@example.com"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("code_challenge_method=S256") && stderr.contains("&state="),
+        "{stderr}"
+    );
+    let (file, refresh_token) = cached(&cache);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // Single use: the redirect port is free again once `login` is done.
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    let (code, run_out, run_err) = run_bin(command(&["run", "--once"])).await;
+    assert_eq!(code, 0, "{run_out}\n{run_err}");
+    assert!(!authorizations.lock().unwrap().is_empty());
+    assert_eq!(provider.stats("grants", "authorization_code").await, 1);
+    for out in [&stdout, &stderr, &run_out, &run_err] {
+        assert!(
+            !out.contains(&refresh_token),
+            "a refresh token was printed: {out}"
+        );
+    }
 }
 
 /// 4 s access tokens for 10 s: the token manager refreshes with the (rotated) refresh token at

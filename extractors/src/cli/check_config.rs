@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use extractor_runtime::config::{AssertionAlgorithm, AuthMethod, Config, Schedule, ScheduleKind};
+use extractor_runtime::config::{
+    AssertionAlgorithm, AuthMethod, Config, Flow, Schedule, ScheduleKind,
+};
 
 use super::{CliError, Outcome};
 
@@ -52,6 +54,15 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
     match &c.idp_authentication {
         Some(idp) => {
             let credential = match (&idp.certificate, &idp.secret) {
+                _ if idp.flow.is_user() => format!(
+                    "{} sign-in with `login`, cached in {}",
+                    if idp.flow == Flow::Interactive {
+                        "browser"
+                    } else {
+                        "device code"
+                    },
+                    extractor_runtime::auth::cache_path(idp).display()
+                ),
                 (Some(c), _) => format!(
                     "certificate {}, {}",
                     c.path,

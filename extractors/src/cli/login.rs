@@ -1,4 +1,4 @@
-//! `extractor-runtime login` and `logout`: a person signs in once with the device code flow;
+//! `extractor-runtime login` and `logout`: a person signs in once (device code, or a browser);
 //! the refresh token is cached (mode 0600) and never printed.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ fn user_flow<'a>(
     config: &'a extractor_runtime::Config,
 ) -> Result<&'a IdpAuthenticationConfig, CliError> {
     match &config.cognite.idp_authentication {
-        Some(idp) if idp.flow == Flow::DeviceCode => Ok(idp),
+        Some(idp) if idp.flow.is_user() => Ok(idp),
         Some(_) => Err(CliError::new(
             Code::Config,
             anyhow::anyhow!(
@@ -45,7 +45,13 @@ pub fn login(path: &Path) -> Result<Outcome, CliError> {
     let outcome = runtime
         .block_on(async {
             tokio::select! {
-                r = auth::login_device_code(idp, &network, &mut show) => Some(r),
+                r = async {
+                    if idp.flow == Flow::Interactive {
+                        auth::login_interactive(idp, &network, &mut show).await
+                    } else {
+                        auth::login_device_code(idp, &network, &mut show).await
+                    }
+                } => Some(r),
                 _ = tokio::signal::ctrl_c() => None,
             }
         })

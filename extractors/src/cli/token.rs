@@ -50,8 +50,13 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
             println!("flow:           client credentials (certificate)")
         }
         Flow::ClientCredentials => println!("flow:           client credentials (secret)"),
-        Flow::DeviceCode => {
-            println!("flow:           device code (signed in with `login`)");
+        Flow::DeviceCode | Flow::Interactive => {
+            let flow = if idp.flow == Flow::DeviceCode {
+                "device code"
+            } else {
+                "interactive"
+            };
+            println!("flow:           {flow} (signed in with `login`)");
             println!("sign-in cache:  {}", auth::cache_path(idp).display());
         }
     }

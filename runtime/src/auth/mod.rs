@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod browser;
 mod certificate;
 mod error;
 mod jwt;
@@ -47,6 +48,7 @@ pub(crate) fn check_certificate(
 ) -> Result<(), certificate::CertificateError> {
     certificate::ClientCertificate::load(config).map(drop)
 }
+pub use browser::login_interactive;
 pub use jwt::Claims;
 pub use request::parse_retry_after;
 pub use user::{LOGIN_HINT, LoginOutcome, cache_path, login_device_code, logout};

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::certificate::ClientCertificate;
 use super::error::{AuthError, AuthErrorKind};
 use super::user::{DEVICE_CODE_GRANT, LOGIN_HINT, RefreshCache, user_scopes};
-use crate::config::{AuthMethod, Flow, IdpAuthenticationConfig};
+use crate::config::{AuthMethod, IdpAuthenticationConfig};
 use crate::secret::Secret;
 
 /// What a token request returned.
@@ -48,13 +48,19 @@ enum Credential {
     Refresh(std::sync::Arc<RefreshCache>),
     /// `login` polling for a device code (RFC 8628).
     DeviceCode(Secret),
+    /// `login` redeeming an authorization code with its PKCE verifier.
+    AuthorizationCode {
+        code: Secret,
+        verifier: Secret,
+        redirect_uri: String,
+    },
 }
 
 impl TokenRequest {
     /// The request for `config`; reads and checks the certificate file when there is one.
     pub(crate) fn from_config(config: &IdpAuthenticationConfig) -> Result<Self, AuthError> {
         let credential = match (&config.certificate, &config.secret) {
-            _ if config.flow == Flow::DeviceCode => {
+            _ if config.flow.is_user() => {
                 Credential::Refresh(std::sync::Arc::new(RefreshCache::open(config)?))
             }
             (Some(c), _) => Credential::Certificate(std::sync::Arc::new(
@@ -92,10 +98,31 @@ impl TokenRequest {
 
     /// The polling request of the device authorization grant.
     pub(crate) fn device_code(config: &IdpAuthenticationConfig, device_code: Secret) -> Self {
+        Self::login(config, Credential::DeviceCode(device_code))
+    }
+
+    /// The redemption of an authorization code (with its PKCE verifier).
+    pub(crate) fn authorization_code(
+        config: &IdpAuthenticationConfig,
+        code: Secret,
+        verifier: Secret,
+        redirect_uri: String,
+    ) -> Self {
+        Self::login(
+            config,
+            Credential::AuthorizationCode {
+                code,
+                verifier,
+                redirect_uri,
+            },
+        )
+    }
+
+    fn login(config: &IdpAuthenticationConfig, credential: Credential) -> Self {
         TokenRequest {
             url: config.token_endpoint(),
             client_id: config.client_id.clone(),
-            credential: Credential::DeviceCode(device_code),
+            credential,
             scope: user_scopes(config),
             resource: None,
             audience: None,
@@ -125,6 +152,10 @@ impl TokenRequest {
                 form.push(("scope", &self.scope));
             }
             Credential::DeviceCode(_) => form.push(("grant_type", DEVICE_CODE_GRANT)),
+            Credential::AuthorizationCode { redirect_uri, .. } => {
+                form.push(("grant_type", "authorization_code"));
+                form.push(("redirect_uri", redirect_uri));
+            }
         }
         match &self.credential {
             Credential::Certificate(cert) => {
@@ -144,6 +175,12 @@ impl TokenRequest {
                 sent_secret = code.clone();
                 form.push(("client_id", &self.client_id));
                 form.push(("device_code", sent_secret.expose_secret()));
+            }
+            Credential::AuthorizationCode { code, verifier, .. } => {
+                sent_secret = code.clone();
+                form.push(("client_id", &self.client_id));
+                form.push(("code", sent_secret.expose_secret()));
+                form.push(("code_verifier", verifier.expose_secret()));
             }
             Credential::Secret(secret) => {
                 sent_secret = secret.clone();

@@ -175,7 +175,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-fn permanent(message: String) -> AuthError {
+pub(crate) fn permanent(message: String) -> AuthError {
     AuthError::new(AuthErrorKind::Permanent, message)
 }
 
@@ -187,6 +187,34 @@ pub fn logout(config: &IdpAuthenticationConfig) -> std::io::Result<Option<PathBu
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Saves the refresh token of a finished sign-in and reads who signed in.
+pub(crate) fn finish_login(
+    config: &IdpAuthenticationConfig,
+    answer: &super::request::TokenResponse,
+) -> Result<LoginOutcome, AuthError> {
+    let refresh = answer.refresh_token.clone().ok_or_else(|| {
+        permanent(
+            "signed in, but the identity provider issued no refresh token (allow `offline_access` for this client)".into(),
+        )
+    })?;
+    let cache = RefreshCache {
+        path: cache_path(config),
+        token_url: config.token_endpoint(),
+        client_id: config.client_id.clone(),
+        current: std::sync::Mutex::new(None),
+    };
+    cache.store(refresh)?;
+    let claims = answer
+        .id_token
+        .as_ref()
+        .and_then(|t| super::jwt::decode_claims(t.expose_secret()))
+        .or_else(|| super::jwt::decode_claims(answer.access_token.expose_secret()));
+    Ok(LoginOutcome {
+        cache_file: cache.path,
+        claims,
+    })
 }
 
 /// What the device authorization endpoint answered (RFC 8628 3.2).
@@ -273,29 +301,7 @@ pub async fn login_device_code(
     loop {
         tokio::time::sleep(interval).await;
         match request.send(&client).await {
-            Ok(answer) => {
-                let refresh = answer.refresh_token.clone().ok_or_else(|| {
-                    permanent(
-                        "signed in, but the identity provider issued no refresh token (allow `offline_access` for this client)".into(),
-                    )
-                })?;
-                let cache = RefreshCache {
-                    path: cache_path(config),
-                    token_url: config.token_endpoint(),
-                    client_id: config.client_id.clone(),
-                    current: std::sync::Mutex::new(None),
-                };
-                cache.store(refresh)?;
-                let claims = answer
-                    .id_token
-                    .as_ref()
-                    .and_then(|t| super::jwt::decode_claims(t.expose_secret()))
-                    .or_else(|| super::jwt::decode_claims(answer.access_token.expose_secret()));
-                return Ok(LoginOutcome {
-                    cache_file: cache.path,
-                    claims,
-                });
-            }
+            Ok(answer) => return finish_login(config, &answer),
             Err(e) => match e.oauth_error() {
                 Some("authorization_pending") => {}
                 Some("slow_down") => interval += Duration::from_secs(5),

@@ -222,9 +222,18 @@ pub struct IdpAuthenticationConfig {
     #[serde(default)]
     pub auth_method: AuthMethod,
     /// Who signs in: the application itself (`client-credentials`, the default, with `secret`
-    /// or `certificate`), or a person, once, with `extractor-runtime login` (`device-code`).
+    /// or `certificate`), or a person, once, with `extractor-runtime login` (`device-code`, or
+    /// `interactive` in a browser).
     #[serde(default)]
     pub flow: Flow,
+    /// The authorization endpoint (`interactive`). Default: derived from `tenant`, or from an
+    /// Entra-shaped `token-url` (`.../oauth2/v2.0/authorize`).
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    /// The loopback port the browser is sent back to (`interactive`): the redirect URI is
+    /// `http://localhost:<port>`, registered in the app registration. Default 53000.
+    #[serde(default = "default_redirect_port")]
+    pub redirect_port: u16,
     /// The device authorization endpoint (`device-code`). Default: derived from `tenant`, or
     /// from an Entra-shaped `token-url` (`.../oauth2/v2.0/devicecode`).
     #[serde(default)]
@@ -245,6 +254,20 @@ pub enum Flow {
     /// A person, once, with `extractor-runtime login` (RFC 8628 device authorization); then
     /// the runtime refreshes with the refresh token it saved.
     DeviceCode,
+    /// A person, once, with `extractor-runtime login` in a browser (authorization code with
+    /// PKCE on a loopback redirect); then like `device-code`.
+    Interactive,
+}
+
+impl Flow {
+    /// Whether a person signs in (with `login`), rather than the application.
+    pub fn is_user(self) -> bool {
+        matches!(self, Flow::DeviceCode | Flow::Interactive)
+    }
+}
+
+fn default_redirect_port() -> u16 {
+    53000
 }
 
 /// The default Entra ID authority.
@@ -276,6 +299,8 @@ impl IdpAuthenticationConfig {
             min_ttl: default_min_ttl(),
             auth_method: AuthMethod::Post,
             flow: Flow::ClientCredentials,
+            authorization_url: None,
+            redirect_port: default_redirect_port(),
             device_authorization_url: None,
             cache_file: None,
         }
@@ -290,6 +315,17 @@ impl IdpAuthenticationConfig {
         self.token_endpoint()
             .strip_suffix("/oauth2/v2.0/token")
             .map(|base| format!("{base}/oauth2/v2.0/devicecode"))
+    }
+
+    /// The authorization endpoint of the `interactive` flow: `authorization-url`, or Entra's
+    /// `.../oauth2/v2.0/authorize` next to the token endpoint.
+    pub fn authorization_endpoint(&self) -> Option<String> {
+        if let Some(url) = &self.authorization_url {
+            return Some(url.clone());
+        }
+        self.token_endpoint()
+            .strip_suffix("/oauth2/v2.0/token")
+            .map(|base| format!("{base}/oauth2/v2.0/authorize"))
     }
 
     /// The token endpoint: `token-url`, or `{authority}{tenant}/oauth2/v2.0/token`, or

@@ -278,29 +278,36 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             if idp.client_id.trim().is_empty() {
                 p.push(format!("{base}.client-id"), "must not be empty");
             }
-            let user_flow = idp.flow == crate::config::Flow::DeviceCode;
-            if user_flow {
-                if idp.secret.is_some() || idp.certificate.is_some() {
-                    p.push(
-                        format!("{base}.flow"),
-                        "`device-code` signs in a person with `extractor-runtime login`: leave out `secret` and `certificate` (a public client)",
-                    );
+            let user_flow = idp.flow.is_user();
+            if user_flow && (idp.secret.is_some() || idp.certificate.is_some()) {
+                p.push(
+                    format!("{base}.flow"),
+                    "a person signs in with `extractor-runtime login` in this flow: leave out `secret` and `certificate` (a public client)",
+                );
+            }
+            let endpoint = match idp.flow {
+                crate::config::Flow::DeviceCode => {
+                    Some(("device-authorization-url", idp.device_endpoint(), "device-code"))
                 }
-                match idp.device_endpoint() {
-                    None => p.push(
-                        format!("{base}.device-authorization-url"),
-                        "missing: `device-code` needs `device-authorization-url` (it is derived only from `tenant` or an Entra-shaped `token-url`)",
-                    ),
-                    Some(url) if !is_http_url(&url) => p.push(
-                        format!("{base}.device-authorization-url"),
-                        format!("`{url}` is not an http:// or https:// URL"),
-                    ),
-                    Some(url) if is_cleartext_remote(&url) => p.push(
-                        format!("{base}.device-authorization-url"),
-                        format!("`{url}` would cross the network in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"),
-                    ),
-                    Some(_) => {}
+                crate::config::Flow::Interactive => {
+                    Some(("authorization-url", idp.authorization_endpoint(), "interactive"))
                 }
+                crate::config::Flow::ClientCredentials => None,
+            };
+            match endpoint {
+                Some((key, None, flow)) => p.push(
+                    format!("{base}.{key}"),
+                    format!("missing: `{flow}` needs `{key}` (it is derived only from `tenant` or an Entra-shaped `token-url`)"),
+                ),
+                Some((key, Some(url), _)) if !is_http_url(&url) => p.push(
+                    format!("{base}.{key}"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ),
+                Some((key, Some(url), _)) if is_cleartext_remote(&url) => p.push(
+                    format!("{base}.{key}"),
+                    format!("`{url}` would cross the network in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)"),
+                ),
+                _ => {}
             }
             match (&idp.secret, &idp.certificate) {
                 _ if user_flow => {}
