@@ -412,3 +412,41 @@ fn huge_inputs_under_a_memory_cap_are_refused_not_fatal() {
         "non-UTF-8 shown lossily: {stderr}"
     );
 }
+
+/// `config-examples/instances.yaml` through the binary (dry-run): the CSV hierarchy becomes
+/// CogniteAsset nodes in one `/models/instances` request, parents as direct relations, the root
+/// without one.
+#[test]
+fn the_instances_example_runs() {
+    let (code, stdout, stderr) = run(bin()
+        .args(["run", "--once", "-c", "config-examples/instances.yaml"])
+        .current_dir(repo())
+        .env_remove("DM_SPACE"));
+    assert_eq!(code, 0, "{stderr}");
+    let nodes = ndjson_items(&stdout, "/models/instances");
+    let ids: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["externalId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["plant-oslo", "boiler-house", "boiler-1", "boiler-2"]);
+    for n in &nodes {
+        assert_eq!(n["instanceType"], "node");
+        assert_eq!(n["space"], "plant");
+        assert_eq!(
+            n["sources"][0]["source"],
+            json!({"type": "view", "space": "cdf_cdm", "externalId": "CogniteAsset", "version": "v1"})
+        );
+    }
+    let props = |i: usize| &nodes[i]["sources"][0]["properties"];
+    assert_eq!(props(0)["parent"], Value::Null, "the root has no parent");
+    assert_eq!(props(0)["name"], "Oslo plant");
+    assert_eq!(
+        props(2)["parent"],
+        json!({"space": "plant", "externalId": "boiler-house"})
+    );
+    assert_eq!(props(2)["sourceId"], "csv:boiler-1");
+    assert!(
+        props(1).get("description").is_none(),
+        "an empty cell is left out"
+    );
+}

@@ -5,14 +5,16 @@
 //! Needs `../shared` (spec and tools) and the npm packages (`.ci/run` installs them and sets
 //! `TOKEN_SERVER_NODE_MODULES`). Where they are absent (a user's clone) the test says that it
 //! skipped; with `CI=true` it fails instead. Covers the upload queues' bodies, the delivery
-//! policies' `/timeseries` create and `/events/update` bodies, and the RAW state store's reads.
+//! policies' `/timeseries` create and `/events/update` bodies, Data Modeling nodes
+//! (`/models/instances`), and the RAW state store's reads.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Datapoints, Event, Events, Kind, NewSeries, RawRow, RawRows,
+    Datapoint, DatapointValue, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, RawRow,
+    RawRows, ViewRef,
 };
 use serde_json::json;
 use wiremock::MockServer;
@@ -41,6 +43,19 @@ async fn the_clients_requests_match_cognites_spec() {
         "{}",
         String::from_utf8_lossy(&derive.stderr)
     );
+    // One repair of Cognite's spec: a Data Modeling property value (RawPropertyValueV3) is a
+    // oneOf whose "object" (any JSON object) and "direct relation" branches are both plain
+    // objects, so a direct relation {space, externalId} matches two branches and no object
+    // value can pass. anyOf keeps every branch's rules and accepts what CDF accepts.
+    let mut derived: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec).unwrap()).unwrap();
+    let value = &mut derived["components"]["schemas"]["RawPropertyValueV3"];
+    let branches = value
+        .as_object_mut()
+        .and_then(|o| o.remove("oneOf"))
+        .expect("RawPropertyValueV3 is a oneOf in the spec; drop this repair if it changed");
+    value["anyOf"] = branches;
+    std::fs::write(&spec, serde_json::to_vec(&derived).unwrap()).unwrap();
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -144,6 +159,35 @@ async fn the_clients_requests_match_cognites_spec() {
         metadata: [("site".to_owned(), "oslo".to_owned())].into(),
     };
     let events = Events::next_request(&[event.clone()].into());
+    // Data Modeling nodes through a view, with a direct relation; and one with no properties.
+    let view = std::sync::Arc::new(ViewRef {
+        space: "cdf_cdm".into(),
+        external_id: "CogniteAsset".into(),
+        version: "v1".into(),
+    });
+    let mut properties = serde_json::Map::new();
+    properties.insert("name".into(), json!("Boiler 1"));
+    properties.insert(
+        "parent".into(),
+        json!({"space": "plant", "externalId": "boiler-house"}),
+    );
+    let nodes = Instances::next_request(
+        &[
+            Instances::store(Node {
+                space: "plant".into(),
+                external_id: "boiler-1".into(),
+                view: view.clone(),
+                properties,
+            }),
+            Instances::store(Node {
+                space: "plant".into(),
+                external_id: "boiler-2".into(),
+                view,
+                properties: serde_json::Map::new(),
+            }),
+        ]
+        .into(),
+    );
     // What the delivery policies send: missing time series created (`create-missing`), and
     // duplicated events updated (`on-duplicate: update`), a full and a sparse one.
     let mut series = [
@@ -177,7 +221,7 @@ async fn the_clients_requests_match_cognites_spec() {
     let updates = Events::update(&[&event, &sparse]).expect("events can be updated");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].endpoint, "/events/update");
-    for request in [raw, points, events]
+    for request in [raw, points, events, nodes]
         .into_iter()
         .chain(create)
         .chain(updates)

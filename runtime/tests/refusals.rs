@@ -546,3 +546,50 @@ async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
             >= 3
     );
 }
+
+/// Data Modeling nodes: a node CDF refuses (a bare 400) is isolated and dead-lettered, the rest
+/// are written; a node written twice goes in two requests, in order, so the later write wins.
+#[tokio::test]
+async fn nodes_are_isolated_when_refused_and_never_sent_twice_in_one_request() {
+    use extractor_runtime::queues::{Node, ViewRef};
+    let cdf = FakeCdf::start(&[]).await;
+    let s = setup(&cdf, "assets", 10_000);
+    let view = std::sync::Arc::new(ViewRef {
+        space: "cdf_cdm".into(),
+        external_id: "CogniteAsset".into(),
+        version: "v1".into(),
+    });
+    let node = |id: &str, name: &str| {
+        let mut properties = serde_json::Map::new();
+        properties.insert("name".into(), json!(name));
+        Node {
+            space: "plant".into(),
+            external_id: id.into(),
+            view: view.clone(),
+            properties,
+        }
+    };
+    let upload = s.ctx.upload();
+    for (id, name) in [
+        ("pump-1", "Pump 1"),
+        ("bad-node", "refused"),
+        ("pump-2", "Pump 2"),
+        ("pump-1", "Pump 1, renamed"),
+    ] {
+        upload.node(node(id, name)).await.unwrap();
+    }
+    let refused: Refusals = upload.deliver().await.unwrap();
+    assert_eq!(refused.count, 1, "{refused:?}");
+    let letters = dead_letters(&s.dead_letter);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["queue"], "instances");
+    assert_eq!(letters[0]["item"]["externalId"], "bad-node");
+    cdf.with(|state| {
+        assert_eq!(state.nodes["plant:pump-1"].0["name"], "Pump 1, renamed");
+        assert_eq!(state.nodes["plant:pump-1"].1, 2);
+        assert_eq!(state.nodes["plant:pump-2"].1, 1);
+        assert!(!state.nodes.contains_key("plant:bad-node"));
+    });
+    assert_eq!(metric(&s.registry, "instances", "rejected"), 1.0);
+    assert_eq!(s.queues.pending(), 0);
+}

@@ -11,7 +11,7 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DestinationConfig {
-    /// `raw`, `datapoints` or `events`.
+    /// `raw`, `datapoints`, `events` or `instances`.
     #[serde(rename = "type")]
     pub kind: DestinationKind,
     /// `raw`: the RAW database.
@@ -23,7 +23,8 @@ pub struct DestinationConfig {
     /// `raw`: the row key.
     #[serde(default)]
     pub key: Option<String>,
-    /// `datapoints`: the time series; `events`: the event's external id.
+    /// `datapoints`: the time series; `events`: the event's external id; `instances`: the
+    /// node's external id.
     #[serde(default)]
     pub external_id: Option<String>,
     /// `datapoints`: the time (milliseconds since the epoch, or an RFC 3339 / ISO 8601 text).
@@ -65,6 +66,49 @@ pub struct DestinationConfig {
     /// the new fields, so replays are idempotent; `skip` keeps the existing one.
     #[serde(default)]
     pub on_duplicate: Option<OnDuplicate>,
+    /// `instances`: the space the nodes are written to.
+    #[serde(default)]
+    pub space: Option<String>,
+    /// `instances`: the view the properties belong to, like
+    /// `{space: cdf_cdm, external-id: CogniteAsset, version: v1}`.
+    #[serde(default)]
+    pub view: Option<ViewConfig>,
+    /// `instances`: property name to field (a column, a /pointer, a {template} or a
+    /// 'constant'), or to a direct relation `{space, external-id}` (external-id a field).
+    #[serde(default)]
+    pub properties: Option<BTreeMap<String, PropertyConfig>>,
+}
+
+/// `destination.view`: a Data Modeling view.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ViewConfig {
+    /// The view's space (`cdf_cdm` for the core data model).
+    pub space: String,
+    /// The view's external id (`CogniteAsset`, `CogniteTimeSeries`, ...).
+    pub external_id: String,
+    /// The view's version (`v1`).
+    pub version: String,
+}
+
+/// `destination.properties.<name>`.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum PropertyConfig {
+    /// A field: the property's value.
+    Field(String),
+    /// A direct relation to the node `{space, external-id}`.
+    Relation(RelationConfig),
+}
+
+/// A direct relation: the target node's space and external id (a field).
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RelationConfig {
+    /// The target node's space.
+    pub space: String,
+    /// The target node's external id: a field.
+    pub external_id: String,
 }
 
 pub use extractor_runtime::queues::OnDuplicate;
@@ -79,6 +123,8 @@ pub enum DestinationKind {
     Datapoints,
     /// Events.
     Events,
+    /// Data Modeling nodes, written through a view (`POST /models/instances`).
+    Instances,
 }
 
 /// `destination.metadata`.

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use extractor_runtime::cdf::CdfError;
 use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Event, NewSeries, Policy, RawRow, Upload,
+    Datapoint, DatapointValue, Event, NewSeries, Node, Policy, RawRow, Upload, ViewRef,
 };
 use serde_json::Value;
 
 pub use config::{
     DestinationConfig, DestinationKind, MetadataConfig, NewSeriesConfig, OnDuplicate,
+    PropertyConfig, RelationConfig, ViewConfig,
 };
 pub use field::Field;
 
@@ -53,6 +54,35 @@ pub enum Destination {
     },
     /// Events.
     Events(Box<EventMapping>),
+    /// Data Modeling nodes.
+    Instances(Box<NodeMapping>),
+}
+
+/// The fields of an `instances` destination.
+#[derive(Clone, Debug)]
+pub struct NodeMapping {
+    /// The nodes' space.
+    pub space: String,
+    /// The view, shared by every node.
+    pub view: Arc<ViewRef>,
+    /// The node's external id.
+    pub external_id: Field,
+    /// Property name to where its value comes from.
+    pub properties: Vec<(String, Property)>,
+}
+
+/// Where a node property comes from.
+#[derive(Clone, Debug)]
+pub enum Property {
+    /// A value.
+    Value(Field),
+    /// A direct relation to `{space, externalId}`.
+    Relation {
+        /// The target's space.
+        space: String,
+        /// The target's external id.
+        external_id: Field,
+    },
 }
 
 /// The fields of an `events` destination.
@@ -142,6 +172,8 @@ pub enum Item {
     Datapoint(Datapoint, Option<Arc<NewSeries>>),
     /// An event.
     Event(Event),
+    /// A Data Modeling node.
+    Node(Node),
 }
 
 impl Destination {
@@ -152,8 +184,9 @@ impl Destination {
             DestinationKind::Raw => "raw",
             DestinationKind::Datapoints => "datapoints",
             DestinationKind::Events => "events",
+            DestinationKind::Instances => "instances",
         };
-        let given: [(&str, bool, &[DestinationKind]); 16] = {
+        let given: [(&str, bool, &[DestinationKind]); 19] = {
             use DestinationKind::*;
             [
                 ("database", config.database.is_some(), &[Raw]),
@@ -162,8 +195,11 @@ impl Destination {
                 (
                     "external-id",
                     config.external_id.is_some(),
-                    &[Datapoints, Events],
+                    &[Datapoints, Events, Instances],
                 ),
+                ("space", config.space.is_some(), &[Instances]),
+                ("view", config.view.is_some(), &[Instances]),
+                ("properties", config.properties.is_some(), &[Instances]),
                 ("timestamp", config.timestamp.is_some(), &[Datapoints]),
                 ("value", config.value.is_some(), &[Datapoints]),
                 ("start-time", config.start_time.is_some(), &[Events]),
@@ -179,7 +215,7 @@ impl Destination {
                 ),
                 ("on-duplicate", config.on_duplicate.is_some(), &[Events]),
                 ("new-series", config.new_series.is_some(), &[Datapoints]),
-                ("type", true, &[Raw, Datapoints, Events]),
+                ("type", true, &[Raw, Datapoints, Events, Instances]),
             ]
         };
         for (key, present, kinds) in given {
@@ -257,6 +293,86 @@ impl Destination {
                         on_duplicate: config.on_duplicate.unwrap_or_default(),
                     }))
                 })
+            }
+            DestinationKind::Instances => {
+                let external_id = required(p, kind_name, "external-id", &config.external_id);
+                let space = match config.space.as_deref().map(str::trim) {
+                    None => {
+                        p.push("", "`type: instances` needs `space`");
+                        None
+                    }
+                    Some(s) if !valid_space(s) => {
+                        p.push("space", format!("`{s}` is not a space id (letters, digits, `_` and `-`, starting with a letter, at most 43)"));
+                        None
+                    }
+                    Some(s) => Some(s.to_owned()),
+                };
+                let view = match &config.view {
+                    None => {
+                        p.push(
+                            "",
+                            "`type: instances` needs `view: {space, external-id, version}`",
+                        );
+                        None
+                    }
+                    Some(v) => {
+                        for (key, value) in [
+                            ("space", &v.space),
+                            ("external-id", &v.external_id),
+                            ("version", &v.version),
+                        ] {
+                            if value.trim().is_empty() {
+                                p.push(format!("view.{key}"), "must not be empty");
+                            }
+                        }
+                        Some(Arc::new(ViewRef {
+                            space: v.space.clone(),
+                            external_id: v.external_id.clone(),
+                            version: v.version.clone(),
+                        }))
+                    }
+                };
+                let mut properties = Vec::new();
+                for (name, property) in config.properties.iter().flatten() {
+                    let at = format!("properties.{name}");
+                    let parse =
+                        |p: &mut Rejection, key: String, text: &str| match Field::parse(text) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                p.push(key, e);
+                                None
+                            }
+                        };
+                    let parsed = match property {
+                        PropertyConfig::Field(text) => parse(p, at, text).map(Property::Value),
+                        PropertyConfig::Relation(r) => {
+                            if !valid_space(&r.space) {
+                                p.push(
+                                    format!("{at}.space"),
+                                    format!("`{}` is not a space id", r.space),
+                                );
+                            }
+                            parse(p, format!("{at}.external-id"), &r.external_id).map(
+                                |external_id| Property::Relation {
+                                    space: r.space.clone(),
+                                    external_id,
+                                },
+                            )
+                        }
+                    };
+                    properties.extend(parsed.map(|f| (name.clone(), f)));
+                }
+                match (external_id, space, view) {
+                    (Some(external_id), Some(space), Some(view)) => {
+                        Some(Destination::Instances(Box::new(NodeMapping {
+                            space,
+                            view,
+                            external_id,
+                            properties,
+                        })))
+                    }
+                    _ => None,
+                }
             }
         };
         match destination {
@@ -337,6 +453,52 @@ impl Destination {
                     series,
                 ))
             }
+            Destination::Instances(m) => {
+                let external_id = text(&m.external_id, record, "external-id")?;
+                if external_id.is_empty() || external_id.len() > 255 {
+                    return Err(RecordError {
+                        key: "external-id",
+                        message: format!(
+                            "`{external_id}` is not a node external id (1 to 255 characters)"
+                        ),
+                    });
+                }
+                let mut properties = serde_json::Map::new();
+                for (name, property) in &m.properties {
+                    let value = match property {
+                        Property::Value(field) => match field.resolve(record) {
+                            Some(v) => v.into_owned(),
+                            None => {
+                                return Err(bad(
+                                    "properties",
+                                    field,
+                                    &format!("(property `{name}`) is missing"),
+                                ));
+                            }
+                        },
+                        // No target (an empty cell, null, missing): the property is left out.
+                        Property::Relation { space, external_id } => {
+                            match external_id.render(record).ok().filter(|t| !t.is_empty()) {
+                                Some(target) => {
+                                    serde_json::json!({"space": space, "externalId": target})
+                                }
+                                None => Value::Null,
+                            }
+                        }
+                    };
+                    // Null is left out (Cognite's spec has no null property value): a sparse
+                    // upsert keeps what the node has.
+                    if !value.is_null() {
+                        properties.insert(name.clone(), value);
+                    }
+                }
+                Ok(Item::Node(Node {
+                    space: m.space.clone(),
+                    external_id,
+                    view: m.view.clone(),
+                    properties,
+                }))
+            }
             Destination::Events(m) => {
                 let opt_time = |f: &Option<Field>, key| -> Result<Option<i64>, RecordError> {
                     match f {
@@ -360,7 +522,7 @@ impl Destination {
     /// The delivery policy of this destination's items.
     pub fn policy(&self) -> Policy {
         match self {
-            Destination::Raw { .. } => Policy::default(),
+            Destination::Raw { .. } | Destination::Instances(_) => Policy::default(),
             Destination::Datapoints { create_missing, .. } => Policy {
                 create_missing: *create_missing,
                 ..Policy::default()
@@ -397,11 +559,20 @@ impl Destination {
             Item::Datapoint(dp, None) => upload.datapoint(dp).await,
             Item::Datapoint(dp, Some(series)) => upload.datapoint_of_series(dp, series).await,
             Item::Event(event) => upload.event(event).await,
+            Item::Node(node) => upload.node(node).await,
         }
         .map_err(SendError::Queue)?;
         ctx.records_queued(1);
         Ok(())
     }
+}
+
+/// A Data Modeling space id: `[a-zA-Z][a-zA-Z0-9_-]{0,42}`.
+fn valid_space(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && s.len() <= 43
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A RAW database or table name.

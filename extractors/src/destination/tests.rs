@@ -276,3 +276,98 @@ fn new_series_maps_each_record_and_needs_create_missing() {
         Item::Datapoint(_, None)
     ));
 }
+
+#[test]
+fn instances_map_records_to_nodes_through_a_view() {
+    let d = dest(json!({
+        "type": "instances", "space": "plant",
+        "view": {"space": "cdf_cdm", "external-id": "CogniteAsset", "version": "v1"},
+        "external-id": "id",
+        "properties": {
+            "name": "name",
+            "sourceId": "csv:{id}",
+            "parent": {"space": "plant", "external-id": "parent"},
+            "rating": "/spec/rating"
+        }
+    }))
+    .unwrap();
+    let Item::Node(node) = d
+        .map(json!({"id": "pump-1", "name": "Pump 1", "parent": "area-1", "spec": {"rating": 7.5}}))
+        .unwrap()
+    else {
+        panic!("a node")
+    };
+    assert_eq!(
+        (node.space.as_str(), node.external_id.as_str()),
+        ("plant", "pump-1")
+    );
+    assert_eq!(node.view.external_id, "CogniteAsset");
+    assert_eq!(
+        serde_json::Value::Object(node.properties),
+        json!({"name": "Pump 1", "sourceId": "csv:pump-1", "rating": 7.5,
+               "parent": {"space": "plant", "externalId": "area-1"}})
+    );
+    // No parent, a null: left out (a sparse upsert), not sent as null.
+    let Item::Node(root) = d
+        .map(json!({"id": "plant", "name": null, "parent": "", "spec": {"rating": 1}}))
+        .unwrap()
+    else {
+        panic!("a node")
+    };
+    assert_eq!(
+        serde_json::Value::Object(root.properties),
+        json!({"sourceId": "csv:plant", "rating": 1})
+    );
+    // A missing column is the record's problem, named.
+    let e = d.map(json!({"id": "x", "parent": "p"})).unwrap_err();
+    assert_eq!(e.key, "properties");
+    assert!(e.message.contains("property `name`"), "{e}");
+    let e = d.map(json!({"id": "", "name": "n"})).unwrap_err();
+    assert_eq!(e.key, "external-id");
+}
+
+#[test]
+fn an_instances_block_says_what_is_missing_or_wrong() {
+    let got = problems(dest(
+        json!({"type": "instances", "external-id": "id", "table": "t"}),
+    ));
+    assert!(
+        got.contains(&("".into(), "`type: instances` needs `space`".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(
+            "".into(),
+            "`type: instances` needs `view: {space, external-id, version}`".into()
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(
+            "table".into(),
+            "`table` does not apply to `type: instances`".into()
+        )),
+        "{got:?}"
+    );
+    let got = problems(dest(json!({
+        "type": "instances", "space": "9-bad", "external-id": "id",
+        "view": {"space": "cdf_cdm", "external-id": "", "version": "v1"},
+        "properties": {"parent": {"space": "plant", "external-id": "{oops"}}
+    })));
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["space", "view.external-id", "properties.parent.external-id"],
+        "{got:?}"
+    );
+    let got = problems(dest(
+        json!({"type": "raw", "database": "d", "table": "t", "key": "k", "space": "s"}),
+    ));
+    assert!(
+        got.contains(&(
+            "space".into(),
+            "`space` does not apply to `type: raw`".into()
+        )),
+        "{got:?}"
+    );
+}

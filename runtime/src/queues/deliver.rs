@@ -73,10 +73,20 @@ fn classify(e: &CdfError) -> Answer {
     }
 }
 
-/// The external ids in one of CDF's item lists (`[{"externalId": "x"}, ...]`).
-fn ids(list: &[serde_json::Value]) -> HashSet<&str> {
+/// The ids in one of CDF's item lists, as [`Kind::id`] gives them: an external id
+/// (`[{"externalId": "x"}, ...]`), or `space:externalId` for Data Modeling instances
+/// (`{"space", "externalId"}`, or that under `instanceId`).
+fn ids(list: &[serde_json::Value]) -> HashSet<std::borrow::Cow<'_, str>> {
+    use serde_json::Value;
     list.iter()
-        .filter_map(|v| v.get("externalId").and_then(serde_json::Value::as_str))
+        .filter_map(|v| {
+            let v = v.get("instanceId").unwrap_or(v);
+            let external_id = v.get("externalId").and_then(Value::as_str)?;
+            Some(match v.get("space").and_then(Value::as_str) {
+                Some(space) => super::instances::instance_id(space, external_id).into(),
+                None => external_id.into(),
+            })
+        })
         .collect()
 }
 

@@ -25,6 +25,7 @@ mod datapoints;
 mod dead_letter;
 mod deliver;
 mod events;
+mod instances;
 pub(crate) mod ledger;
 mod policy;
 mod raw;
@@ -40,6 +41,7 @@ use tokio::sync::Notify;
 pub use datapoints::{Datapoint, Datapoints, NewSeries, StoredPoint, Value as DatapointValue};
 pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
+pub use instances::{Instances, MAX_INSTANCES_PER_REQUEST, Node, StoredNode, ViewRef};
 pub use ledger::Refusals;
 pub use policy::{OnDuplicate, Policy};
 pub use raw::{RawRow, RawRows, StoredRow};
@@ -439,7 +441,7 @@ impl<K: Kind> Drop for InFlight<'_, K> {
     }
 }
 
-/// The process's three queues, shared by every task run.
+/// The process's queues, one per kind of item, shared by every task run.
 #[derive(Clone)]
 pub struct Queues {
     /// RAW rows.
@@ -448,6 +450,8 @@ pub struct Queues {
     pub datapoints: UploadQueue<Datapoints>,
     /// Events.
     pub events: UploadQueue<Events>,
+    /// Data Modeling nodes.
+    pub instances: UploadQueue<Instances>,
     dead_letter: Option<Arc<DeadLetter>>,
     metrics: QueueMetrics,
 }
@@ -492,7 +496,18 @@ impl Queues {
                 &metrics,
                 dead_letter.clone(),
             ),
-            events: UploadQueue::with_dead_letter(client, capacity, &metrics, dead_letter.clone()),
+            events: UploadQueue::with_dead_letter(
+                client.clone(),
+                capacity,
+                &metrics,
+                dead_letter.clone(),
+            ),
+            instances: UploadQueue::with_dead_letter(
+                client,
+                capacity,
+                &metrics,
+                dead_letter.clone(),
+            ),
             dead_letter,
             metrics,
         })
@@ -511,7 +526,7 @@ impl Queues {
 
     /// Items waiting in all queues.
     pub fn pending(&self) -> usize {
-        self.raw.len() + self.datapoints.len() + self.events.len()
+        self.raw.len() + self.datapoints.len() + self.events.len() + self.instances.len()
     }
 
     /// Flushes every queue; returns the items that left them, or the first error (the other queues are
@@ -521,14 +536,15 @@ impl Queues {
     ///
     /// As [`UploadQueue::flush`]: nothing is lost, items may be sent twice.
     pub async fn flush(&self) -> Result<usize, CdfError> {
-        let (raw, datapoints, events) = tokio::join!(
+        let (raw, datapoints, events, instances) = tokio::join!(
             self.raw.flush(),
             self.datapoints.flush(),
-            self.events.flush()
+            self.events.flush(),
+            self.instances.flush()
         );
         let mut sent = 0;
         let mut first_error = None;
-        for r in [raw, datapoints, events] {
+        for r in [raw, datapoints, events, instances] {
             match r {
                 Ok(n) => sent += n,
                 Err(e) => {

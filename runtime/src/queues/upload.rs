@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::ledger::Ledger;
 use super::{
-    Datapoint, Datapoints, Event, Events, Kind, NewSeries, Policy, Queues, RawRow, RawRows,
-    Refusals, StoredPoint,
+    Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
+    RawRows, Refusals, StoredPoint,
 };
 use crate::cdf::{CdfError, CdfErrorKind};
 use crate::extractor::TaskError;
@@ -149,6 +149,18 @@ impl Upload {
         let q = self.require()?;
         q.events
             .add_entry(Events::store(event), Some(&self.ledger), self.policy)
+            .await
+    }
+
+    /// Queues a Data Modeling node (waits while the queue is full).
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: a cancelled call has not queued the node.
+    pub async fn node(&self, node: Node) -> Result<(), CdfError> {
+        let q = self.require()?;
+        q.instances
+            .add_entry(Instances::store(node), Some(&self.ledger), self.policy)
             .await
     }
 

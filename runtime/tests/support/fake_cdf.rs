@@ -7,6 +7,9 @@
 //! - `POST /events`: 409 with `duplicated` for external ids it has; a bare 400 for [`BAD`] ids;
 //! - `POST /events/update`: applies `update.*.set`, 400 with `missing` for unknown ids;
 //! - `POST /raw/dbs/{db}/tables/{table}/rows`: a bare 400 for [`BAD`] keys;
+//! - `POST /models/instances`: upserts nodes (by `space:externalId`); a bare 400 for [`BAD`]
+//!   external ids, and 400 with `duplicated` (`{space, externalId}`, as Data Modeling names
+//!   instances) when a request holds the same node twice;
 //! - any request whose body is larger than `max_body`: 413;
 //! - `POST /extpipes/runs`: recorded.
 //!
@@ -38,6 +41,8 @@ pub struct CdfState {
     pub event_updates: usize,
     /// How often each RAW row key was accepted.
     pub rows: BTreeMap<String, usize>,
+    /// Nodes by `space:externalId`: the last properties written, and how often.
+    pub nodes: BTreeMap<String, (Value, usize)>,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
     /// database and table kept).
     pub requests: BTreeMap<String, usize>,
@@ -275,6 +280,40 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                     .or_default() += 1;
             }
             ResponseTemplate::new(201).set_body_json(json!({}))
+        }
+        "/models/instances" => {
+            let id = |n: &Value| {
+                format!(
+                    "{}:{}",
+                    n["space"].as_str().unwrap_or(""),
+                    n["externalId"].as_str().unwrap_or("")
+                )
+            };
+            if items
+                .iter()
+                .any(|n| n["externalId"].as_str().is_some_and(|k| k.starts_with(BAD)))
+            {
+                return error(400, "Invalid value for property", None);
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            let twice: Vec<Value> = items
+                .iter()
+                .filter(|n| !seen.insert(id(n)))
+                .map(|n| json!({"space": n["space"], "externalId": n["externalId"]}))
+                .collect();
+            if !twice.is_empty() {
+                return error(
+                    400,
+                    "Duplicate instances in the request",
+                    Some(("duplicated", twice)),
+                );
+            }
+            for n in items {
+                let entry = state.nodes.entry(id(n)).or_insert((Value::Null, 0));
+                entry.0 = n["sources"][0]["properties"].clone();
+                entry.1 += 1;
+            }
+            ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
         }
         other => error(404, &format!("no such endpoint in the fake: {other}"), None),
     }
