@@ -450,3 +450,37 @@ fn the_instances_example_runs() {
         "an empty cell is left out"
     );
 }
+
+/// `config-examples/datapoints-dm.yaml` through the binary (dry-run): datapoints addressed by
+/// the CogniteTimeSeries nodes' `instanceId`, grouped per node.
+#[test]
+fn the_datapoints_by_instance_id_example_runs() {
+    let (code, stdout, stderr) = run(bin()
+        .args(["run", "--once", "-c", "config-examples/datapoints-dm.yaml"])
+        .current_dir(repo())
+        .env_remove("DM_SPACE"));
+    assert_eq!(code, 0, "{stderr}");
+    let series = ndjson_items(&stdout, "/timeseries/data");
+    let ids: Vec<&Value> = series.iter().map(|s| &s["instanceId"]).collect();
+    assert!(
+        ids.contains(&&json!({"space": "plant", "externalId": "boiler-1:temperature"}))
+            && ids.contains(&&json!({"space": "plant", "externalId": "boiler-2:temperature"})),
+        "{ids:?}"
+    );
+    assert!(series.iter().all(|s| s.get("externalId").is_none()));
+    let points: usize = series
+        .iter()
+        .map(|s| s["datapoints"].as_array().unwrap().len())
+        .sum();
+    let lines: usize = ["readings-2026-11-26.csv", "readings-2026-11-27.csv"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(repo().join("config-examples/quickstart-data").join(f))
+                .unwrap()
+                .lines()
+                .count()
+                - 1
+        })
+        .sum();
+    assert_eq!(points, lines, "every reading is a datapoint");
+}

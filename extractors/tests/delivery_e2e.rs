@@ -231,3 +231,71 @@ async fn a_kill_with_items_in_flight_loses_nothing_and_duplicates_no_event() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["item"]["externalId"], "boiler-7:temperature");
 }
+
+/// Data Modeling through the binary against the fake CDF: the instances example's assets become
+/// nodes, and datapoints by `instanceId` create their CogniteTimeSeries nodes (`create-missing`)
+/// and then arrive, every reading once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_modeling_nodes_and_their_time_series_arrive() {
+    let cdf = FakeCdf::start(&[]).await;
+    let files = Files::new();
+    let config = files.path("dm.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1
+cognite:
+  project: demo
+  host: {uri}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
+tasks:
+  - name: assets
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: config-examples/instances-data
+      glob: assets.csv
+      destination:
+        type: instances
+        space: plant
+        view: {{space: cdf_cdm, external-id: CogniteAsset, version: v1}}
+        external-id: id
+        properties: {{name: name, parent: {{space: plant, external-id: parent}}}}
+  - name: temperatures
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: config-examples/quickstart-data
+      glob: readings-*.csv
+      types: {{temperature: float, time: timestamp}}
+      destination:
+        type: datapoints
+        instance-id: {{space: plant, external-id: '{{sensor}}:temperature'}}
+        timestamp: time
+        value: temperature
+        create-missing: true
+        new-series: {{name: '{{sensor}} temperature', unit: \"'degC'\"}}
+",
+            uri = cdf.uri()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    cdf.with(|state| {
+        assert_eq!(
+            state.nodes["plant:boiler-1"].0["parent"]["externalId"],
+            "boiler-house"
+        );
+        assert!(state.nodes["plant:plant-oslo"].0.get("parent").is_none());
+        let (series, _) = &state.nodes["plant:boiler-2:temperature"];
+        assert_eq!(series["type"], "numeric");
+        assert_eq!(series["name"], "boiler-2 temperature");
+        assert_eq!(series["sourceUnit"], "degC");
+        let points: usize = ["plant:boiler-1:temperature", "plant:boiler-2:temperature"]
+            .iter()
+            .map(|s| state.datapoints[*s].len())
+            .sum();
+        assert_eq!(points, 10, "the two files' 10 readings, each once");
+    });
+}

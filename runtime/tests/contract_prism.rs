@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, RawRow,
-    RawRows, ViewRef,
+    Datapoint, DatapointValue, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, NodeId,
+    RawRow, RawRows, ViewRef,
 };
 use serde_json::json;
 use wiremock::MockServer;
@@ -212,6 +212,37 @@ async fn the_clients_requests_match_cognites_spec() {
     }));
     let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>());
     assert_eq!(create.len(), 1);
+    // Datapoints by instanceId (CogniteTimeSeries), and the nodes create-missing writes.
+    let mut by_node = [
+        Datapoint {
+            external_id: "boiler-1:temperature".into(),
+            timestamp: 1,
+            value: DatapointValue::Numeric(71.5),
+        },
+        Datapoint {
+            external_id: "boiler-1:status".into(),
+            timestamp: 1,
+            value: DatapointValue::String("ok".into()),
+        },
+    ]
+    .map(Datapoints::store);
+    for stored in &mut by_node {
+        stored.node = Some(NodeId::new("plant".into(), &stored.point.external_id));
+    }
+    by_node[0].series = Some(std::sync::Arc::new(NewSeries {
+        name: Some("Boiler 1 temperature".into()),
+        unit: Some("degC".into()),
+        description: Some("created by create-missing".into()),
+        metadata: Default::default(),
+    }));
+    let node_points = Datapoints::next_request(&by_node.clone().into());
+    assert_eq!(
+        node_points.json()["items"][0]["instanceId"],
+        json!({"space": "plant", "externalId": "boiler-1:temperature"})
+    );
+    let node_series = Datapoints::create_missing(&by_node.iter().collect::<Vec<_>>());
+    assert_eq!(node_series.len(), 1);
+    assert_eq!(node_series[0].endpoint, "/models/instances");
     assert_eq!(create[0].json()["items"][1]["isString"], true);
     let sparse = Event {
         external_id: Some("e2".into()),
@@ -221,9 +252,10 @@ async fn the_clients_requests_match_cognites_spec() {
     let updates = Events::update(&[&event, &sparse]).expect("events can be updated");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].endpoint, "/events/update");
-    for request in [raw, points, events, nodes]
+    for request in [raw, points, events, nodes, node_points]
         .into_iter()
         .chain(create)
+        .chain(node_series)
         .chain(updates)
     {
         client

@@ -593,3 +593,67 @@ async fn nodes_are_isolated_when_refused_and_never_sent_twice_in_one_request() {
     assert_eq!(metric(&s.registry, "instances", "rejected"), 1.0);
     assert_eq!(s.queues.pending(), 0);
 }
+
+/// Datapoints by `instanceId`: a CogniteTimeSeries CDF does not have is created as a node
+/// through the core model's view (`type` from the value, the `new-series` name and unit) with
+/// `create-missing`, and its datapoints are sent again; without it they are dead-lettered.
+#[tokio::test]
+async fn datapoints_by_instance_id_create_their_cognite_time_series() {
+    let cdf = FakeCdf::start(&[]).await;
+    let s = setup(&cdf, "sensors", 10_000);
+    let space: std::sync::Arc<str> = "plant".into();
+    let series = std::sync::Arc::new(extractor_runtime::queues::NewSeries {
+        name: Some("Boiler 1 temperature".into()),
+        unit: Some("degC".into()),
+        ..Default::default()
+    });
+    let create = s.ctx.upload().with_policy(Policy {
+        create_missing: true,
+        ..Policy::default()
+    });
+    for t in 1..=3 {
+        create
+            .datapoint_of_node(
+                point("boiler-1:temperature", t),
+                space.clone(),
+                Some(series.clone()),
+            )
+            .await
+            .unwrap();
+    }
+    let text = Datapoint {
+        external_id: "boiler-1:status".into(),
+        timestamp: 1,
+        value: DatapointValue::String("ok".into()),
+    };
+    create
+        .datapoint_of_node(text, space.clone(), None)
+        .await
+        .unwrap();
+    let refused = create.deliver().await.unwrap();
+    assert_eq!(refused.count, 0, "{refused:?}");
+    cdf.with(|state| {
+        let (temperature, _) = &state.nodes["plant:boiler-1:temperature"];
+        assert_eq!(
+            *temperature,
+            json!({"type": "numeric", "isStep": false, "name": "Boiler 1 temperature", "sourceUnit": "degC"})
+        );
+        assert_eq!(state.nodes["plant:boiler-1:status"].0["type"], "string");
+        assert_eq!(state.datapoints["plant:boiler-1:temperature"], [1, 2, 3]);
+        assert_eq!(state.datapoints["plant:boiler-1:status"], [1]);
+    });
+
+    // Without create-missing: refused, named by instance id, dead-lettered.
+    let plain = s.ctx.upload();
+    plain
+        .datapoint_of_node(point("boiler-9:temperature", 5), space, None)
+        .await
+        .unwrap();
+    let refused = plain.deliver().await.unwrap();
+    assert_eq!(refused.count, 1);
+    let letters = dead_letters(&s.dead_letter);
+    assert_eq!(
+        letters.last().unwrap()["item"]["instanceId"],
+        json!({"space": "plant", "externalId": "boiler-9:temperature"})
+    );
+}

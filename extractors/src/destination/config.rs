@@ -66,6 +66,11 @@ pub struct DestinationConfig {
     /// the new fields, so replays are idempotent; `skip` keeps the existing one.
     #[serde(default)]
     pub on_duplicate: Option<OnDuplicate>,
+    /// `datapoints`: the time series is a Data Modeling CogniteTimeSeries node
+    /// `{space, external-id}` (external-id a field), sent by `instanceId`; instead of
+    /// `external-id`. With `create-missing: true` missing nodes are created.
+    #[serde(default)]
+    pub instance_id: Option<RelationConfig>,
     /// `instances`: the space the nodes are written to.
     #[serde(default)]
     pub space: Option<String>,

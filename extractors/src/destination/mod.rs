@@ -41,8 +41,10 @@ pub enum Destination {
     },
     /// Datapoints.
     Datapoints {
-        /// The time series' external id.
+        /// The time series' external id (with `space`, the CogniteTimeSeries node's).
         external_id: Field,
+        /// `Some`: the time series is the CogniteTimeSeries node in this space (`instance-id`).
+        space: Option<Arc<str>>,
         /// The time.
         timestamp: Field,
         /// The value.
@@ -170,6 +172,9 @@ pub enum Item {
     Raw(RawRow),
     /// A datapoint, and how its time series is created if CDF does not have it.
     Datapoint(Datapoint, Option<Arc<NewSeries>>),
+    /// A datapoint of the CogniteTimeSeries node in a space, and how the node is created if
+    /// CDF does not have it.
+    NodeDatapoint(Datapoint, Arc<str>, Option<Arc<NewSeries>>),
     /// An event.
     Event(Event),
     /// A Data Modeling node.
@@ -186,7 +191,7 @@ impl Destination {
             DestinationKind::Events => "events",
             DestinationKind::Instances => "instances",
         };
-        let given: [(&str, bool, &[DestinationKind]); 19] = {
+        let given: [(&str, bool, &[DestinationKind]); 20] = {
             use DestinationKind::*;
             [
                 ("database", config.database.is_some(), &[Raw]),
@@ -198,6 +203,7 @@ impl Destination {
                     &[Datapoints, Events, Instances],
                 ),
                 ("space", config.space.is_some(), &[Instances]),
+                ("instance-id", config.instance_id.is_some(), &[Datapoints]),
                 ("view", config.view.is_some(), &[Instances]),
                 ("properties", config.properties.is_some(), &[Instances]),
                 ("timestamp", config.timestamp.is_some(), &[Datapoints]),
@@ -242,7 +248,35 @@ impl Destination {
                 }
             }
             DestinationKind::Datapoints => {
-                let external_id = required(p, kind_name, "external-id", &config.external_id);
+                let (external_id, space) = match (&config.external_id, &config.instance_id) {
+                    (Some(_), Some(_)) => {
+                        p.push(
+                            "instance-id",
+                            "give either `external-id` (a classic time series) or `instance-id` (a CogniteTimeSeries node), not both",
+                        );
+                        (None, None)
+                    }
+                    (_, Some(node)) => {
+                        if !valid_space(&node.space) {
+                            p.push(
+                                "instance-id.space",
+                                format!("`{}` is not a space id", node.space),
+                            );
+                        }
+                        (
+                            optional(
+                                p,
+                                "instance-id.external-id",
+                                &Some(node.external_id.clone()),
+                            ),
+                            Some(Arc::from(node.space.as_str())),
+                        )
+                    }
+                    (_, None) => (
+                        required(p, kind_name, "external-id", &config.external_id),
+                        None,
+                    ),
+                };
                 let timestamp = required(p, kind_name, "timestamp", &config.timestamp);
                 let value = required(p, kind_name, "value", &config.value);
                 let create_missing = config.create_missing.unwrap_or(false);
@@ -264,6 +298,7 @@ impl Destination {
                     (Some(external_id), Some(timestamp), Some(value)) => {
                         Some(Destination::Datapoints {
                             external_id,
+                            space,
                             timestamp,
                             value,
                             create_missing,
@@ -414,12 +449,18 @@ impl Destination {
             }
             Destination::Datapoints {
                 external_id,
+                space,
                 timestamp,
                 value,
                 new_series,
                 ..
             } => {
-                let external_id = text(external_id, record, "external-id")?;
+                let key = if space.is_some() {
+                    "instance-id.external-id"
+                } else {
+                    "external-id"
+                };
+                let external_id = text(external_id, record, key)?;
                 let timestamp = time(timestamp, record, "timestamp")?;
                 let value = match value.resolve(record).as_deref() {
                     Some(Value::Number(n)) => match n.as_f64() {
@@ -444,14 +485,15 @@ impl Destination {
                     })),
                     None => None,
                 };
-                Ok(Item::Datapoint(
-                    Datapoint {
-                        external_id,
-                        timestamp,
-                        value,
-                    },
-                    series,
-                ))
+                let point = Datapoint {
+                    external_id,
+                    timestamp,
+                    value,
+                };
+                Ok(match space {
+                    Some(space) => Item::NodeDatapoint(point, space.clone(), series),
+                    None => Item::Datapoint(point, series),
+                })
             }
             Destination::Instances(m) => {
                 let external_id = text(&m.external_id, record, "external-id")?;
@@ -558,6 +600,9 @@ impl Destination {
             Item::Raw(row) => upload.raw(row).await,
             Item::Datapoint(dp, None) => upload.datapoint(dp).await,
             Item::Datapoint(dp, Some(series)) => upload.datapoint_of_series(dp, series).await,
+            Item::NodeDatapoint(dp, space, series) => {
+                upload.datapoint_of_node(dp, space, series).await
+            }
             Item::Event(event) => upload.event(event).await,
             Item::Node(node) => upload.node(node).await,
         }

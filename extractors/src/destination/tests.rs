@@ -371,3 +371,48 @@ fn an_instances_block_says_what_is_missing_or_wrong() {
         "{got:?}"
     );
 }
+
+#[test]
+fn datapoints_by_instance_id_name_a_cognite_time_series_node() {
+    let d = dest(json!({
+        "type": "datapoints",
+        "instance-id": {"space": "plant", "external-id": "{sensor}:temperature"},
+        "timestamp": "time", "value": "temperature", "create-missing": true,
+        "new-series": {"name": "{sensor} temperature", "unit": "'degC'"}
+    }))
+    .unwrap();
+    assert!(d.policy().create_missing);
+    let Item::NodeDatapoint(dp, space, Some(series)) = d
+        .map(json!({"sensor": "boiler-1", "time": 1000, "temperature": 71.5}))
+        .unwrap()
+    else {
+        panic!("a datapoint of a node")
+    };
+    assert_eq!(
+        (&*space, dp.external_id.as_str()),
+        ("plant", "boiler-1:temperature")
+    );
+    assert_eq!(dp.value, DatapointValue::Numeric(71.5));
+    assert_eq!(series.name.as_deref(), Some("boiler-1 temperature"));
+    let e = d.map(json!({"time": 1000, "temperature": 1})).unwrap_err();
+    assert_eq!(e.key, "instance-id.external-id");
+
+    let got = problems(dest(json!({
+        "type": "datapoints", "external-id": "id",
+        "instance-id": {"space": "plant", "external-id": "id"},
+        "timestamp": "t", "value": "v"
+    })));
+    assert_eq!(got[0].0, "instance-id", "{got:?}");
+    assert!(got[0].1.contains("not both"), "{got:?}");
+    let got = problems(dest(json!({
+        "type": "events", "external-id": "id",
+        "instance-id": {"space": "plant", "external-id": "id"}
+    })));
+    assert!(
+        got.contains(&(
+            "instance-id".into(),
+            "`instance-id` does not apply to `type: events`".into()
+        )),
+        "{got:?}"
+    );
+}

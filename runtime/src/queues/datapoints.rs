@@ -49,7 +49,40 @@ pub struct StoredPoint {
     pub point: Datapoint,
     /// How its time series is created (`None`: external id as name).
     pub series: Option<std::sync::Arc<NewSeries>>,
+    /// `Some(space)`: the time series is the CogniteTimeSeries node `space:external_id` (sent
+    /// as `instanceId`; `create-missing` creates the node); `None`: a classic time series.
+    pub node: Option<NodeId>,
 }
+
+/// A Data Modeling time series: its space, and `space:externalId` (how refusals name it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeId {
+    space: std::sync::Arc<str>,
+    id: String,
+}
+
+impl NodeId {
+    /// The node `space:external_id`.
+    pub fn new(space: std::sync::Arc<str>, external_id: &str) -> NodeId {
+        NodeId {
+            id: super::instances::instance_id(&space, external_id),
+            space,
+        }
+    }
+}
+
+impl StoredPoint {
+    /// The time series' id as refusals name it: the external id, or `space:externalId`.
+    fn key(&self) -> &str {
+        match &self.node {
+            Some(n) => &n.id,
+            None => &self.point.external_id,
+        }
+    }
+}
+
+/// The core data model's time series view, which `create-missing` writes nodes through.
+pub const COGNITE_TIME_SERIES: (&str, &str, &str) = ("cdf_cdm", "CogniteTimeSeries", "v1");
 
 /// The datapoints queue kind.
 #[derive(Debug)]
@@ -67,18 +100,19 @@ impl Kind for Datapoints {
         StoredPoint {
             point,
             series: None,
+            node: None,
         }
     }
 
     fn batch_len<'a>(items: impl Iterator<Item = &'a StoredPoint>) -> usize {
         let mut series: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let mut taken = 0;
-        for dp in items.take(MAX_DATAPOINTS_PER_REQUEST).map(|s| &s.point) {
-            if !series.contains(dp.external_id.as_str()) {
+        for key in items.take(MAX_DATAPOINTS_PER_REQUEST).map(StoredPoint::key) {
+            if !series.contains(key) {
                 if series.len() == MAX_SERIES_PER_REQUEST {
                     break;
                 }
-                series.insert(&dp.external_id);
+                series.insert(key);
             }
             taken += 1;
         }
@@ -99,17 +133,38 @@ impl Kind for Datapoints {
         }
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
-        struct Series<'a> {
+        struct InstanceId<'a> {
+            space: &'a str,
             external_id: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Series<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            external_id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            instance_id: Option<InstanceId<'a>>,
             datapoints: Vec<Point<'a>>,
         }
         // Grouped by time series, in order of first appearance.
         let mut series: Vec<Series<'_>> = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for dp in items.iter().map(|s| &s.point) {
-            let i = *index.entry(&dp.external_id).or_insert_with(|| {
+        for stored in items {
+            let dp = &stored.point;
+            let i = *index.entry(stored.key()).or_insert_with(|| {
+                let (external_id, instance_id) = match &stored.node {
+                    Some(n) => (
+                        None,
+                        Some(InstanceId {
+                            space: &n.space,
+                            external_id: &dp.external_id,
+                        }),
+                    ),
+                    None => (Some(dp.external_id.as_str()), None),
+                };
                 series.push(Series {
-                    external_id: &dp.external_id,
+                    external_id,
+                    instance_id,
                     datapoints: Vec::new(),
                 });
                 series.len() - 1
@@ -132,25 +187,93 @@ impl Kind for Datapoints {
     }
 
     fn id(item: &StoredPoint) -> Option<&str> {
-        Some(&item.point.external_id)
+        Some(item.key())
     }
 
-    fn to_json(item: &StoredPoint) -> serde_json::Value {
-        let item = &item.point;
+    fn to_json(stored: &StoredPoint) -> serde_json::Value {
+        let item = &stored.point;
         let value = match &item.value {
             Value::Numeric(v) => serde_json::json!(v),
             Value::String(s) => serde_json::json!(s),
         };
-        serde_json::json!({
-            "externalId": item.external_id,
-            "timestamp": item.timestamp,
-            "value": value,
-        })
+        match &stored.node {
+            Some(n) => serde_json::json!({
+                "instanceId": {"space": &*n.space, "externalId": item.external_id},
+                "timestamp": item.timestamp,
+                "value": value,
+            }),
+            None => serde_json::json!({
+                "externalId": item.external_id,
+                "timestamp": item.timestamp,
+                "value": value,
+            }),
+        }
     }
 
     /// Classic time series: external id, `isString` from the value, and the item's
-    /// [`NewSeries`] (name, unit, description, metadata) or its external id as name.
+    /// [`NewSeries`] (name, unit, description, metadata) or its external id as name. Data
+    /// Modeling time series (`instanceId`): CogniteTimeSeries nodes (`type` numeric or string
+    /// from the value, `isStep: false`, and `name`, `description`, `sourceUnit` from
+    /// [`NewSeries`]; the core model has no metadata).
     fn create_missing(items: &[&StoredPoint]) -> Vec<Request> {
+        let (nodes, classic): (Vec<&StoredPoint>, Vec<&StoredPoint>) =
+            items.iter().copied().partition(|s| s.node.is_some());
+        let mut requests = create_classic(&classic);
+        requests.extend(create_nodes(&nodes));
+        requests
+    }
+}
+
+/// CogniteTimeSeries nodes for datapoints addressed by `instanceId`.
+fn create_nodes(items: &[&StoredPoint]) -> Vec<Request> {
+    use super::instances::{Instances, Node, ViewRef};
+    let (space, external_id, version) = COGNITE_TIME_SERIES;
+    let view = std::sync::Arc::new(ViewRef {
+        space: space.to_owned(),
+        external_id: external_id.to_owned(),
+        version: version.to_owned(),
+    });
+    let mut seen = std::collections::HashSet::new();
+    let nodes: Vec<_> = items
+        .iter()
+        .filter(|s| seen.insert(s.key()))
+        .filter_map(|s| {
+            let node = s.node.as_ref()?;
+            let new = s.series.as_deref();
+            let mut properties = serde_json::Map::new();
+            let kind = if matches!(s.point.value, Value::String(_)) {
+                "string"
+            } else {
+                "numeric"
+            };
+            properties.insert("type".into(), kind.into());
+            properties.insert("isStep".into(), false.into());
+            for (key, value) in [
+                ("name", new.and_then(|n| n.name.as_deref())),
+                ("description", new.and_then(|n| n.description.as_deref())),
+                ("sourceUnit", new.and_then(|n| n.unit.as_deref())),
+            ] {
+                if let Some(v) = value {
+                    properties.insert(key.into(), v.into());
+                }
+            }
+            Some(Instances::store(Node {
+                space: node.space.to_string(),
+                external_id: s.point.external_id.clone(),
+                view: view.clone(),
+                properties,
+            }))
+        })
+        .collect();
+    nodes
+        .chunks(super::instances::MAX_INSTANCES_PER_REQUEST)
+        .map(|chunk| Instances::request(&chunk.iter().collect::<Vec<_>>()))
+        .collect()
+}
+
+/// Classic time series for datapoints addressed by external id.
+fn create_classic(items: &[&StoredPoint]) -> Vec<Request> {
+    {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Create<'a> {

@@ -38,7 +38,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
-pub use datapoints::{Datapoint, Datapoints, NewSeries, StoredPoint, Value as DatapointValue};
+pub use datapoints::{
+    COGNITE_TIME_SERIES, Datapoint, Datapoints, NewSeries, NodeId, StoredPoint,
+    Value as DatapointValue,
+};
 pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
 pub use instances::{Instances, MAX_INSTANCES_PER_REQUEST, Node, StoredNode, ViewRef};

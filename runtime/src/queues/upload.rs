@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::ledger::Ledger;
 use super::{
-    Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
-    RawRows, Refusals, StoredPoint,
+    Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, NodeId, Policy, Queues,
+    RawRow, RawRows, Refusals, StoredPoint,
 };
 use crate::cdf::{CdfError, CdfErrorKind};
 use crate::extractor::TaskError;
@@ -134,6 +134,32 @@ impl Upload {
         let stored = StoredPoint {
             point: datapoint,
             series: Some(series),
+            node: None,
+        };
+        q.datapoints
+            .add_entry(stored, Some(&self.ledger), self.policy)
+            .await
+    }
+
+    /// Queues a datapoint of the Data Modeling time series (a CogniteTimeSeries node)
+    /// `space:datapoint.external_id`, sent by `instanceId`. If CDF does not have it and the
+    /// policy has `create_missing`, the node is created as `series` says (name, description,
+    /// unit as `sourceUnit`). Share one `Arc` of the space among a task's datapoints.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: a cancelled call has not queued the datapoint.
+    pub async fn datapoint_of_node(
+        &self,
+        datapoint: Datapoint,
+        space: Arc<str>,
+        series: Option<Arc<NewSeries>>,
+    ) -> Result<(), CdfError> {
+        let q = self.require()?;
+        let stored = StoredPoint {
+            node: Some(NodeId::new(space, &datapoint.external_id)),
+            point: datapoint,
+            series,
         };
         q.datapoints
             .add_entry(stored, Some(&self.ledger), self.policy)

@@ -1,6 +1,7 @@
 //! A stateful fake CDF (wiremock) that answers as CDF does when it refuses items:
 //!
-//! - `POST /timeseries/data`: 400 with `missing: [{externalId}]` for series it does not have;
+//! - `POST /timeseries/data`: 400 with `missing: [{externalId}]` for series it does not have
+//!   (`[{instanceId: {space, externalId}}]` for CogniteTimeSeries nodes it does not have);
 //!   a bare 400 (no item list) when a series id starts with [`BAD`] or a numeric value is
 //!   outside CDF's range (±1e100);
 //! - `POST /timeseries`: creates series, 409 with `duplicated` for ones it has;
@@ -169,6 +170,37 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
     let empty = Vec::new();
     let items = body["items"].as_array().unwrap_or(&empty);
     match endpoint.as_str() {
+        "/timeseries/data" if items.iter().any(|i| i.get("instanceId").is_some()) => {
+            // Data Modeling time series: the CogniteTimeSeries nodes it holds.
+            let node = |i: &Value| {
+                let id = &i["instanceId"];
+                format!(
+                    "{}:{}",
+                    id["space"].as_str().unwrap_or(""),
+                    id["externalId"].as_str().unwrap_or("")
+                )
+            };
+            let missing: Vec<Value> = items
+                .iter()
+                .filter(|i| {
+                    state
+                        .nodes
+                        .get(&node(i))
+                        .is_none_or(|(p, _)| p.get("type").is_none())
+                })
+                .map(|i| json!({"instanceId": i["instanceId"]}))
+                .collect();
+            if !missing.is_empty() {
+                return error(400, "Time series not found", Some(("missing", missing)));
+            }
+            for item in items {
+                let points = state.datapoints.entry(node(item)).or_default();
+                for dp in item["datapoints"].as_array().unwrap() {
+                    points.push(dp["timestamp"].as_i64().unwrap());
+                }
+            }
+            ResponseTemplate::new(200).set_body_json(json!({}))
+        }
         "/timeseries/data" => {
             let all = ids(items);
             let missing: Vec<&str> = all
