@@ -393,7 +393,10 @@ async fn interactive_login_in_a_real_browser_then_run_once() {
         let mut cmd = bin();
         cmd.args(args).arg("-c").arg(&example);
         example_env(&mut cmd, &provider, &cdf.uri(), &cache, "browser-app");
-        cmd.env_remove("BROWSER");
+        // No browser of the machine's: the test's Chromium opens the printed URL.
+        cmd.env_remove("BROWSER")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
         cmd
     };
     let cmd = command(&["login"]);

@@ -105,6 +105,9 @@ pub async fn login_interactive(
     );
     show(&format!("To sign in, open this URL in a browser:\n{url}"));
     open_browser(&url, show);
+    show(&format!(
+        "Waiting for the browser to come back to {redirect_uri} (5 minutes at most)..."
+    ));
     let code = tokio::time::timeout(LOGIN_TIMEOUT, wait_for_code(&listener, &state))
         .await
         .map_err(|_| {
@@ -123,12 +126,27 @@ pub async fn login_interactive(
     finish_login(config, &answer)
 }
 
-/// Opens `url` with `$BROWSER` (a command, as Python's `webbrowser` reads it) when set.
-fn open_browser(url: &str, show: &mut (dyn FnMut(&str) + Send)) {
-    let Some(browser) = std::env::var("BROWSER")
+/// The command that opens a URL here: `$BROWSER` (as Python's `webbrowser` reads it), else
+/// `open` on macOS, else `xdg-open` when there is a display; `None` on a headless machine.
+fn browser_command() -> Option<String> {
+    if let Some(browser) = std::env::var("BROWSER")
         .ok()
         .filter(|b| !b.trim().is_empty())
-    else {
+    {
+        return Some(browser);
+    }
+    if cfg!(target_os = "macos") {
+        return Some("open".to_owned());
+    }
+    let display = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()));
+    display.then(|| "xdg-open".to_owned())
+}
+
+/// Opens `url` with [`browser_command`]; without one the printed URL is all there is.
+fn open_browser(url: &str, show: &mut (dyn FnMut(&str) + Send)) {
+    let Some(browser) = browser_command() else {
         return;
     };
     let mut parts = browser.split_whitespace();
