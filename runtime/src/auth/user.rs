@@ -62,13 +62,25 @@ struct CacheFile {
     refresh_token: String,
 }
 
-/// The refresh token in its cache file.
+/// The refresh token in its cache file. The file is the source of truth: a `login` while the
+/// runtime runs (after an expired or revoked sign-in) is picked up at the next refresh.
 #[derive(Debug)]
 pub(crate) struct RefreshCache {
     path: PathBuf,
     token_url: String,
     client_id: String,
-    current: std::sync::Mutex<Option<Secret>>,
+    current: std::sync::Mutex<Loaded>,
+}
+
+/// The token in memory, and the file's modification time when we last read or wrote it.
+#[derive(Debug, Default)]
+struct Loaded {
+    token: Option<Secret>,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 impl RefreshCache {
@@ -78,10 +90,11 @@ impl RefreshCache {
             path: cache_path(config),
             token_url: config.token_endpoint(),
             client_id: config.client_id.clone(),
-            current: std::sync::Mutex::new(None),
+            current: std::sync::Mutex::new(Loaded::default()),
         };
+        let modified = modified(&cache.path);
         let token = cache.read()?;
-        *cache.current.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        *cache.current.lock().unwrap_or_else(|p| p.into_inner()) = Loaded { token, modified };
         Ok(cache)
     }
 
@@ -122,18 +135,24 @@ impl RefreshCache {
         Ok(Some(Secret::new(file.refresh_token)))
     }
 
-    /// The refresh token, or a permanent error asking to sign in.
+    /// The refresh token (read again when another process, `login`, wrote the file since), or
+    /// a permanent error asking to sign in.
     pub(crate) fn current(&self) -> Result<Secret, AuthError> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                permanent(format!(
-                    "not signed in (no refresh token in {}); {LOGIN_HINT}",
-                    self.path.display()
-                ))
-            })
+        let mut loaded = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let now = modified(&self.path);
+        if now.is_some() && now != loaded.modified {
+            let token = self.read()?;
+            *loaded = Loaded {
+                token,
+                modified: now,
+            };
+        }
+        loaded.token.clone().ok_or_else(|| {
+            permanent(format!(
+                "not signed in (no refresh token in {}); {LOGIN_HINT}",
+                self.path.display()
+            ))
+        })
     }
 
     /// Keeps `token` (a rotated refresh token): in memory, and in the file (mode 0600, written
@@ -161,8 +180,11 @@ impl RefreshCache {
             out.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         };
+        let mut loaded = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept in memory even when the file cannot be written (the old one is used up).
+        loaded.token = Some(token);
         write().map_err(|e| permanent(format!("cannot write the sign-in cache {shown}: {e}")))?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+        loaded.modified = modified(&self.path);
         Ok(())
     }
 }
@@ -203,7 +225,7 @@ pub(crate) fn finish_login(
         path: cache_path(config),
         token_url: config.token_endpoint(),
         client_id: config.client_id.clone(),
-        current: std::sync::Mutex::new(None),
+        current: std::sync::Mutex::new(Loaded::default()),
     };
     cache.store(refresh)?;
     let claims = answer
@@ -374,6 +396,14 @@ mod tests {
         other.client_id = "another-app".into();
         let e = RefreshCache::open(&other).unwrap_err().to_string();
         assert!(e.contains("belongs to client app"), "{e}");
+        // A `login` by another process while this one runs is picked up.
+        let running = RefreshCache::open(&c).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        RefreshCache::open(&c)
+            .unwrap()
+            .store(Secret::new("rt-2"))
+            .unwrap();
+        assert_eq!(running.current().unwrap().expose_secret(), "rt-2");
         assert_eq!(logout(&c).unwrap(), Some(cache.path().to_path_buf()));
         assert_eq!(logout(&c).unwrap(), None);
     }
