@@ -129,7 +129,8 @@ fn main() {
                 .add(Node {
                     space: "plant".into(),
                     external_id: format!("asset-{i:08}"),
-                    view: view.clone(),
+                    edge: None,
+                    view: Some(view.clone()),
                     properties,
                 })
                 .await

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, NodeId,
-    RawRow, RawRows, ViewRef,
+    Datapoint, DatapointValue, Datapoints, EdgeEnds, Event, Events, InstanceRef, Instances, Kind,
+    NewSeries, Node, NodeId, RawRow, RawRows, ViewRef,
 };
 use serde_json::json;
 use wiremock::MockServer;
@@ -176,13 +176,36 @@ async fn the_clients_requests_match_cognites_spec() {
             Instances::store(Node {
                 space: "plant".into(),
                 external_id: "boiler-1".into(),
-                view: view.clone(),
+                edge: None,
+                view: Some(view.clone()),
                 properties,
             }),
             Instances::store(Node {
                 space: "plant".into(),
                 external_id: "boiler-2".into(),
-                view,
+                edge: None,
+                view: Some(view),
+                properties: serde_json::Map::new(),
+            }),
+            // An edge between two nodes, without a view.
+            Instances::store(Node {
+                space: "plant".into(),
+                external_id: "boiler-1->boiler-2".into(),
+                edge: Some(Box::new(EdgeEnds {
+                    edge_type: InstanceRef {
+                        space: "plant".into(),
+                        external_id: "backs-up".into(),
+                    },
+                    start_node: InstanceRef {
+                        space: "plant".into(),
+                        external_id: "boiler-2".into(),
+                    },
+                    end_node: InstanceRef {
+                        space: "plant".into(),
+                        external_id: "boiler-1".into(),
+                    },
+                })),
+                view: None,
                 properties: serde_json::Map::new(),
             }),
         ]

@@ -565,7 +565,8 @@ async fn nodes_are_isolated_when_refused_and_never_sent_twice_in_one_request() {
         Node {
             space: "plant".into(),
             external_id: id.into(),
-            view: view.clone(),
+            edge: None,
+            view: Some(view.clone()),
             properties,
         }
     };

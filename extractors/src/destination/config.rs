@@ -74,7 +74,20 @@ pub struct DestinationConfig {
     /// `instances`: the space the nodes are written to.
     #[serde(default)]
     pub space: Option<String>,
-    /// `instances`: the view the properties belong to, like
+    /// `instances`: `node` (default) or `edge`.
+    #[serde(default)]
+    pub instance_type: Option<InstanceType>,
+    /// `instances` with `instance-type: edge`: the edge's type, a node `{space, external-id}`.
+    #[serde(default)]
+    pub edge_type: Option<RelationConfig>,
+    /// `instances` with `instance-type: edge`: the node the edge starts at.
+    #[serde(default)]
+    pub start_node: Option<RelationConfig>,
+    /// `instances` with `instance-type: edge`: the node the edge ends at.
+    #[serde(default)]
+    pub end_node: Option<RelationConfig>,
+    /// `instances`: the view the properties belong to (optional for an edge without
+    /// properties), like
     /// `{space: cdf_cdm, external-id: CogniteAsset, version: v1}`.
     #[serde(default)]
     pub view: Option<ViewConfig>,
@@ -82,6 +95,17 @@ pub struct DestinationConfig {
     /// 'constant'), or to a direct relation `{space, external-id}` (external-id a field).
     #[serde(default)]
     pub properties: Option<BTreeMap<String, PropertyConfig>>,
+}
+
+/// What kind of instance a record becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceType {
+    /// A node.
+    #[default]
+    Node,
+    /// An edge between two nodes.
+    Edge,
 }
 
 /// `destination.view`: a Data Modeling view.

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use extractor_runtime::cdf::CdfError;
 use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
 use extractor_runtime::queues::{
-    Datapoint, DatapointValue, Event, NewSeries, Node, Policy, RawRow, Upload, ViewRef,
+    Datapoint, DatapointValue, EdgeEnds, Event, InstanceRef, NewSeries, Node, Policy, RawRow,
+    Upload, ViewRef,
 };
 use serde_json::Value;
 
 pub use config::{
-    DestinationConfig, DestinationKind, MetadataConfig, NewSeriesConfig, OnDuplicate,
+    DestinationConfig, DestinationKind, InstanceType, MetadataConfig, NewSeriesConfig, OnDuplicate,
     PropertyConfig, RelationConfig, ViewConfig,
 };
 pub use field::Field;
@@ -65,12 +66,25 @@ pub enum Destination {
 pub struct NodeMapping {
     /// The nodes' space.
     pub space: String,
-    /// The view, shared by every node.
-    pub view: Arc<ViewRef>,
+    /// The view, shared by every instance (`None`: an edge without properties).
+    pub view: Option<Arc<ViewRef>>,
+    /// `Some`: the records become edges of this type between these nodes.
+    pub edge: Option<Box<EdgeMapping>>,
     /// The node's external id.
     pub external_id: Field,
     /// Property name to where its value comes from.
     pub properties: Vec<(String, Property)>,
+}
+
+/// The ends of an edge: each a space and an external id field.
+#[derive(Clone, Debug)]
+pub struct EdgeMapping {
+    /// The edge's type.
+    pub edge_type: (String, Field),
+    /// The start node.
+    pub start_node: (String, Field),
+    /// The end node.
+    pub end_node: (String, Field),
 }
 
 /// Where a node property comes from.
@@ -191,7 +205,7 @@ impl Destination {
             DestinationKind::Events => "events",
             DestinationKind::Instances => "instances",
         };
-        let given: [(&str, bool, &[DestinationKind]); 20] = {
+        let given: [(&str, bool, &[DestinationKind]); 24] = {
             use DestinationKind::*;
             [
                 ("database", config.database.is_some(), &[Raw]),
@@ -204,6 +218,14 @@ impl Destination {
                 ),
                 ("space", config.space.is_some(), &[Instances]),
                 ("instance-id", config.instance_id.is_some(), &[Datapoints]),
+                (
+                    "instance-type",
+                    config.instance_type.is_some(),
+                    &[Instances],
+                ),
+                ("edge-type", config.edge_type.is_some(), &[Instances]),
+                ("start-node", config.start_node.is_some(), &[Instances]),
+                ("end-node", config.end_node.is_some(), &[Instances]),
                 ("view", config.view.is_some(), &[Instances]),
                 ("properties", config.properties.is_some(), &[Instances]),
                 ("timestamp", config.timestamp.is_some(), &[Datapoints]),
@@ -342,7 +364,9 @@ impl Destination {
                     }
                     Some(s) => Some(s.to_owned()),
                 };
+                let is_edge = config.instance_type == Some(InstanceType::Edge);
                 let view = match &config.view {
+                    None if is_edge && config.properties.is_none() => Some(None),
                     None => {
                         p.push(
                             "",
@@ -360,12 +384,67 @@ impl Destination {
                                 p.push(format!("view.{key}"), "must not be empty");
                             }
                         }
-                        Some(Arc::new(ViewRef {
+                        Some(Some(Arc::new(ViewRef {
                             space: v.space.clone(),
                             external_id: v.external_id.clone(),
                             version: v.version.clone(),
-                        }))
+                        })))
                     }
+                };
+                let mut end = |key: &str, given: &Option<RelationConfig>| match given {
+                    None => {
+                        p.push(
+                            "",
+                            format!("`instance-type: edge` needs `{key}: {{space, external-id}}`"),
+                        );
+                        None
+                    }
+                    Some(r) => {
+                        if !valid_space(&r.space) {
+                            p.push(
+                                format!("{key}.space"),
+                                format!("`{}` is not a space id", r.space),
+                            );
+                        }
+                        match Field::parse(&r.external_id) {
+                            Ok(f) => Some((r.space.clone(), f)),
+                            Err(e) => {
+                                p.push(format!("{key}.external-id"), e);
+                                None
+                            }
+                        }
+                    }
+                };
+                let edge = if is_edge {
+                    match (
+                        end("edge-type", &config.edge_type),
+                        end("start-node", &config.start_node),
+                        end("end-node", &config.end_node),
+                    ) {
+                        (Some(edge_type), Some(start_node), Some(end_node)) => {
+                            Some(Some(Box::new(EdgeMapping {
+                                edge_type,
+                                start_node,
+                                end_node,
+                            })))
+                        }
+                        _ => None,
+                    }
+                } else {
+                    for key in ["edge-type", "start-node", "end-node"] {
+                        let given = match key {
+                            "edge-type" => config.edge_type.is_some(),
+                            "start-node" => config.start_node.is_some(),
+                            _ => config.end_node.is_some(),
+                        };
+                        if given {
+                            p.push(
+                                key,
+                                format!("`{key}` applies only with `instance-type: edge`"),
+                            );
+                        }
+                    }
+                    Some(None)
                 };
                 let mut properties = Vec::new();
                 for (name, property) in config.properties.iter().flatten() {
@@ -397,11 +476,12 @@ impl Destination {
                     };
                     properties.extend(parsed.map(|f| (name.clone(), f)));
                 }
-                match (external_id, space, view) {
-                    (Some(external_id), Some(space), Some(view)) => {
+                match (external_id, space, view, edge) {
+                    (Some(external_id), Some(space), Some(view), Some(edge)) => {
                         Some(Destination::Instances(Box::new(NodeMapping {
                             space,
                             view,
+                            edge,
                             external_id,
                             properties,
                         })))
@@ -537,6 +617,22 @@ impl Destination {
                 Ok(Item::Node(Node {
                     space: m.space.clone(),
                     external_id,
+                    edge: match &m.edge {
+                        None => None,
+                        Some(e) => {
+                            let end = |(space, field): &(String, Field), key| {
+                                text(field, record, key).map(|external_id| InstanceRef {
+                                    space: space.clone(),
+                                    external_id,
+                                })
+                            };
+                            Some(Box::new(EdgeEnds {
+                                edge_type: end(&e.edge_type, "edge-type")?,
+                                start_node: end(&e.start_node, "start-node")?,
+                                end_node: end(&e.end_node, "end-node")?,
+                            }))
+                        }
+                    },
                     view: m.view.clone(),
                     properties,
                 }))

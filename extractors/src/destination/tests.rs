@@ -301,7 +301,7 @@ fn instances_map_records_to_nodes_through_a_view() {
         (node.space.as_str(), node.external_id.as_str()),
         ("plant", "pump-1")
     );
-    assert_eq!(node.view.external_id, "CogniteAsset");
+    assert_eq!(node.view.as_ref().unwrap().external_id, "CogniteAsset");
     assert_eq!(
         serde_json::Value::Object(node.properties),
         json!({"name": "Pump 1", "sourceId": "csv:pump-1", "rating": 7.5,
@@ -414,5 +414,60 @@ fn datapoints_by_instance_id_name_a_cognite_time_series_node() {
             "`instance-id` does not apply to `type: events`".into()
         )),
         "{got:?}"
+    );
+}
+
+#[test]
+fn instances_can_be_edges_between_nodes() {
+    let d = dest(json!({
+        "type": "instances", "instance-type": "edge", "space": "plant",
+        "external-id": "{from}->{to}",
+        "edge-type": {"space": "plant", "external-id": "'feeds'"},
+        "start-node": {"space": "plant", "external-id": "from"},
+        "end-node": {"space": "plant", "external-id": "to"}
+    }))
+    .unwrap();
+    let Item::Node(edge) = d.map(json!({"from": "pump-1", "to": "line-2"})).unwrap() else {
+        panic!("an instance")
+    };
+    assert_eq!(edge.external_id, "pump-1->line-2");
+    assert!(edge.view.is_none());
+    let ends = edge.edge.unwrap();
+    assert_eq!(ends.edge_type.external_id, "feeds");
+    assert_eq!(
+        (
+            ends.start_node.external_id.as_str(),
+            ends.end_node.external_id.as_str()
+        ),
+        ("pump-1", "line-2")
+    );
+    let e = d.map(json!({"from": "pump-1"})).unwrap_err();
+    assert_eq!(e.key, "external-id");
+
+    let got = problems(dest(json!({
+        "type": "instances", "instance-type": "edge", "space": "plant", "external-id": "id",
+        "start-node": {"space": "plant", "external-id": "a"}
+    })));
+    assert!(
+        got.contains(&(
+            "".into(),
+            "`instance-type: edge` needs `edge-type: {space, external-id}`".into()
+        )) && got.contains(&(
+            "".into(),
+            "`instance-type: edge` needs `end-node: {space, external-id}`".into()
+        )),
+        "{got:?}"
+    );
+    let got = problems(dest(json!({
+        "type": "instances", "space": "plant", "external-id": "id",
+        "view": {"space": "cdf_cdm", "external-id": "CogniteAsset", "version": "v1"},
+        "start-node": {"space": "plant", "external-id": "a"}
+    })));
+    assert_eq!(
+        got,
+        [(
+            "start-node".to_owned(),
+            "`start-node` applies only with `instance-type: edge`".to_owned()
+        )]
     );
 }

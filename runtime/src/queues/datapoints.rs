@@ -260,7 +260,8 @@ fn create_nodes(items: &[&StoredPoint]) -> Vec<Request> {
             Some(Instances::store(Node {
                 space: node.space.to_string(),
                 external_id: s.point.external_id.clone(),
-                view: view.clone(),
+                edge: None,
+                view: Some(view.clone()),
                 properties,
             }))
         })

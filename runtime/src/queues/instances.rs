@@ -1,6 +1,7 @@
-//! Data Modeling nodes: `POST /models/instances` (an upsert through a view), at most 1 000 a
-//! request, with `autoCreateDirectRelations` so that a direct relation may point at a node that
-//! arrives later.
+//! Data Modeling instances, nodes and edges: `POST /models/instances` (an upsert through a
+//! view), at most 1 000 a request, with `autoCreateDirectRelations` so that a direct relation
+//! may point at a node that arrives later, and `autoCreateStartNodes`/`autoCreateEndNodes` so
+//! that an edge may arrive before its nodes.
 
 use std::sync::Arc;
 
@@ -24,15 +25,41 @@ pub struct ViewRef {
     pub version: String,
 }
 
-/// A node written through one view.
+/// An instance by space and external id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRef {
+    /// The space.
+    pub space: String,
+    /// The external id.
+    pub external_id: String,
+}
+
+/// What makes an instance an edge: its type and the nodes it joins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeEnds {
+    /// The edge's type (a node).
+    #[serde(rename = "type")]
+    pub edge_type: InstanceRef,
+    /// Where the edge starts.
+    pub start_node: InstanceRef,
+    /// Where the edge ends.
+    pub end_node: InstanceRef,
+}
+
+/// A node (or, with `edge`, an edge) written through one view.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
-    /// The node's space.
+    /// The instance's space.
     pub space: String,
-    /// The node's external id.
+    /// The instance's external id.
     pub external_id: String,
-    /// The view the properties belong to; shared by a task's nodes.
-    pub view: Arc<ViewRef>,
+    /// `Some`: an edge of this type between these nodes; `None`: a node.
+    pub edge: Option<Box<EdgeEnds>>,
+    /// The view the properties belong to; shared by a task's instances. `None` (an edge
+    /// without properties): no sources.
+    pub view: Option<Arc<ViewRef>>,
     /// The properties (a direct relation is `{"space", "externalId"}`); none is null (the API's
     /// spec has no null value).
     pub properties: serde_json::Map<String, serde_json::Value>,
@@ -94,21 +121,26 @@ impl Kind for Instances {
             instance_type: &'static str,
             space: &'a str,
             external_id: &'a str,
-            sources: [Source<'a>; 1],
+            #[serde(flatten, skip_serializing_if = "Option::is_none")]
+            edge: Option<&'a EdgeEnds>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            sources: Vec<Source<'a>>,
         }
         let json = serde_json::value::to_raw_value(&Write {
-            instance_type: "node",
+            instance_type: if node.edge.is_some() { "edge" } else { "node" },
             space: &node.space,
             external_id: &node.external_id,
-            sources: [Source {
-                source: SourceRef {
-                    kind: "view",
-                    view: &node.view,
-                },
-                properties: &node.properties,
-            }],
+            edge: node.edge.as_deref(),
+            sources: node
+                .view
+                .iter()
+                .map(|view| Source {
+                    source: SourceRef { kind: "view", view },
+                    properties: &node.properties,
+                })
+                .collect(),
         })
-        .expect("a node serializes");
+        .expect("an instance serializes");
         StoredNode {
             id: instance_id(&node.space, &node.external_id),
             json,
@@ -131,10 +163,14 @@ impl Kind for Instances {
         struct Body<'a> {
             items: Vec<&'a RawValue>,
             auto_create_direct_relations: bool,
+            auto_create_start_nodes: bool,
+            auto_create_end_nodes: bool,
         }
         let body = serde_json::to_vec(&Body {
             items: nodes.iter().map(|n| &*n.json).collect(),
             auto_create_direct_relations: true,
+            auto_create_start_nodes: true,
+            auto_create_end_nodes: true,
         })
         .expect("nodes serialize");
         Request {
@@ -174,7 +210,8 @@ mod tests {
         let stored = Instances::store(Node {
             space: "plant".into(),
             external_id: "pump-1".into(),
-            view,
+            edge: None,
+            view: Some(view),
             properties,
         });
         assert_eq!(Instances::id(&stored), Some("plant:pump-1"));
@@ -187,18 +224,15 @@ mod tests {
                     "source": {"type": "view", "space": "cdf_cdm", "externalId": "CogniteAsset", "version": "v1"},
                     "properties": {"name": "Pump 1", "parent": {"space": "plant", "externalId": "area-1"}}
                 }]
-            }], "autoCreateDirectRelations": true})
+            }], "autoCreateDirectRelations": true, "autoCreateStartNodes": true, "autoCreateEndNodes": true})
         );
         let many: Vec<StoredNode> = (0..1500)
             .map(|i| {
                 Instances::store(Node {
                     space: "s".into(),
                     external_id: format!("n{i}"),
-                    view: Arc::new(ViewRef {
-                        space: "s".into(),
-                        external_id: "V".into(),
-                        version: "1".into(),
-                    }),
+                    edge: None,
+                    view: None,
                     properties: serde_json::Map::new(),
                 })
             })
@@ -207,5 +241,28 @@ mod tests {
         // The same node again ends the batch: it goes in the next request.
         let again: Vec<&StoredNode> = vec![&many[0], &many[1], &many[0], &many[2]];
         assert_eq!(Instances::batch_len(again.into_iter()), 2);
+        // An edge without a view: its ends, no sources.
+        let r = |x: &str| InstanceRef {
+            space: "plant".into(),
+            external_id: x.into(),
+        };
+        let edge = Instances::store(Node {
+            space: "plant".into(),
+            external_id: "pump-1->line-2".into(),
+            edge: Some(Box::new(EdgeEnds {
+                edge_type: r("feeds"),
+                start_node: r("pump-1"),
+                end_node: r("line-2"),
+            })),
+            view: None,
+            properties: serde_json::Map::new(),
+        });
+        assert_eq!(
+            Instances::to_json(&edge),
+            serde_json::json!({"instanceType": "edge", "space": "plant", "externalId": "pump-1->line-2",
+                "type": {"space": "plant", "externalId": "feeds"},
+                "startNode": {"space": "plant", "externalId": "pump-1"},
+                "endNode": {"space": "plant", "externalId": "line-2"}})
+        );
     }
 }

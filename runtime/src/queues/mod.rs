@@ -44,7 +44,9 @@ pub use datapoints::{
 };
 pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
-pub use instances::{Instances, MAX_INSTANCES_PER_REQUEST, Node, StoredNode, ViewRef};
+pub use instances::{
+    EdgeEnds, InstanceRef, Instances, MAX_INSTANCES_PER_REQUEST, Node, StoredNode, ViewRef,
+};
 pub use ledger::Refusals;
 pub use policy::{OnDuplicate, Policy};
 pub use raw::{RawRow, RawRows, StoredRow};
