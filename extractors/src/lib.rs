@@ -4,6 +4,7 @@
 pub mod command;
 pub mod csv;
 pub mod destination;
+mod folder;
 pub mod http;
 pub mod postgres;
 pub mod size;

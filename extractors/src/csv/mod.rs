@@ -120,15 +120,18 @@ impl Csv {
     /// The files to read, sorted (listed on a blocking thread).
     async fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
         let config = self.config.clone();
-        blocking(move || files(&config)).await?
+        blocking(move || crate::folder::files(&config.path, &config.glob, config.min_age)).await?
     }
 
     /// Moves `file` to the done folder (on a blocking thread).
     async fn move_done(&self, file: &Path) -> Result<(), FileError> {
         let (config, file) = (self.config.clone(), file.to_owned());
-        blocking(move || move_done(&config, &file))
-            .await
-            .map_err(FileError::Task)?
+        blocking(move || {
+            crate::folder::move_done(&config.path, config.done_folder.as_deref(), &file)
+        })
+        .await
+        .map_err(FileError::Task)?
+        .map_err(|(path, e)| FileError::io(&path, e))
     }
 
     async fn ingest(
@@ -237,111 +240,6 @@ impl Csv {
         self.move_done(file).await?;
         Ok(Outcome::Ingested(rows - skip))
     }
-}
-
-/// The files `config` reads, sorted. Blocking.
-fn files(config: &CsvConfig) -> Result<Vec<PathBuf>, TaskError> {
-    let dir = &config.path;
-    if !dir.is_dir() {
-        return Err(TaskError::permanent(format!(
-            "`{}` is not a folder",
-            dir.display()
-        )));
-    }
-    let pattern = glob::Pattern::new(&config.glob)
-        .map_err(|e| TaskError::permanent(format!("`{}` is not a glob: {e}", config.glob)))?;
-    let options = glob::MatchOptions {
-        require_literal_separator: true,
-        ..glob::MatchOptions::new()
-    };
-    // Without `**`, no deeper than the pattern's own folders.
-    let max_depth = if config.glob.contains("**") {
-        usize::MAX
-    } else {
-        config.glob.matches('/').count()
-    };
-    let mut found = Vec::new();
-    walk(dir, Path::new(""), max_depth, &mut Vec::new(), &mut found);
-    // Each real file once, under its first name (a symlink to a file read already is skipped).
-    found.sort();
-    let mut seen = std::collections::HashSet::new();
-    let files = found
-        .into_iter()
-        .filter(|relative| pattern.matches_path_with(relative, options))
-        .map(|relative| dir.join(relative))
-        .filter(|p| {
-            // One stat: a file, and not modified within `min-age` (it may still be being
-            // written).
-            std::fs::metadata(p).is_ok_and(|m| {
-                let age = m.modified().ok().and_then(|t| t.elapsed().ok());
-                m.is_file()
-                    && (config.min_age.is_zero() || age.is_some_and(|a| a >= config.min_age))
-            })
-        })
-        .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
-        .collect();
-    Ok(files)
-}
-
-/// Collects the paths (relative to the root) under `dir`, `depth` folders deep at most,
-/// following symlinked folders but never into a folder it is already inside (a `self -> .`
-/// link or any other loop). Unreadable folders are skipped with a warning.
-fn walk(
-    dir: &Path,
-    relative: &Path,
-    depth: usize,
-    inside: &mut Vec<(u64, u64)>,
-    found: &mut Vec<PathBuf>,
-) {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    let id = (meta.dev(), meta.ino());
-    if inside.contains(&id) {
-        tracing::warn!(folder = %dir.display(), "a symlink loops back to a folder it is in; not followed");
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(folder = %dir.display(), "cannot list the folder; skipped: {e}");
-            return;
-        }
-    };
-    inside.push(id);
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let name = relative.join(entry.file_name());
-        let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
-        if is_dir {
-            if depth > 0 {
-                walk(&path, &name, depth - 1, inside, found);
-            }
-        } else {
-            found.push(name);
-        }
-    }
-    inside.pop();
-}
-
-/// Moves `file` to `config`'s done folder (if it has one). Blocking.
-fn move_done(config: &CsvConfig, file: &Path) -> Result<(), FileError> {
-    let Some(done) = &config.done_folder else {
-        return Ok(());
-    };
-    let relative = file.strip_prefix(&config.path).unwrap_or(file);
-    let target = done.join(relative);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| FileError::io(parent, e))?;
-    }
-    if std::fs::rename(file, &target).is_err() {
-        // Another file system: copy, then remove.
-        std::fs::copy(file, &target).map_err(|e| FileError::io(&target, e))?;
-        std::fs::remove_file(file).map_err(|e| FileError::io(file, e))?;
-    }
-    tracing::info!(file = %file.display(), to = %target.display(), "moved to the done folder");
-    Ok(())
 }
 
 /// Runs blocking file work off the async workers.
