@@ -4,6 +4,7 @@
 pub mod command;
 pub mod csv;
 pub mod destination;
+pub mod files;
 mod folder;
 pub mod http;
 pub mod postgres;
@@ -20,6 +21,8 @@ pub fn builtins() -> Registry {
     registry.register_schema::<command::config::CommandConfig>("command");
     registry.register("csv", csv::Csv::new);
     registry.register_schema::<csv::CsvConfig>("csv");
+    registry.register("files", files::Files::new);
+    registry.register_schema::<files::FilesConfig>("files");
     registry.register("http", http::Http::new);
     registry.register_schema::<http::HttpConfig>("http");
     registry.register("postgres", postgres::Postgres::new);

@@ -484,3 +484,44 @@ fn the_datapoints_by_instance_id_example_runs() {
         .sum();
     assert_eq!(points, lines, "every reading is a datapoint");
 }
+
+/// `config-examples/files.yaml` through the binary (dry-run): one `/files` metadata request
+/// per file, with its templates filled in; the content is not sent in dry-run.
+#[test]
+fn the_files_example_runs() {
+    let data = repo().join("config-examples/files-data");
+    // Older than the example's `min-age`, whenever the checkout happened.
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    for f in ["reports/2026-11-26.txt", "site.json"] {
+        std::fs::File::options()
+            .write(true)
+            .open(data.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let (code, stdout, stderr) = run(bin()
+        .args(["run", "--once", "-c", "config-examples/files.yaml"])
+        .current_dir(repo()));
+    assert_eq!(code, 0, "{stderr}");
+    let requests: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["endpoint"] == "/files")
+        .map(|l| l["body"].clone())
+        .collect();
+    assert_eq!(requests.len(), 2, "{stdout}");
+    assert_eq!(requests[0]["externalId"], "docs:reports/2026-11-26.txt");
+    assert_eq!(requests[0]["name"], "2026-11-26.txt");
+    assert_eq!(requests[0]["mimeType"], "text/plain");
+    assert_eq!(
+        requests[0]["metadata"]["folder-path"],
+        "reports/2026-11-26.txt"
+    );
+    assert_eq!(requests[1]["externalId"], "docs:site.json");
+    assert_eq!(requests[1]["mimeType"], "application/json");
+    assert!(
+        stderr.contains("dry-run: the file's content is not sent"),
+        "{stderr}"
+    );
+}

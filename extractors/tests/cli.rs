@@ -179,7 +179,7 @@ fn schema_matches_the_checked_in_copy() {
         .iter()
         .map(|r| r["if"]["properties"]["type"]["const"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["command", "csv", "http", "postgres"]);
+    assert_eq!(kinds, ["command", "csv", "files", "http", "postgres"]);
 }
 
 /// Every example validates against the schema (Python's `jsonschema`, as an editor's YAML

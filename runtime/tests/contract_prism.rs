@@ -8,9 +8,6 @@
 //! policies' `/timeseries` create and `/events/update` bodies, Data Modeling nodes
 //! (`/models/instances`), and the RAW state store's reads.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
     Datapoint, DatapointValue, Datapoints, EdgeEnds, Event, Events, InstanceRef, Instances, Kind,
@@ -21,75 +18,14 @@ use wiremock::MockServer;
 
 mod support;
 
-use support::{Proc, cognite, mount_token_endpoint, shared_peers};
+use support::{cognite, mount_token_endpoint};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_requests_match_cognites_spec() {
-    let Some((shared, modules)) = shared_peers("specs/cdf-api-v1.openapi.json", ".bin/prism")
-    else {
+    let Some(prism) = support::prism::Prism::start().await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = tmp.path().join("cdf.json");
-    let derive = Command::new("node")
-        .arg(shared.join("tools/cdf-prism-spec.mjs"))
-        .arg(shared.join("specs/cdf-api-v1.openapi.json"))
-        .arg(&spec)
-        .args(["--strict", "--fix-oneof", "--uniform-422"])
-        .output()
-        .unwrap();
-    assert!(
-        derive.status.success(),
-        "{}",
-        String::from_utf8_lossy(&derive.stderr)
-    );
-    // One repair of Cognite's spec: a Data Modeling property value (RawPropertyValueV3) is a
-    // oneOf whose "object" (any JSON object) and "direct relation" branches are both plain
-    // objects, so a direct relation {space, externalId} matches two branches and no object
-    // value can pass. anyOf keeps every branch's rules and accepts what CDF accepts.
-    let mut derived: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&spec).unwrap()).unwrap();
-    let value = &mut derived["components"]["schemas"]["RawPropertyValueV3"];
-    let branches = value
-        .as_object_mut()
-        .and_then(|o| o.remove("oneOf"))
-        .expect("RawPropertyValueV3 is a oneOf in the spec; drop this repair if it changed");
-    value["anyOf"] = branches;
-    std::fs::write(&spec, serde_json::to_vec(&derived).unwrap()).unwrap();
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _prism = Proc(
-        Command::new(modules.join(".bin/prism"))
-            .args(["mock", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(&spec)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "Prism did not start");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    // The canary first: valid bodies pass, invalid ones and a missing token are refused.
-    let canary = Command::new("bash")
-        .arg(shared.join("tools/cdf-prism-canary.sh"))
-        .args([&base, "demo"])
-        .env("STRICT", "1")
-        .output()
-        .unwrap();
-    assert!(
-        canary.status.success(),
-        "canary: {}",
-        String::from_utf8_lossy(&canary.stdout)
-    );
+    let base = prism.base.clone();
 
     let idp = MockServer::start().await;
     mount_token_endpoint(&idp, "contract-token").await;

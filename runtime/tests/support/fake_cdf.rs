@@ -11,6 +11,10 @@
 //! - `POST /models/instances`: upserts nodes (by `space:externalId`); a bare 400 for [`BAD`]
 //!   external ids, and 400 with `duplicated` (`{space, externalId}`, as Data Modeling names
 //!   instances) when a request holds the same node twice;
+//! - Files: `POST /files` and `/files/initmultipartupload` (by external id), `/files/uploadlink`
+//!   and `/files/multiuploadlink` (by `instanceId`) hand out upload URLs on this server
+//!   (`PUT /upload/{file}/{part}`, no CDF token accepted there); `/files/completemultipartupload`
+//!   joins the parts in order; a file's content is what its last upload gave it;
 //! - any request whose body is larger than `max_body`: 413;
 //! - `POST /extpipes/runs`: recorded.
 //!
@@ -44,6 +48,14 @@ pub struct CdfState {
     pub rows: BTreeMap<String, usize>,
     /// Nodes by `space:externalId`: the last properties written, and how often.
     pub nodes: BTreeMap<String, (Value, usize)>,
+    /// Files by external id (or `space:externalId`).
+    pub files: BTreeMap<String, FakeFile>,
+    /// The server's address, for upload URLs.
+    pub base: String,
+    /// PUTs to upload URLs, by URL path.
+    pub puts: BTreeMap<String, usize>,
+    /// Each PUT to an upload URL waits this long first (to kill a client mid-upload).
+    pub put_delay: std::time::Duration,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
     /// database and table kept).
     pub requests: BTreeMap<String, usize>,
@@ -56,6 +68,21 @@ pub struct CdfState {
     /// Every CDF answer is delayed this long (after the request took effect, as when an answer
     /// is lost: a crash then leaves CDF with items the client does not know it delivered).
     pub delay: std::time::Duration,
+}
+
+/// A file the fake holds.
+#[derive(Debug, Default, Clone)]
+pub struct FakeFile {
+    /// What the metadata request said.
+    pub meta: Value,
+    /// The content, once uploaded (a single PUT, or the parts joined at completion).
+    pub content: Option<Vec<u8>>,
+    /// Parts received for the current multipart upload.
+    pub parts: BTreeMap<usize, Vec<u8>>,
+    /// How many parts the current multipart upload has; 0: a single upload.
+    pub expected_parts: usize,
+    /// Completions of multipart uploads.
+    pub completions: usize,
 }
 
 /// The fake and its state.
@@ -79,7 +106,34 @@ impl FakeCdf {
                 .series
                 .insert((*s).to_owned(), json!({"externalId": s}));
         }
+        state.base = server.uri();
         let state = Arc::new(Mutex::new(state));
+        let s = state.clone();
+        Mock::given(method("PUT"))
+            .and(path_regex("^/upload/"))
+            .respond_with(move |req: &Request| {
+                let mut state = s.lock().unwrap();
+                let delay = state.put_delay;
+                if req.headers.get("authorization").is_some() {
+                    return error(400, "an upload URL takes no CDF token", None);
+                }
+                let path = req.url.path().to_owned();
+                *state.puts.entry(path.clone()).or_default() += 1;
+                let mut parts = path.trim_start_matches("/upload/").rsplitn(2, '/');
+                let part: usize = parts.next().unwrap().parse().unwrap();
+                let id = percent_decode(parts.next().unwrap());
+                let Some(file) = state.files.get_mut(&id) else {
+                    return error(404, "no such upload", None);
+                };
+                if file.expected_parts == 0 {
+                    file.content = Some(req.body.clone());
+                } else {
+                    file.parts.insert(part, req.body.clone());
+                }
+                ResponseTemplate::new(201).set_delay(delay)
+            })
+            .mount(&server)
+            .await;
         Mock::given(method("POST"))
             .and(path("/token"))
             .respond_with(
@@ -124,6 +178,44 @@ impl FakeCdf {
                 .sum()
         })
     }
+}
+
+/// `parts=N` of the request's query (0 without one).
+fn query_parts(req: &Request) -> usize {
+    req.url
+        .query_pairs()
+        .find(|(k, _)| k == "parts")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or(""), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn error(status: u16, message: &str, list: Option<(&str, Vec<Value>)>) -> ResponseTemplate {
@@ -346,6 +438,85 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                 entry.1 += 1;
             }
             ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
+        }
+        "/files" | "/files/initmultipartupload" => {
+            let id = body["externalId"].as_str().unwrap_or_default().to_owned();
+            let parts = query_parts(req);
+            let base = state.base.clone();
+            let file = state.files.entry(id.clone()).or_default();
+            file.meta = body.clone();
+            file.parts.clear();
+            file.expected_parts = parts;
+            let url = |i: usize| format!("{base}/upload/{}/{i}", percent_encode(&id));
+            let mut answer = json!({"id": 7, "externalId": id, "name": body["name"]});
+            if parts == 0 {
+                answer["uploadUrl"] = json!(url(0));
+            } else {
+                answer["uploadId"] = json!(format!("up-{id}"));
+                answer["uploadUrls"] = json!((0..parts).map(url).collect::<Vec<_>>());
+            }
+            ResponseTemplate::new(201).set_body_json(answer)
+        }
+        "/files/uploadlink" | "/files/multiuploadlink" => {
+            let instance = &items[0]["instanceId"];
+            let id = format!(
+                "{}:{}",
+                instance["space"].as_str().unwrap_or(""),
+                instance["externalId"].as_str().unwrap_or("")
+            );
+            if !state.nodes.contains_key(&id) {
+                return error(
+                    400,
+                    "Files not found",
+                    Some(("missing", vec![json!({"instanceId": instance})])),
+                );
+            }
+            let parts = query_parts(req);
+            let base = state.base.clone();
+            let file = state.files.entry(id.clone()).or_default();
+            file.parts.clear();
+            file.expected_parts = parts;
+            let url = |i: usize| format!("{base}/upload/{}/{i}", percent_encode(&id));
+            let mut item = json!({"instanceId": instance});
+            if parts == 0 {
+                item["uploadUrl"] = json!(url(0));
+            } else {
+                item["uploadId"] = json!(format!("up-{id}"));
+                item["uploadUrls"] = json!((0..parts).map(url).collect::<Vec<_>>());
+            }
+            ResponseTemplate::new(201).set_body_json(json!({"items": [item]}))
+        }
+        "/files/completemultipartupload" => {
+            let id = match body.get("instanceId") {
+                Some(i) => format!(
+                    "{}:{}",
+                    i["space"].as_str().unwrap_or(""),
+                    i["externalId"].as_str().unwrap_or("")
+                ),
+                None => state
+                    .files
+                    .iter()
+                    .find(|(k, _)| Some(format!("up-{k}").as_str()) == body["uploadId"].as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_default(),
+            };
+            let Some(file) = state.files.get_mut(&id) else {
+                return error(400, "no such upload", None);
+            };
+            if file.parts.len() != file.expected_parts {
+                return error(
+                    400,
+                    &format!(
+                        "{} of {} parts uploaded",
+                        file.parts.len(),
+                        file.expected_parts
+                    ),
+                    None,
+                );
+            }
+            file.content = Some(file.parts.values().flatten().copied().collect());
+            file.completions += 1;
+            ResponseTemplate::new(200).set_body_json(json!({}))
         }
         other => error(404, &format!("no such endpoint in the fake: {other}"), None),
     }

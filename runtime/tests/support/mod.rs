@@ -2,48 +2,9 @@
 //! stopped by PID, and a fake token endpoint.
 #![allow(dead_code)] // each test binary uses a subset
 
-use std::path::PathBuf;
-use std::process::Child;
-
 use extractor_runtime::config::{CogniteConfig, Config, LoadOptions};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-/// `../shared` (or `$EXTRACTOR_SHARED_DIR`) and the npm packages installed from it
-/// (`$TOKEN_SERVER_NODE_MODULES`), when both hold `needed` (paths relative to each). Where they
-/// are missing the test should return: this prints that it skipped; with `CI=true` it panics.
-pub fn shared_peers(needed_in_shared: &str, needed_in_modules: &str) -> Option<(PathBuf, PathBuf)> {
-    let shared = std::env::var_os("EXTRACTOR_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let modules = std::env::var_os("TOKEN_SERVER_NODE_MODULES").map(PathBuf::from);
-    match modules {
-        Some(m) if shared.join(needed_in_shared).exists() && m.join(needed_in_modules).exists() => {
-            Some((shared, m))
-        }
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "CI=true but {} or $TOKEN_SERVER_NODE_MODULES/{needed_in_modules} is missing",
-            shared.join(needed_in_shared).display()
-        ),
-        _ => {
-            eprintln!(
-                "skipped: needs {} and TOKEN_SERVER_NODE_MODULES with {needed_in_modules} (run `bash .ci/run`, which installs them)",
-                shared.join(needed_in_shared).display()
-            );
-            None
-        }
-    }
-}
-
-/// A child process, killed and reaped by its PID when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Mounts `POST /token` on `server`, answering `access_token` for an hour.
 pub async fn mount_token_endpoint(server: &MockServer, access_token: &str) {
@@ -107,3 +68,7 @@ pub fn token_manager(idp: &str) -> extractor_runtime::auth::TokenManager {
     .unwrap()
 }
 pub mod fake_cdf;
+pub mod prism;
+
+#[allow(unused_imports)] // each test binary uses a subset
+pub use prism::{Proc, shared_peers};
