@@ -9,7 +9,9 @@
 //! - `csv-huge-line`: a 2 GiB file whose third line is 2 GiB long, with the default
 //!   `max-line-size` (16 MiB): peak RSS while it is refused;
 //! - `http-huge`: a 1 GiB answer (chunked, no Content-Length) from a local server, with the
-//!   default `max-response-size` (64 MiB): peak RSS while it is refused.
+//!   default `max-response-size` (64 MiB): peak RSS while it is refused;
+//! - `files-2gib`: a 2 GiB file (sparse) uploaded by the `files` extractor in 64 MiB parts to a
+//!   local server playing CDF and the upload URLs: MB/s and peak RSS.
 //!
 //! `cargo bench -p extractors --bench builtins` (`BENCH_CASE=csv` for one).
 
@@ -252,6 +254,134 @@ async fn http_huge() {
     .await;
 }
 
+/// A minimal CDF and upload-URL server: the token, a multipart start whose URLs point back
+/// here, PUTs that are read and counted (never kept), and the completion. One request per
+/// connection. Returns its address and the bytes PUT so far.
+async fn upload_sink() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                let mut line = String::new();
+                let _ = stream.read_line(&mut line).await;
+                let target = line.split(' ').nth(1).unwrap_or("").to_owned();
+                let mut length = 0u64;
+                loop {
+                    let mut header = String::new();
+                    if stream.read_line(&mut header).await.unwrap_or(0) == 0 || header == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                // Read the body in 1 MiB pieces, counting; never kept whole.
+                let mut buf = vec![0u8; 1 << 20];
+                let mut left = length;
+                while left > 0 {
+                    let n = stream
+                        .read(&mut buf[..left.min(1 << 20) as usize])
+                        .await
+                        .unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    left -= n as u64;
+                }
+                let body = if target == "/token" {
+                    r#"{"access_token":"t","expires_in":3600}"#.to_owned()
+                } else if target.contains("/files/initmultipartupload") {
+                    let parts: usize = target
+                        .rsplit("parts=")
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(1);
+                    let urls: Vec<String> = (0..parts)
+                        .map(|i| format!("http://{addr}/upload/{i}"))
+                        .collect();
+                    json!({"id": 1, "uploadId": "u", "uploadUrls": urls}).to_string()
+                } else {
+                    if target.starts_with("/upload/") {
+                        counter.fetch_add(length - left, Ordering::Relaxed);
+                    }
+                    "{}".to_owned()
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.get_mut().write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+async fn files_2gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 2 << 30;
+    std::fs::File::create(dir.path().join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let (addr, received) = upload_sink().await;
+    let config = Config::from_yaml(
+        &format!("version: 1\ncognite: {{project: bench, host: 'http://{addr}', idp-authentication: {{client-id: c, secret: s, token-url: 'http://{addr}/token', scopes: [s]}}}}\ntasks: []\n"),
+        None,
+        &|_| None,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let idp = config.cognite.idp_authentication.as_ref().unwrap();
+    let tokens = extractor_runtime::auth::TokenManager::spawn(
+        idp,
+        extractor_runtime::auth::TokenManagerOptions::default(),
+        None,
+    )
+    .unwrap();
+    let client = CdfClient::new(
+        &config.cognite,
+        Some(tokens.clone()),
+        None,
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    let files = extractors::files::Files::new(
+        serde_json::from_value(json!({"path": dir.path(), "target": {"type": "classic"}})).unwrap(),
+    )
+    .unwrap();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = status_kib("VmRSS:");
+    let started = Instant::now();
+    files
+        .run(RunContext::new("bench", CancellationToken::new()).with_cdf(client))
+        .await
+        .unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let got = received.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(got, size, "every byte arrived");
+    let peak = status_kib("VmHWM:");
+    println!(
+        "files-2gib: {} MiB in {took:.2} s = {:.0} MB/s in 32 parts of 64 MiB; peak RSS {:.1} MiB (+{:.1} MiB over the {:.1} MiB before the run)",
+        size >> 20,
+        size as f64 / 1e6 / took,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0,
+        before as f64 / 1024.0,
+    );
+    tokens.shutdown();
+}
+
 fn main() {
     let case = std::env::var("BENCH_CASE").ok();
     // `cargo bench` passes `--bench`; run each case in a child process of this binary.
@@ -260,7 +390,14 @@ fn main() {
         write_csv(dir.path());
         let huge = tempfile::tempdir().unwrap();
         write_huge_line(huge.path());
-        for case in ["csv", "postgres", "http", "csv-huge-line", "http-huge"] {
+        for case in [
+            "csv",
+            "postgres",
+            "http",
+            "csv-huge-line",
+            "http-huge",
+            "files-2gib",
+        ] {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .env("BENCH_CASE", case)
                 .env("BENCH_CSV_DIR", dir.path())
@@ -283,6 +420,7 @@ fn main() {
             Some("http") => http().await,
             Some("csv-huge-line") => csv_huge_line().await,
             Some("http-huge") => http_huge().await,
+            Some("files-2gib") => files_2gib().await,
             other => panic!("unknown BENCH_CASE {other:?}"),
         }
     });
