@@ -263,3 +263,52 @@ async fn a_kill_mid_upload_resumes_and_the_file_arrives_once_whole() {
     );
     assert!(!data.join("archive.bin").exists());
 }
+
+/// A file rewritten in the middle of its multipart upload is not completed from parts of two
+/// versions: the run fails saying so, and the next run uploads the new version whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_during_its_upload_is_not_joined_from_two_versions() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let first = content(11 * 1024 * 1024, 7);
+    std::fs::write(data.join("growing.bin"), &first).unwrap();
+    let extractor = files(&data, serde_json::json!({"type": "classic"}));
+    let (ctx, tokens) = context(&cdf, &dir.path().join("state.json"));
+    cdf.with(|s| s.put_delay = Duration::from_millis(300));
+    let run = {
+        let ctx = ctx.clone();
+        let extractor = files(&data, serde_json::json!({"type": "classic"}));
+        tokio::spawn(async move { extractor.run(ctx).await })
+    };
+    while cdf.with(|s| s.puts.is_empty()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let second = content(11 * 1024 * 1024, 8);
+    std::fs::write(data.join("growing.bin"), &second).unwrap();
+    let e = run.await.unwrap().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("changed while it was being uploaded"),
+        "{e}"
+    );
+    assert_eq!(cdf.with(|s| s.files["growing.bin"].completions), 0);
+
+    cdf.with(|s| s.put_delay = Duration::ZERO);
+    extractor.run(ctx).await.unwrap();
+    cdf.with(|s| {
+        let file = &s.files["growing.bin"];
+        assert_eq!(file.completions, 1);
+        assert!(
+            file.content.as_deref() == Some(&second[..]),
+            "the new version, whole"
+        );
+        assert_eq!(
+            s.requests["/files/initmultipartupload"], 2,
+            "started again from scratch"
+        );
+    });
+    tokens.shutdown();
+}

@@ -422,7 +422,8 @@ impl Files {
         match link {
             Link::Single(url) => {
                 let bytes = Self::read_part(&file.path, 0, file.size).await?;
-                self.put(ctx, &url, bytes, true).await
+                self.put(ctx, &url, bytes, true).await?;
+                Self::unchanged_since_listed(file)
             }
             Link::Multi {
                 file: id,
@@ -439,6 +440,8 @@ impl Files {
                     self.save_progress(ctx, file, &id, &upload_id, &urls, i + 1)
                         .await?;
                 }
+                // Parts of two versions must not be joined into one file.
+                Self::unchanged_since_listed(file)?;
                 let mut done = id.clone();
                 done["uploadId"] = json!(upload_id);
                 cdf.post(
@@ -449,6 +452,25 @@ impl Files {
                 .await?;
                 Ok(())
             }
+        }
+    }
+
+    /// An error when `file` changed while it was being uploaded: it is not marked done, and
+    /// the next run uploads it again from the start (its size or time no longer match).
+    fn unchanged_since_listed(file: &Source) -> Result<(), TaskError> {
+        let now = std::fs::metadata(&file.path).ok().and_then(|m| {
+            let ms = jiff::Timestamp::try_from(m.modified().ok()?)
+                .ok()?
+                .as_millisecond();
+            Some((m.len(), ms))
+        });
+        if now == Some((file.size, file.modified_ms)) {
+            Ok(())
+        } else {
+            Err(TaskError::transient(format!(
+                "`{}` changed while it was being uploaded; it is uploaded again at the next run (raise min-age if it is still being written)",
+                file.relative
+            )))
         }
     }
 
