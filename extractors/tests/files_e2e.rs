@@ -111,6 +111,11 @@ async fn files_are_uploaded_whole_once_per_change() {
             "the parts joined in order"
         );
         assert!(s.puts.values().all(|n| *n == 1), "{:?}", s.puts);
+        assert_eq!(s.put_types["/upload/docs%3Anotes.txt/0"], "text/plain");
+        assert_eq!(
+            s.put_types["/upload/docs%3Asub%2Fbig.bin/1"],
+            "application/octet-stream"
+        );
     });
     let before = cdf.requests("/files");
     extractor.run(ctx.clone()).await.unwrap();

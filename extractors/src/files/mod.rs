@@ -340,11 +340,14 @@ impl Files {
     }
 
     /// PUTs `bytes` to an upload URL, retrying 408/429/5xx and connection failures.
+    /// The `Content-Type` is the file's MIME type (signed upload URLs may be bound to the type
+    /// the file was created with), else `application/octet-stream`.
     async fn put(
         &self,
         ctx: &RunContext,
         url: &str,
         bytes: Vec<u8>,
+        mime: Option<&str>,
         single: bool,
     ) -> Result<(), TaskError> {
         let client = self.client(ctx)?;
@@ -358,7 +361,10 @@ impl Files {
         for _ in 0..PUT_ATTEMPTS {
             let mut request = client
                 .put(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    mime.unwrap_or("application/octet-stream"),
+                )
                 .body(bytes.clone());
             if single && url.contains(".blob.core.windows.net") {
                 // Azure's single-shot upload needs it; harmless elsewhere, but sent only there.
@@ -409,6 +415,7 @@ impl Files {
                 crate::size::show_size(part)
             )));
         }
+        let mime = self.describe(file).ok().and_then(|(_, _, mime)| mime);
         let link = match resumed {
             Some(link) => link,
             None => match self.link(cdf, file, parts).await? {
@@ -422,7 +429,7 @@ impl Files {
         match link {
             Link::Single(url) => {
                 let bytes = Self::read_part(&file.path, 0, file.size).await?;
-                self.put(ctx, &url, bytes, true).await?;
+                self.put(ctx, &url, bytes, mime.as_deref(), true).await?;
                 Self::unchanged_since_listed(file)
             }
             Link::Multi {
@@ -435,7 +442,7 @@ impl Files {
                     let offset = i as u64 * part;
                     let len = part.min(file.size - offset);
                     let bytes = Self::read_part(&file.path, offset, len).await?;
-                    self.put(ctx, url, bytes, false).await?;
+                    self.put(ctx, url, bytes, mime.as_deref(), false).await?;
                     // Durable before the next part: a restart goes on from here.
                     self.save_progress(ctx, file, &id, &upload_id, &urls, i + 1)
                         .await?;

@@ -54,6 +54,8 @@ pub struct CdfState {
     pub base: String,
     /// PUTs to upload URLs, by URL path.
     pub puts: BTreeMap<String, usize>,
+    /// The `Content-Type` of each PUT, by URL path.
+    pub put_types: BTreeMap<String, String>,
     /// Each PUT to an upload URL waits this long first (to kill a client mid-upload).
     pub put_delay: std::time::Duration,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
@@ -119,6 +121,13 @@ impl FakeCdf {
                 }
                 let path = req.url.path().to_owned();
                 *state.puts.entry(path.clone()).or_default() += 1;
+                let content_type = req
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                state.put_types.insert(path.clone(), content_type);
                 let mut parts = path.trim_start_matches("/upload/").rsplitn(2, '/');
                 let part: usize = parts.next().unwrap().parse().unwrap();
                 let id = percent_decode(parts.next().unwrap());
