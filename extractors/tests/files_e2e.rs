@@ -317,3 +317,53 @@ async fn a_file_changed_during_its_upload_is_not_joined_from_two_versions() {
     });
     tokens.shutdown();
 }
+
+/// Part URLs that expired while the process was down (403) are not resumed forever: the file
+/// fails once, naming the refusal, and the next run starts its upload again and completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_part_urls_start_the_upload_again() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let body = content(11 * 1024 * 1024, 9);
+    std::fs::write(data.join("log.bin"), &body).unwrap();
+    let state = dir.path().join("state.json");
+    // A run that is cancelled after its first part leaves the upload's progress in the state.
+    let (ctx, tokens) = context(&cdf, &state);
+    cdf.with(|s| s.put_delay = Duration::from_millis(400));
+    let run = {
+        let (ctx, extractor) = (
+            ctx.clone(),
+            files(&data, serde_json::json!({"type": "classic"})),
+        );
+        tokio::spawn(async move { extractor.run(ctx).await })
+    };
+    while cdf.with(|s| s.puts.len()) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ctx.cancellation_token().cancel();
+    assert!(run.await.unwrap().is_err());
+    tokens.shutdown();
+
+    cdf.with(|s| {
+        s.put_delay = Duration::ZERO;
+        s.put_expired = true;
+    });
+    let (ctx, tokens) = context(&cdf, &state);
+    let extractor = files(&data, serde_json::json!({"type": "classic"}));
+    let e = extractor.run(ctx.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("403"), "{e}");
+    cdf.with(|s| s.put_expired = false);
+    extractor.run(ctx).await.unwrap();
+    cdf.with(|s| {
+        let file = &s.files["log.bin"];
+        assert_eq!(file.completions, 1);
+        assert!(file.content.as_deref() == Some(&body[..]));
+        assert_eq!(
+            s.requests["/files/initmultipartupload"], 2,
+            "started again after the 403"
+        );
+    });
+    tokens.shutdown();
+}

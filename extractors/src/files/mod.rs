@@ -575,6 +575,14 @@ impl Extractor for Files {
                         // CDF refused this file: the others go on; it is tried again next run.
                         Err(e) if !e.is_transient() => {
                             tracing::error!(task = %ctx.task(), file = %file.relative, "not uploaded: {e}");
+                            // An upload CDF or its storage refused (expired part URLs, say) is
+                            // not resumed: the next run starts the file again.
+                            if state.get("upload").is_some() {
+                                upload.checkpoint(
+                                    &file.relative,
+                                    json!({"size": file.size, "modified": file.modified_ms}),
+                                );
+                            }
                             ctx.records_rejected(1);
                             failed.push(format!("{}: {e}", file.relative));
                             continue;

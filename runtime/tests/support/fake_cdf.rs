@@ -58,6 +58,8 @@ pub struct CdfState {
     pub put_types: BTreeMap<String, String>,
     /// Each PUT to an upload URL waits this long first (to kill a client mid-upload).
     pub put_delay: std::time::Duration,
+    /// While set, PUTs to upload URLs get 403 (expired signed URLs).
+    pub put_expired: bool,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
     /// database and table kept).
     pub requests: BTreeMap<String, usize>,
@@ -116,6 +118,9 @@ impl FakeCdf {
             .respond_with(move |req: &Request| {
                 let mut state = s.lock().unwrap();
                 let delay = state.put_delay;
+                if state.put_expired {
+                    return ResponseTemplate::new(403).set_body_string("Request has expired");
+                }
                 if req.headers.get("authorization").is_some() {
                     return error(400, "an upload URL takes no CDF token", None);
                 }
