@@ -1,18 +1,7 @@
-//! The `extractor-runtime` command line. Parsing and exit codes only; the work is in `cli`.
+//! The `extractor-runtime` binary: the library's command line with the built-in extractors.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-mod cli;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    match cli::run(args) {
-        Ok(outcome) => outcome.exit_code(),
-        Err(err) => {
-            eprintln!("error: {:#}", err.error);
-            ExitCode::from(err.code as u8)
-        }
-    }
+    extractor_runtime::cli::main(extractors::builtins())
 }

@@ -12,6 +12,7 @@
 //! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
 //! - [`cdf`]: the [`CdfClient`](cdf::CdfClient): authenticated, retried requests, or dry-run NDJSON.
 //! - [`net`]: the CA roots and proxy every outbound HTTP client shares.
+//! - [`cli`]: the whole command line (`cli::main(registry)`), for any extractor binary.
 //! - [`logging`]: set up `tracing` from `logger:`.
 //! - [`metrics`]: every metric's definition.
 //! - [`queues`]: bounded upload queues into CDF (at-least-once, split at the API's limits).
@@ -28,6 +29,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod cdf;
+pub mod cli;
 pub mod config;
 mod deadline;
 pub mod extractor;

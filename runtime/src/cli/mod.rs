@@ -1,3 +1,4 @@
+//! The command line, for the built-in extractors' binary and for any custom extractor's: [`main`].
 //! Subcommands, one file each, and the mapping of failures to exit codes.
 
 mod check_config;
@@ -10,13 +11,13 @@ mod token;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::{Config, ConfigErrors, LoadOptions};
+use crate::shard::Shard;
 use clap::{Parser, Subcommand};
-use extractor_runtime::config::{Config, ConfigErrors, LoadOptions};
-use extractor_runtime::shard::Shard;
 
 /// Exit codes, as documented in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
+pub(crate) enum Code {
     /// A task failed.
     TaskFailed = 1,
     /// Bad config or usage, including `COGNITE_API_KEY` in the environment.
@@ -26,13 +27,13 @@ pub enum Code {
 }
 
 /// A failure with the exit code it maps to.
-pub struct CliError {
-    pub code: Code,
-    pub error: anyhow::Error,
+pub(crate) struct CliError {
+    pub(crate) code: Code,
+    pub(crate) error: anyhow::Error,
 }
 
 impl CliError {
-    pub fn new(code: Code, error: impl Into<anyhow::Error>) -> Self {
+    pub(crate) fn new(code: Code, error: impl Into<anyhow::Error>) -> Self {
         CliError {
             code,
             error: error.into(),
@@ -47,7 +48,7 @@ impl From<ConfigErrors> for CliError {
 }
 
 /// What a successful command reports.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Everything succeeded.
     Success,
     /// The command ran, but a task failed.
@@ -55,7 +56,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn exit_code(&self) -> ExitCode {
+    pub(crate) fn exit_code(&self) -> ExitCode {
         match self {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::TaskFailed => ExitCode::from(Code::TaskFailed as u8),
@@ -69,7 +70,7 @@ impl Outcome {
 /// being set), 3 permanent authentication failure.
 #[derive(Debug, Parser)]
 #[command(name = "extractor-runtime", version, about, long_about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -142,8 +143,30 @@ enum Command {
     },
 }
 
+/// The whole command line for the types in `registry`: parses the arguments, runs the command
+/// (`run`, `check-config`, `schema`, `token`, `login`, `logout`, `healthcheck`), and maps the
+/// outcome to the exit code (0, 1 a task failed, 2 config or usage, 3 authentication). SIGTERM
+/// and SIGINT stop `run` within `shutdown-grace`. A custom extractor's `main` is one line:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     let registry = extractor_runtime::extractor::Registry::new(); // register your types
+///     extractor_runtime::cli::main(registry)
+/// }
+/// ```
+pub fn main(registry: crate::extractor::Registry) -> ExitCode {
+    use clap::Parser as _;
+    match run(Cli::parse(), registry) {
+        Ok(outcome) => outcome.exit_code(),
+        Err(err) => {
+            eprintln!("error: {:#}", err.error);
+            ExitCode::from(err.code as u8)
+        }
+    }
+}
+
 /// Runs one command.
-pub fn run(cli: Cli) -> Result<Outcome, CliError> {
+fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliError> {
     match cli.command {
         Command::Run {
             config,
@@ -151,12 +174,19 @@ pub fn run(cli: Cli) -> Result<Outcome, CliError> {
             dry_run,
             reset_state,
             shard,
-        } => run::run(&config, once, dry_run, reset_state, shard.as_deref()),
+        } => run::run(
+            registry,
+            &config,
+            once,
+            dry_run,
+            reset_state,
+            shard.as_deref(),
+        ),
         Command::CheckConfig { config, shard } => {
-            check_config::check_config(&config, shard.as_deref())
+            check_config::check_config(&config, shard.as_deref(), &registry)
         }
         Command::Healthcheck { url } => healthcheck::healthcheck(&url),
-        Command::Schema => schema::schema(),
+        Command::Schema => schema::schema(&registry),
         Command::Token { config } => token::token(&config),
         Command::Login { config } => login::login(&config),
         Command::Logout { config } => login::logout(&config),

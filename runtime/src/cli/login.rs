@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use extractor_runtime::auth::{self, AuthErrorKind};
-use extractor_runtime::config::{Flow, IdpAuthenticationConfig};
+use crate::auth::{self, AuthErrorKind};
+use crate::config::{Flow, IdpAuthenticationConfig};
 
 use super::{CliError, Code, Outcome};
 
 /// The `idp-authentication` of a `device-code` config, or a usage error.
 fn user_flow<'a>(
     path: &Path,
-    config: &'a extractor_runtime::Config,
+    config: &'a crate::Config,
 ) -> Result<&'a IdpAuthenticationConfig, CliError> {
     match &config.cognite.idp_authentication {
         Some(idp) if idp.flow.is_user() => Ok(idp),
@@ -32,10 +32,10 @@ fn user_flow<'a>(
     }
 }
 
-pub fn login(path: &Path) -> Result<Outcome, CliError> {
+pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let idp = user_flow(path, &config)?;
-    let network = extractor_runtime::net::Network::from_config(&config.cognite.connection)
+    let network = crate::net::Network::from_config(&config.cognite.connection)
         .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -82,7 +82,7 @@ pub fn login(path: &Path) -> Result<Outcome, CliError> {
     Ok(Outcome::Success)
 }
 
-pub fn logout(path: &Path) -> Result<Outcome, CliError> {
+pub(crate) fn logout(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let idp = user_flow(path, &config)?;
     match auth::logout(idp) {

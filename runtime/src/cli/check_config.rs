@@ -4,15 +4,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use extractor_runtime::config::{
-    AssertionAlgorithm, AuthMethod, Config, Flow, Schedule, ScheduleKind,
-};
+use crate::config::{AssertionAlgorithm, AuthMethod, Config, Flow, Schedule, ScheduleKind};
 
 use super::{CliError, Outcome};
 
-pub fn check_config(path: &Path, shard: Option<&str>) -> Result<Outcome, CliError> {
+pub(crate) fn check_config(
+    path: &Path,
+    shard: Option<&str>,
+    registry: &crate::extractor::Registry,
+) -> Result<Outcome, CliError> {
     let mut config = super::load(path, false)?;
-    extractors::builtins().build_all(&config.tasks)?;
+    registry.build_all(&config.tasks)?;
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     print!("{}", summary(path, &config));
@@ -61,7 +63,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                     } else {
                         "device code"
                     },
-                    extractor_runtime::auth::cache_path(idp).display()
+                    crate::auth::cache_path(idp).display()
                 ),
                 (Some(c), _) => format!(
                     "certificate {}, {}",
@@ -95,7 +97,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             let _ = writeln!(out, "auth:     none (dry-run)");
         }
     }
-    if let Ok(network) = extractor_runtime::net::Network::from_config(&c.connection) {
+    if let Ok(network) = crate::net::Network::from_config(&c.connection) {
         let _ = writeln!(out, "network:  {}", network.describe());
     }
     if let Some(p) = &c.extraction_pipeline {
@@ -113,7 +115,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
         let _ = writeln!(
             out,
             "          push to {} as job {} every {}",
-            extractor_runtime::redact_url(&gw.host),
+            crate::redact_url(&gw.host),
             gw.job_name,
             secs(gw.push_interval)
         );

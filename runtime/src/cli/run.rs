@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use extractor_runtime::runtime::{Mode, Runtime, RuntimeError};
+use crate::runtime::{Mode, Runtime, RuntimeError};
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Code, Outcome};
 
-pub fn run(
+pub(crate) fn run(
+    registry: crate::extractor::Registry,
     path: &Path,
     once: bool,
     dry_run: bool,
@@ -17,7 +18,7 @@ pub fn run(
     let mut config = super::load(path, dry_run)?;
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
-    extractor_runtime::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
+    crate::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
     tracing::info!(
         config = %path.display(),
         project = %config.cognite.project,
@@ -28,7 +29,7 @@ pub fn run(
     if let Some(shard) = shard {
         tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
     }
-    let runtime = Runtime::new(config, extractors::builtins()).with_reset_state(reset_state);
+    let runtime = Runtime::new(config, registry).with_reset_state(reset_state);
     runtime.check()?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

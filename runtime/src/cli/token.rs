@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use extractor_runtime::auth::{self, AuthErrorKind};
-use extractor_runtime::config::Flow;
+use crate::auth::{self, AuthErrorKind};
+use crate::config::Flow;
 
 use super::{CliError, Code, Outcome};
 
-pub fn token(path: &Path) -> Result<Outcome, CliError> {
+pub(crate) fn token(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let Some(idp) = &config.cognite.idp_authentication else {
         return Err(CliError::new(
@@ -19,7 +19,7 @@ pub fn token(path: &Path) -> Result<Outcome, CliError> {
             ),
         ));
     };
-    let network = extractor_runtime::net::Network::from_config(&config.cognite.connection)
+    let network = crate::net::Network::from_config(&config.cognite.connection)
         .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{CliError, Code, Outcome};
 
-pub fn healthcheck(url: &str) -> Result<Outcome, CliError> {
+pub(crate) fn healthcheck(url: &str) -> Result<Outcome, CliError> {
     let fail = |why: String| CliError::new(Code::TaskFailed, anyhow::anyhow!("{url}: {why}"));
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         CliError::new(
