@@ -18,14 +18,9 @@ use extractor_runtime::extractor::Registry;
 pub fn builtins() -> Registry {
     let mut registry = Registry::new();
     registry.register("command", command::Command::new);
-    registry.register_schema::<command::config::CommandConfig>("command");
     registry.register("csv", csv::Csv::new);
-    registry.register_schema::<csv::CsvConfig>("csv");
     registry.register("files", files::Files::new);
-    registry.register_schema::<files::FilesConfig>("files");
     registry.register("http", http::Http::new);
-    registry.register_schema::<http::HttpConfig>("http");
     registry.register("postgres", postgres::Postgres::new);
-    registry.register_schema::<postgres::PostgresConfig>("postgres");
     registry
 }

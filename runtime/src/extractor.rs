@@ -437,15 +437,21 @@ impl Registry {
         Registry::default()
     }
 
-    /// Registers `type_name`. `build` receives the task's `config:` block deserialized as `C`
-    /// (so its errors carry `tasks[N].config.key` paths and line:column) and may reject values
-    /// with a [`Rejection`], each problem reported at `tasks[N].config.<path>`.
+    /// Registers `type_name`: its constructor and its config type, in one call. `build`
+    /// receives the task's `config:` block deserialized as `C` (so its errors carry
+    /// `tasks[N].config.key` paths and line:column) and may reject values with a [`Rejection`],
+    /// each problem reported at `tasks[N].config.<path>`. `C`'s JSON Schema becomes the block's
+    /// schema in [`json_schema`](Registry::json_schema) (`serde_json::Value`: free-form).
     pub fn register<C, E, F>(&mut self, type_name: &str, build: F)
     where
-        C: DeserializeOwned,
+        C: DeserializeOwned + schemars::JsonSchema,
         E: Extractor,
         F: Fn(C) -> Result<E, Rejection> + Send + Sync + 'static,
     {
+        fn schema<C: schemars::JsonSchema>() -> serde_json::Value {
+            serde_json::to_value(schemars::schema_for!(C)).expect("a schema is valid JSON")
+        }
+        self.schemas.insert(type_name.to_owned(), schema::<C>);
         let factory: Factory = Box::new(move |task: &TaskConfig| {
             let config: C = task.config.parse()?;
             build(config)
@@ -463,18 +469,7 @@ impl Registry {
         self.factories.insert(type_name.to_owned(), factory);
     }
 
-    /// Declares the JSON Schema of `type_name`'s `config:` block (its config type `C`), for
-    /// [`json_schema`](Registry::json_schema). Optional: without it the block is free-form
-    /// there (it is still checked when the config is).
-    pub fn register_schema<C: schemars::JsonSchema>(&mut self, type_name: &str) {
-        fn schema<C: schemars::JsonSchema>() -> serde_json::Value {
-            serde_json::to_value(schemars::schema_for!(C)).expect("a schema is valid JSON")
-        }
-        self.schemas.insert(type_name.to_owned(), schema::<C>);
-    }
-
-    /// The config file's JSON Schema, with the `config:` block of every type that has a
-    /// [`register_schema`](Registry::register_schema).
+    /// The config file's JSON Schema, with the `config:` block of every registered type.
     pub fn json_schema(&self) -> serde_json::Value {
         let schemas: Vec<(String, serde_json::Value)> = self
             .schemas

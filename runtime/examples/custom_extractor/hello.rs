@@ -3,7 +3,7 @@
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
 
 /// `tasks[].config` of `type: hello`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HelloConfig {
     pub greeting: String,
