@@ -8,7 +8,7 @@
 //! ```
 //! use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 //! struct HelloConfig {
 //!     greeting: String,
