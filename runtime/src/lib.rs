@@ -46,3 +46,11 @@ pub mod state;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use secret::{REDACTED, Secret, redact_url};
+
+/// Crates whose types are in this crate's signatures, re-exported so that an extractor's crate
+/// uses the same versions without naming them: `prometheus` ([`extractor::RunContext::metrics`]
+/// is a `prometheus::Registry`), `schemars` (a config type derives `JsonSchema` for
+/// [`extractor::Registry::register`]; with this re-export, add
+/// `#[schemars(crate = "extractor_runtime::schemars")]`), `serde_json` (watermarks and records
+/// are JSON values) and `CancellationToken` ([`extractor::RunContext::cancellation_token`]).
+pub use {prometheus, schemars, serde_json, tokio_util::sync::CancellationToken};

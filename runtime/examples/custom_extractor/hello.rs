@@ -3,7 +3,8 @@
 use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
 
 /// `tasks[].config` of `type: hello`.
-#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[derive(serde::Deserialize, extractor_runtime::schemars::JsonSchema)]
+#[schemars(crate = "extractor_runtime::schemars")]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HelloConfig {
     pub greeting: String,
