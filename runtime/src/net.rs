@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::config::ConnectionConfig;
+use crate::secret::Secret;
 
 /// The network settings every outbound HTTP client is built with.
 ///
@@ -36,29 +36,36 @@ impl fmt::Debug for Network {
 }
 
 impl Network {
-    /// Reads `ca-file` and checks `proxy`. The error is one line naming the key and the file;
-    /// it never shows a proxy password.
-    pub fn from_config(config: &ConnectionConfig) -> Result<Network, NetworkError> {
+    /// Reads `ca_file` (a PEM bundle) and checks `proxy` (with `no_proxy`), as
+    /// `cognite.connection` gives them ([`ConnectionConfig::network`]). The error names the key
+    /// and the file; it never shows a proxy password.
+    ///
+    /// [`ConnectionConfig::network`]: crate::config::ConnectionConfig::network
+    pub fn new(
+        ca_file: Option<&str>,
+        proxy_url: Option<&Secret>,
+        no_proxy: &[String],
+    ) -> Result<Network, NetworkError> {
         let mut network = Network::default();
         let mut problems = Vec::new();
-        if let Some(path) = &config.ca_file {
+        if let Some(path) = ca_file {
             match read_ca_file(path) {
                 Ok(ca) => {
                     network.ca = ca;
-                    network.ca_file = Some(path.clone());
+                    network.ca_file = Some(path.to_owned());
                 }
                 Err(message) => problems.push(("ca-file", message)),
             }
         }
-        match &config.proxy {
-            Some(url) => match proxy(url.expose_secret(), &config.no_proxy) {
+        match proxy_url {
+            Some(url) => match proxy(url.expose_secret(), no_proxy) {
                 Ok(proxy) => {
                     network.proxy = Some(proxy);
                     network.proxy_shown = Some(crate::redact_url(url.expose_secret()));
                 }
                 Err(message) => problems.push(("proxy", message)),
             },
-            None if !config.no_proxy.is_empty() => problems.push((
+            None if !no_proxy.is_empty() => problems.push((
                 "no-proxy",
                 "`no-proxy` applies to `proxy`, which is not set; with a proxy from HTTPS_PROXY use the NO_PROXY variable".into(),
             )),
@@ -202,8 +209,8 @@ impl std::error::Error for NetworkError {}
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::Secret;
+    use crate::config::ConnectionConfig;
 
     fn connection() -> ConnectionConfig {
         ConnectionConfig::default()
@@ -213,7 +220,7 @@ mod tests {
     fn a_missing_ca_file_is_named() {
         let mut c = connection();
         c.ca_file = Some("/nonexistent/corp-ca.pem".into());
-        let e = Network::from_config(&c).unwrap_err();
+        let e = c.network().unwrap_err();
         assert_eq!(e.problems[0].0, "ca-file");
         let text = e.to_string();
         assert!(text.starts_with("cognite.connection.ca-file: "), "{text}");
@@ -227,7 +234,7 @@ mod tests {
         std::fs::write(&path, "not a certificate\n").unwrap();
         let mut c = connection();
         c.ca_file = Some(path.display().to_string());
-        let e = Network::from_config(&c).unwrap_err();
+        let e = c.network().unwrap_err();
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
     }
 
@@ -236,13 +243,13 @@ mod tests {
         let mut c = connection();
         c.proxy = Some(Secret::new("http://alice:pr0xy-pw@proxy.corp:3128"));
         c.no_proxy = vec!["localhost".into(), ".internal".into()];
-        let n = Network::from_config(&c).unwrap();
+        let n = c.network().unwrap();
         for shown in [format!("{n:?}"), n.describe()] {
             assert!(!shown.contains("pr0xy-pw"), "{shown}");
             assert!(shown.contains("proxy.corp:3128"), "{shown}");
         }
         c.proxy = Some(Secret::new("ftp://alice:pr0xy-pw@proxy.corp"));
-        let e = Network::from_config(&c).unwrap_err().to_string();
+        let e = c.network().unwrap_err().to_string();
         assert!(e.contains("scheme") && !e.contains("pr0xy-pw"), "{e}");
     }
 
@@ -250,7 +257,7 @@ mod tests {
     fn no_proxy_without_a_proxy_points_to_the_variable() {
         let mut c = connection();
         c.no_proxy = vec!["localhost".into()];
-        let e = Network::from_config(&c).unwrap_err();
+        let e = c.network().unwrap_err();
         assert_eq!(e.problems[0].0, "no-proxy");
         assert!(e.problems[0].1.contains("NO_PROXY"), "{e}");
     }

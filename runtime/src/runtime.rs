@@ -130,7 +130,11 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Result<Report, RuntimeError> {
         let extractors = self.registry.build_all(&self.config.tasks)?;
-        let network = Network::from_config(&self.config.cognite.connection)
+        let network = self
+            .config
+            .cognite
+            .connection
+            .network()
             .map_err(|e| RuntimeError::Config(e.to_string()))?;
         let health = Health::new();
         health.set_config_loaded();

@@ -343,29 +343,16 @@ fn dry_run_can_be_forced_and_then_needs_no_credentials() {
     assert!(config.cognite.dry_run);
 }
 
-/// A self-signed certificate and its RSA key (aws-lc-rs makes the key, rcgen signs), as PEM.
-fn rsa_certificate_pem() -> String {
-    use aws_lc_rs::encoding::AsDer as _;
-    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let der = rsa.as_der().unwrap();
-    let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-        &der.as_ref().to_vec().into(),
-        &rcgen::PKCS_RSA_SHA256,
-    )
-    .unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    cert.pem() + &key.serialize_pem()
-}
+#[path = "support/certs.rs"]
+mod certs;
 
 #[test]
 fn every_config_example_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config-examples");
     let tmp = tempfile::tempdir().unwrap();
     let certificate = tmp.path().join("client.pem");
-    std::fs::write(&certificate, rsa_certificate_pem()).unwrap();
+    let (cert, key) = certs::rsa_pem_pair();
+    std::fs::write(&certificate, cert + &key).unwrap();
     let certificate = certificate.display().to_string();
     let mut loaded = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -463,4 +450,40 @@ fn plain_http_to_another_host_is_refused_for_credentials() {
     );
     // Dry-run sends nothing: any host will do.
     load("  project: p\n  host: http://cdf.example.com\n  dry-run: true\n").unwrap();
+}
+
+/// The files a config names (the CA bundle, the sign-in certificate) are read once, when it
+/// loads: gone afterwards, the clients and the token manager are still built from what was read.
+#[tokio::test]
+async fn named_files_are_read_once_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certs::rsa_pem_pair();
+    let ca = dir.path().join("ca.pem");
+    let client = dir.path().join("client.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    std::fs::write(&client, cert + &key).unwrap();
+    let config = load_with(
+        &format!(
+            "version: 1\ncognite:\n  project: p\n  connection: {{ca-file: '{}'}}\n  idp-authentication:\n    client-id: c\n    token-url: http://127.0.0.1:9/token\n    scopes: [s]\n    certificate: {{path: '{}'}}\n",
+            ca.display(),
+            client.display()
+        ),
+        &[],
+    )
+    .unwrap();
+    std::fs::remove_file(&ca).unwrap();
+    std::fs::remove_file(&client).unwrap();
+    let network = config.cognite.connection.network().unwrap();
+    assert!(
+        network.describe().contains("1 certificate(s)"),
+        "{}",
+        network.describe()
+    );
+    let tokens = extractor_runtime::auth::TokenManager::spawn(
+        config.cognite.idp_authentication.as_ref().unwrap(),
+        extractor_runtime::auth::TokenManagerOptions::default(),
+        None,
+    )
+    .expect("the certificate read at load is used");
+    tokens.shutdown();
 }

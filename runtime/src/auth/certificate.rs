@@ -14,7 +14,6 @@ use base64::Engine as _;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{AssertionAlgorithm, CertificateConfig};
 use crate::secret::Secret;
 
 /// How long an assertion is valid (Entra accepts up to 10 minutes of clock skew anyway).
@@ -30,7 +29,8 @@ pub(crate) struct ClientCertificate {
     x5t_s256: String,
     /// base64url(SHA-1(certificate DER)).
     x5t: String,
-    algorithm: AssertionAlgorithm,
+    /// RSASSA-PSS (PS256) rather than PKCS#1 v1.5 (RS256).
+    pss: bool,
     path: String,
 }
 
@@ -39,7 +39,7 @@ impl fmt::Debug for ClientCertificate {
         f.debug_struct("ClientCertificate")
             .field("path", &self.path)
             .field("x5t#S256", &self.x5t_s256)
-            .field("algorithm", &self.algorithm)
+            .field("alg", &if self.pss { "PS256" } else { "RS256" })
             .finish_non_exhaustive()
     }
 }
@@ -63,8 +63,11 @@ impl ClientCertificate {
     /// Reads `config.path`: PKCS#12 (`.pfx`, `.p12`, or any file that is not PEM) with
     /// `password`, else PEM with a `CERTIFICATE` block and an RSA `PRIVATE KEY` block. Checks
     /// that the key belongs to the (first) certificate.
-    pub(crate) fn load(config: &CertificateConfig) -> Result<ClientCertificate, CertificateError> {
-        let path = &config.path;
+    pub(crate) fn load(
+        path: &str,
+        password: Option<&Secret>,
+        pss: bool,
+    ) -> Result<ClientCertificate, CertificateError> {
         let size = std::fs::metadata(path)
             .map_err(|e| problem("path", format!("cannot read `{path}`: {e}")))?
             .len();
@@ -78,7 +81,7 @@ impl ClientCertificate {
             .map_err(|e| problem("path", format!("cannot read `{path}`: {e}")))?;
         let is_pem = bytes.windows(11).any(|w| w == b"-----BEGIN ");
         let (cert, key) = if is_pem {
-            if config.password.is_some() {
+            if password.is_some() {
                 return Err(problem(
                     "password",
                     format!(
@@ -88,8 +91,7 @@ impl ClientCertificate {
             }
             from_pem(path, &bytes)?
         } else {
-            let password = config.password.as_ref().map_or("", Secret::expose_secret);
-            from_pkcs12(path, &bytes, password)?
+            from_pkcs12(path, &bytes, password.map_or("", Secret::expose_secret))?
         };
         let public = key.public_key().as_ref();
         // The certificate's subjectPublicKey holds exactly the key's RSAPublicKey DER.
@@ -106,19 +108,19 @@ impl ClientCertificate {
             key,
             x5t_s256: b64.encode(sha256.as_ref()),
             x5t: b64.encode(sha1.as_ref()),
-            algorithm: config.algorithm,
-            path: path.clone(),
+            pss,
+            path: path.to_owned(),
         })
     }
 
     /// A fresh signed assertion for `audience` (the token endpoint) and `client_id`.
     pub(crate) fn assertion(&self, audience: &str, client_id: &str) -> Result<Secret, String> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let (alg, encoding): (&str, &'static dyn aws_lc_rs::signature::RsaEncoding) =
-            match self.algorithm {
-                AssertionAlgorithm::Rs256 => ("RS256", &aws_lc_rs::signature::RSA_PKCS1_SHA256),
-                AssertionAlgorithm::Ps256 => ("PS256", &aws_lc_rs::signature::RSA_PSS_SHA256),
-            };
+        let (alg, encoding): (&str, &'static dyn aws_lc_rs::signature::RsaEncoding) = if self.pss {
+            ("PS256", &aws_lc_rs::signature::RSA_PSS_SHA256)
+        } else {
+            ("RS256", &aws_lc_rs::signature::RSA_PKCS1_SHA256)
+        };
         let header = serde_json::json!({
             "alg": alg,
             "typ": "JWT",
@@ -252,33 +254,18 @@ fn from_pkcs12(
 }
 
 #[cfg(test)]
+#[path = "../../tests/support/certs.rs"]
+mod test_certs;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A self-signed certificate and its RSA key, as PEM.
-    fn pem_pair() -> (String, String) {
-        use aws_lc_rs::encoding::AsDer as _;
-        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        let der = rsa.as_der().unwrap();
-        let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
-            &der.as_ref().to_vec().into(),
-            &rcgen::PKCS_RSA_SHA256,
-        )
-        .unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["client".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
+    use super::test_certs::rsa_pem_pair as pem_pair;
 
-    fn config(path: &std::path::Path) -> CertificateConfig {
-        CertificateConfig {
-            path: path.display().to_string(),
-            password: None,
-            authority_url: None,
-            algorithm: AssertionAlgorithm::Rs256,
-        }
+    /// Loads `path` as an RS256 PEM (no password).
+    fn load(path: &std::path::Path) -> Result<ClientCertificate, CertificateError> {
+        ClientCertificate::load(&path.display().to_string(), None, false)
     }
 
     #[test]
@@ -288,7 +275,7 @@ mod tests {
         let (_, other_key) = pem_pair();
         let path = dir.path().join("mixed.pem");
         std::fs::write(&path, format!("{cert}{other_key}")).unwrap();
-        let e = ClientCertificate::load(&config(&path)).unwrap_err();
+        let e = load(&path).unwrap_err();
         assert!(
             e.message.contains("does not belong to the certificate"),
             "{e:?}"
@@ -301,7 +288,7 @@ mod tests {
         let (cert, key) = pem_pair();
         let path = dir.path().join("client.pem");
         std::fs::write(&path, format!("{cert}{key}")).unwrap();
-        let loaded = ClientCertificate::load(&config(&path)).unwrap();
+        let loaded = load(&path).unwrap();
         let shown = format!("{loaded:?}");
         assert!(shown.contains(&loaded.x5t_s256), "{shown}");
         let key_body = key.lines().nth(1).unwrap();
@@ -311,12 +298,12 @@ mod tests {
     #[test]
     fn missing_and_garbage_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = ClientCertificate::load(&config(&dir.path().join("nope.pem"))).unwrap_err();
+        let e = load(&dir.path().join("nope.pem")).unwrap_err();
         assert_eq!(e.key, "path");
         assert!(e.message.contains("nope.pem"), "{e:?}");
         let garbage = dir.path().join("garbage.pfx");
         std::fs::write(&garbage, b"\x00\x01not pkcs12").unwrap();
-        let e = ClientCertificate::load(&config(&garbage)).unwrap_err();
+        let e = load(&garbage).unwrap_err();
         assert!(e.message.contains("neither PEM nor"), "{e:?}");
     }
 }

@@ -22,7 +22,7 @@
 //! ```
 
 mod browser;
-mod certificate;
+pub(crate) mod certificate;
 mod error;
 mod jwt;
 mod policy;
@@ -41,13 +41,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{AuthError, AuthErrorKind};
 
-/// Reads and checks a certificate config (the file, the password, that the key belongs to the
-/// certificate) without keeping it: what config validation reports at the key it names.
-pub(crate) fn check_certificate(
-    config: &crate::config::CertificateConfig,
-) -> Result<(), certificate::CertificateError> {
-    certificate::ClientCertificate::load(config).map(drop)
-}
 pub use browser::login_interactive;
 pub use jwt::Claims;
 pub use request::parse_retry_after;

@@ -63,17 +63,15 @@ impl TokenRequest {
             _ if config.flow.is_user() => {
                 Credential::Refresh(std::sync::Arc::new(RefreshCache::open(config)?))
             }
-            (Some(c), _) => Credential::Certificate(std::sync::Arc::new(
-                ClientCertificate::load(c).map_err(|e| {
-                    AuthError::new(
-                        AuthErrorKind::Permanent,
-                        format!(
-                            "cognite.idp-authentication.certificate.{}: {}",
-                            e.key, e.message
-                        ),
-                    )
-                })?,
-            )),
+            (Some(c), _) => Credential::Certificate(c.load().map_err(|e| {
+                AuthError::new(
+                    AuthErrorKind::Permanent,
+                    format!(
+                        "cognite.idp-authentication.certificate.{}: {}",
+                        e.key, e.message
+                    ),
+                )
+            })?),
             (None, Some(secret)) => Credential::Secret(secret.clone()),
             (None, None) => {
                 return Err(AuthError::new(

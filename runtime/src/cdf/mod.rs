@@ -141,8 +141,7 @@ impl CdfClient {
         dry_run: Option<DryRunSink>,
         registry: &prometheus::Registry,
     ) -> Result<Self, String> {
-        let network =
-            crate::net::Network::from_config(&config.connection).map_err(|e| e.to_string())?;
+        let network = config.connection.network().map_err(|e| e.to_string())?;
         let http = network
             .client_builder()
             .timeout(config.connection.timeout)

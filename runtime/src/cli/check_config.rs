@@ -97,7 +97,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             let _ = writeln!(out, "auth:     none (dry-run)");
         }
     }
-    if let Ok(network) = crate::net::Network::from_config(&c.connection) {
+    if let Ok(network) = c.connection.network() {
         let _ = writeln!(out, "network:  {}", network.describe());
     }
     if let Some(p) = &c.extraction_pipeline {

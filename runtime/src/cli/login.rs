@@ -35,7 +35,10 @@ fn user_flow<'a>(
 pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let idp = user_flow(path, &config)?;
-    let network = crate::net::Network::from_config(&config.cognite.connection)
+    let network = config
+        .cognite
+        .connection
+        .network()
         .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

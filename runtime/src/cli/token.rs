@@ -19,7 +19,10 @@ pub(crate) fn token(path: &Path) -> Result<Outcome, CliError> {
             ),
         ));
     };
-    let network = crate::net::Network::from_config(&config.cognite.connection)
+    let network = config
+        .cognite
+        .connection
+        .network()
         .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -171,7 +171,7 @@ impl Config {
             config.cognite.dry_run = true;
         }
 
-        let problems = validate::validate(&config, &tree);
+        let problems = validate::validate(&mut config, &tree);
         if !problems.is_empty() {
             return Err(in_file(problems));
         }

@@ -149,6 +149,26 @@ pub struct ConnectionConfig {
     /// (a domain and its subdomains), `10.0.0.0/8`, `*`.
     #[serde(default)]
     pub no_proxy: Vec<String>,
+    /// `ca-file`, `proxy` and `no-proxy` as read when the config was loaded (the CA file is read
+    /// once, then shared by every client).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) parsed: Option<crate::net::Network>,
+}
+
+impl ConnectionConfig {
+    /// The network settings every outbound client is built with: those read when the config
+    /// was loaded, else read now (a config built in code).
+    pub fn network(&self) -> Result<crate::net::Network, crate::net::NetworkError> {
+        match &self.parsed {
+            Some(network) => Ok(network.clone()),
+            None => crate::net::Network::new(
+                self.ca_file.as_deref(),
+                self.proxy.as_ref(),
+                &self.no_proxy,
+            ),
+        }
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -160,6 +180,7 @@ impl Default for ConnectionConfig {
             ca_file: None,
             proxy: None,
             no_proxy: Vec::new(),
+            parsed: None,
         }
     }
 }
@@ -370,6 +391,30 @@ pub struct CertificateConfig {
     /// or `ps256` (RSASSA-PSS, which Entra recommends).
     #[serde(default)]
     pub algorithm: AssertionAlgorithm,
+    /// The certificate and key as read when the config was loaded.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) loaded: Option<std::sync::Arc<crate::auth::certificate::ClientCertificate>>,
+}
+
+impl CertificateConfig {
+    /// The certificate and key: as read when the config was loaded, else read now.
+    pub(crate) fn load(
+        &self,
+    ) -> Result<
+        std::sync::Arc<crate::auth::certificate::ClientCertificate>,
+        crate::auth::certificate::CertificateError,
+    > {
+        match &self.loaded {
+            Some(loaded) => Ok(loaded.clone()),
+            None => crate::auth::certificate::ClientCertificate::load(
+                &self.path,
+                self.password.as_ref(),
+                self.algorithm == AssertionAlgorithm::Ps256,
+            )
+            .map(std::sync::Arc::new),
+        }
+    }
 }
 
 /// How the client assertion is signed.

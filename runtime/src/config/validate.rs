@@ -231,12 +231,43 @@ pub(crate) fn is_cleartext_remote(url: &str) -> bool {
     }
 }
 
-/// Checks everything that deserialization cannot; returns every problem found.
-pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
+/// Reads the files the config names once, keeping what they hold in the config: the CA
+/// bundle and proxy of `cognite.connection`, and the sign-in certificate. Problems are reported
+/// at their key.
+fn read_files(config: &mut Config, p: &mut Problems<'_>) {
+    let connection = &mut config.cognite.connection;
+    match connection.network() {
+        Ok(network) => connection.parsed = Some(network),
+        Err(e) => {
+            for (key, message) in e.problems {
+                p.push(format!("cognite.connection.{key}"), message);
+            }
+        }
+    }
+    if let Some(idp) = &mut config.cognite.idp_authentication
+        && !idp.flow.is_user()
+        && idp.secret.is_none()
+        && let Some(cert) = &mut idp.certificate
+    {
+        match cert.load() {
+            Ok(loaded) => cert.loaded = Some(loaded),
+            Err(e) => p.push(
+                format!("cognite.idp-authentication.certificate.{}", e.key),
+                e.message,
+            ),
+        }
+    }
+}
+
+/// Checks everything that deserialization cannot, reading the files the config names (once,
+/// kept in the config); returns every problem found.
+pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
     let mut p = Problems {
         tree,
         errors: Vec::new(),
     };
+    read_files(config, &mut p);
+    let config = &*config;
     if config.version != 1 {
         p.push(
             "version",
@@ -261,11 +292,6 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
             "cognite.host",
             format!("`{}` would send the access token in clear text: use https:// (plain http:// is allowed only for a loopback address such as 127.0.0.1)", c.host),
         );
-    }
-    if let Err(e) = crate::net::Network::from_config(&c.connection) {
-        for (key, message) in e.problems {
-            p.push(format!("cognite.connection.{key}"), message);
-        }
     }
     match &c.idp_authentication {
         None if !c.dry_run => p.push(
@@ -328,9 +354,6 @@ pub(crate) fn validate(config: &Config, tree: &Node) -> Vec<ConfigError> {
                     "give either `secret` or `certificate`, not both",
                 ),
                 (None, Some(cert)) => {
-                    if let Err(e) = crate::auth::check_certificate(cert) {
-                        p.push(format!("{base}.certificate.{}", e.key), e.message);
-                    }
                     if let Some(url) = &cert.authority_url {
                         if !is_http_url(url) {
                             p.push(format!("{base}.certificate.authority-url"), format!("`{url}` is not an http:// or https:// URL"));
