@@ -28,43 +28,23 @@ fn random_b64(len: usize) -> Result<String, AuthError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// `%XX`-encodes everything but RFC 3986's unreserved characters.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// `authorize` with `params` added to its query (form-encoded, as OAuth2 reads them).
+fn with_query(authorize: &str, params: &[(&str, &str)]) -> Result<String, AuthError> {
+    let mut url = reqwest::Url::parse(authorize)
+        .map_err(|e| permanent(format!("`{authorize}` is not a URL: {e}")))?;
+    url.query_pairs_mut().extend_pairs(params);
+    Ok(url.into())
 }
 
-/// Decodes `%XX` and `+` of a query value.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The value of `name` in the query of a request target (`/?code=...&state=...`), decoded.
+fn query_param(target: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse("http://localhost/")
+        .ok()?
+        .join(target)
+        .ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// Signs a person in in a browser: binds `127.0.0.1:<redirect-port>`, shows the authorization
@@ -96,13 +76,19 @@ pub async fn login_interactive(
         .as_ref(),
     );
     let state = random_b64(16)?;
-    let sep = if authorize.contains('?') { '&' } else { '?' };
-    let url = format!(
-        "{authorize}{sep}client_id={}&response_type=code&redirect_uri={}&scope={}&state={state}&code_challenge={challenge}&code_challenge_method=S256&prompt=consent",
-        encode(&config.client_id),
-        encode(&redirect_uri),
-        encode(&user_scopes(config)),
-    );
+    let url = with_query(
+        &authorize,
+        &[
+            ("client_id", &config.client_id),
+            ("response_type", "code"),
+            ("redirect_uri", &redirect_uri),
+            ("scope", &user_scopes(config)),
+            ("state", &state),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("prompt", "consent"),
+        ],
+    )?;
     show(&format!("To sign in, open this URL in a browser:\n{url}"));
     open_browser(&url, show);
     show(&format!(
@@ -193,14 +179,7 @@ async fn wait_for_code(listener: &TcpListener, state: &str) -> Result<Secret, Au
             .and_then(|l| l.strip_prefix("GET "))
             .and_then(|l| l.split(' ').next())
             .unwrap_or("");
-        let query = target.split_once('?').map_or("", |(_, q)| q);
-        let param = |name: &str| {
-            query
-                .split('&')
-                .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| decode(v))
-        };
+        let param = |name: &str| query_param(target, name);
         let (code, error) = (param("code"), param("error"));
         if code.is_none() && error.is_none() {
             let _ = respond(&mut stream, 404, "Not found.").await;
@@ -267,11 +246,19 @@ mod tests {
 
     #[test]
     fn query_values_decode() {
-        assert_eq!(decode("a%20b+c%2Fd"), "a b c/d");
-        assert_eq!(decode("100%"), "100%");
         assert_eq!(
-            encode("http://localhost:53000"),
-            "http%3A%2F%2Flocalhost%3A53000"
+            query_param("/?v=a%20b+c%2Fd", "v").as_deref(),
+            Some("a b c/d")
+        );
+        assert_eq!(query_param("/?v=100%", "v").as_deref(), Some("100%"));
+        let url = with_query(
+            "https://login.example.com/t/authorize?p=1",
+            &[("redirect_uri", "http://localhost:53000")],
+        )
+        .unwrap();
+        assert!(
+            url.ends_with("?p=1&redirect_uri=http%3A%2F%2Flocalhost%3A53000"),
+            "{url}"
         );
     }
 
