@@ -278,22 +278,10 @@ impl Destination {
                         );
                         (None, None)
                     }
-                    (_, Some(node)) => {
-                        if !valid_space(&node.space) {
-                            p.push(
-                                "instance-id.space",
-                                format!("`{}` is not a space id", node.space),
-                            );
-                        }
-                        (
-                            optional(
-                                p,
-                                "instance-id.external-id",
-                                &Some(node.external_id.clone()),
-                            ),
-                            Some(Arc::from(node.space.as_str())),
-                        )
-                    }
+                    (_, Some(node)) => match relation(p, "instance-id", node) {
+                        Some((space, external_id)) => (Some(external_id), Some(Arc::from(space))),
+                        None => (None, None),
+                    },
                     (_, None) => (
                         required(p, kind_name, "external-id", &config.external_id),
                         None,
@@ -351,144 +339,7 @@ impl Destination {
                     }))
                 })
             }
-            DestinationKind::Instances => {
-                let external_id = required(p, kind_name, "external-id", &config.external_id);
-                let space = match config.space.as_deref().map(str::trim) {
-                    None => {
-                        p.push("", "`type: instances` needs `space`");
-                        None
-                    }
-                    Some(s) if !valid_space(s) => {
-                        p.push("space", format!("`{s}` is not a space id (letters, digits, `_` and `-`, starting with a letter, at most 43)"));
-                        None
-                    }
-                    Some(s) => Some(s.to_owned()),
-                };
-                let is_edge = config.instance_type == Some(InstanceType::Edge);
-                let view = match &config.view {
-                    None if is_edge && config.properties.is_none() => Some(None),
-                    None => {
-                        p.push(
-                            "",
-                            "`type: instances` needs `view: {space, external-id, version}`",
-                        );
-                        None
-                    }
-                    Some(v) => {
-                        for (key, value) in [
-                            ("space", &v.space),
-                            ("external-id", &v.external_id),
-                            ("version", &v.version),
-                        ] {
-                            if value.trim().is_empty() {
-                                p.push(format!("view.{key}"), "must not be empty");
-                            }
-                        }
-                        Some(Some(Arc::new(ViewRef {
-                            space: v.space.clone(),
-                            external_id: v.external_id.clone(),
-                            version: v.version.clone(),
-                        })))
-                    }
-                };
-                let mut end = |key: &str, given: &Option<RelationConfig>| match given {
-                    None => {
-                        p.push(
-                            "",
-                            format!("`instance-type: edge` needs `{key}: {{space, external-id}}`"),
-                        );
-                        None
-                    }
-                    Some(r) => {
-                        if !valid_space(&r.space) {
-                            p.push(
-                                format!("{key}.space"),
-                                format!("`{}` is not a space id", r.space),
-                            );
-                        }
-                        match Field::parse(&r.external_id) {
-                            Ok(f) => Some((r.space.clone(), f)),
-                            Err(e) => {
-                                p.push(format!("{key}.external-id"), e);
-                                None
-                            }
-                        }
-                    }
-                };
-                let edge = if is_edge {
-                    match (
-                        end("edge-type", &config.edge_type),
-                        end("start-node", &config.start_node),
-                        end("end-node", &config.end_node),
-                    ) {
-                        (Some(edge_type), Some(start_node), Some(end_node)) => {
-                            Some(Some(Box::new(EdgeMapping {
-                                edge_type,
-                                start_node,
-                                end_node,
-                            })))
-                        }
-                        _ => None,
-                    }
-                } else {
-                    for key in ["edge-type", "start-node", "end-node"] {
-                        let given = match key {
-                            "edge-type" => config.edge_type.is_some(),
-                            "start-node" => config.start_node.is_some(),
-                            _ => config.end_node.is_some(),
-                        };
-                        if given {
-                            p.push(
-                                key,
-                                format!("`{key}` applies only with `instance-type: edge`"),
-                            );
-                        }
-                    }
-                    Some(None)
-                };
-                let mut properties = Vec::new();
-                for (name, property) in config.properties.iter().flatten() {
-                    let at = format!("properties.{name}");
-                    let parse =
-                        |p: &mut Rejection, key: String, text: &str| match Field::parse(text) {
-                            Ok(f) => Some(f),
-                            Err(e) => {
-                                p.push(key, e);
-                                None
-                            }
-                        };
-                    let parsed = match property {
-                        PropertyConfig::Field(text) => parse(p, at, text).map(Property::Value),
-                        PropertyConfig::Relation(r) => {
-                            if !valid_space(&r.space) {
-                                p.push(
-                                    format!("{at}.space"),
-                                    format!("`{}` is not a space id", r.space),
-                                );
-                            }
-                            parse(p, format!("{at}.external-id"), &r.external_id).map(
-                                |external_id| Property::Relation {
-                                    space: r.space.clone(),
-                                    external_id,
-                                },
-                            )
-                        }
-                    };
-                    properties.extend(parsed.map(|f| (name.clone(), f)));
-                }
-                match (external_id, space, view, edge) {
-                    (Some(external_id), Some(space), Some(view), Some(edge)) => {
-                        Some(Destination::Instances(Box::new(NodeMapping {
-                            space,
-                            view,
-                            edge,
-                            external_id,
-                            properties,
-                        })))
-                    }
-                    _ => None,
-                }
-            }
+            DestinationKind::Instances => instances(p, config),
         };
         match destination {
             Some(d) if problems.is_empty() => Ok(d),
@@ -706,6 +557,123 @@ impl Destination {
         ctx.records_queued(1);
         Ok(())
     }
+}
+
+/// A `{space, external-id}` block at `key`: the space (checked) and the external id's field.
+fn relation(p: &mut Rejection, key: &str, r: &RelationConfig) -> Option<(String, Field)> {
+    if !valid_space(&r.space) {
+        p.push(
+            format!("{key}.space"),
+            format!("`{}` is not a space id", r.space),
+        );
+    }
+    let external_id = optional(
+        p,
+        &format!("{key}.external-id"),
+        &Some(r.external_id.clone()),
+    )?;
+    valid_space(&r.space).then(|| (r.space.clone(), external_id))
+}
+
+/// A checked `type: instances` block (nodes, or edges with `instance-type: edge`).
+fn instances(p: &mut Rejection, config: &DestinationConfig) -> Option<Destination> {
+    let external_id = required(p, "instances", "external-id", &config.external_id);
+    let space = match config.space.as_deref().map(str::trim) {
+        None => {
+            p.push("", "`type: instances` needs `space`");
+            None
+        }
+        Some(s) if !valid_space(s) => {
+            p.push("space", format!("`{s}` is not a space id (letters, digits, `_` and `-`, starting with a letter, at most 43)"));
+            None
+        }
+        Some(s) => Some(s.to_owned()),
+    };
+    let is_edge = config.instance_type == Some(InstanceType::Edge);
+    let view = match &config.view {
+        // An edge without properties is written without a view.
+        None if is_edge && config.properties.is_none() => Some(None),
+        None => {
+            p.push(
+                "",
+                "`type: instances` needs `view: {space, external-id, version}`",
+            );
+            None
+        }
+        Some(v) => {
+            for (key, value) in [
+                ("space", &v.space),
+                ("external-id", &v.external_id),
+                ("version", &v.version),
+            ] {
+                if value.trim().is_empty() {
+                    p.push(format!("view.{key}"), "must not be empty");
+                }
+            }
+            Some(Some(Arc::new(ViewRef {
+                space: v.space.clone(),
+                external_id: v.external_id.clone(),
+                version: v.version.clone(),
+            })))
+        }
+    };
+    let ends = [
+        ("edge-type", &config.edge_type),
+        ("start-node", &config.start_node),
+        ("end-node", &config.end_node),
+    ];
+    let edge = if is_edge {
+        let [edge_type, start_node, end_node] = ends.map(|(key, given)| match given {
+            Some(r) => relation(p, key, r),
+            None => {
+                p.push(
+                    "",
+                    format!("`instance-type: edge` needs `{key}: {{space, external-id}}`"),
+                );
+                None
+            }
+        });
+        // Not `?` here: the properties' problems are reported too.
+        match (edge_type, start_node, end_node) {
+            (Some(edge_type), Some(start_node), Some(end_node)) => {
+                Some(Some(Box::new(EdgeMapping {
+                    edge_type,
+                    start_node,
+                    end_node,
+                })))
+            }
+            _ => None,
+        }
+    } else {
+        for (key, given) in ends {
+            if given.is_some() {
+                p.push(
+                    key,
+                    format!("`{key}` applies only with `instance-type: edge`"),
+                );
+            }
+        }
+        Some(None)
+    };
+    let mut properties = Vec::new();
+    for (name, property) in config.properties.iter().flatten() {
+        let at = format!("properties.{name}");
+        let parsed = match property {
+            PropertyConfig::Field(text) => {
+                optional(p, &at, &Some(text.clone())).map(Property::Value)
+            }
+            PropertyConfig::Relation(r) => relation(p, &at, r)
+                .map(|(space, external_id)| Property::Relation { space, external_id }),
+        };
+        properties.extend(parsed.map(|f| (name.clone(), f)));
+    }
+    Some(Destination::Instances(Box::new(NodeMapping {
+        space: space?,
+        view: view?,
+        edge: edge?,
+        external_id: external_id?,
+        properties,
+    })))
 }
 
 /// A Data Modeling space id: `[a-zA-Z][a-zA-Z0-9_-]{0,42}`.
