@@ -112,6 +112,32 @@ impl Network {
     }
 }
 
+/// An HTTP client that an extractor builds at its first run, when the runtime's [`Network`]
+/// is known (a constructor only checks config), and then keeps for its connection pool.
+#[derive(Debug, Default)]
+pub struct ClientCell(std::sync::OnceLock<reqwest::Client>);
+
+impl ClientCell {
+    /// An empty cell.
+    pub fn new() -> Self {
+        ClientCell::default()
+    }
+
+    /// The client: built on the first call from `network`'s builder with `configure` applied
+    /// (timeouts, redirect policy), the same one afterwards.
+    pub fn get(
+        &self,
+        network: &Network,
+        configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.0.get() {
+            return Ok(client);
+        }
+        let client = configure(network.client_builder()).build()?;
+        Ok(self.0.get_or_init(|| client))
+    }
+}
+
 /// A failed request's error for a message: the whole cause chain, without the URL (its query
 /// may hold secrets; callers name the URL themselves, redacted), and a hint where the peer's
 /// certificate is signed by a CA we do not trust (the usual TLS-inspecting corporate proxy).

@@ -37,7 +37,7 @@ pub struct Files {
     mime_type: Option<Field>,
     metadata: Vec<(String, Field)>,
     /// The HTTP client for upload URLs (no CDF credentials), built at the first run.
-    client: std::sync::OnceLock<reqwest::Client>,
+    client: extractor_runtime::net::ClientCell,
 }
 
 impl std::fmt::Debug for Files {
@@ -128,7 +128,7 @@ impl Files {
                 name,
                 mime_type,
                 metadata,
-                client: std::sync::OnceLock::new(),
+                client: extractor_runtime::net::ClientCell::new(),
             }),
             _ => Err(problems),
         }
@@ -137,18 +137,14 @@ impl Files {
     /// The client for upload URLs: the runtime's CA roots and proxy, no redirects, no CDF
     /// credentials.
     fn client(&self, ctx: &RunContext) -> Result<&reqwest::Client, TaskError> {
-        if let Some(c) = self.client.get() {
-            return Ok(c);
-        }
-        let client = ctx
-            .network()
-            .client_builder()
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))?;
-        Ok(self.client.get_or_init(|| client))
+        self.client
+            .get(ctx.network(), |builder| {
+                builder
+                    .connect_timeout(Duration::from_secs(30))
+                    .read_timeout(Duration::from_secs(300))
+                    .redirect(reqwest::redirect::Policy::none())
+            })
+            .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))
     }
 
     /// The files to upload, with what the templates read (on a blocking thread).
@@ -192,7 +188,7 @@ impl Files {
         .map_err(|e| TaskError::transient(format!("listing the files failed: {e}")))?
     }
 
-    /// The target's fields for `file`.
+    /// The target's fields for `file`: external id, name, MIME type.
     fn describe(&self, file: &Source) -> Result<(String, String, Option<String>), String> {
         let render = |f: &Field, key: &str| {
             f.render(&file.record)
@@ -213,8 +209,8 @@ impl Files {
         cdf: &CdfClient,
         file: &Source,
         parts: u64,
+        (external_id, name, mime): &(String, String, Option<String>),
     ) -> Result<Option<Link>, TaskError> {
-        let (external_id, name, mime) = self.describe(file).map_err(TaskError::permanent)?;
         let multi = parts > 1;
         let answer = match self.config.target.kind {
             TargetKind::Classic => {
@@ -415,10 +411,11 @@ impl Files {
                 crate::size::show_size(part)
             )));
         }
-        let mime = self.describe(file).ok().and_then(|(_, _, mime)| mime);
+        let described = self.describe(file).map_err(TaskError::permanent)?;
+        let mime = described.2.clone();
         let link = match resumed {
             Some(link) => link,
-            None => match self.link(cdf, file, parts).await? {
+            None => match self.link(cdf, file, parts, &described).await? {
                 Some(link) => link,
                 None => {
                     tracing::info!(task = %ctx.task(), file = %file.relative, bytes = file.size, "dry-run: the file's content is not sent");

@@ -29,7 +29,7 @@ pub struct Http {
     config: HttpConfig,
     url: Url,
     /// Built at the first run, with the runtime's CA roots and proxy.
-    client: std::sync::OnceLock<reqwest::Client>,
+    client: extractor_runtime::net::ClientCell,
     destination: Destination,
     watermark: Option<Field>,
     /// Query parameters whose values the config sets: shown as `***` in messages.
@@ -180,7 +180,7 @@ impl Http {
                     .collect(),
                 config,
                 url,
-                client: std::sync::OnceLock::new(),
+                client: extractor_runtime::net::ClientCell::new(),
                 destination,
                 watermark,
             }),
@@ -190,34 +190,29 @@ impl Http {
 
     /// The HTTP client: built once, at the first run, from the runtime's network settings.
     fn client(&self, ctx: &RunContext) -> Result<&reqwest::Client, TaskError> {
-        if let Some(client) = self.client.get() {
-            return Ok(client);
-        }
-        let client = ctx
-            .network()
-            .client_builder()
-            .timeout(self.config.timeout)
-            // Headers, auth and query secrets go only where the config sends them: a redirect
-            // is followed only within the same scheme, host and port.
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                let same = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.origin() == attempt.url().origin());
-                if !same {
-                    let to = attempt.url().origin().ascii_serialization();
-                    attempt.error(format!(
-                        "a redirect to {to} (another origin) is not followed: the request's credentials go only to the configured url"
-                    ))
-                } else if attempt.previous().len() >= 10 {
-                    attempt.error("more than 10 redirects")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .build()
-            .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))?;
-        Ok(self.client.get_or_init(|| client))
+        let timeout = self.config.timeout;
+        self.client
+            .get(ctx.network(), |builder| {
+                // Headers, auth and query secrets go only where the config sends them: a redirect
+                // is followed only within the same scheme, host and port.
+                builder.timeout(timeout).redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    let same = attempt
+                        .previous()
+                        .first()
+                        .is_some_and(|first| first.origin() == attempt.url().origin());
+                    if !same {
+                        let to = attempt.url().origin().ascii_serialization();
+                        attempt.error(format!(
+                            "a redirect to {to} (another origin) is not followed: the request's credentials go only to the configured url"
+                        ))
+                    } else if attempt.previous().len() >= 10 {
+                        attempt.error("more than 10 redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }))
+            })
+            .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))
     }
 
     /// The first page's URL: `url` with `query`, and the watermark when there is one.
