@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::auth::{self, AuthErrorKind};
+use crate::auth;
 use crate::config::{Flow, IdpAuthenticationConfig};
 
 use super::{CliError, Code, Outcome};
@@ -13,19 +13,12 @@ fn user_flow<'a>(
     path: &Path,
     config: &'a crate::Config,
 ) -> Result<&'a IdpAuthenticationConfig, CliError> {
-    match &config.cognite.idp_authentication {
-        Some(idp) if idp.flow.is_user() => Ok(idp),
-        Some(_) => Err(CliError::new(
+    match super::idp(path, config)? {
+        idp if idp.flow.is_user() => Ok(idp),
+        _ => Err(CliError::new(
             Code::Config,
             anyhow::anyhow!(
                 "{}: cognite.idp-authentication.flow is `client-credentials`: the application signs in by itself, there is nothing to log in to (set `flow: device-code` to sign in as a person)",
-                path.display()
-            ),
-        )),
-        None => Err(CliError::new(
-            Code::Config,
-            anyhow::anyhow!(
-                "{}: cognite.idp-authentication is not set (dry-run config)",
                 path.display()
             ),
         )),
@@ -35,15 +28,8 @@ fn user_flow<'a>(
 pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let idp = user_flow(path, &config)?;
-    let network = config
-        .cognite
-        .connection
-        .network()
-        .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Config, e))?;
+    let network = super::network(path, &config)?;
+    let runtime = super::current_thread()?;
     let mut show = |line: &str| eprintln!("{line}");
     let outcome = runtime
         .block_on(async {
@@ -58,15 +44,9 @@ pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
                 _ = tokio::signal::ctrl_c() => None,
             }
         })
-        .ok_or_else(|| CliError::new(Code::Auth, anyhow::anyhow!("the sign-in was interrupted")))?
-        .map_err(|e| {
-            let code = if e.kind() == AuthErrorKind::Permanent {
-                Code::Auth
-            } else {
-                Code::TaskFailed
-            };
-            CliError::new(code, e)
-        })?;
+        .ok_or_else(|| {
+            CliError::new(Code::Auth, anyhow::anyhow!("the sign-in was interrupted"))
+        })??;
     let who = outcome
         .claims
         .as_ref()

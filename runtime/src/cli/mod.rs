@@ -41,6 +41,51 @@ impl CliError {
     }
 }
 
+/// A permanent refusal (bad credentials, an expired sign-in) exits 3; anything else 1.
+impl From<crate::auth::AuthError> for CliError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        let code = if e.is_permanent() {
+            Code::Auth
+        } else {
+            Code::TaskFailed
+        };
+        CliError::new(code, e)
+    }
+}
+
+/// `config`'s `idp-authentication`, or a usage error for a dry-run config.
+fn idp<'a>(
+    path: &std::path::Path,
+    config: &'a Config,
+) -> Result<&'a crate::config::IdpAuthenticationConfig, CliError> {
+    config.cognite.idp_authentication.as_ref().ok_or_else(|| {
+        CliError::new(
+            Code::Config,
+            anyhow::anyhow!(
+                "{}: cognite.idp-authentication is not set (dry-run config)",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// The network settings of `config` (read when it loaded).
+fn network(path: &std::path::Path, config: &Config) -> Result<crate::net::Network, CliError> {
+    config
+        .cognite
+        .connection
+        .network()
+        .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))
+}
+
+/// A single-threaded runtime for a command's few requests.
+fn current_thread() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Code::Config, e))
+}
+
 impl From<ConfigErrors> for CliError {
     fn from(e: ConfigErrors) -> Self {
         CliError::new(Code::Config, e)

@@ -42,8 +42,7 @@ pub(crate) fn run(
         runtime.run(mode, shutdown).await
     });
     let report = report.map_err(|e| match e {
-        RuntimeError::Auth(a) if a.is_permanent() => CliError::new(Code::Auth, a),
-        RuntimeError::Auth(a) => CliError::new(Code::TaskFailed, a),
+        RuntimeError::Auth(a) => CliError::from(a),
         other => CliError::new(Code::Config, other),
     })?;
     let summary = report.summary;

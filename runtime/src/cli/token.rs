@@ -3,42 +3,17 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use crate::auth::{self, AuthErrorKind};
+use crate::auth;
 use crate::config::Flow;
 
-use super::{CliError, Code, Outcome};
+use super::{CliError, Outcome};
 
 pub(crate) fn token(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
-    let Some(idp) = &config.cognite.idp_authentication else {
-        return Err(CliError::new(
-            Code::Config,
-            anyhow::anyhow!(
-                "{}: cognite.idp-authentication is not set (dry-run config)",
-                path.display()
-            ),
-        ));
-    };
-    let network = config
-        .cognite
-        .connection
-        .network()
-        .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(Code::Config, e))?;
+    let idp = super::idp(path, &config)?;
+    let network = super::network(path, &config)?;
     let (token, refresh_after) =
-        runtime
-            .block_on(auth::fetch_once(idp, &network))
-            .map_err(|e| {
-                let code = if e.kind() == AuthErrorKind::Permanent {
-                    Code::Auth
-                } else {
-                    Code::TaskFailed
-                };
-                CliError::new(code, e)
-            })?;
+        super::current_thread()?.block_on(auth::fetch_once(idp, &network))?;
     let expires_unix = token
         .expires_at_wall()
         .duration_since(UNIX_EPOCH)
