@@ -13,11 +13,10 @@ use extractor_runtime::extractor::{Extractor, RunContext};
 use extractors::files::{Files, FilesConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-#[path = "../../runtime/tests/support/prism.rs"]
-mod prism;
+#[path = "../../runtime/tests/support/mod.rs"]
+mod support;
 
 /// A writer into a shared buffer.
 #[derive(Clone, Default)]
@@ -34,14 +33,7 @@ impl std::io::Write for Buffer {
 }
 
 fn cognite(host: &str) -> extractor_runtime::config::CogniteConfig {
-    extractor_runtime::Config::from_yaml(
-        &format!("version: 1\ncognite: {{project: demo, host: '{host}', dry-run: true, connection: {{max-retries: 0}}}}\n"),
-        None,
-        &|_: &str| None,
-        &extractor_runtime::config::LoadOptions::default(),
-    )
-    .unwrap()
-    .cognite
+    support::cognite(host, ", connection: {max-retries: 0}")
 }
 
 /// What the extractor sends for the files in `dir` with `target`, in dry-run.
@@ -67,7 +59,7 @@ async fn recorded(dir: &std::path::Path, target: Value) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_files_requests_match_cognites_spec() {
-    let Some(prism) = prism::Prism::start().await else {
+    let Some(prism) = support::prism::Prism::start().await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -109,25 +101,8 @@ async fn the_files_requests_match_cognites_spec() {
         "body": {"instanceId": {"space": "docs", "externalId": "file_archive"}, "uploadId": "up-1"}}));
 
     let idp = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "t", "expires_in": 3600})),
-        )
-        .mount(&idp)
-        .await;
-    let tokens = extractor_runtime::auth::TokenManager::spawn(
-        &extractor_runtime::config::IdpAuthenticationConfig::new(
-            "c",
-            extractor_runtime::Secret::new("s"),
-            format!("{}/token", idp.uri()),
-            vec!["s".into()],
-        ),
-        extractor_runtime::auth::TokenManagerOptions::default(),
-        None,
-    )
-    .unwrap();
+    support::mount_token_endpoint(&idp, "t").await;
+    let tokens = support::token_manager(&idp.uri());
     let client = CdfClient::new(
         &cognite(&prism.base),
         Some(tokens.clone()),

@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 mod util;
 
-#[path = "../../runtime/tests/support/fake_cdf.rs"]
-mod fake_cdf;
+#[path = "../../runtime/tests/support/mod.rs"]
+mod support;
 
-use fake_cdf::FakeCdf;
+use support::fake_cdf::FakeCdf;
 use util::bin;
 
 /// `len` pseudo-random bytes (so a part out of place is caught).
@@ -45,29 +45,8 @@ fn files(dir: &Path, target: serde_json::Value) -> Files {
 
 /// A run context with the fake CDF and a local state file.
 fn context(cdf: &FakeCdf, state: &Path) -> (RunContext, extractor_runtime::auth::TokenManager) {
-    let cognite = extractor_runtime::Config::from_yaml(
-        &format!(
-            "version: 1\ncognite: {{project: demo, host: '{}', dry-run: true, connection: {{max-retries: 0}}}}\n",
-            cdf.uri()
-        ),
-        None,
-        &|_: &str| None,
-        &extractor_runtime::config::LoadOptions::default(),
-    )
-    .unwrap()
-    .cognite;
-    let idp = extractor_runtime::config::IdpAuthenticationConfig::new(
-        "c",
-        extractor_runtime::Secret::new("s"),
-        format!("{}/token", cdf.uri()),
-        vec!["s".into()],
-    );
-    let tokens = extractor_runtime::auth::TokenManager::spawn(
-        &idp,
-        extractor_runtime::auth::TokenManagerOptions::default(),
-        None,
-    )
-    .unwrap();
+    let cognite = support::cognite(&cdf.uri(), ", connection: {max-retries: 0}");
+    let tokens = support::token_manager(&cdf.uri());
     let registry = prometheus::Registry::new();
     let client = CdfClient::new(&cognite, Some(tokens.clone()), None, &registry).unwrap();
     let queues = Queues::new(client.clone(), 1000, &registry).unwrap();

@@ -27,18 +27,11 @@ fn have(tools: &[&str]) -> bool {
                 .unwrap_or(true)
         })
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but {missing:?} are not installed (.ci/run installs prometheus and prometheus-pushgateway)"
-        );
-    }
-    eprintln!(
-        "skipped: {missing:?} not installed (apt-get install prometheus prometheus-pushgateway)"
-    );
-    false
+    util::available(
+        missing.is_empty(),
+        &format!("{missing:?}"),
+        "apt-get install prometheus prometheus-pushgateway",
+    )
 }
 
 /// A child process stopped by its PID when the test ends.

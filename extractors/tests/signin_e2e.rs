@@ -45,16 +45,12 @@ impl Provider {
         redirect_port: Option<u16>,
     ) -> Option<Provider> {
         let tools = repo().join("tools/oidc-provider");
-        if Command::new("node").arg("--version").output().is_err()
-            || !tools.join("node_modules/oidc-provider").exists()
-        {
-            assert!(
-                std::env::var("CI").map_or(true, |v| v != "true"),
-                "CI=true but node or tools/oidc-provider/node_modules is missing (.ci/run installs them)"
-            );
-            eprintln!(
-                "skipped: node or tools/oidc-provider/node_modules not found (npm ci --prefix tools/oidc-provider)"
-            );
+        if !util::available(
+            Command::new("node").arg("--version").output().is_ok()
+                && tools.join("node_modules/oidc-provider").exists(),
+            "node or tools/oidc-provider/node_modules",
+            "npm ci --prefix tools/oidc-provider",
+        ) {
             return None;
         }
         let mut clients = vec![json!({
@@ -361,12 +357,11 @@ async fn device_code_login_run_revoke_logout() {
 /// verifier; `run --once` then works from the saved refresh token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_login_in_a_real_browser_then_run_once() {
-    if !Path::new("/usr/bin/chromium").exists() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but /usr/bin/chromium is missing (.ci/run installs Debian's chromium)"
-        );
-        eprintln!("skipped: /usr/bin/chromium not found (apt-get install chromium)");
+    if !util::available(
+        Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium",
+        "apt-get install chromium",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

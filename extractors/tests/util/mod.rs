@@ -43,15 +43,28 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Whether a test peer (`what`) is here. Where it is not, the test should return: this says
+/// that it skipped and how to get it (`install`); with `CI=true` it fails instead, since
+/// `.ci/run` installs every peer.
+pub fn available(present: bool, what: &str, install: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but {what} is missing (.ci/run installs it)"
+        );
+        eprintln!("skipped: {what} not found ({install})");
+    }
+    present
+}
+
 /// A self-signed certificate and its RSA key in one PEM file, made by the `openssl` command
 /// (as an operator makes one); `None`, after saying why, where openssl is missing (CI fails).
 pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but the openssl command is missing"
-        );
-        eprintln!("skipped: the openssl command is not installed");
+    if !available(
+        Command::new("openssl").arg("version").output().is_ok(),
+        "the openssl command",
+        "apt-get install openssl",
+    ) {
         return None;
     }
     let (key, cert) = (
