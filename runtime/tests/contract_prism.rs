@@ -11,7 +11,7 @@
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind};
 use extractor_runtime::queues::{
     Datapoint, DatapointValue, Datapoints, EdgeEnds, Event, Events, InstanceRef, Instances, Kind,
-    NewSeries, Node, NodeId, RawRow, RawRows, ViewRef,
+    NewSeries, Node, RawRow, RawRows, ViewRef,
 };
 use serde_json::json;
 use wiremock::MockServer;
@@ -186,7 +186,7 @@ async fn the_clients_requests_match_cognites_spec() {
     ]
     .map(Datapoints::store);
     for stored in &mut by_node {
-        stored.node = Some(NodeId::new("plant".into(), &stored.point.external_id));
+        stored.node = Some("plant".into());
     }
     by_node[0].series = Some(std::sync::Arc::new(NewSeries {
         name: Some("Boiler 1 temperature".into()),

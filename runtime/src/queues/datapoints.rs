@@ -51,33 +51,14 @@ pub struct StoredPoint {
     pub series: Option<std::sync::Arc<NewSeries>>,
     /// `Some(space)`: the time series is the CogniteTimeSeries node `space:external_id` (sent
     /// as `instanceId`; `create-missing` creates the node); `None`: a classic time series.
-    pub node: Option<NodeId>,
-}
-
-/// A Data Modeling time series: its space, and `space:externalId` (how refusals name it).
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeId {
-    space: std::sync::Arc<str>,
-    id: String,
-}
-
-impl NodeId {
-    /// The node `space:external_id`.
-    pub fn new(space: std::sync::Arc<str>, external_id: &str) -> NodeId {
-        NodeId {
-            id: super::instances::instance_id(&space, external_id),
-            space,
-        }
-    }
+    /// One `Arc` is shared by a task's datapoints.
+    pub node: Option<std::sync::Arc<str>>,
 }
 
 impl StoredPoint {
-    /// The time series' id as refusals name it: the external id, or `space:externalId`.
-    fn key(&self) -> &str {
-        match &self.node {
-            Some(n) => &n.id,
-            None => &self.point.external_id,
-        }
+    /// The time series: its space (for a node) and external id.
+    fn series_key(&self) -> (Option<&str>, &str) {
+        (self.node.as_deref(), &self.point.external_id)
     }
 }
 
@@ -105,10 +86,14 @@ impl Kind for Datapoints {
     }
 
     fn batch_len<'a>(items: impl Iterator<Item = &'a StoredPoint>) -> usize {
-        let mut series: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut series: std::collections::HashSet<(Option<&str>, &str)> =
+            std::collections::HashSet::new();
         let mut taken = 0;
-        for key in items.take(MAX_DATAPOINTS_PER_REQUEST).map(StoredPoint::key) {
-            if !series.contains(key) {
+        for key in items
+            .take(MAX_DATAPOINTS_PER_REQUEST)
+            .map(StoredPoint::series_key)
+        {
+            if !series.contains(&key) {
                 if series.len() == MAX_SERIES_PER_REQUEST {
                     break;
                 }
@@ -148,15 +133,16 @@ impl Kind for Datapoints {
         }
         // Grouped by time series, in order of first appearance.
         let mut series: Vec<Series<'_>> = Vec::new();
-        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut index: std::collections::HashMap<(Option<&str>, &str), usize> =
+            std::collections::HashMap::new();
         for stored in items {
             let dp = &stored.point;
-            let i = *index.entry(stored.key()).or_insert_with(|| {
+            let i = *index.entry(stored.series_key()).or_insert_with(|| {
                 let (external_id, instance_id) = match &stored.node {
                     Some(n) => (
                         None,
                         Some(InstanceId {
-                            space: &n.space,
+                            space: n,
                             external_id: &dp.external_id,
                         }),
                     ),
@@ -186,8 +172,12 @@ impl Kind for Datapoints {
         }
     }
 
-    fn id(item: &StoredPoint) -> Option<&str> {
-        Some(item.key())
+    /// The external id, or `space:externalId` for a node (as refusals name it).
+    fn id(item: &StoredPoint) -> Option<std::borrow::Cow<'_, str>> {
+        Some(match &item.node {
+            Some(space) => super::instances::instance_id(space, &item.point.external_id).into(),
+            None => item.point.external_id.as_str().into(),
+        })
     }
 
     fn to_json(stored: &StoredPoint) -> serde_json::Value {
@@ -198,7 +188,7 @@ impl Kind for Datapoints {
         };
         match &stored.node {
             Some(n) => serde_json::json!({
-                "instanceId": {"space": &*n.space, "externalId": item.external_id},
+                "instanceId": {"space": &**n, "externalId": item.external_id},
                 "timestamp": item.timestamp,
                 "value": value,
             }),
@@ -236,7 +226,7 @@ fn create_nodes(items: &[&StoredPoint]) -> Vec<Request> {
     let mut seen = std::collections::HashSet::new();
     let nodes: Vec<_> = items
         .iter()
-        .filter(|s| seen.insert(s.key()))
+        .filter(|s| seen.insert(s.series_key()))
         .filter_map(|s| {
             let node = s.node.as_ref()?;
             let new = s.series.as_deref();
@@ -258,7 +248,7 @@ fn create_nodes(items: &[&StoredPoint]) -> Vec<Request> {
                 }
             }
             Some(Instances::store(Node {
-                space: node.space.to_string(),
+                space: node.to_string(),
                 external_id: s.point.external_id.clone(),
                 edge: None,
                 view: Some(view.clone()),

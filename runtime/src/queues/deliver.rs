@@ -133,7 +133,7 @@ pub(crate) async fn deliver<K: Kind>(
                     group
                         .iter()
                         .copied()
-                        .filter(|i| K::id(&batch[*i].item).is_some_and(|id| set.contains(id)))
+                        .filter(|i| K::id(&batch[*i].item).is_some_and(|id| set.contains(&id)))
                         .collect()
                 };
                 Some((named(e.missing()), named(e.duplicated())))
@@ -178,10 +178,10 @@ async fn resolve_missing<K: Kind>(
     let mut create = Vec::new();
     for &i in hit {
         let id = K::id(&batch[i].item).unwrap_or_default();
-        if batch[i].policy.create_missing && !created.contains(id) {
+        if batch[i].policy.create_missing && !created.contains(id.as_ref()) {
             create.push(i);
         } else {
-            let reason = if created.contains(id) {
+            let reason = if created.contains(id.as_ref()) {
                 "missing even after it was created"
             } else {
                 "missing (create-missing is off)"
@@ -195,7 +195,7 @@ async fn resolve_missing<K: Kind>(
     let items: Vec<&K::Stored> = create.iter().map(|i| &batch[*i].item).collect();
     let requests = K::create_missing(&items);
     for &i in &create {
-        created.insert(K::id(&batch[i].item).unwrap_or_default().to_owned());
+        created.insert(K::id(&batch[i].item).unwrap_or_default().into_owned());
     }
     if requests.is_empty() {
         for &i in &create {
@@ -296,7 +296,7 @@ pub(crate) fn log_refusals<K: Kind>(
                 .entry((task, Arc::as_ptr(why)))
                 .or_insert_with(|| (why, super::Refusals::default()))
                 .1
-                .add(K::id(&entry.item));
+                .add(K::id(&entry.item).as_deref());
         }
     }
     let destination = match dead_letter {

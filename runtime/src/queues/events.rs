@@ -62,8 +62,8 @@ impl Kind for Events {
         }
     }
 
-    fn id(item: &Event) -> Option<&str> {
-        item.external_id.as_deref()
+    fn id(item: &Event) -> Option<std::borrow::Cow<'_, str>> {
+        item.external_id.as_deref().map(Into::into)
     }
 
     fn to_json(item: &Event) -> serde_json::Value {

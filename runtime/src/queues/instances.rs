@@ -181,8 +181,8 @@ impl Kind for Instances {
         }
     }
 
-    fn id(item: &StoredNode) -> Option<&str> {
-        Some(&item.id)
+    fn id(item: &StoredNode) -> Option<std::borrow::Cow<'_, str>> {
+        Some(item.id.as_str().into())
     }
 
     fn to_json(item: &StoredNode) -> serde_json::Value {
@@ -214,7 +214,7 @@ mod tests {
             view: Some(view),
             properties,
         });
-        assert_eq!(Instances::id(&stored), Some("plant:pump-1"));
+        assert_eq!(Instances::id(&stored).as_deref(), Some("plant:pump-1"));
         let request = Instances::request(&[&stored]);
         assert_eq!(
             request.json(),

@@ -39,8 +39,7 @@ use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
 pub use datapoints::{
-    COGNITE_TIME_SERIES, Datapoint, Datapoints, NewSeries, NodeId, StoredPoint,
-    Value as DatapointValue,
+    COGNITE_TIME_SERIES, Datapoint, Datapoints, NewSeries, StoredPoint, Value as DatapointValue,
 };
 pub use dead_letter::DeadLetter;
 pub use events::{Event, Events};
@@ -109,7 +108,7 @@ pub trait Kind: Send + Sync + 'static {
 
     /// The id CDF names an item by in its `missing` and `duplicated` lists (an external id, a
     /// row key).
-    fn id(item: &Self::Stored) -> Option<&str>;
+    fn id(item: &Self::Stored) -> Option<std::borrow::Cow<'_, str>>;
 
     /// The item as JSON, for the dead-letter file.
     fn to_json(item: &Self::Stored) -> serde_json::Value;
@@ -410,7 +409,7 @@ impl<K: Kind> InFlight<'_, K> {
             };
             counts[slot] += 1;
             if let Some(tag) = &entry.tag {
-                tag.ledger.settle(tag, how, K::id(&entry.item));
+                tag.ledger.settle(tag, how, K::id(&entry.item).as_deref());
             }
         }
         for (i, result) in ["uploaded", "skipped", "rejected", "failed"]

@@ -86,8 +86,8 @@ impl Kind for RawRows {
         }
     }
 
-    fn id(item: &StoredRow) -> Option<&str> {
-        Some(&item.key)
+    fn id(item: &StoredRow) -> Option<std::borrow::Cow<'_, str>> {
+        Some(item.key.as_str().into())
     }
 
     fn to_json(item: &StoredRow) -> serde_json::Value {

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::ledger::Ledger;
 use super::{
-    Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, NodeId, Policy, Queues,
-    RawRow, RawRows, Refusals, StoredPoint,
+    Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
+    RawRows, Refusals, StoredPoint,
 };
 use crate::cdf::{CdfError, CdfErrorKind};
 use crate::extractor::TaskError;
@@ -157,7 +157,7 @@ impl Upload {
     ) -> Result<(), CdfError> {
         let q = self.require()?;
         let stored = StoredPoint {
-            node: Some(NodeId::new(space, &datapoint.external_id)),
+            node: Some(space),
             point: datapoint,
             series,
         };
