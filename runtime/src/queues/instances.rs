@@ -72,18 +72,6 @@ pub struct StoredNode {
     json: Box<RawValue>,
 }
 
-impl StoredNode {
-    /// `space:externalId`, as refusals name it.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The node as sent.
-    pub fn json(&self) -> &RawValue {
-        &self.json
-    }
-}
-
 /// The instances queue kind.
 #[derive(Debug)]
 pub struct Instances;

@@ -87,6 +87,10 @@ pub struct FakeFile {
     pub expected_parts: usize,
     /// Completions of multipart uploads.
     pub completions: usize,
+    /// The file's id (classic completion names it).
+    pub id: i64,
+    /// Uploads started: only the newest upload id completes.
+    pub uploads: usize,
 }
 
 /// The fake and its state.
@@ -192,6 +196,37 @@ impl FakeCdf {
                 .sum()
         })
     }
+}
+
+/// Starts an upload of the file `key` in `parts` parts (0: one PUT): its id, and the URLs on
+/// this server to PUT to (`uploadUrl`, or `uploadId` and `uploadUrls`).
+fn start_upload(state: &mut CdfState, key: &str, parts: usize, meta: Option<Value>) -> Value {
+    let base = state.base.clone();
+    let next_id = state.files.len() as i64 + 1;
+    let file = state.files.entry(key.to_owned()).or_default();
+    if file.id == 0 {
+        file.id = next_id;
+    }
+    if let Some(meta) = meta {
+        file.meta = meta;
+    }
+    file.parts.clear();
+    file.expected_parts = parts;
+    file.uploads += 1;
+    let url = |i: usize| format!("{base}/upload/{}/{i}", percent_encode(key));
+    let mut answer = json!({"id": file.id});
+    if parts == 0 {
+        answer["uploadUrl"] = json!(url(0));
+    } else {
+        answer["uploadId"] = json!(upload_id(file));
+        answer["uploadUrls"] = json!((0..parts).map(url).collect::<Vec<_>>());
+    }
+    answer
+}
+
+/// The id of `file`'s newest multipart upload.
+fn upload_id(file: &FakeFile) -> String {
+    format!("up-{}-{}", file.id, file.uploads)
 }
 
 /// `parts=N` of the request's query (0 without one).
@@ -454,54 +489,32 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
             ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
         }
         "/files" | "/files/initmultipartupload" => {
-            let id = body["externalId"].as_str().unwrap_or_default().to_owned();
-            let parts = query_parts(req);
-            let base = state.base.clone();
-            let file = state.files.entry(id.clone()).or_default();
-            file.meta = body.clone();
-            file.parts.clear();
-            file.expected_parts = parts;
-            let url = |i: usize| format!("{base}/upload/{}/{i}", percent_encode(&id));
-            let mut answer = json!({"id": 7, "externalId": id, "name": body["name"]});
-            if parts == 0 {
-                answer["uploadUrl"] = json!(url(0));
-            } else {
-                answer["uploadId"] = json!(format!("up-{id}"));
-                answer["uploadUrls"] = json!((0..parts).map(url).collect::<Vec<_>>());
-            }
+            let key = body["externalId"].as_str().unwrap_or_default().to_owned();
+            let mut answer = start_upload(state, &key, query_parts(req), Some(body.clone()));
+            answer["externalId"] = json!(key);
+            answer["name"] = body["name"].clone();
             ResponseTemplate::new(201).set_body_json(answer)
         }
         "/files/uploadlink" | "/files/multiuploadlink" => {
             let instance = &items[0]["instanceId"];
-            let id = format!(
+            let key = format!(
                 "{}:{}",
                 instance["space"].as_str().unwrap_or(""),
                 instance["externalId"].as_str().unwrap_or("")
             );
-            if !state.nodes.contains_key(&id) {
+            if !state.nodes.contains_key(&key) {
                 return error(
                     400,
                     "Files not found",
                     Some(("missing", vec![json!({"instanceId": instance})])),
                 );
             }
-            let parts = query_parts(req);
-            let base = state.base.clone();
-            let file = state.files.entry(id.clone()).or_default();
-            file.parts.clear();
-            file.expected_parts = parts;
-            let url = |i: usize| format!("{base}/upload/{}/{i}", percent_encode(&id));
-            let mut item = json!({"instanceId": instance});
-            if parts == 0 {
-                item["uploadUrl"] = json!(url(0));
-            } else {
-                item["uploadId"] = json!(format!("up-{id}"));
-                item["uploadUrls"] = json!((0..parts).map(url).collect::<Vec<_>>());
-            }
+            let mut item = start_upload(state, &key, query_parts(req), None);
+            item["instanceId"] = instance.clone();
             ResponseTemplate::new(201).set_body_json(json!({"items": [item]}))
         }
         "/files/completemultipartupload" => {
-            let id = match body.get("instanceId") {
+            let key = match body.get("instanceId") {
                 Some(i) => format!(
                     "{}:{}",
                     i["space"].as_str().unwrap_or(""),
@@ -510,13 +523,16 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                 None => state
                     .files
                     .iter()
-                    .find(|(k, _)| Some(format!("up-{k}").as_str()) == body["uploadId"].as_str())
+                    .find(|(_, f)| Some(f.id) == body["id"].as_i64())
                     .map(|(k, _)| k.clone())
                     .unwrap_or_default(),
             };
-            let Some(file) = state.files.get_mut(&id) else {
-                return error(400, "no such upload", None);
+            let Some(file) = state.files.get_mut(&key) else {
+                return error(400, "Files not found", None);
             };
+            if body["uploadId"].as_str() != Some(upload_id(file).as_str()) {
+                return error(400, "the upload id is not this file's current upload", None);
+            }
             if file.parts.len() != file.expected_parts {
                 return error(
                     400,
