@@ -56,11 +56,11 @@ fn context() -> RunContext {
     RunContext::new("bench", CancellationToken::new()).with_queues(queues)
 }
 
-async fn measure(name: &str, rows: u64, extractor: &dyn Extractor) {
+async fn measure(name: &str, rows: u64, extractor: &impl Extractor) {
     measure_run(name, rows, extractor, true).await;
 }
 
-async fn measure_run(name: &str, rows: u64, extractor: &dyn Extractor, succeeds: bool) {
+async fn measure_run(name: &str, rows: u64, extractor: &impl Extractor, succeeds: bool) {
     let before = status_kib("VmRSS:");
     // Reset the peak to now, so it is this run's (Linux: "5" to clear_refs).
     let _ = std::fs::write("/proc/self/clear_refs", "5");

@@ -254,7 +254,7 @@ fn from_pkcs12(
 }
 
 #[cfg(test)]
-#[path = "../../tests/support/certs.rs"]
+#[path = "../tests/support/certs.rs"]
 mod test_certs;
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! A complete extractor in a user's crate, registered under `type: hello`:
 //!
 //! ```
-//! use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+//! use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -17,14 +17,12 @@
 //! struct Hello(HelloConfig);
 //!
 //! impl Extractor for Hello {
-//!     fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-//!         Box::pin(async move {
-//!             if ctx.is_cancelled() {
-//!                 return Err(TaskError::transient("cancelled before start"));
-//!             }
-//!             tracing::info!(task = ctx.task(), "{}", self.0.greeting);
-//!             Ok(())
-//!         })
+//!     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+//!         if ctx.is_cancelled() {
+//!             return Err(TaskError::transient("cancelled before start"));
+//!         }
+//!         tracing::info!(task = ctx.task(), "{}", self.0.greeting);
+//!         Ok(())
 //!     }
 //! }
 //!
@@ -42,21 +40,45 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, TokenManager};
+use crate::auth::TokenManager;
 use crate::config::{ConfigError, ConfigErrors, TaskConfig};
-
-/// The future an [`Extractor::run`] returns.
-pub type ExtractorFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'a>>;
+pub use crate::task_error::{TaskError, TaskErrorKind};
 
 /// One kind of extraction. The scheduler calls [`run`](Extractor::run) for every run of every
 /// task of this type; one value serves all runs of its task, so keep per-run state local.
+///
+/// Write `run` as an `async fn`; its future must be `Send` (it runs on the multi-threaded
+/// runtime), so hold no `MutexGuard` or `Rc` across an `.await`.
 pub trait Extractor: Send + Sync + 'static {
     /// Does one run. Return when done, or soon after [`RunContext::cancelled`] fires.
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_>;
+    fn run(&self, ctx: RunContext) -> impl Future<Output = Result<(), TaskError>> + Send;
 
     /// For `continuous` tasks: whether a run ends by itself, so that `run --once` may run it.
     fn finishes_by_itself(&self) -> bool {
         false
+    }
+}
+
+/// The future of one run, boxed.
+pub(crate) type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'a>>;
+
+/// [`Extractor`] as an object (its `run` returns `impl Future`, so `dyn Extractor` cannot
+/// exist): what the registry builds and the scheduler holds. Every `Extractor` is one.
+pub trait DynExtractor: Send + Sync + 'static {
+    /// [`Extractor::run`], boxed.
+    fn run_boxed(&self, ctx: RunContext) -> RunFuture<'_>;
+
+    /// [`Extractor::finishes_by_itself`].
+    fn finishes_by_itself(&self) -> bool;
+}
+
+impl<E: Extractor> DynExtractor for E {
+    fn run_boxed(&self, ctx: RunContext) -> RunFuture<'_> {
+        Box::pin(self.run(ctx))
+    }
+
+    fn finishes_by_itself(&self) -> bool {
+        Extractor::finishes_by_itself(self)
     }
 }
 
@@ -233,105 +255,7 @@ impl fmt::Debug for RunContext {
     }
 }
 
-/// How a run failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TaskErrorKind {
-    /// May succeed when tried again (a network error, a 503): retried per the task's `retry`.
-    Transient,
-    /// Will fail again (bad data, bad settings): not retried.
-    Permanent,
-    /// The identity provider refused the credentials: not retried; `run --once` exits 3.
-    Authentication,
-}
-
-/// Why a run failed.
-#[derive(Debug)]
-pub struct TaskError {
-    kind: TaskErrorKind,
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl TaskError {
-    /// A failure that may pass.
-    pub fn transient(message: impl fmt::Display) -> Self {
-        TaskError {
-            kind: TaskErrorKind::Transient,
-            message: message.to_string(),
-            source: None,
-        }
-    }
-
-    /// A failure that will not pass by retrying.
-    pub fn permanent(message: impl fmt::Display) -> Self {
-        TaskError {
-            kind: TaskErrorKind::Permanent,
-            message: message.to_string(),
-            source: None,
-        }
-    }
-
-    /// The identity provider refused the credentials: not retried; `run --once` exits 3.
-    pub fn authentication(message: impl fmt::Display) -> Self {
-        TaskError {
-            kind: TaskErrorKind::Authentication,
-            message: message.to_string(),
-            source: None,
-        }
-    }
-
-    /// Attaches the underlying error.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
-        self
-    }
-
-    /// How the run failed.
-    pub fn kind(&self) -> TaskErrorKind {
-        self.kind
-    }
-
-    /// Whether retrying may help.
-    pub fn is_transient(&self) -> bool {
-        self.kind == TaskErrorKind::Transient
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(s) = &self.source {
-            write!(f, ": {s}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for TaskError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl From<AuthError> for TaskError {
-    fn from(e: AuthError) -> Self {
-        let kind = if e.is_permanent() {
-            TaskErrorKind::Authentication
-        } else {
-            TaskErrorKind::Transient
-        };
-        TaskError {
-            kind,
-            message: "authentication failed".to_owned(),
-            source: Some(Box::new(e)),
-        }
-    }
-}
-
-type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn Extractor>, ConfigErrors> + Send + Sync>;
+type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync>;
 type SchemaFn = fn() -> serde_json::Value;
 
 /// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a
@@ -455,7 +379,7 @@ impl Registry {
         let factory: Factory = Box::new(move |task: &TaskConfig| {
             let config: C = task.config.parse()?;
             build(config)
-                .map(|e| Arc::new(e) as Arc<dyn Extractor>)
+                .map(|e| Arc::new(e) as Arc<dyn DynExtractor>)
                 .map_err(|rejection| {
                     ConfigErrors(
                         rejection
@@ -494,7 +418,7 @@ impl Registry {
         &self,
         index: usize,
         task: &TaskConfig,
-    ) -> Result<Arc<dyn Extractor>, ConfigErrors> {
+    ) -> Result<Arc<dyn DynExtractor>, ConfigErrors> {
         match self.factories.get(&task.kind) {
             Some(factory) => factory(task),
             None => {
@@ -513,7 +437,10 @@ impl Registry {
     }
 
     /// Builds every task's extractor, gathering all errors.
-    pub fn build_all(&self, tasks: &[TaskConfig]) -> Result<Vec<Arc<dyn Extractor>>, ConfigErrors> {
+    pub fn build_all(
+        &self,
+        tasks: &[TaskConfig],
+    ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
         let mut built = Vec::new();
         let mut errors: Vec<ConfigError> = Vec::new();
         for (i, task) in tasks.iter().enumerate() {

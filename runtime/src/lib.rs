@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod cdf;
+mod certificate;
 pub mod cli;
 pub mod config;
 mod deadline;
@@ -43,6 +44,7 @@ pub mod scheduler;
 mod secret;
 pub mod shard;
 pub mod state;
+mod task_error;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use secret::{REDACTED, Secret, redact_url};

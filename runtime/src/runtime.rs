@@ -197,7 +197,7 @@ impl Runtime {
         mode: Mode,
         shutdown: CancellationToken,
         deadline: &Deadline,
-        extractors: Vec<std::sync::Arc<dyn crate::extractor::Extractor>>,
+        extractors: Vec<std::sync::Arc<dyn crate::extractor::DynExtractor>>,
         health: Health,
         network: Network,
     ) -> Result<Report, RuntimeError> {
@@ -229,7 +229,7 @@ impl Runtime {
             _ => None,
         };
         if let Some(t) = &tokens {
-            health.set_tokens(t.clone());
+            health.add_check(t.clone());
         }
         let dry_run = match (
             self.config.cognite.dry_run,

@@ -555,7 +555,7 @@ async fn tokens_shorter_than_min_ttl_are_used_not_refused() {
     assert_eq!(tokens.short_lived(), Some(Duration::from_secs(2)));
     // /readyz's token check passes and names the cause.
     let health = extractor_runtime::metrics::Health::new();
-    health.set_tokens(tokens.clone());
+    health.add_check(tokens.clone());
     let check = health
         .checks()
         .into_iter()

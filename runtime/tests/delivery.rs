@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::queues::RawRow;
 use extractor_runtime::runtime::{Mode, Runtime};
 use extractor_runtime::state::{LocalStateStore, Watermarks};
@@ -24,37 +24,35 @@ struct Counter {
 }
 
 impl Extractor for Counter {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let (queues, state) = (ctx.queues().unwrap(), ctx.state().unwrap());
-            let high = state
-                .get(ctx.task())
-                .and_then(|w| w.high)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            for i in high + 1..=high + self.rows {
-                let mut columns = serde_json::Map::new();
-                columns.insert("n".into(), json!(i));
-                queues
-                    .raw
-                    .add(RawRow {
-                        database: "db".into(),
-                        table: "t".into(),
-                        key: format!("k{i}"),
-                        columns,
-                    })
-                    .await?;
-            }
-            queues.flush().await?;
-            state.set(
-                ctx.task(),
-                Watermarks {
-                    low: Some(json!(1)),
-                    high: Some(json!(high + self.rows)),
-                },
-            );
-            Ok::<(), TaskError>(())
-        })
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let (queues, state) = (ctx.queues().unwrap(), ctx.state().unwrap());
+        let high = state
+            .get(ctx.task())
+            .and_then(|w| w.high)
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        for i in high + 1..=high + self.rows {
+            let mut columns = serde_json::Map::new();
+            columns.insert("n".into(), json!(i));
+            queues
+                .raw
+                .add(RawRow {
+                    database: "db".into(),
+                    table: "t".into(),
+                    key: format!("k{i}"),
+                    columns,
+                })
+                .await?;
+        }
+        queues.flush().await?;
+        state.set(
+            ctx.task(),
+            Watermarks {
+                low: Some(json!(1)),
+                high: Some(json!(high + self.rows)),
+            },
+        );
+        Ok::<(), TaskError>(())
     }
 }
 

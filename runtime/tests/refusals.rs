@@ -437,23 +437,21 @@ struct Rows {
 }
 
 impl extractor_runtime::extractor::Extractor for Rows {
-    fn run(&self, ctx: RunContext) -> extractor_runtime::extractor::ExtractorFuture<'_> {
-        Box::pin(async move {
-            let upload = ctx.upload();
-            let run = upload.resume("").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
-            for i in 0..3 {
-                upload
-                    .raw(row(&format!("{}{run}-{i}", self.prefix)))
-                    .await?;
-            }
-            if self.poison && run == 1 {
-                upload
-                    .raw(row(&format!("{BAD}{}{run}", self.prefix)))
-                    .await?;
-            }
-            upload.checkpoint("", json!(run));
-            upload.settled().await
-        })
+    async fn run(&self, ctx: RunContext) -> Result<(), extractor_runtime::extractor::TaskError> {
+        let upload = ctx.upload();
+        let run = upload.resume("").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+        for i in 0..3 {
+            upload
+                .raw(row(&format!("{}{run}-{i}", self.prefix)))
+                .await?;
+        }
+        if self.poison && run == 1 {
+            upload
+                .raw(row(&format!("{BAD}{}{run}", self.prefix)))
+                .await?;
+        }
+        upload.checkpoint("", json!(run));
+        upload.settled().await
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::metrics::MetricsRegistry;
 use extractor_runtime::scheduler::{Clock, RunResult, Scheduler, SchedulerOptions, Summary};
 use tokio::time::Instant;
@@ -60,36 +60,34 @@ struct Probe {
 }
 
 impl Extractor for Probe {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            self.log.0.lock().unwrap().push(Record {
-                task: ctx.task().to_owned(),
-                started: Instant::now(),
-                wall: self.clock.now(),
-            });
-            let attempt = {
-                let mut a = self.attempts.lock().unwrap();
-                *a += 1;
-                *a
-            };
-            let sleep = tokio::time::sleep(Duration::from_secs(self.config.sleep_s));
-            if self.config.ignore_cancel {
-                sleep.await;
-            } else {
-                tokio::select! {
-                    () = sleep => {}
-                    () = ctx.cancelled() => return Err(TaskError::transient("cancelled")),
-                }
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        self.log.0.lock().unwrap().push(Record {
+            task: ctx.task().to_owned(),
+            started: Instant::now(),
+            wall: self.clock.now(),
+        });
+        let attempt = {
+            let mut a = self.attempts.lock().unwrap();
+            *a += 1;
+            *a
+        };
+        let sleep = tokio::time::sleep(Duration::from_secs(self.config.sleep_s));
+        if self.config.ignore_cancel {
+            sleep.await;
+        } else {
+            tokio::select! {
+                () = sleep => {}
+                () = ctx.cancelled() => return Err(TaskError::transient("cancelled")),
             }
-            let failing = self.config.fail_first.is_none_or(|n| attempt <= n);
-            match self.config.fail.as_deref() {
-                Some("transient") if failing => Err(TaskError::transient("flaky source")),
-                Some("permanent") if failing => Err(TaskError::permanent("bad data")),
-                Some("auth") if failing => Err(TaskError::authentication("bad secret")),
-                Some("panic") if failing => panic!("probe panicked on purpose"),
-                _ => Ok(()),
-            }
-        })
+        }
+        let failing = self.config.fail_first.is_none_or(|n| attempt <= n);
+        match self.config.fail.as_deref() {
+            Some("transient") if failing => Err(TaskError::transient("flaky source")),
+            Some("permanent") if failing => Err(TaskError::permanent("bad data")),
+            Some("auth") if failing => Err(TaskError::authentication("bad secret")),
+            Some("panic") if failing => panic!("probe panicked on purpose"),
+            _ => Ok(()),
+        }
     }
 
     fn finishes_by_itself(&self) -> bool {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
+use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::queues::RawRow;
 use extractor_runtime::runtime::{Mode, Report, Runtime};
 use serde_json::{Value, json};
@@ -25,31 +25,29 @@ struct Rows {
 }
 
 impl Extractor for Rows {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let upload = ctx.upload();
-            for i in 0..self.rows {
-                let mut columns = serde_json::Map::new();
-                columns.insert("i".into(), json!(i));
-                upload
-                    .raw(RawRow {
-                        database: "db".into(),
-                        table: "t".into(),
-                        key: format!("k{i}"),
-                        columns,
-                    })
-                    .await?;
-            }
-            upload.checkpoint("", json!(self.rows));
-            upload.settled().await?;
-            if self.linger {
-                ctx.cancelled().await;
-                return Err(extractor_runtime::extractor::TaskError::transient(
-                    "stopped",
-                ));
-            }
-            Ok(())
-        })
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let upload = ctx.upload();
+        for i in 0..self.rows {
+            let mut columns = serde_json::Map::new();
+            columns.insert("i".into(), json!(i));
+            upload
+                .raw(RawRow {
+                    database: "db".into(),
+                    table: "t".into(),
+                    key: format!("k{i}"),
+                    columns,
+                })
+                .await?;
+        }
+        upload.checkpoint("", json!(self.rows));
+        upload.settled().await?;
+        if self.linger {
+            ctx.cancelled().await;
+            return Err(extractor_runtime::extractor::TaskError::transient(
+                "stopped",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ pub mod config;
 
 use std::process::Stdio;
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use config::CommandConfig;
@@ -108,89 +108,87 @@ impl Drop for Group {
 }
 
 impl Extractor for Command {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let program = &self.config.command[0];
-            let mut cmd = tokio::process::Command::new(program);
-            cmd.args(&self.config.command[1..])
-                .envs(&self.config.env)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                // Its own process group, so that the whole group can be killed.
-                .process_group(0)
-                .kill_on_drop(true);
-            if let Some(dir) = &self.config.working_dir {
-                cmd.current_dir(dir);
-            }
-            let mut child = cmd.spawn().map_err(|e| {
-                TaskError::permanent(format!("cannot start `{program}`")).with_source(e)
-            })?;
-            let group = Group(
-                child
-                    .id()
-                    .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
-            );
-            let out = child
-                .stdout
-                .take()
-                .map(|s| log_lines(ctx.task().to_owned(), "stdout", s));
-            let err = child
-                .stderr
-                .take()
-                .map(|s| log_lines(ctx.task().to_owned(), "stderr", s));
-            let logging = async {
-                let (out, err) = (
-                    async {
-                        if let Some(o) = out {
-                            o.await;
-                        }
-                    },
-                    async {
-                        if let Some(e) = err {
-                            e.await;
-                        }
-                    },
-                );
-                tokio::join!(out, err);
-            };
-            let mut logging = std::pin::pin!(logging);
-            let wait = async {
-                // Output is read while the program runs (a full pipe would block it), and for
-                // a moment after it exits; then its group is killed.
-                let mut logged = false;
-                let status = tokio::select! {
-                    status = child.wait() => status,
-                    () = &mut logging => {
-                        logged = true;
-                        child.wait().await
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let program = &self.config.command[0];
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&self.config.command[1..])
+            .envs(&self.config.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so that the whole group can be killed.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &self.config.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            TaskError::permanent(format!("cannot start `{program}`")).with_source(e)
+        })?;
+        let group = Group(
+            child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+        );
+        let out = child
+            .stdout
+            .take()
+            .map(|s| log_lines(ctx.task().to_owned(), "stdout", s));
+        let err = child
+            .stderr
+            .take()
+            .map(|s| log_lines(ctx.task().to_owned(), "stderr", s));
+        let logging = async {
+            let (out, err) = (
+                async {
+                    if let Some(o) = out {
+                        o.await;
                     }
-                };
-                if !logged {
-                    let _ = tokio::time::timeout(OUTPUT_GRACE, &mut logging).await;
-                }
-                status
-            };
+                },
+                async {
+                    if let Some(e) = err {
+                        e.await;
+                    }
+                },
+            );
+            tokio::join!(out, err);
+        };
+        let mut logging = std::pin::pin!(logging);
+        let wait = async {
+            // Output is read while the program runs (a full pipe would block it), and for
+            // a moment after it exits; then its group is killed.
+            let mut logged = false;
             let status = tokio::select! {
-                s = wait => s.map_err(|e| TaskError::transient("waiting for the program failed").with_source(e))?,
-                () = ctx.cancelled() => {
-                    return Err(TaskError::transient(format!("cancelled; `{program}` was killed")));
+                status = child.wait() => status,
+                () = &mut logging => {
+                    logged = true;
+                    child.wait().await
                 }
             };
-            drop(group);
-            match status.code() {
-                Some(0) => Ok(()),
-                Some(EX_TEMPFAIL) => Err(TaskError::transient(format!(
-                    "`{program}` exited with {EX_TEMPFAIL} (try again later)"
-                ))),
-                Some(code) => Err(TaskError::permanent(format!(
-                    "`{program}` exited with status {code}"
-                ))),
-                None => Err(TaskError::permanent(format!(
-                    "`{program}` was killed by a signal"
-                ))),
+            if !logged {
+                let _ = tokio::time::timeout(OUTPUT_GRACE, &mut logging).await;
             }
-        })
+            status
+        };
+        let status = tokio::select! {
+            s = wait => s.map_err(|e| TaskError::transient("waiting for the program failed").with_source(e))?,
+            () = ctx.cancelled() => {
+                return Err(TaskError::transient(format!("cancelled; `{program}` was killed")));
+            }
+        };
+        drop(group);
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(EX_TEMPFAIL) => Err(TaskError::transient(format!(
+                "`{program}` exited with {EX_TEMPFAIL} (try again later)"
+            ))),
+            Some(code) => Err(TaskError::permanent(format!(
+                "`{program}` exited with status {code}"
+            ))),
+            None => Err(TaskError::permanent(format!(
+                "`{program}` was killed by a signal"
+            ))),
+        }
     }
 
     fn finishes_by_itself(&self) -> bool {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use extractor_runtime::queues::{Refusals, Upload};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -278,63 +278,61 @@ impl FileError {
 }
 
 impl Extractor for Csv {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let upload = self.destination.upload(&ctx);
-            let mut refused = Refusals::default();
-            // What an earlier run queued goes first: a file is moved only once its rows are
-            // settled, and a pending "done" checkpoint is not durable yet.
-            if upload.outstanding() > 0 {
-                refused.merge(upload.deliver().await?);
-            }
-            let files = self.files().await?;
-            let mut bad = Vec::new();
-            let (mut ingested, mut rows) = (0, 0);
-            for file in &files {
-                match self.ingest(&ctx, &upload, &mut refused, file).await {
-                    Ok(Outcome::Unchanged) => {}
-                    Ok(Outcome::Ingested(n)) => {
-                        tracing::info!(task = %ctx.task(), file = %file.display(), rows = n, "file ingested");
-                        ingested += 1;
-                        rows += n;
-                    }
-                    Err(FileError::Bad {
-                        path,
-                        line,
-                        message,
-                    }) => {
-                        let e = format!("{}:{line}: {message}", path.display());
-                        tracing::error!(task = %ctx.task(), "malformed line, the file is not done: {e}");
-                        bad.push(e);
-                    }
-                    Err(FileError::Unreadable { path, message }) => {
-                        let e = format!("{}: cannot read: {message}", path.display());
-                        tracing::error!(task = %ctx.task(), "skipped, the file is not done: {e}");
-                        bad.push(e);
-                    }
-                    Err(FileError::Task(e)) => return Err(e),
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let upload = self.destination.upload(&ctx);
+        let mut refused = Refusals::default();
+        // What an earlier run queued goes first: a file is moved only once its rows are
+        // settled, and a pending "done" checkpoint is not durable yet.
+        if upload.outstanding() > 0 {
+            refused.merge(upload.deliver().await?);
+        }
+        let files = self.files().await?;
+        let mut bad = Vec::new();
+        let (mut ingested, mut rows) = (0, 0);
+        for file in &files {
+            match self.ingest(&ctx, &upload, &mut refused, file).await {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Ingested(n)) => {
+                    tracing::info!(task = %ctx.task(), file = %file.display(), rows = n, "file ingested");
+                    ingested += 1;
+                    rows += n;
                 }
+                Err(FileError::Bad {
+                    path,
+                    line,
+                    message,
+                }) => {
+                    let e = format!("{}:{line}: {message}", path.display());
+                    tracing::error!(task = %ctx.task(), "malformed line, the file is not done: {e}");
+                    bad.push(e);
+                }
+                Err(FileError::Unreadable { path, message }) => {
+                    let e = format!("{}: cannot read: {message}", path.display());
+                    tracing::error!(task = %ctx.task(), "skipped, the file is not done: {e}");
+                    bad.push(e);
+                }
+                Err(FileError::Task(e)) => return Err(e),
             }
-            tracing::info!(
-                task = %ctx.task(),
-                files = files.len(),
-                ingested,
-                rows,
-                malformed = bad.len(),
-                "csv run done"
-            );
-            let refused = upload.refused_error(&refused);
-            match (bad.is_empty(), refused) {
-                (true, None) => Ok(()),
-                (true, Some(refused)) => Err(refused),
-                (false, refused) => Err(TaskError::permanent(format!(
-                    "{} file(s) with a malformed line or unreadable: {}{}",
-                    bad.len(),
-                    bad.join("; "),
-                    refused.map_or_else(String::new, |r| format!("; {r}"))
-                ))),
-            }
-        })
+        }
+        tracing::info!(
+            task = %ctx.task(),
+            files = files.len(),
+            ingested,
+            rows,
+            malformed = bad.len(),
+            "csv run done"
+        );
+        let refused = upload.refused_error(&refused);
+        match (bad.is_empty(), refused) {
+            (true, None) => Ok(()),
+            (true, Some(refused)) => Err(refused),
+            (false, refused) => Err(TaskError::permanent(format!(
+                "{} file(s) with a malformed line or unreadable: {}{}",
+                bad.len(),
+                bad.join("; "),
+                refused.map_or_else(String::new, |r| format!("; {r}"))
+            ))),
+        }
     }
 }
 

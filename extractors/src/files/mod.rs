@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::{Value, json};
 
 use crate::destination::Field;
@@ -538,84 +538,82 @@ fn guess_mime(path: &Path) -> Option<&'static str> {
 }
 
 impl Extractor for Files {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let Some(cdf) = ctx.cdf().cloned() else {
-                return Err(TaskError::permanent(
-                    "the files extractor needs a CDF client",
-                ));
-            };
-            let upload = ctx.upload();
-            let sources = self.sources().await?;
-            let (mut sent, mut bytes, mut failed) = (0, 0u64, Vec::new());
-            for file in &sources {
-                let state = upload.resume(&file.relative).unwrap_or(Value::Null);
-                let unchanged = state["size"].as_u64() == Some(file.size)
-                    && state["modified"].as_i64() == Some(file.modified_ms)
-                    && state["done"] == json!(true);
-                if !unchanged {
-                    let resumed = resumable(&state, file);
-                    if resumed.is_some() {
-                        tracing::info!(task = %ctx.task(), file = %file.relative, "resuming the upload");
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let Some(cdf) = ctx.cdf().cloned() else {
+            return Err(TaskError::permanent(
+                "the files extractor needs a CDF client",
+            ));
+        };
+        let upload = ctx.upload();
+        let sources = self.sources().await?;
+        let (mut sent, mut bytes, mut failed) = (0, 0u64, Vec::new());
+        for file in &sources {
+            let state = upload.resume(&file.relative).unwrap_or(Value::Null);
+            let unchanged = state["size"].as_u64() == Some(file.size)
+                && state["modified"].as_i64() == Some(file.modified_ms)
+                && state["done"] == json!(true);
+            if !unchanged {
+                let resumed = resumable(&state, file);
+                if resumed.is_some() {
+                    tracing::info!(task = %ctx.task(), file = %file.relative, "resuming the upload");
+                }
+                match self.upload(&ctx, &cdf, file, resumed).await {
+                    Ok(()) => {
+                        upload.checkpoint(
+                            &file.relative,
+                            json!({"size": file.size, "modified": file.modified_ms, "done": true}),
+                        );
+                        tracing::info!(task = %ctx.task(), file = %file.relative, bytes = file.size, "file uploaded");
+                        sent += 1;
+                        bytes += file.size;
+                        ctx.records_queued(1);
                     }
-                    match self.upload(&ctx, &cdf, file, resumed).await {
-                        Ok(()) => {
+                    // CDF refused this file: the others go on; it is tried again next run.
+                    Err(e) if !e.is_transient() => {
+                        tracing::error!(task = %ctx.task(), file = %file.relative, "not uploaded: {e}");
+                        // An upload CDF or its storage refused (expired part URLs, say) is
+                        // not resumed: the next run starts the file again.
+                        if state.get("upload").is_some() {
                             upload.checkpoint(
                                 &file.relative,
-                                json!({"size": file.size, "modified": file.modified_ms, "done": true}),
+                                json!({"size": file.size, "modified": file.modified_ms}),
                             );
-                            tracing::info!(task = %ctx.task(), file = %file.relative, bytes = file.size, "file uploaded");
-                            sent += 1;
-                            bytes += file.size;
-                            ctx.records_queued(1);
                         }
-                        // CDF refused this file: the others go on; it is tried again next run.
-                        Err(e) if !e.is_transient() => {
-                            tracing::error!(task = %ctx.task(), file = %file.relative, "not uploaded: {e}");
-                            // An upload CDF or its storage refused (expired part URLs, say) is
-                            // not resumed: the next run starts the file again.
-                            if state.get("upload").is_some() {
-                                upload.checkpoint(
-                                    &file.relative,
-                                    json!({"size": file.size, "modified": file.modified_ms}),
-                                );
-                            }
-                            ctx.records_rejected(1);
-                            failed.push(format!("{}: {e}", file.relative));
-                            continue;
-                        }
-                        Err(e) => return Err(e),
+                        ctx.records_rejected(1);
+                        failed.push(format!("{}: {e}", file.relative));
+                        continue;
                     }
-                }
-                let (root, done, path) = (
-                    self.config.path.clone(),
-                    self.config.done_folder.clone(),
-                    file.path.clone(),
-                );
-                if done.is_some() {
-                    if let Some(state) = ctx.state() {
-                        state.save().await.map_err(|e| {
-                            TaskError::transient(format!("cannot save the state: {e}"))
-                        })?;
-                    }
-                    tokio::task::spawn_blocking(move || {
-                        crate::folder::move_done(&root, done.as_deref(), &path)
-                    })
-                    .await
-                    .map_err(|e| TaskError::transient(format!("moving a file failed: {e}")))?
-                    .map_err(|(p, e)| TaskError::transient(format!("`{}`: {e}", p.display())))?;
+                    Err(e) => return Err(e),
                 }
             }
-            tracing::info!(task = %ctx.task(), files = sources.len(), uploaded = sent, bytes, "files done");
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(TaskError::permanent(format!(
-                    "{} file(s) not uploaded: {}",
-                    failed.len(),
-                    failed.join("; ")
-                )))
+            let (root, done, path) = (
+                self.config.path.clone(),
+                self.config.done_folder.clone(),
+                file.path.clone(),
+            );
+            if done.is_some() {
+                if let Some(state) = ctx.state() {
+                    state.save().await.map_err(|e| {
+                        TaskError::transient(format!("cannot save the state: {e}"))
+                    })?;
+                }
+                tokio::task::spawn_blocking(move || {
+                    crate::folder::move_done(&root, done.as_deref(), &path)
+                })
+                .await
+                .map_err(|e| TaskError::transient(format!("moving a file failed: {e}")))?
+                .map_err(|(p, e)| TaskError::transient(format!("`{}`: {e}", p.display())))?;
             }
-        })
+        }
+        tracing::info!(task = %ctx.task(), files = sources.len(), uploaded = sent, bytes, "files done");
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(TaskError::permanent(format!(
+                "{} file(s) not uploaded: {}",
+                failed.len(),
+                failed.join("; ")
+            )))
+        }
     }
 }

@@ -16,7 +16,7 @@ pub mod config;
 #[cfg(test)]
 mod tests;
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use extractor_runtime::queues::Upload;
 use reqwest::Url;
 use serde_json::Value;
@@ -468,80 +468,78 @@ impl Http {
 }
 
 impl Extractor for Http {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let upload = self.destination.upload(&ctx);
-            let since = match &self.config.incremental {
-                Some(inc) => upload.resume("").or_else(|| inc.initial.clone()),
-                None => None,
-            };
-            let mut url = self.first_url(since.as_ref());
-            let mut highest = since.clone();
-            let (mut pages, mut items) = (0u64, 0u64);
-            loop {
-                let mut body = match self.fetch(&ctx, &url).await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        // What the pages before this one gave is delivered; the watermark stays
-                        // (items need not be sorted: the next run reads them all again).
-                        let _ = upload.deliver().await;
-                        return Err(e);
-                    }
-                };
-                // A bad next link fails the run after this page is delivered.
-                let next = self.next_url(&url, &body);
-                let list = match body.pointer_mut(&self.config.items).map(Value::take) {
-                    Some(Value::Array(list)) => list,
-                    Some(Value::Null) | None if pages > 0 => Vec::new(),
-                    other => {
-                        return Err(TaskError::permanent(format!(
-                            "{}: `items: \"{}\"` points to {}, not to an array",
-                            self.shown(&url),
-                            self.config.items,
-                            other.as_ref().map_or("nothing", describe)
-                        )));
-                    }
-                };
-                for item in list {
-                    if let Some(field) = &self.watermark
-                        && let Some(v) = field.resolve(&item)
-                        && !v.is_null()
-                        && highest.as_ref().is_none_or(|h| newer(&v, h))
-                    {
-                        highest = Some(v.into_owned());
-                    }
-                    self.destination.send(&ctx, &upload, item).await?;
-                    items += 1;
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let upload = self.destination.upload(&ctx);
+        let since = match &self.config.incremental {
+            Some(inc) => upload.resume("").or_else(|| inc.initial.clone()),
+            None => None,
+        };
+        let mut url = self.first_url(since.as_ref());
+        let mut highest = since.clone();
+        let (mut pages, mut items) = (0u64, 0u64);
+        loop {
+            let mut body = match self.fetch(&ctx, &url).await {
+                Ok(body) => body,
+                Err(e) => {
+                    // What the pages before this one gave is delivered; the watermark stays
+                    // (items need not be sorted: the next run reads them all again).
+                    let _ = upload.deliver().await;
+                    return Err(e);
                 }
-                pages += 1;
-                if ctx.is_cancelled() {
-                    return Err(TaskError::transient(format!(
-                        "cancelled after {pages} pages"
+            };
+            // A bad next link fails the run after this page is delivered.
+            let next = self.next_url(&url, &body);
+            let list = match body.pointer_mut(&self.config.items).map(Value::take) {
+                Some(Value::Array(list)) => list,
+                Some(Value::Null) | None if pages > 0 => Vec::new(),
+                other => {
+                    return Err(TaskError::permanent(format!(
+                        "{}: `items: \"{}\"` points to {}, not to an array",
+                        self.shown(&url),
+                        self.config.items,
+                        other.as_ref().map_or("nothing", describe)
                     )));
                 }
-                let next = match next {
-                    Ok(next) => next,
-                    Err(e) => {
-                        let _ = upload.deliver().await;
-                        return Err(e);
-                    }
-                };
-                match next {
-                    Some(next) => {
-                        let max = self.config.pagination.as_ref().map_or(1, |p| p.max_pages);
-                        if pages >= max {
-                            tracing::warn!(task = %ctx.task(), pages, "stopped at `max-pages`; the rest comes next run");
-                            break;
-                        }
-                        url = next;
-                    }
-                    None => break,
+            };
+            for item in list {
+                if let Some(field) = &self.watermark
+                    && let Some(v) = field.resolve(&item)
+                    && !v.is_null()
+                    && highest.as_ref().is_none_or(|h| newer(&v, h))
+                {
+                    highest = Some(v.into_owned());
                 }
+                self.destination.send(&ctx, &upload, item).await?;
+                items += 1;
             }
-            Self::settle(&upload, highest, since.as_ref()).await?;
-            tracing::info!(task = %ctx.task(), pages, items, "http run done");
-            Ok(())
-        })
+            pages += 1;
+            if ctx.is_cancelled() {
+                return Err(TaskError::transient(format!(
+                    "cancelled after {pages} pages"
+                )));
+            }
+            let next = match next {
+                Ok(next) => next,
+                Err(e) => {
+                    let _ = upload.deliver().await;
+                    return Err(e);
+                }
+            };
+            match next {
+                Some(next) => {
+                    let max = self.config.pagination.as_ref().map_or(1, |p| p.max_pages);
+                    if pages >= max {
+                        tracing::warn!(task = %ctx.task(), pages, "stopped at `max-pages`; the rest comes next run");
+                        break;
+                    }
+                    url = next;
+                }
+                None => break,
+            }
+        }
+        Self::settle(&upload, highest, since.as_ref()).await?;
+        tracing::info!(task = %ctx.task(), pages, items, "http run done");
+        Ok(())
     }
 }
 

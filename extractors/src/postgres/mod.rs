@@ -20,7 +20,7 @@ mod types;
 
 use std::str::FromStr;
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Rejection, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::Value;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
@@ -364,11 +364,9 @@ fn database_error(e: &tokio_postgres::Error) -> TaskError {
 }
 
 impl Extractor for Postgres {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            let (rows, batches) = self.extract(&ctx).await?;
-            tracing::info!(task = %ctx.task(), rows, batches, "postgres run done");
-            Ok(())
-        })
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let (rows, batches) = self.extract(&ctx).await?;
+        tracing::info!(task = %ctx.task(), rows, batches, "postgres run done");
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each bench uses a part
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext};
+use extractor_runtime::extractor::{DynExtractor, Extractor, Registry, RunContext, TaskError};
 use std::sync::Arc;
 
 /// A field of `/proc/self/status` in KiB: `"VmRSS:"` (now) or `"VmHWM:"` (peak).
@@ -25,8 +25,8 @@ pub fn rss_kib() -> u64 {
 pub struct Trivial;
 
 impl Extractor for Trivial {
-    fn run(&self, _ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async { Ok(()) })
+    async fn run(&self, _ctx: RunContext) -> Result<(), TaskError> {
+        Ok(())
     }
 }
 
@@ -38,7 +38,7 @@ pub fn trivial_registry() -> Registry {
 }
 
 /// The tasks of `yaml`, built with [`trivial_registry`].
-pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn Extractor>>) {
+pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn DynExtractor>>) {
     let config = Config::from_yaml(yaml, None, &|_| None, &LoadOptions::default()).unwrap();
     let extractors = trivial_registry().build_all(&config.tasks).unwrap();
     (config, extractors)

@@ -1,6 +1,6 @@
 //! A whole extractor in a user's crate: its config, its run, and its registration.
 
-use extractor_runtime::extractor::{Extractor, ExtractorFuture, Registry, RunContext, TaskError};
+use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 
 /// `tasks[].config` of `type: hello`.
 #[derive(serde::Deserialize, extractor_runtime::schemars::JsonSchema)]
@@ -15,14 +15,12 @@ pub struct HelloConfig {
 pub struct Hello(HelloConfig);
 
 impl Extractor for Hello {
-    fn run(&self, ctx: RunContext) -> ExtractorFuture<'_> {
-        Box::pin(async move {
-            tracing::info!(task = ctx.task(), "{}", self.0.greeting);
-            if self.0.fail {
-                return Err(TaskError::transient("asked to fail"));
-            }
-            Ok(())
-        })
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        tracing::info!(task = ctx.task(), "{}", self.0.greeting);
+        if self.0.fail {
+            return Err(TaskError::transient("asked to fail"));
+        }
+        Ok(())
     }
 }
 

@@ -22,7 +22,6 @@
 //! ```
 
 mod browser;
-pub(crate) mod certificate;
 mod error;
 mod jwt;
 mod policy;
@@ -382,7 +381,7 @@ impl TokenManager {
     }
 
     /// Whether a valid token is at hand and the last request did not fail permanently: what
-    /// `/readyz` reports.
+    /// `/readyz` reports (see [`ReadinessCheck`](crate::metrics::ReadinessCheck)).
     pub fn is_ready(&self) -> bool {
         self.try_get().is_some() && !self.has_permanent_failure()
     }
@@ -458,6 +457,35 @@ pub async fn fetch_once(
         },
         refresh_after,
     ))
+}
+
+/// `/readyz`'s `token` check: a valid token at hand, and no permanent refusal.
+impl crate::metrics::ReadinessCheck for TokenManager {
+    fn name(&self) -> &'static str {
+        "token"
+    }
+
+    fn check(&self) -> (bool, String) {
+        if self.has_permanent_failure() {
+            return (
+                false,
+                "the identity provider refused the credentials".to_owned(),
+            );
+        }
+        if self.try_get().is_none() {
+            return (false, "no valid token yet".to_owned());
+        }
+        match self.short_lived() {
+            Some(life) => (
+                true,
+                format!(
+                    "valid token, but tokens live only {}s, no longer than min-ttl: lower min-ttl",
+                    life.as_secs_f64()
+                ),
+            ),
+            None => (true, "valid token".to_owned()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::certificate::ClientCertificate;
+use crate::certificate::ClientCertificate;
 use super::error::{AuthError, AuthErrorKind};
 use super::user::{DEVICE_CODE_GRANT, LOGIN_HINT, RefreshCache, user_scopes};
 use crate::config::{AuthMethod, IdpAuthenticationConfig};

@@ -129,18 +129,3 @@ impl fmt::Display for CdfError {
 }
 
 impl std::error::Error for CdfError {}
-
-impl From<CdfError> for crate::extractor::TaskError {
-    fn from(e: CdfError) -> Self {
-        use crate::extractor::TaskError;
-        let permanent_auth = e.auth_error().is_some_and(AuthError::is_permanent);
-        let message = e.to_string();
-        if permanent_auth {
-            TaskError::authentication(message)
-        } else if e.is_transient() {
-            TaskError::transient(message)
-        } else {
-            TaskError::permanent(message)
-        }
-    }
-}

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod extpipes;
+pub mod raw;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -394,7 +394,7 @@ pub struct CertificateConfig {
     /// The certificate and key as read when the config was loaded.
     #[serde(skip)]
     #[schemars(skip)]
-    pub(crate) loaded: Option<std::sync::Arc<crate::auth::certificate::ClientCertificate>>,
+    pub(crate) loaded: Option<std::sync::Arc<crate::certificate::ClientCertificate>>,
 }
 
 impl CertificateConfig {
@@ -402,12 +402,12 @@ impl CertificateConfig {
     pub(crate) fn load(
         &self,
     ) -> Result<
-        std::sync::Arc<crate::auth::certificate::ClientCertificate>,
-        crate::auth::certificate::CertificateError,
+        std::sync::Arc<crate::certificate::ClientCertificate>,
+        crate::certificate::CertificateError,
     > {
         match &self.loaded {
             Some(loaded) => Ok(loaded.clone()),
-            None => crate::auth::certificate::ClientCertificate::load(
+            None => crate::certificate::ClientCertificate::load(
                 &self.path,
                 self.password.as_ref(),
                 self.algorithm == AssertionAlgorithm::Ps256,

@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::auth::TokenManager;
-
 /// A heartbeat older than this makes `/healthz` fail.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -21,7 +19,23 @@ struct Inner {
     /// Unix milliseconds of the scheduler's last heartbeat; 0 before it started.
     heartbeat_ms: AtomicU64,
     stopped: AtomicBool,
-    tokens: std::sync::OnceLock<TokenManager>,
+    checks: std::sync::Mutex<Vec<Box<dyn ReadinessCheck>>>,
+}
+
+/// A readiness check that a part of the process adds to `/readyz` (the token manager's: a
+/// valid token, no permanent refusal).
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// The check's name in `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Whether it passes, and why in a few words.
+    fn check(&self) -> (bool, String);
+}
+
+impl std::fmt::Debug for dyn ReadinessCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 fn now_ms() -> u64 {
@@ -53,9 +67,13 @@ impl Health {
         self.inner.config_loaded.store(true, Ordering::Relaxed);
     }
 
-    /// Adds the token manager to the readiness checks.
-    pub fn set_tokens(&self, tokens: TokenManager) {
-        let _ = self.inner.tokens.set(tokens);
+    /// Adds `check` to the readiness checks.
+    pub fn add_check(&self, check: impl ReadinessCheck) {
+        self.inner
+            .checks
+            .lock()
+            .expect("health checks lock")
+            .push(Box::new(check));
     }
 
     /// Called by the scheduler's heartbeat task.
@@ -76,8 +94,8 @@ impl Health {
             && now_ms().saturating_sub(beat) < HEARTBEAT_TIMEOUT.as_millis() as u64
     }
 
-    /// Readiness checks: config loaded, scheduler alive, a valid token and no permanent
-    /// authentication failure (when CDF is configured).
+    /// Readiness checks: config loaded, scheduler alive, and every added check (a valid token
+    /// and no permanent authentication failure, when CDF is configured).
     pub fn checks(&self) -> Vec<Check> {
         let mut checks = vec![
             Check {
@@ -99,28 +117,10 @@ impl Health {
                 },
             },
         ];
-        if let Some(tokens) = self.inner.tokens.get() {
-            let (ok, detail) = if tokens.has_permanent_failure() {
-                (
-                    false,
-                    "the identity provider refused the credentials".to_owned(),
-                )
-            } else if tokens.try_get().is_some() {
-                match tokens.short_lived() {
-                    Some(life) => (
-                        true,
-                        format!(
-                            "valid token, but tokens live only {}s, no longer than min-ttl: lower min-ttl",
-                            life.as_secs_f64()
-                        ),
-                    ),
-                    None => (true, "valid token".to_owned()),
-                }
-            } else {
-                (false, "no valid token yet".to_owned())
-            };
+        for check in self.inner.checks.lock().expect("health checks lock").iter() {
+            let (ok, detail) = check.check();
             checks.push(Check {
-                name: "token",
+                name: check.name(),
                 ok,
                 detail,
             });

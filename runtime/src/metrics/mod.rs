@@ -9,7 +9,7 @@ pub(crate) use tasks::TaskSeries;
 
 use tasks::TaskFamilies;
 
-pub use health::{Check, Health};
+pub use health::{Check, Health, ReadinessCheck};
 
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 

@@ -1,12 +1,8 @@
 //! RAW rows: `POST /raw/dbs/{db}/tables/{table}/rows?ensureParent=true`, at most 10 000 rows a
 //! request, one table a request.
 
-use crate::percent::encode_segment;
-
 use super::{Kind, Request};
-
-/// The API's limit of rows per request.
-pub const MAX_ROWS_PER_REQUEST: usize = 10_000;
+use crate::cdf::raw::{MAX_ROWS_PER_REQUEST, ROWS_ENDPOINT, insert_path};
 
 /// A row for a RAW table.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,12 +71,8 @@ impl Kind for RawRows {
             })
             .collect();
         Request {
-            endpoint: "/raw/dbs/{db}/tables/{table}/rows",
-            path: format!(
-                "/raw/dbs/{}/tables/{}/rows?ensureParent=true",
-                encode_segment(&first.database),
-                encode_segment(&first.table)
-            ),
+            endpoint: ROWS_ENDPOINT,
+            path: insert_path(&first.database, &first.table),
             items: rows.len(),
             body: super::items_body(&rows),
         }

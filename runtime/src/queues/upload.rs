@@ -10,7 +10,7 @@ use super::{
     RawRows, Refusals, StoredPoint,
 };
 use crate::cdf::{CdfError, CdfErrorKind};
-use crate::extractor::TaskError;
+use crate::task_error::TaskError;
 
 /// A task's handle on the upload queues and its state: what every extractor uses to send data
 /// and to move its watermarks. Cheap to clone.

@@ -26,7 +26,7 @@ pub use run::RunResult;
 
 use crate::auth::TokenManager;
 use crate::config::{OverlapPolicy, RetryConfig, Schedule, TaskConfig};
-use crate::extractor::{Extractor, TaskErrorKind};
+use crate::extractor::{DynExtractor, TaskErrorKind};
 use crate::metrics::{MetricsRegistry, SchedulerMetrics, TaskMetrics};
 
 /// Restart delays of a continuous task.
@@ -54,7 +54,7 @@ fn start_offset(name: &str, every: Duration) -> Duration {
 /// A task ready to run: its extractor and its policies.
 pub struct Task {
     name: Arc<str>,
-    extractor: Arc<dyn Extractor>,
+    extractor: Arc<dyn DynExtractor>,
     schedule: Schedule,
     overlap: OverlapPolicy,
     max_concurrent: u32,
@@ -212,7 +212,7 @@ impl Scheduler {
     /// [`Registry::build_all`](crate::extractor::Registry::build_all)).
     pub fn new(
         configs: &[TaskConfig],
-        extractors: Vec<Arc<dyn Extractor>>,
+        extractors: Vec<Arc<dyn DynExtractor>>,
         options: SchedulerOptions,
     ) -> Result<Scheduler, String> {
         let metrics = SchedulerMetrics::register(&options.registry).map_err(|e| e.to_string())?;

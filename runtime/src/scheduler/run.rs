@@ -130,7 +130,7 @@ async fn attempt_once(
     };
     let extractor = task.extractor.clone();
     // Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
-    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move { extractor.run(ctx).await }));
+    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move { extractor.run_boxed(ctx).await }));
     let finished = match task.timeout {
         None => (&mut handle).await,
         Some(limit) => match tokio::time::timeout(limit, &mut handle).await {

@@ -2,13 +2,10 @@
 
 use crate::percent::encode_segment;
 use std::collections::BTreeMap;
-use std::collections::VecDeque;
 
 use super::{Marks, StateError, Watermarks};
+use crate::cdf::raw::{MAX_ROWS_PER_REQUEST, ROWS_ENDPOINT as ROWS, insert_path};
 use crate::cdf::{CdfClient, CdfError, CdfErrorKind};
-use crate::queues::{Kind, RawRow, RawRows, StoredRow};
-
-const ROWS: &str = "/raw/dbs/{db}/tables/{table}/rows";
 
 /// Empty pages in a row (each with a next cursor) after which a state load gives up.
 const MAX_EMPTY_PAGES: usize = 100;
@@ -116,35 +113,26 @@ impl RawStateStore {
 
     /// Writes every key as a row, at most 10 000 rows a request.
     pub async fn save(&self) -> Result<(), StateError> {
-        let mut rows: VecDeque<StoredRow> = self
+        let rows: Vec<serde_json::Value> = self
             .states
             .snapshot()
             .into_iter()
             .map(|(key, w)| {
-                let mut columns = serde_json::Map::new();
-                columns.insert(
-                    "low".into(),
-                    w.low.clone().unwrap_or(serde_json::Value::Null),
-                );
-                columns.insert(
-                    "high".into(),
-                    w.high.clone().unwrap_or(serde_json::Value::Null),
-                );
-                RawRows::store(RawRow {
-                    database: self.database.clone(),
-                    table: self.table.clone(),
-                    key: key.clone(),
-                    columns,
+                serde_json::json!({
+                    "key": key,
+                    "columns": {
+                        "low": w.low.clone().unwrap_or(serde_json::Value::Null),
+                        "high": w.high.clone().unwrap_or(serde_json::Value::Null),
+                    },
                 })
             })
             .collect();
-        while !rows.is_empty() {
-            let request = RawRows::next_request(&rows);
+        let path = insert_path(&self.database, &self.table);
+        for chunk in rows.chunks(MAX_ROWS_PER_REQUEST) {
             self.client
-                .post_body(request.endpoint, &request.path, request.body.clone())
+                .post(ROWS, &path, &serde_json::json!({ "items": chunk }))
                 .await
                 .map_err(StateError::Raw)?;
-            rows.drain(..request.items);
         }
         Ok(())
     }
