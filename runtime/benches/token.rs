@@ -25,7 +25,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (MockServer, TokenManager) {
             .mount(&server)
             .await;
         let config = IdpAuthenticationConfig {
-            min_ttl: Duration::from_secs(30),
+            min_ttl: Duration::from_secs(30).into(),
             ..IdpAuthenticationConfig::new(
                 "c",
                 Secret::new("s"),

@@ -255,7 +255,8 @@ impl fmt::Debug for RunContext {
     }
 }
 
-type Factory = Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync>;
+type Factory =
+    Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync>;
 type SchemaFn = fn() -> serde_json::Value;
 
 /// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a

@@ -46,7 +46,7 @@ pub mod shard;
 pub mod state;
 mod task_error;
 
-pub use config::{Config, ConfigError, ConfigErrors};
+pub use config::{Config, ConfigError, ConfigErrors, Duration};
 pub use secret::{REDACTED, Secret, redact_url};
 
 /// Crates whose types are in this crate's signatures, re-exported so that an extractor's crate

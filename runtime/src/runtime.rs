@@ -170,7 +170,7 @@ impl Runtime {
             let (pusher, stop) = (pusher.clone(), push_stop.clone());
             tokio::spawn(async move { pusher.run(stop).await });
         }
-        let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace);
+        let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace.get());
         let result = self
             .run_tasks(mode, shutdown, &deadline, extractors, health, network)
             .await;
@@ -315,13 +315,13 @@ impl Runtime {
         tracker.spawn(flush_periodically(
             queues.clone(),
             state.clone(),
-            self.config.upload_queue.max_upload_interval,
+            self.config.upload_queue.max_upload_interval.get(),
             background.clone(),
         ));
         if let Some(store) = &state {
             let every = match (&self.config.state_store, store) {
-                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval),
-                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval),
+                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval.get()),
+                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval.get()),
                 (None, _) => None,
             }
             .unwrap_or(Duration::from_secs(30));
@@ -333,7 +333,7 @@ impl Runtime {
                 .cognite
                 .extraction_pipeline
                 .as_ref()
-                .map(|p| p.seen_interval)
+                .map(|p| p.seen_interval.get())
                 .unwrap_or(Duration::from_secs(600));
             tracker.spawn(report_seen(p.clone(), every, background.clone()));
         }

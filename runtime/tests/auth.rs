@@ -102,7 +102,7 @@ const SECRET: &str = "client-secret-never-shown";
 
 fn idp_config(token_url: String) -> IdpAuthenticationConfig {
     IdpAuthenticationConfig {
-        min_ttl: Duration::from_secs(1),
+        min_ttl: Duration::from_secs(1).into(),
         ..IdpAuthenticationConfig::new(
             "my-client",
             Secret::new(SECRET),
@@ -547,7 +547,7 @@ async fn tokens_shorter_than_min_ttl_are_used_not_refused() {
     let issued = support::counting_token_endpoint(&idp, 2).await;
     // The default min-ttl (30 s) is far above the tokens' 2 s.
     let config = IdpAuthenticationConfig {
-        min_ttl: Duration::from_secs(30),
+        min_ttl: Duration::from_secs(30).into(),
         ..idp_config(format!("{}/token", idp.uri()))
     };
     let tokens = TokenManager::spawn(&config, fast_options(), None).unwrap();

@@ -78,7 +78,7 @@ async fn five_second_tokens_over_a_minute() {
 
     let min_ttl = Duration::from_secs(1);
     let config = IdpAuthenticationConfig {
-        min_ttl,
+        min_ttl: min_ttl.into(),
         ..IdpAuthenticationConfig::new(
             "e2e-client",
             Secret::new("e2e-secret"),

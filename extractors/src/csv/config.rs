@@ -1,10 +1,8 @@
 //! The `csv` extractor's `config:` block.
 
+use extractor_runtime::Duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use extractor_runtime::config::deserialize_duration;
 
 use serde::Deserialize;
 
@@ -35,8 +33,7 @@ pub struct CsvConfig {
     #[serde(default)]
     pub types: BTreeMap<String, ColumnType>,
     /// Leave a file alone until it has not changed for this long (a file still being written).
-    #[serde(default, deserialize_with = "deserialize_duration")]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default)]
     pub min_age: Duration,
     /// Move each file here once CDF accepted all its rows.
     #[serde(default)]

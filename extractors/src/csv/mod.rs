@@ -120,7 +120,8 @@ impl Csv {
     /// The files to read, sorted (listed on a blocking thread).
     async fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
         let config = self.config.clone();
-        blocking(move || crate::folder::files(&config.path, &config.glob, config.min_age)).await?
+        blocking(move || crate::folder::files(&config.path, &config.glob, config.min_age.get()))
+            .await?
     }
 
     /// Moves `file` to the done folder (on a blocking thread).

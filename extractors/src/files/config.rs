@@ -1,10 +1,9 @@
 //! The `files` extractor's `config:` block.
 
+use extractor_runtime::Duration;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use extractor_runtime::config::deserialize_duration;
 use serde::Deserialize;
 
 /// `tasks[].config` for `type: files`.
@@ -17,8 +16,7 @@ pub struct FilesConfig {
     #[serde(default = "default_glob")]
     pub glob: String,
     /// Leave a file alone until it has not changed for this long (a file still being written).
-    #[serde(default, deserialize_with = "deserialize_duration")]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default)]
     pub min_age: Duration,
     /// Move each file here once CDF has all of it.
     #[serde(default)]

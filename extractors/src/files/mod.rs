@@ -151,7 +151,7 @@ impl Files {
     async fn sources(&self) -> Result<Vec<Source>, TaskError> {
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<Source>, TaskError> {
-            let files = crate::folder::files(&config.path, &config.glob, config.min_age)?;
+            let files = crate::folder::files(&config.path, &config.glob, config.min_age.get())?;
             Ok(files
                 .into_iter()
                 .filter_map(|path| {
@@ -593,9 +593,10 @@ impl Extractor for Files {
             );
             if done.is_some() {
                 if let Some(state) = ctx.state() {
-                    state.save().await.map_err(|e| {
-                        TaskError::transient(format!("cannot save the state: {e}"))
-                    })?;
+                    state
+                        .save()
+                        .await
+                        .map_err(|e| TaskError::transient(format!("cannot save the state: {e}")))?;
                 }
                 tokio::task::spawn_blocking(move || {
                     crate::folder::move_done(&root, done.as_deref(), &path)

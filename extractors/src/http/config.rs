@@ -1,10 +1,9 @@
 //! The `http` extractor's `config:` block.
 
+use extractor_runtime::Duration;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use extractor_runtime::Secret;
-use extractor_runtime::config::deserialize_duration;
 use serde::Deserialize;
 
 use crate::destination::DestinationConfig;
@@ -44,8 +43,7 @@ pub struct HttpConfig {
     #[serde(default)]
     pub incremental: Option<IncrementalConfig>,
     /// Per request.
-    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default = "default_timeout")]
     pub timeout: Duration,
     /// The largest answer read (`64MiB` by default): a larger page fails the run naming its URL
     /// instead of filling the memory.
@@ -154,18 +152,10 @@ pub struct RetriesConfig {
     #[serde(default = "default_max_retries")]
     pub max_retries: usize,
     /// The first wait; it doubles (with jitter) up to `max-backoff`.
-    #[serde(
-        default = "default_initial_backoff",
-        deserialize_with = "deserialize_duration"
-    )]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default = "default_initial_backoff")]
     pub initial_backoff: Duration,
     /// The longest wait between attempts, and the longest `Retry-After` honoured.
-    #[serde(
-        default = "default_max_backoff",
-        deserialize_with = "deserialize_duration"
-    )]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default = "default_max_backoff")]
     pub max_backoff: Duration,
 }
 

@@ -195,7 +195,7 @@ impl Http {
             .get(ctx.network(), |builder| {
                 // Headers, auth and query secrets go only where the config sends them: a redirect
                 // is followed only within the same scheme, host and port.
-                builder.timeout(timeout).redirect(reqwest::redirect::Policy::custom(|attempt| {
+                builder.timeout(timeout.get()).redirect(reqwest::redirect::Policy::custom(|attempt| {
                     let same = attempt
                         .previous()
                         .first()
@@ -236,9 +236,11 @@ impl Http {
     /// One page, with retries.
     async fn fetch(&self, ctx: &RunContext, url: &Url) -> Result<Value, TaskError> {
         let retries = &self.config.retries;
-        let mut backoff =
-            extractor_runtime::backoff::full_jitter(retries.initial_backoff, retries.max_backoff)
-                .take(retries.max_retries);
+        let mut backoff = extractor_runtime::backoff::full_jitter(
+            retries.initial_backoff.get(),
+            retries.max_backoff.get(),
+        )
+        .take(retries.max_retries);
         // Query values from the config may be secrets (`?api_key=`): never shown.
         let shown = self.shown(url);
         let mut attempt = 0;
@@ -308,7 +310,7 @@ impl Http {
                     "gave up after {attempt} attempts: {problem}"
                 )));
             };
-            let wait = retry_after.map_or(wait, |ra| ra.min(retries.max_backoff).max(wait));
+            let wait = retry_after.map_or(wait, |ra| ra.min(retries.max_backoff.get()).max(wait));
             tracing::warn!(task = %ctx.task(), attempt, wait_ms = wait.as_millis() as u64, "retrying: {problem}");
             tokio::select! {
                 () = ctx.cancelled() => return Err(TaskError::transient(format!("cancelled while waiting to retry {shown}"))),

@@ -1,9 +1,8 @@
 //! The `postgres` extractor's `config:` block.
 
-use std::time::Duration;
+use extractor_runtime::Duration;
 
 use extractor_runtime::Secret;
-use extractor_runtime::config::deserialize_duration;
 use serde::Deserialize;
 
 use crate::destination::DestinationConfig;
@@ -34,11 +33,7 @@ pub struct PostgresConfig {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// How long connecting may take.
-    #[serde(
-        default = "default_connect_timeout",
-        deserialize_with = "deserialize_duration"
-    )]
-    #[schemars(with = "extractor_runtime::config::DurationSchema")]
+    #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
     /// Where the rows go.
     pub destination: DestinationConfig,

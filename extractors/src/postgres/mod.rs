@@ -61,7 +61,7 @@ impl Postgres {
         let connect =
             match tokio_postgres::Config::from_str(config.connection_string.expose_secret()) {
                 Ok(mut c) => {
-                    c.connect_timeout(config.connect_timeout);
+                    c.connect_timeout(config.connect_timeout.get());
                     if c.get_hosts().is_empty() {
                         problems.push("connection-string", "names no host (add `host=...`)");
                     }

@@ -221,7 +221,7 @@ impl TokenManager {
         registry: Option<&prometheus::Registry>,
     ) -> Result<TokenManager, AuthError> {
         let options = TokenManagerOptions {
-            min_ttl: config.min_ttl,
+            min_ttl: config.min_ttl.get(),
             ..options
         };
         let client = http_client(&options.network, options.request_timeout)?;
@@ -442,7 +442,7 @@ pub async fn fetch_once(
     let refresh_after = policy::refresh_after(
         response.expires_in,
         response.refresh_in,
-        config.min_ttl,
+        config.min_ttl.get(),
         0.0,
     );
     Ok((
@@ -452,7 +452,7 @@ pub async fn fetch_once(
             expires_at: sent + response.expires_in,
             expires_at_wall: request::wall_clock_after(response.expires_in),
             refresh_at: sent + refresh_after,
-            min_ttl: policy::effective_min_ttl(response.expires_in, config.min_ttl),
+            min_ttl: policy::effective_min_ttl(response.expires_in, config.min_ttl.get()),
             generation: 1,
         },
         refresh_after,

@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::certificate::ClientCertificate;
 use super::error::{AuthError, AuthErrorKind};
 use super::user::{DEVICE_CODE_GRANT, LOGIN_HINT, RefreshCache, user_scopes};
+use crate::certificate::ClientCertificate;
 use crate::config::{AuthMethod, IdpAuthenticationConfig};
 use crate::secret::Secret;
 

@@ -145,7 +145,7 @@ impl CdfClient {
         let network = config.connection.network().map_err(|e| e.to_string())?;
         let http = network
             .client_builder()
-            .timeout(config.connection.timeout)
+            .timeout(config.connection.timeout.get())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         if dry_run.is_none() && tokens.is_none() {
@@ -244,7 +244,7 @@ impl CdfClient {
         let url = format!("{}{path}", inner.base);
         let mut delays = crate::backoff::full_jitter(
             Duration::from_millis(500),
-            inner.connection.max_retry_backoff,
+            inner.connection.max_retry_backoff.get(),
         );
         let mut refreshed = false;
         let mut retries = 0;
@@ -376,7 +376,9 @@ impl CdfClient {
                 .retries
                 .with_label_values(&[endpoint, reason])
                 .inc();
-            let backoff = delays.next().unwrap_or(inner.connection.max_retry_backoff);
+            let backoff = delays
+                .next()
+                .unwrap_or(inner.connection.max_retry_backoff.get());
             let delay = retry_after
                 .map_or(backoff, |ra| ra.max(backoff))
                 .min(MAX_RETRY_AFTER);

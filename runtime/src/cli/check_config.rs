@@ -86,7 +86,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                 out,
                 "          scopes {}; min-ttl {}; auth-method {}",
                 idp.scopes.join(" "),
-                secs(idp.min_ttl),
+                secs(idp.min_ttl.get()),
                 match idp.auth_method {
                     AuthMethod::Post => "post",
                     AuthMethod::Basic => "basic",
@@ -117,7 +117,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             "          push to {} as job {} every {}",
             crate::redact_url(&gw.host),
             gw.job_name,
-            secs(gw.push_interval)
+            secs(gw.push_interval.get())
         );
     }
     if let Some(store) = &config.state_store {
@@ -126,7 +126,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                 out,
                 "state:    local file {} (saved every {})",
                 local.path,
-                secs(local.save_interval)
+                secs(local.save_interval.get())
             );
         }
         if let Some(raw) = &store.raw {
@@ -135,7 +135,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                 "state:    RAW {}/{} (uploaded every {})",
                 raw.database,
                 raw.table,
-                secs(raw.upload_interval)
+                secs(raw.upload_interval.get())
             );
         }
     }
@@ -144,7 +144,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
         out,
         "queues:   up to {} items each, uploaded every {}",
         q.max_queue_size,
-        secs(q.max_upload_interval)
+        secs(q.max_upload_interval.get())
     );
     match &q.dead_letter {
         Some(path) => {
@@ -190,7 +190,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
         };
         let mut extra = format!("overlap {:?}", task.overlap).to_lowercase();
         if let Some(t) = task.timeout {
-            let _ = write!(extra, ", timeout {}", secs(t));
+            let _ = write!(extra, ", timeout {}", secs(t.get()));
         }
         let _ = writeln!(out, "  - {} ({}): {when}; {extra}", task.name, task.kind);
     }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-pub use duration::{DurationSchema, deserialize as deserialize_duration, parse_duration};
+pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
@@ -204,10 +204,7 @@ impl Config {
     /// [`Registry::json_schema`](crate::extractor::Registry::json_schema) for one that knows the
     /// registered extractor types).
     pub fn json_schema() -> serde_json::Value {
-        let mut schema =
-            serde_json::to_value(schemars::schema_for!(Config)).expect("a schema is valid JSON");
-        durations_as_written(&mut schema);
-        schema
+        serde_json::to_value(schemars::schema_for!(Config)).expect("a schema is valid JSON")
     }
 
     /// [`json_schema`](Config::json_schema) with, for each `(type, schema)`, the rule that a task
@@ -236,33 +233,7 @@ impl Config {
         if !rules.is_empty() {
             schema["$defs"]["TaskConfig"]["allOf"] = serde_json::Value::Array(rules);
         }
-        durations_as_written(&mut schema);
         schema
-    }
-}
-
-/// schemars writes a `Duration` default as serde serializes it (`{"secs": 30, "nanos": 0}`);
-/// the config is written `30s`.
-fn durations_as_written(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            if let Some(default) = map.get_mut("default")
-                && let Some(secs) = default.get("secs").and_then(serde_json::Value::as_u64)
-            {
-                let nanos = default
-                    .get("nanos")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0);
-                *default = if nanos == 0 {
-                    serde_json::Value::String(format!("{secs}s"))
-                } else {
-                    serde_json::Value::String(format!("{}ms", secs * 1000 + nanos / 1_000_000))
-                };
-            }
-            map.values_mut().for_each(durations_as_written);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(durations_as_written),
-        _ => {}
     }
 }
 

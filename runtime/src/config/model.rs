@@ -3,12 +3,10 @@
 //! The `cognite:` section keeps the key names of Cognite's python-extractor-utils, so an existing
 //! section works unchanged.
 
-use std::time::Duration;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::duration::{self, DurationSchema};
+use super::duration::Duration;
 use super::node::Node;
 use crate::secret::Secret;
 
@@ -37,11 +35,7 @@ pub struct Config {
     #[serde(default)]
     pub upload_queue: UploadQueueConfig,
     /// On SIGTERM or SIGINT, how long running tasks get to finish before they are aborted.
-    #[serde(
-        default = "default_shutdown_grace",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
 }
 
@@ -53,11 +47,7 @@ pub struct UploadQueueConfig {
     #[serde(default = "default_max_queue_size")]
     pub max_queue_size: usize,
     /// Queued items are uploaded at least this often.
-    #[serde(
-        default = "default_max_upload_interval",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_max_upload_interval")]
     pub max_upload_interval: Duration,
     /// Where items CDF refused for good are appended, one JSON object per line (time, task,
     /// queue, endpoint, status, CDF's message, request id, the item). Without it refused
@@ -123,18 +113,10 @@ pub struct ConnectionConfig {
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// The longest delay between retries (exponential backoff with full jitter up to this).
-    #[serde(
-        default = "default_max_retry_backoff",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_max_retry_backoff")]
     pub max_retry_backoff: Duration,
     /// One request gives up after this long.
-    #[serde(
-        default = "default_request_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_request_timeout")]
     pub timeout: Duration,
     /// A PEM file of CA certificates trusted in addition to the system's roots (a corporate
     /// TLS-inspecting proxy, a private identity provider). Used for every outbound connection:
@@ -233,11 +215,7 @@ pub struct IdpAuthenticationConfig {
     #[serde(default)]
     pub audience: Option<String>,
     /// A token with less life left than this is never used.
-    #[serde(
-        default = "default_min_ttl",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_min_ttl")]
     pub min_ttl: Duration,
     /// How the client authenticates to the token endpoint.
     #[serde(default)]
@@ -446,11 +424,7 @@ pub struct ExtractionPipelineConfig {
     /// The extraction pipeline's external id.
     pub external_id: String,
     /// A long-running process reports `seen` this often.
-    #[serde(
-        default = "default_seen_interval",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_seen_interval")]
     pub seen_interval: Duration,
 }
 
@@ -494,11 +468,7 @@ pub struct PushGatewayConfig {
     /// The `job` label the metrics are pushed under.
     pub job_name: String,
     /// How often to push.
-    #[serde(
-        default = "default_push_interval",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_push_interval")]
     pub push_interval: Duration,
     /// Basic-auth user name.
     #[serde(default)]
@@ -507,8 +477,7 @@ pub struct PushGatewayConfig {
     #[serde(default)]
     pub password: Option<Secret>,
     /// After the process ends, wait this long, then delete the job's metrics from the gateway.
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default)]
     pub clear_after: Option<Duration>,
 }
 
@@ -623,11 +592,7 @@ pub struct LocalStateStoreConfig {
     /// The JSON file's path.
     pub path: String,
     /// How often the state is saved (it is also saved after each flush and at shutdown).
-    #[serde(
-        default = "default_save_interval",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_save_interval")]
     pub save_interval: Duration,
 }
 
@@ -640,11 +605,7 @@ pub struct RawStateStoreConfig {
     /// The RAW table.
     pub table: String,
     /// How often the state is uploaded.
-    #[serde(
-        default = "default_save_interval",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_save_interval")]
     pub upload_interval: Duration,
 }
 
@@ -670,23 +631,16 @@ pub struct TaskConfig {
     #[serde(default)]
     pub max_concurrent: Option<u32>,
     /// A run that takes longer is cancelled and counted as `timeout`.
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default)]
     pub timeout: Option<Duration>,
     /// A missed run is caught up only if it can start within this long after its planned time.
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default)]
     pub starting_deadline: Option<Duration>,
     /// A random delay of up to this long before each run.
-    #[serde(default, deserialize_with = "duration::deserialize_opt")]
-    #[schemars(with = "Option<DurationSchema>")]
+    #[serde(default)]
     pub jitter: Option<Duration>,
     /// After `timeout` cancels a run, how long it gets to stop before it is aborted.
-    #[serde(
-        default = "default_timeout_grace",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_timeout_grace")]
     pub timeout_grace: Duration,
     /// Retry a run that fails with a transient error.
     #[serde(default)]
@@ -708,18 +662,10 @@ pub struct RetryConfig {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// The delay before the first retry; it doubles (with full jitter) up to `max-backoff`.
-    #[serde(
-        default = "default_initial_backoff",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_initial_backoff")]
     pub initial_backoff: Duration,
     /// The largest delay between attempts.
-    #[serde(
-        default = "default_max_backoff",
-        deserialize_with = "duration::deserialize"
-    )]
-    #[schemars(with = "DurationSchema")]
+    #[serde(default = "default_max_backoff")]
     pub max_backoff: Duration,
 }
 

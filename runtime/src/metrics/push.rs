@@ -68,8 +68,8 @@ impl Pusher {
                 .username
                 .clone()
                 .map(|u| (u, config.password.clone())),
-            interval: config.push_interval,
-            clear_after: config.clear_after,
+            interval: config.push_interval.get(),
+            clear_after: config.clear_after.map(|d| d.get()),
             registry,
             pushes,
         })

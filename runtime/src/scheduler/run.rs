@@ -49,7 +49,7 @@ fn retry_delays(task: &Task) -> impl Iterator<Item = Duration> + use<> {
     let (min, max) = task
         .retry
         .as_ref()
-        .map(|r| (r.initial_backoff, r.max_backoff))
+        .map(|r| (r.initial_backoff.get(), r.max_backoff.get()))
         .unwrap_or((Duration::from_secs(1), Duration::from_secs(60)));
     crate::backoff::full_jitter(min, max)
 }
@@ -130,7 +130,8 @@ async fn attempt_once(
     };
     let extractor = task.extractor.clone();
     // Aborts the spawned extractor future when the run itself is dropped (aborted at shutdown).
-    let mut handle = AbortOnDropHandle::new(tokio::spawn(async move { extractor.run_boxed(ctx).await }));
+    let mut handle =
+        AbortOnDropHandle::new(tokio::spawn(async move { extractor.run_boxed(ctx).await }));
     let finished = match task.timeout {
         None => (&mut handle).await,
         Some(limit) => match tokio::time::timeout(limit, &mut handle).await {
