@@ -21,13 +21,13 @@
 //! - [`scheduler`]: runs tasks on their schedules.
 //! - [`runtime`]: puts the pieces together and runs them.
 //! - [`shard`]: splitting tasks across replicas (rendezvous hashing).
-//! - [`backoff`]: the retry schedule (exponential, full jitter).
+//! - [`retry`]: the one retry policy (a classifier, and backoff with full jitter).
 //! - [`Secret`]: a string that never prints itself.
 
 #![deny(missing_docs)]
 
 pub mod auth;
-pub mod backoff;
+
 pub mod cdf;
 mod certificate;
 pub mod cli;
@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod net;
 mod percent;
 pub mod queues;
+pub mod retry;
 pub mod runtime;
 pub mod scheduler;
 mod secret;

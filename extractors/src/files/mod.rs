@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use extractor_runtime::cdf::CdfClient;
 use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
+use extractor_runtime::retry::{self, RetryPolicy};
 use serde_json::{Value, json};
 
 use crate::destination::Field;
@@ -28,6 +29,10 @@ const MAX_PART: u64 = 4000 * 1024 * 1024;
 const MAX_PARTS: u64 = 250;
 /// Attempts of one PUT to an upload URL.
 const PUT_ATTEMPTS: usize = 4;
+/// The delays between them (and the longest `Retry-After` honoured).
+const PUT_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(30))
+        .with_max_retries(PUT_ATTEMPTS - 1);
 
 /// The `files` extractor.
 pub struct Files {
@@ -349,12 +354,8 @@ impl Files {
         let client = self.client(ctx)?;
         let shown = url.split('?').next().unwrap_or(url).to_owned();
         let bytes = bytes::Bytes::from(bytes);
-        let mut delays = extractor_runtime::backoff::full_jitter(
-            Duration::from_millis(500),
-            Duration::from_secs(30),
-        );
-        let mut last = String::new();
-        for _ in 0..PUT_ATTEMPTS {
+        let mut delays = PUT_RETRY.backoff();
+        loop {
             let mut request = client
                 .put(url)
                 .header(
@@ -366,11 +367,11 @@ impl Files {
                 // Azure's single-shot upload needs it; harmless elsewhere, but sent only there.
                 request = request.header("x-ms-blob-type", "BlockBlob");
             }
-            tokio::select! {
+            let (last, retry_after) = tokio::select! {
                 r = request.send() => match r {
                     Ok(r) if r.status().is_success() => return Ok(()),
-                    Ok(r) if matches!(r.status().as_u16(), 408 | 429) || r.status().is_server_error() => {
-                        last = format!("HTTP {}", r.status());
+                    Ok(r) if retry::retryable_status(r.status().as_u16(), false).is_some() => {
+                        (format!("HTTP {}", r.status()), retry::retry_after(r.headers()))
                     }
                     Ok(r) => {
                         return Err(TaskError::permanent(format!(
@@ -378,19 +379,21 @@ impl Files {
                             r.status()
                         )));
                     }
-                    Err(e) => last = extractor_runtime::net::explain(e),
+                    Err(e) => (extractor_runtime::net::explain(e), None),
                 },
                 () = ctx.cancellation_token().cancelled() => {
                     return Err(TaskError::transient("cancelled during an upload (it resumes at the next run)"));
                 }
-            }
-            if let Some(d) = delays.next() {
-                tokio::time::sleep(d).await;
+            };
+            match delays.next_delay(retry_after) {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    return Err(TaskError::transient(format!(
+                        "uploading to {shown} failed {PUT_ATTEMPTS} times: {last}"
+                    )));
+                }
             }
         }
-        Err(TaskError::transient(format!(
-            "uploading to {shown} failed {PUT_ATTEMPTS} times: {last}"
-        )))
     }
 
     /// Uploads one file; `resumed` is an upload in progress from an earlier run.

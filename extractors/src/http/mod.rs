@@ -18,6 +18,7 @@ mod tests;
 
 use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
 use extractor_runtime::queues::Upload;
+use extractor_runtime::retry::{self, RetryPolicy};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -236,11 +237,11 @@ impl Http {
     /// One page, with retries.
     async fn fetch(&self, ctx: &RunContext, url: &Url) -> Result<Value, TaskError> {
         let retries = &self.config.retries;
-        let mut backoff = extractor_runtime::backoff::full_jitter(
-            retries.initial_backoff.get(),
-            retries.max_backoff.get(),
-        )
-        .take(retries.max_retries);
+        // `max-backoff` caps the backoff and the `Retry-After` honoured alike.
+        let mut backoff =
+            RetryPolicy::new(retries.initial_backoff.get(), retries.max_backoff.get())
+                .with_max_retries(retries.max_retries)
+                .backoff();
         // Query values from the config may be secrets (`?api_key=`): never shown.
         let shown = self.shown(url);
         let mut attempt = 0;
@@ -249,11 +250,7 @@ impl Http {
             let (problem, retry_after) = match self.request(self.client(ctx)?, url).send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let retry_after = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(extractor_runtime::auth::parse_retry_after);
+                    let retry_after = retry::retry_after(response.headers());
                     if status.is_success() {
                         let bytes = self.read_bounded(response, &shown).await?;
                         return serde_json::from_slice(&bytes).map_err(|e| {
@@ -264,9 +261,7 @@ impl Http {
                             ))
                         });
                     }
-                    let retryable = status.as_u16() == 408
-                        || status.as_u16() == 429
-                        || status.is_server_error();
+                    let retryable = retry::retryable_status(status.as_u16(), false).is_some();
                     // Only the start of an error answer is shown: read no more of it.
                     let body = first_bytes(response, 4096).await;
                     let problem = format!(
@@ -279,7 +274,7 @@ impl Http {
                     }
                     (problem, retry_after)
                 }
-                Err(e) if e.is_timeout() || e.is_connect() || e.is_request() || e.is_body() => (
+                Err(e) if retry::retryable_error(&e).is_some() => (
                     format!(
                         "{} {shown}: {}",
                         self.method(),
@@ -305,12 +300,11 @@ impl Http {
                     )));
                 }
             };
-            let Some(wait) = backoff.next() else {
+            let Some(wait) = backoff.next_delay(retry_after) else {
                 return Err(TaskError::transient(format!(
                     "gave up after {attempt} attempts: {problem}"
                 )));
             };
-            let wait = retry_after.map_or(wait, |ra| ra.min(retries.max_backoff.get()).max(wait));
             tracing::warn!(task = %ctx.task(), attempt, wait_ms = wait.as_millis() as u64, "retrying: {problem}");
             tokio::select! {
                 () = ctx.cancelled() => return Err(TaskError::transient(format!("cancelled while waiting to retry {shown}"))),

@@ -42,7 +42,6 @@ pub use error::{AuthError, AuthErrorKind};
 
 pub use browser::login_interactive;
 pub use jwt::Claims;
-pub use request::parse_retry_after;
 pub use user::{LOGIN_HINT, LoginOutcome, cache_path, login_device_code, logout};
 
 use crate::config::IdpAuthenticationConfig;

@@ -9,8 +9,12 @@ use tokio::time::Instant;
 use super::error::{AuthError, AuthErrorKind};
 use super::{Inner, Token, policy, request};
 
-fn backoff(inner: &Inner) -> impl Iterator<Item = Duration> + use<> {
-    crate::backoff::full_jitter(inner.options.min_backoff, inner.options.max_backoff)
+/// Token requests retry without end (in the background), honouring `Retry-After` up to
+/// `max_retry_after`.
+fn backoff(inner: &Inner) -> crate::retry::Backoff {
+    crate::retry::RetryPolicy::new(inner.options.min_backoff, inner.options.max_backoff)
+        .with_max_retry_after(inner.options.max_retry_after)
+        .backoff()
 }
 
 /// Runs the refresh task, and starts it again if it panics (a bug must not leave the process
@@ -93,15 +97,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 record_success(&inner, token, took, response.expires_in, refresh_after);
             }
             Err(e) => {
-                let backoff = delays.next().unwrap_or(inner.options.max_backoff);
                 let delay = match e.kind() {
                     AuthErrorKind::Permanent => inner.options.permanent_retry,
-                    AuthErrorKind::Throttled => e
-                        .retry_after()
-                        .unwrap_or_default()
-                        .max(backoff)
-                        .min(inner.options.max_retry_after),
-                    _ => backoff,
+                    _ => delays
+                        .next_delay(e.retry_after())
+                        .unwrap_or(inner.options.max_backoff),
                 };
                 record_failure(&inner, e, took, delay);
                 next_attempt = Instant::now() + delay;

@@ -224,11 +224,7 @@ impl TokenRequest {
             e.0.status = Some(status.as_u16());
             return Err(e);
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = crate::retry::retry_after(response.headers());
         let body = read_capped(response).await?;
         let answer = classify(status.as_u16(), retry_after, &body, &sent_secret);
         match (&self.credential, answer) {
@@ -312,21 +308,6 @@ fn form_urlencode(s: &str) -> String {
         }
     }
     out
-}
-
-/// `Retry-After`: delay-seconds or an HTTP date, as a wait from now.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let now = jiff::Timestamp::now();
-    Some(
-        when.duration_since(now)
-            .try_into()
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// RFC 7523's `client_assertion_type` for a JWT.
@@ -456,8 +437,7 @@ pub(crate) fn classify(
         .or_else(|| description.as_deref().and_then(aadsts_from_text));
     let kind = if status == 429 || retry_after.is_some() {
         AuthErrorKind::Throttled
-    } else if status >= 500
-        || status == 408
+    } else if crate::retry::retryable_status(status, false).is_some()
         || oauth_error.as_deref() == Some("temporarily_unavailable")
     {
         AuthErrorKind::Transient
@@ -616,16 +596,6 @@ mod tests {
             AuthErrorKind::Permanent
         );
         assert_eq!(kind(401, b"not json", None), AuthErrorKind::Permanent);
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -122,17 +122,6 @@ impl std::fmt::Debug for CdfClient {
     }
 }
 
-/// Why a response is retried, as the `reason` label.
-fn retry_reason(status: u16, auto_retryable: bool) -> Option<&'static str> {
-    match status {
-        408 => Some("408"),
-        429 => Some("429"),
-        500..=599 => Some("5xx"),
-        _ if auto_retryable => Some("auto_retryable"),
-        _ => None,
-    }
-}
-
 impl CdfClient {
     /// A client for `config`'s project. With `dry_run` set, nothing is sent and no token is
     /// used: each request becomes a line in the sink.
@@ -242,10 +231,13 @@ impl CdfClient {
         let inner = &*self.inner;
         let tokens = inner.tokens.as_ref().expect("checked in new()");
         let url = format!("{}{path}", inner.base);
-        let mut delays = crate::backoff::full_jitter(
+        let mut delays = crate::retry::RetryPolicy::new(
             Duration::from_millis(500),
             inner.connection.max_retry_backoff.get(),
-        );
+        )
+        .with_max_retries(inner.connection.max_retries as usize)
+        .with_max_retry_after(MAX_RETRY_AFTER)
+        .backoff();
         let mut refreshed = false;
         let mut retries = 0;
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
@@ -276,7 +268,15 @@ impl CdfClient {
                         .requests
                         .with_label_values(&[endpoint, "error"])
                         .inc();
-                    let reason = if e.is_timeout() { "timeout" } else { "connect" };
+                    // A request that got no answer is tried again, as CDF's SDKs do, unless it
+                    // can never succeed (a refused redirect).
+                    let Some(reason) = crate::retry::retryable_error(&e) else {
+                        return Err(CdfError::new(
+                            CdfErrorKind::Rejected,
+                            endpoint,
+                            crate::net::explain(e),
+                        ));
+                    };
                     (
                         reason,
                         None,
@@ -321,17 +321,14 @@ impl CdfClient {
                         .get("cdf-is-auto-retryable")
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-                    let retry_after = headers
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(crate::auth::parse_retry_after);
+                    let retry_after = crate::retry::retry_after(&headers);
                     let text = response.text().await.unwrap_or_default();
                     let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
                     let message = answer
                         .as_ref()
                         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                         .unwrap_or_else(|| text.chars().take(300).collect());
-                    let kind = if retry_reason(status, auto).is_some() {
+                    let kind = if crate::retry::retryable_status(status, auto).is_some() {
                         CdfErrorKind::RetriesExhausted
                     } else {
                         CdfErrorKind::Rejected
@@ -361,27 +358,21 @@ impl CdfClient {
                             .map_err(|e| auth_error(endpoint, e))?;
                         continue;
                     }
-                    match retry_reason(status, auto) {
+                    match crate::retry::retryable_status(status, auto) {
                         Some(reason) => (reason, retry_after, err),
                         None => return Err(err),
                     }
                 }
             };
-            if retries >= inner.connection.max_retries {
+            let Some(delay) = delays.next_delay(retry_after) else {
                 return Err(last);
-            }
+            };
             retries += 1;
             inner
                 .metrics
                 .retries
                 .with_label_values(&[endpoint, reason])
                 .inc();
-            let backoff = delays
-                .next()
-                .unwrap_or(inner.connection.max_retry_backoff.get());
-            let delay = retry_after
-                .map_or(backoff, |ra| ra.max(backoff))
-                .min(MAX_RETRY_AFTER);
             tracing::warn!(target: "extractor_runtime::cdf", endpoint, reason, retry = retries, retry_in_s = delay.as_secs_f64(), "CDF request failed, retrying: {last}");
             tokio::time::sleep(delay).await;
             // The token may have been refreshed in the meantime.

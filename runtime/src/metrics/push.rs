@@ -12,8 +12,10 @@ use super::server::METRICS_CONTENT_TYPE;
 use crate::config::PushGatewayConfig;
 use crate::secret::Secret;
 
-/// Attempts per push (the first included).
-const ATTEMPTS: u32 = 3;
+/// Pushes retry twice (three attempts) on a transient failure, from 0.5 s.
+const RETRY: crate::retry::RetryPolicy =
+    crate::retry::RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(5))
+        .with_max_retries(2);
 
 /// Pushes one registry to one Pushgateway.
 #[derive(Clone)]
@@ -108,9 +110,10 @@ impl Pusher {
     ///
     /// This method is cancel safe.
     pub async fn push(&self) -> Result<(), String> {
-        let mut delay = Duration::from_millis(500);
-        let mut last = String::new();
-        for attempt in 1..=ATTEMPTS {
+        let mut delays = RETRY.backoff();
+        let mut attempts = 0;
+        let last = loop {
+            attempts += 1;
             let body = self.registry.render();
             let result = self
                 .request(reqwest::Method::PUT)
@@ -118,28 +121,38 @@ impl Pusher {
                 .body(body)
                 .send()
                 .await;
-            match result {
+            let (last, retryable, retry_after) = match result {
                 Ok(r) if r.status().is_success() => {
                     self.pushes
                         .with_label_values(&[&self.host, "success"])
                         .inc();
                     return Ok(());
                 }
-                Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = crate::net::explain(e),
+                Ok(r) => (
+                    format!("HTTP {}", r.status()),
+                    crate::retry::retryable_status(r.status().as_u16(), false).is_some(),
+                    crate::retry::retry_after(r.headers()),
+                ),
+                Err(e) => {
+                    let retryable = crate::retry::retryable_error(&e).is_some();
+                    (crate::net::explain(e), retryable, None)
+                }
+            };
+            match delays.next_delay(retry_after) {
+                Some(delay) if retryable => tokio::time::sleep(delay).await,
+                _ => break last,
             }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(delay.mul_f64(0.5 + fastrand::f64() / 2.0)).await;
-                delay *= 2;
-            }
-        }
+        };
         self.pushes
             .with_label_values(&[&self.host, "failure"])
             .inc();
-        Err(format!(
-            "push to {} failed after {ATTEMPTS} attempts: {last}",
-            self.shown_url
-        ))
+        Err(match attempts {
+            1 => format!("push to {} failed: {last}", self.shown_url),
+            n => format!(
+                "push to {} failed after {n} attempts: {last}",
+                self.shown_url
+            ),
+        })
     }
 
     /// Deletes the job's group from the gateway.

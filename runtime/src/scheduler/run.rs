@@ -44,14 +44,14 @@ impl RunResult {
     }
 }
 
-/// Full jitter over backon's exponential backoff.
-fn retry_delays(task: &Task) -> impl Iterator<Item = Duration> + use<> {
-    let (min, max) = task
-        .retry
+/// The delays between a run's attempts: the one retry policy, from `retry:`.
+fn retry_delays(task: &Task) -> crate::retry::Backoff {
+    task.retry
         .as_ref()
-        .map(|r| (r.initial_backoff.get(), r.max_backoff.get()))
-        .unwrap_or((Duration::from_secs(1), Duration::from_secs(60)));
-    crate::backoff::full_jitter(min, max)
+        .map_or_else(crate::retry::RetryPolicy::default, |r| {
+            crate::retry::RetryPolicy::new(r.initial_backoff.get(), r.max_backoff.get())
+        })
+        .backoff()
 }
 
 /// Runs `task` once (with its retries), records metrics and logs the result.
@@ -75,7 +75,7 @@ pub(crate) async fn execute(
         if !retry {
             break result;
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+        let delay = delays.next_delay(None).unwrap_or(Duration::from_secs(1));
         tracing::warn!(
             target: "extractor_runtime::scheduler",
             task = %task.name, attempt, retry_in_s = delay.as_secs_f64(),
