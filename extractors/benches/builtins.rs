@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::{CdfClient, DryRunSink};
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, RunContext};
 use extractor_runtime::queues::Queues;
+use extractor_runtime::{Extractor, RunContext};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -52,8 +52,13 @@ fn context() -> RunContext {
         &registry,
     )
     .unwrap();
-    let queues = Queues::new(client, config.upload_queue.max_queue_size, &registry).unwrap();
-    RunContext::new("bench", CancellationToken::new()).with_queues(queues)
+    let queues = Queues::new(
+        client.clone(),
+        config.upload_queue.max_queue_size,
+        &registry,
+    )
+    .unwrap();
+    RunContext::new("bench", CancellationToken::new(), queues, None)
 }
 
 async fn measure(name: &str, rows: u64, extractor: &impl Extractor) {
@@ -363,8 +368,14 @@ async fn files_2gib() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = status_kib("VmRSS:");
     let started = Instant::now();
+    let queues = Queues::new(client.clone(), 1000, &prometheus::Registry::new()).unwrap();
     files
-        .run(RunContext::new("bench", CancellationToken::new()).with_cdf(client))
+        .run(RunContext::new(
+            "bench",
+            CancellationToken::new(),
+            queues,
+            None,
+        ))
         .await
         .unwrap();
     let took = started.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use extractor_runtime::extractor::TaskError;
+use extractor_runtime::TaskError;
 
 /// The files under `dir` that `glob` matches, not modified within `min_age`, sorted; each real
 /// file once. Blocking.

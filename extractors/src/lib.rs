@@ -1,5 +1,5 @@
 //! The built-in extractors of the `extractor-runtime` binary, each an ordinary implementation of
-//! [`extractor_runtime::extractor::Extractor`].
+//! [`extractor_runtime::Extractor`].
 
 pub mod command;
 pub mod csv;
@@ -12,7 +12,7 @@ pub mod size;
 #[cfg(test)]
 mod testing;
 
-use extractor_runtime::extractor::Registry;
+use extractor_runtime::Registry;
 
 /// A registry with every built-in extractor type.
 pub fn builtins() -> Registry {

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use extractor_runtime::cdf::{CdfClient, DryRunSink};
-use extractor_runtime::extractor::{Extractor, RunContext};
+use extractor_runtime::{Extractor, RunContext};
 use extractors::files::{Files, FilesConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,10 @@ async fn recorded(dir: &std::path::Path, target: Value) -> Vec<Value> {
     let config: FilesConfig =
         serde_json::from_value(json!({"path": dir, "part-size": "5MiB", "target": target}))
             .unwrap();
-    let ctx = RunContext::new("docs", CancellationToken::new()).with_cdf(client);
+    let queues =
+        extractor_runtime::queues::Queues::new(client.clone(), 1000, &prometheus::Registry::new())
+            .unwrap();
+    let ctx = RunContext::new("docs", CancellationToken::new(), queues, None);
     Files::new(config).unwrap().run(ctx).await.unwrap();
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     text.lines()

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::extractor::{Extractor, RunContext};
 use extractor_runtime::queues::Queues;
 use extractor_runtime::state::{LocalStateStore, StateStore};
+use extractor_runtime::{Extractor, RunContext};
 use extractors::files::{Files, FilesConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -51,10 +51,7 @@ fn context(cdf: &FakeCdf, state: &Path) -> (RunContext, extractor_runtime::auth:
     let client = CdfClient::new(&cognite, Some(tokens.clone()), None, &registry).unwrap();
     let queues = Queues::new(client.clone(), 1000, &registry).unwrap();
     let state = StateStore::Local(LocalStateStore::open(state, false).unwrap());
-    let ctx = RunContext::new("docs", CancellationToken::new())
-        .with_cdf(client)
-        .with_queues(queues)
-        .with_state(state);
+    let ctx = RunContext::new("docs", CancellationToken::new(), queues, Some(state));
     (ctx, tokens)
 }
 

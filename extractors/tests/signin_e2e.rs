@@ -462,7 +462,7 @@ async fn refresh_tokens_rotate_over_short_lifetimes_with_the_ideal_call_count() 
         provider.issuer,
         file.display()
     );
-    let config = extractor_runtime::Config::from_yaml(
+    let config = extractor_runtime::config::Config::from_yaml(
         &yaml,
         None,
         &|_: &str| None,

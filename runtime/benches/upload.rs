@@ -147,11 +147,12 @@ fn main() {
         let queues =
             extractor_runtime::queues::Queues::new(client, 100_000, &prometheus::Registry::new())
                 .unwrap();
-        let ctx = extractor_runtime::extractor::RunContext::new(
+        let ctx = extractor_runtime::RunContext::new(
             "bench",
             tokio_util::sync::CancellationToken::new(),
-        )
-        .with_queues(queues);
+            queues,
+            None,
+        );
         let upload = ctx.upload();
         let space: std::sync::Arc<str> = "plant".into();
         let started = Instant::now();

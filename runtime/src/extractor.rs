@@ -1,35 +1,5 @@
-//! The plug-in point: the [`Extractor`] trait, what a run receives ([`RunContext`]), how it fails
-//! ([`TaskError`]), and the [`Registry`] that maps a YAML `type` to a constructor.
-//!
-//! # Examples
-//!
-//! A complete extractor in a user's crate, registered under `type: hello`:
-//!
-//! ```
-//! use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
-//!
-//! #[derive(serde::Deserialize, schemars::JsonSchema)]
-//! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-//! struct HelloConfig {
-//!     greeting: String,
-//! }
-//!
-//! struct Hello(HelloConfig);
-//!
-//! impl Extractor for Hello {
-//!     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
-//!         if ctx.is_cancelled() {
-//!             return Err(TaskError::transient("cancelled before start"));
-//!         }
-//!         tracing::info!(task = ctx.task(), "{}", self.0.greeting);
-//!         Ok(())
-//!     }
-//! }
-//!
-//! let mut registry = Registry::new();
-//! registry.register("hello", |config: HelloConfig| Ok(Hello(config)));
-//! assert!(registry.contains("hello"));
-//! ```
+//! The plug-in point: the [`Extractor`] trait, what a run receives ([`RunContext`]), and the
+//! [`Registry`] that maps a YAML `type` to a constructor (which gets a [`Setup`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,8 +10,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokenManager;
+use crate::cdf::CdfClient;
 use crate::config::{ConfigError, ConfigErrors, TaskConfig};
+use crate::metrics::MetricsRegistry;
+use crate::queues::Upload;
 pub use crate::task_error::{TaskError, TaskErrorKind};
 
 /// One kind of extraction. The scheduler calls [`run`](Extractor::run) for every run of every
@@ -82,81 +54,35 @@ impl<E: Extractor> DynExtractor for E {
     }
 }
 
-/// What a run gets from the runtime.
+/// What a run gets from the runtime: its task's name, its cancellation, its [`Upload`] handle
+/// (items, watermarks), the [`CdfClient`], and the network settings for its own HTTP clients.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct RunContext {
     pub(crate) task: Arc<str>,
     pub(crate) cancel: CancellationToken,
-    pub(crate) tokens: Option<TokenManager>,
-    pub(crate) cdf: Option<crate::cdf::CdfClient>,
-    pub(crate) queues: Option<crate::queues::Queues>,
-    pub(crate) state: Option<crate::state::StateStore>,
-    pub(crate) registry: prometheus::Registry,
     pub(crate) attempt: u32,
     /// The task's series, for [`RunContext::records_queued`]; `None` outside the scheduler.
     pub(crate) series: Option<Arc<crate::metrics::TaskSeries>>,
+    /// The process's CDF client (dry-run: it writes NDJSON instead of sending).
+    pub(crate) cdf: CdfClient,
     /// The task's handle on the queues and its state.
-    pub(crate) upload: crate::queues::Upload,
+    pub(crate) upload: Upload,
     /// The CA roots and proxy of `cognite.connection`.
     pub(crate) network: crate::net::Network,
 }
 
 impl RunContext {
-    /// A context for calling an extractor outside the scheduler (tests, tools).
-    pub fn new(task: &str, cancel: CancellationToken) -> Self {
-        RunContext {
-            task: task.into(),
-            cancel,
-            tokens: None,
-            cdf: None,
-            queues: None,
-            state: None,
-            registry: prometheus::Registry::new(),
-            attempt: 1,
-            series: None,
-            upload: crate::queues::Upload::new(
-                None,
-                crate::queues::ledger::Ledger::new(task.into(), None, None),
-            ),
-            network: crate::net::Network::default(),
-        }
+    /// The task's handle on the upload queues and its state: queue items, read and move its
+    /// watermarks, wait until CDF settled them. See [`Upload`].
+    pub fn upload(&self) -> &Upload {
+        &self.upload
     }
 
-    /// The same context with a CDF client (for calling an extractor outside the scheduler).
-    pub fn with_cdf(mut self, cdf: crate::cdf::CdfClient) -> Self {
-        self.cdf = Some(cdf);
-        self
-    }
-
-    /// The same context with upload queues (for calling an extractor outside the scheduler).
-    pub fn with_queues(mut self, queues: crate::queues::Queues) -> Self {
-        self.queues = Some(queues);
-        self.renew_upload();
-        self
-    }
-
-    /// The same context with these network settings (for calling an extractor outside the
-    /// scheduler).
-    pub fn with_network(mut self, network: crate::net::Network) -> Self {
-        self.network = network;
-        self
-    }
-
-    /// The same context with a state store.
-    pub fn with_state(mut self, state: crate::state::StateStore) -> Self {
-        self.state = Some(state);
-        self.renew_upload();
-        self
-    }
-
-    /// A new ledger on the current queues and state (outside the scheduler, before any run).
-    fn renew_upload(&mut self) {
-        let ledger = crate::queues::ledger::Ledger::new(
-            self.task.clone(),
-            self.state.clone(),
-            self.series.clone(),
-        );
-        self.upload = crate::queues::Upload::new(self.queues.clone(), ledger);
+    /// The process's CDF client, for requests that are not queued items (file contents, a
+    /// lookup). In dry-run it writes each request as an NDJSON line instead of sending it.
+    pub fn cdf(&self) -> &CdfClient {
+        &self.cdf
     }
 
     /// The CA roots and proxy of `cognite.connection`: build every outbound HTTP client from
@@ -164,29 +90,6 @@ impl RunContext {
     /// and a corporate proxy apply to the extractor's own requests too.
     pub fn network(&self) -> &crate::net::Network {
         &self.network
-    }
-
-    /// The task's handle on the upload queues and its state: queue items, make checkpoints,
-    /// wait until CDF settled them. See [`Upload`](crate::queues::Upload).
-    pub fn upload(&self) -> &crate::queues::Upload {
-        &self.upload
-    }
-
-    /// The process's upload queues into CDF. Add items, [`flush`](crate::queues::Queues::flush),
-    /// and only then advance the state.
-    pub fn queues(&self) -> Option<&crate::queues::Queues> {
-        self.queues.as_ref()
-    }
-
-    /// The process's state store (`state-store:`), if configured.
-    pub fn state(&self) -> Option<&crate::state::StateStore> {
-        self.state.as_ref()
-    }
-
-    /// The process's CDF client (it writes NDJSON instead of sending in dry-run); `None` when the
-    /// runtime has none (tests, tools).
-    pub fn cdf(&self) -> Option<&crate::cdf::CdfClient> {
-        self.cdf.as_ref()
     }
 
     /// The task's name (from `tasks[].name`).
@@ -213,16 +116,6 @@ impl RunContext {
         &self.cancel
     }
 
-    /// The process's token manager; `None` in dry-run.
-    pub fn tokens(&self) -> Option<&TokenManager> {
-        self.tokens.as_ref()
-    }
-
-    /// The metrics registry, for an extractor's own metrics.
-    pub fn metrics(&self) -> &prometheus::Registry {
-        &self.registry
-    }
-
     /// 1 for the first attempt of a run, 2 for its first retry, ...
     pub fn attempt(&self) -> u32 {
         self.attempt
@@ -245,6 +138,46 @@ impl RunContext {
     }
 }
 
+/// Calling an extractor outside the scheduler: the test helpers of the `testing` feature.
+#[cfg(feature = "testing")]
+impl RunContext {
+    /// A context for `task` whose items go to `queues` (and whose CDF client is theirs), with
+    /// `state` as the state store, if any.
+    pub fn new(
+        task: &str,
+        cancel: CancellationToken,
+        queues: crate::queues::Queues,
+        state: Option<crate::state::StateStore>,
+    ) -> Self {
+        let ledger = crate::queues::ledger::Ledger::new(task.into(), state, None);
+        RunContext {
+            task: task.into(),
+            cancel,
+            attempt: 1,
+            series: None,
+            cdf: queues.client().clone(),
+            upload: Upload::new(queues, ledger),
+            network: crate::net::Network::default(),
+        }
+    }
+
+    /// The same context with these network settings.
+    pub fn with_network(mut self, network: crate::net::Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// The process's upload queues.
+    pub fn queues(&self) -> &crate::queues::Queues {
+        self.upload.queues()
+    }
+
+    /// The process's state store (`state-store:`), if configured.
+    pub fn state(&self) -> Option<&crate::state::StateStore> {
+        self.upload.state()
+    }
+}
+
 impl fmt::Debug for RunContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunContext")
@@ -255,8 +188,68 @@ impl fmt::Debug for RunContext {
     }
 }
 
-type Factory =
-    Box<dyn Fn(&TaskConfig) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync>;
+/// What an extractor's constructor gets besides its config: the task's name, and a metrics
+/// registry for the extractor's own metrics.
+///
+/// Every metric registered in [`metrics`](Setup::metrics) carries the label `task="<name>"`
+/// and is served on `/metrics` and pushed with the runtime's, so two tasks of one type
+/// register the same metric names without a clash. A constructor runs once per task per
+/// process (and once more, with a registry that is thrown away, for `check-config`).
+///
+/// # Examples
+///
+/// ```
+/// use extractor_runtime::prometheus::IntCounter;
+/// use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
+///
+/// struct Greeter {
+///     greetings: IntCounter,
+/// }
+///
+/// impl Extractor for Greeter {
+///     async fn run(&self, _ctx: RunContext) -> Result<(), TaskError> {
+///         self.greetings.inc();
+///         Ok(())
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register_with_setup("greeter", |_: serde_json::Value, setup| {
+///     let greetings = setup.register(IntCounter::new("greeter_greetings_total", "Greetings said.")?)?;
+///     Ok(Greeter { greetings })
+/// });
+/// ```
+#[derive(Debug)]
+pub struct Setup<'a> {
+    task: &'a str,
+    metrics: &'a prometheus::Registry,
+}
+
+impl Setup<'_> {
+    /// The task's name (from `tasks[].name`).
+    pub fn task(&self) -> &str {
+        self.task
+    }
+
+    /// The registry for the extractor's own metrics: each gets the label `task="<name>"`.
+    pub fn metrics(&self) -> &prometheus::Registry {
+        self.metrics
+    }
+
+    /// Registers `metric` in [`metrics`](Setup::metrics) and hands it back; a name already
+    /// taken is a rejection of the task.
+    pub fn register<M>(&self, metric: M) -> Result<M, Rejection>
+    where
+        M: prometheus::core::Collector + Clone + 'static,
+    {
+        self.metrics.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+}
+
+type Factory = Box<
+    dyn Fn(&TaskConfig, &Setup<'_>) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync,
+>;
 type SchemaFn = fn() -> serde_json::Value;
 
 /// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a
@@ -310,11 +303,29 @@ impl Rejection {
     pub fn problems(&self) -> &[(String, String)] {
         &self.problems
     }
+
+    /// `, did you mean `x`?` when one of `known` is close to `got`, else `; expected one of
+    /// ...`: the end of a message about an unknown name.
+    ///
+    /// ```
+    /// use extractor_runtime::Rejection;
+    /// assert_eq!(Rejection::suggest("tempreature", &["temperature", "pressure"]), ", did you mean `temperature`?");
+    /// ```
+    pub fn suggest(got: &str, known: &[&str]) -> String {
+        crate::config::suggest(got, known)
+    }
 }
 
 impl From<String> for Rejection {
     fn from(message: String) -> Self {
         Rejection::at("", message)
+    }
+}
+
+/// A metric that cannot be made or registered ([`Setup::register`]) rejects the task.
+impl From<prometheus::Error> for Rejection {
+    fn from(e: prometheus::Error) -> Self {
+        Rejection::at("", format!("cannot register the extractor's metric: {e}"))
     }
 }
 
@@ -373,13 +384,24 @@ impl Registry {
         E: Extractor,
         F: Fn(C) -> Result<E, Rejection> + Send + Sync + 'static,
     {
+        self.register_with_setup(type_name, move |config: C, _: &Setup<'_>| build(config));
+    }
+
+    /// [`register`](Registry::register), for a constructor that also gets the task's
+    /// [`Setup`]: its name, and the registry for the extractor's own metrics.
+    pub fn register_with_setup<C, E, F>(&mut self, type_name: &str, build: F)
+    where
+        C: DeserializeOwned + schemars::JsonSchema,
+        E: Extractor,
+        F: Fn(C, &Setup<'_>) -> Result<E, Rejection> + Send + Sync + 'static,
+    {
         fn schema<C: schemars::JsonSchema>() -> serde_json::Value {
             serde_json::to_value(schemars::schema_for!(C)).expect("a schema is valid JSON")
         }
         self.schemas.insert(type_name.to_owned(), schema::<C>);
-        let factory: Factory = Box::new(move |task: &TaskConfig| {
+        let factory: Factory = Box::new(move |task: &TaskConfig, setup: &Setup<'_>| {
             let config: C = task.config.parse()?;
-            build(config)
+            build(config, setup)
                 .map(|e| Arc::new(e) as Arc<dyn DynExtractor>)
                 .map_err(|rejection| {
                     ConfigErrors(
@@ -414,14 +436,25 @@ impl Registry {
         self.factories.keys().map(String::as_str)
     }
 
-    /// Builds the extractor of one task, checking its type and its `config:` block.
-    pub fn build(
+    /// Builds the extractor of one task, checking its type and its `config:` block; its own
+    /// metrics go to `metrics`, labelled with the task.
+    pub(crate) fn build(
         &self,
         index: usize,
         task: &TaskConfig,
+        metrics: &MetricsRegistry,
     ) -> Result<Arc<dyn DynExtractor>, ConfigErrors> {
         match self.factories.get(&task.kind) {
-            Some(factory) => factory(task),
+            Some(factory) => {
+                let registry = metrics.for_extractor(&task.name);
+                factory(
+                    task,
+                    &Setup {
+                        task: &task.name,
+                        metrics: &registry,
+                    },
+                )
+            }
             None => {
                 let known: Vec<&str> = self.types().collect();
                 let hint = match crate::config::suggest(&task.kind, &known) {
@@ -438,14 +471,15 @@ impl Registry {
     }
 
     /// Builds every task's extractor, gathering all errors.
-    pub fn build_all(
+    pub(crate) fn build_all(
         &self,
         tasks: &[TaskConfig],
+        metrics: &MetricsRegistry,
     ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
         let mut built = Vec::new();
         let mut errors: Vec<ConfigError> = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
-            match self.build(i, task) {
+            match self.build(i, task, metrics) {
                 Ok(e) => built.push(e),
                 Err(ConfigErrors(mut e)) => errors.append(&mut e),
             }
@@ -455,5 +489,18 @@ impl Registry {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+}
+
+/// Building extractors outside the runtime: for the `testing` feature.
+#[cfg(feature = "testing")]
+impl Registry {
+    /// Builds every task's extractor (their own metrics in `metrics`), gathering all errors.
+    pub fn build_tasks(
+        &self,
+        tasks: &[TaskConfig],
+        metrics: &MetricsRegistry,
+    ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
+        self.build_all(tasks, metrics)
     }
 }

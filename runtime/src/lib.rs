@@ -4,56 +4,143 @@
 //! client-credentials token manager, a scheduler for pluggable extractor tasks, upload queues into
 //! CDF, durable incremental state, and Prometheus metrics.
 //!
-//! This crate is the library; the `extractor-runtime` binary in the `extractors` crate registers
-//! the built-in extractors and provides the CLI.
+//! An extractor is a type that implements [`Extractor`]; a [`Registry`] maps a task's `type`
+//! to its constructor; [`cli::main`] is the whole command line (`run [--once] [--dry-run]`,
+//! `check-config`, `schema`, `token`, `login`, `logout`, `healthcheck`), with the signals and
+//! exit codes of the built-in binary.
 //!
-//! ## Modules
-//! - [`config`]: load and validate the YAML config, with `file:line:column: key.path` errors.
-//! - [`auth`]: the shared client-credentials [`TokenManager`](auth::TokenManager).
-//! - [`cdf`]: the [`CdfClient`](cdf::CdfClient): authenticated, retried requests, or dry-run NDJSON.
-//! - [`net`]: the CA roots and proxy every outbound HTTP client shares.
-//! - [`cli`]: the whole command line (`cli::main(registry)`), for any extractor binary.
-//! - [`logging`]: set up `tracing` from `logger:`.
-//! - [`metrics`]: every metric's definition.
-//! - [`queues`]: bounded upload queues into CDF (at-least-once, split at the API's limits).
-//! - [`state`]: incremental state (watermarks) kept durably.
-//! - [`extractor`]: the [`Extractor`](extractor::Extractor) plug-in trait and its registry.
-//! - [`scheduler`]: runs tasks on their schedules.
-//! - [`runtime`]: puts the pieces together and runs them.
-//! - [`shard`]: splitting tasks across replicas (rendezvous hashing).
-//! - [`retry`]: the one retry policy (a classifier, and backoff with full jitter).
-//! - [`Secret`]: a string that never prints itself.
+//! # Examples
+//!
+//! A complete extractor binary, registered under `type: hello`:
+//!
+//! ```no_run
+//! use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+//! struct HelloConfig {
+//!     greeting: String,
+//! }
+//!
+//! struct Hello(HelloConfig);
+//!
+//! impl Extractor for Hello {
+//!     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+//!         let runs: u64 = ctx.upload().resume("")?.unwrap_or(0);
+//!         tracing::info!(task = ctx.task(), runs, "{}", self.0.greeting);
+//!         ctx.upload().checkpoint("", &(runs + 1));
+//!         ctx.upload().settled().await
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = Registry::new();
+//!     registry.register("hello", |config: HelloConfig| Ok(Hello(config)));
+//!     extractor_runtime::cli::main(registry)
+//! }
+//! ```
+//!
+//! # The public API
+//! - The plug-in: [`Extractor`], [`RunContext`], [`TaskError`], [`Registry`], [`Rejection`],
+//!   [`Setup`] (metrics at construction).
+//! - What a run sends: the [`upload`] module ([`Upload`](upload::Upload), the item types), and
+//!   [`CdfClient`] for the requests that are not items.
+//! - What a config type uses: [`Duration`], [`Secret`].
+//! - What an extractor's own HTTP uses: [`net`] (the CA roots and proxy of
+//!   `cognite.connection`) and [`retry`] (the retry policy every request of the runtime uses).
+//! - Crates in these signatures, re-exported so an extractor's crate uses the same versions:
+//!   [`prometheus`], [`reqwest`], [`schemars`], [`serde_json`], [`CancellationToken`].
+//!
+//! # Features
+//! - `testing`: the `testing` module, helpers to run an extractor in a test against a dry-run
+//!   CDF that records what would be sent. It also makes the runtime's building blocks public
+//!   (`auth`, `cdf`, `config`, `metrics`, `queues`, `runtime`, `scheduler`, `shard`, `state`,
+//!   `logging`): this repository's integration tests and benches drive them directly. Those
+//!   modules carry no stability promise.
 
 #![deny(missing_docs)]
+#![cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 
-pub mod auth;
+/// A method of a public type that only the runtime and this repository's tests call: `pub`
+/// with the `testing` feature, `pub(crate)` without.
+macro_rules! testing_pub {
+    ($(#[$meta:meta])* fn $($rest:tt)*) => {
+        $(#[$meta])*
+        #[cfg(feature = "testing")]
+        pub fn $($rest)*
+        $(#[$meta])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) fn $($rest)*
+    };
+    ($(#[$meta:meta])* async fn $($rest:tt)*) => {
+        $(#[$meta])*
+        #[cfg(feature = "testing")]
+        pub async fn $($rest)*
+        $(#[$meta])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) async fn $($rest)*
+    };
+}
 
-pub mod cdf;
+/// The runtime's building blocks: crate-private, and public with the `testing` feature (for
+/// this repository's integration tests and benches; no stability promise).
+macro_rules! building_blocks {
+    ($($(#[$meta:meta])* mod $name:ident;)*) => {$(
+        $(#[$meta])*
+        #[cfg(feature = "testing")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+building_blocks! {
+    /// The shared token manager (client credentials, certificates, device code, browser).
+    mod auth;
+    /// The CDF client: authenticated, retried requests, or dry-run NDJSON.
+    mod cdf;
+    /// Loading and checking the YAML config, with `file:line:column: key.path` errors.
+    mod config;
+    /// `tracing` set up from `logger:`.
+    mod logging;
+    /// Every metric's definition, the metrics server, health and Pushgateway pushes.
+    mod metrics;
+    /// Bounded upload queues into CDF (at-least-once, split at the API's limits).
+    mod queues;
+    /// The composition root: builds the services from a config and runs them.
+    mod runtime;
+    /// Runs tasks on their schedules.
+    mod scheduler;
+    /// Splitting tasks across replicas (rendezvous hashing).
+    mod shard;
+    /// Incremental state (watermarks) kept durably.
+    mod state;
+}
+
 mod certificate;
 pub mod cli;
-pub mod config;
 mod deadline;
-pub mod extractor;
-pub mod logging;
-pub mod metrics;
+mod extractor;
 pub mod net;
 mod percent;
-pub mod queues;
 pub mod retry;
-pub mod runtime;
-pub mod scheduler;
 mod secret;
-pub mod shard;
-pub mod state;
 mod task_error;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod upload;
 
-pub use config::{Config, ConfigError, ConfigErrors, Duration};
-pub use secret::{REDACTED, Secret, redact_url};
+pub use cdf::{CdfClient, CdfError, CdfErrorKind};
+pub use config::Duration;
+pub use extractor::{Extractor, Registry, Rejection, RunContext, Setup};
+pub use secret::Secret;
+pub use task_error::{TaskError, TaskErrorKind};
 
 /// Crates whose types are in this crate's signatures, re-exported so that an extractor's crate
-/// uses the same versions without naming them: `prometheus` ([`extractor::RunContext::metrics`]
-/// is a `prometheus::Registry`), `schemars` (a config type derives `JsonSchema` for
-/// [`extractor::Registry::register`]; with this re-export, add
-/// `#[schemars(crate = "extractor_runtime::schemars")]`), `serde_json` (watermarks and records
-/// are JSON values) and `CancellationToken` ([`extractor::RunContext::cancellation_token`]).
-pub use {prometheus, schemars, serde_json, tokio_util::sync::CancellationToken};
+/// uses the same versions without naming them: `prometheus` ([`Setup::metrics`] is a
+/// `prometheus::Registry`), `reqwest` ([`net::Network::client_builder`]), `schemars` (a config
+/// type derives `JsonSchema` for [`Registry::register`]; with this re-export, add
+/// `#[schemars(crate = "extractor_runtime::schemars")]`), `serde_json` (records and
+/// watermarks are JSON values) and `CancellationToken` ([`RunContext::cancellation_token`]).
+pub use {prometheus, reqwest, schemars, serde_json, tokio_util::sync::CancellationToken};

@@ -41,7 +41,7 @@ impl Network {
     /// and the file; it never shows a proxy password.
     ///
     /// [`ConnectionConfig::network`]: crate::config::ConnectionConfig::network
-    pub fn new(
+    pub(crate) fn new(
         ca_file: Option<&str>,
         proxy_url: Option<&Secret>,
         no_proxy: &[String],
@@ -61,7 +61,7 @@ impl Network {
             Some(url) => match proxy(url.expose_secret(), no_proxy) {
                 Ok(proxy) => {
                     network.proxy = Some(proxy);
-                    network.proxy_shown = Some(crate::redact_url(url.expose_secret()));
+                    network.proxy_shown = Some(crate::secret::redact_url(url.expose_secret()));
                 }
                 Err(message) => problems.push(("proxy", message)),
             },
@@ -92,23 +92,25 @@ impl Network {
         builder
     }
 
-    /// What `check-config` prints: where the roots come from and which proxy is used.
-    pub fn describe(&self) -> String {
-        let roots = match &self.ca_file {
-            Some(path) => format!(
-                "system roots + {} certificate(s) from {path}",
-                self.ca.len()
-            ),
-            None => "system roots".to_owned(),
-        };
-        let proxy = match &self.proxy_shown {
-            Some(p) => p.clone(),
-            None => match env_proxy() {
-                Some(p) => format!("{} (from the environment)", crate::redact_url(&p)),
-                None => "none".to_owned(),
-            },
-        };
-        format!("TLS roots: {roots}; proxy: {proxy}")
+    testing_pub! {
+        /// What `check-config` prints: where the roots come from and which proxy is used.
+        fn describe(&self) -> String {
+            let roots = match &self.ca_file {
+                Some(path) => format!(
+                    "system roots + {} certificate(s) from {path}",
+                    self.ca.len()
+                ),
+                None => "system roots".to_owned(),
+            };
+            let proxy = match &self.proxy_shown {
+                Some(p) => p.clone(),
+                None => match env_proxy() {
+                    Some(p) => format!("{} (from the environment)", crate::secret::redact_url(&p)),
+                    None => "none".to_owned(),
+                },
+            };
+            format!("TLS roots: {roots}; proxy: {proxy}")
+        }
     }
 }
 
@@ -179,7 +181,7 @@ fn env_proxy() -> Option<String> {
 
 /// The proxy for every URL but those `no_proxy` names. The error never shows the password.
 fn proxy(url: &str, no_proxy: &[String]) -> Result<reqwest::Proxy, String> {
-    let shown = crate::redact_url(url);
+    let shown = crate::secret::redact_url(url);
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
     match parsed.scheme() {
         "http" | "https" => {}

@@ -128,11 +128,6 @@ impl RetryPolicy {
         self
     }
 
-    /// The longest delay of the backoff itself.
-    pub const fn max_delay(&self) -> Duration {
-        self.max_delay
-    }
-
     /// The delays of one request (or one run): start a new one for each.
     pub fn backoff(&self) -> Backoff {
         let delays = ExponentialBuilder::default()

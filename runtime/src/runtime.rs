@@ -1,22 +1,31 @@
-//! [`Runtime`]: builds the pieces from a [`Config`] and runs the tasks until done or shut down.
+//! The composition root, in two parts:
+//!
+//! - [`Runtime::build`] builds what needs no I/O from a [`Config`] and a [`Registry`]: every
+//!   task's extractor (its `config:` block checked, once), the metrics registry, the network
+//!   settings. `check-config` stops there; `run` goes on with the same extractors.
+//! - [`Runtime::run`] is the one lifecycle: it opens the state, starts the token manager, the
+//!   CDF client, the queues and the background services (metrics server, Pushgateway pushes,
+//!   periodic flushes and saves, the pipeline's `seen` reports) under one root cancellation
+//!   token, runs the scheduler until done or until `shutdown` fires, then stops in order within
+//!   `shutdown-grace`: runs, final upload, state save and pipeline report, last push, server.
 
-use crate::net::Network;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
-use std::path::Path;
-
 use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
-use crate::config::StateStoreConfig;
 use crate::config::{Config, ConfigErrors};
 use crate::deadline::Deadline;
-use crate::extractor::Registry;
+use crate::extractor::{DynExtractor, Registry};
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Health, MetricsRegistry};
+use crate::net::{Network, NetworkError};
 use crate::queues::{DeadLetter, Queues};
 use crate::scheduler::{Clock, Scheduler, SchedulerOptions, Summary};
 use crate::state::{LocalStateStore, RawStateStore, StateStore};
@@ -34,10 +43,35 @@ pub enum Mode {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// The config is not runnable: an unknown task type, a bad `config:` block, or `--once`
-    /// with a continuous task.
-    #[error("{0}")]
-    Config(String),
+    /// The config is not runnable: an unknown task type, or a bad `config:` block.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// `cognite.connection` cannot be used (an unreadable CA file, a bad proxy).
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// `--once` with continuous tasks that never finish by themselves.
+    #[error(transparent)]
+    NeverFinishes(#[from] crate::scheduler::NeverFinishes),
+    /// A file the config names cannot be opened (the dry-run output, the dead-letter file).
+    #[error("{key}: cannot open {}: {source}", .path.display())]
+    Open {
+        /// The config key that names it.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A part could not be set up (a metric that cannot be registered, an HTTP client that
+    /// cannot be built).
+    #[error("cannot set up {what}: {message}")]
+    Setup {
+        /// The part.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
     /// In `--once`, no token could be had before the tasks started.
     #[error("{0}")]
     Auth(#[from] AuthError),
@@ -55,9 +89,12 @@ pub enum RuntimeError {
     },
 }
 
-impl From<ConfigErrors> for RuntimeError {
-    fn from(e: ConfigErrors) -> Self {
-        RuntimeError::Config(e.to_string())
+impl RuntimeError {
+    fn setup(what: &'static str, message: impl ToString) -> Self {
+        RuntimeError::Setup {
+            what,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -77,27 +114,34 @@ pub struct Report {
     pub state_error: Option<String>,
 }
 
-/// The runtime: config, registry, token manager and scheduler.
+/// The runtime: a checked config, its tasks' extractors, the metrics registry and the network
+/// settings, ready to [`run`](Runtime::run).
 pub struct Runtime {
     config: Config,
-    registry: Registry,
+    extractors: Vec<Arc<dyn DynExtractor>>,
     metrics: MetricsRegistry,
+    network: Network,
     reset_state: bool,
 }
 
 impl Runtime {
-    /// A runtime for `config` with the extractor types of `registry`.
-    pub fn new(config: Config, registry: Registry) -> Self {
+    /// Builds what `config` needs that takes no I/O: each task's extractor (its type
+    /// registered in `registry`, its `config:` block valid for it; every problem gathered),
+    /// the metrics registry with the process metrics, and the network settings.
+    pub fn build(config: Config, registry: &Registry) -> Result<Runtime, RuntimeError> {
         let metrics = MetricsRegistry::new();
         if let Err(e) = crate::metrics::register_process_and_build_info(metrics.prometheus()) {
             tracing::warn!("cannot register process metrics: {e}");
         }
-        Runtime {
+        let extractors = registry.build_all(&config.tasks, &metrics)?;
+        let network = config.cognite.connection.network()?;
+        Ok(Runtime {
             config,
-            registry,
+            extractors,
             metrics,
+            network,
             reset_state: false,
-        }
+        })
     }
 
     /// Start from empty state even if the state file exists (`--reset-state`); the file is
@@ -107,18 +151,22 @@ impl Runtime {
         self
     }
 
+    /// The config it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The config back, the rest dropped (`check-config`: built, checked, not run).
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+
     /// The metrics registry every part registers in.
     pub fn metrics(&self) -> &MetricsRegistry {
         &self.metrics
     }
 
-    /// Checks what config loading cannot: every task's type is registered and its `config:`
-    /// block is valid for that type. No network I/O.
-    pub fn check(&self) -> Result<(), ConfigErrors> {
-        self.registry.build_all(&self.config.tasks).map(|_| ())
-    }
-
-    /// Runs until done (`Once`) or until `shutdown` fires (`Service`), then drains within
+    /// Runs until done (`Once`) or until `shutdown` fires (`Service`), then stops within
     /// `shutdown-grace`.
     ///
     /// # Cancel safety
@@ -129,17 +177,12 @@ impl Runtime {
         mode: Mode,
         shutdown: CancellationToken,
     ) -> Result<Report, RuntimeError> {
-        let extractors = self.registry.build_all(&self.config.tasks)?;
-        let network = self
-            .config
-            .cognite
-            .connection
-            .network()
-            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        // The root of every background service; the scheduler's runs stop on `shutdown`.
+        let root = CancellationToken::new();
+        let services = TaskTracker::new();
         let health = Health::new();
         health.set_config_loaded();
         // Bind first: a port in use is a startup error, before any token request or task.
-        let server_stop = CancellationToken::new();
         if let Some(s) = &self.config.metrics.server {
             let server = MetricsServer::bind(&s.host, s.port, self.metrics.clone(), health.clone())
                 .await
@@ -150,31 +193,19 @@ impl Runtime {
             if let Ok(addr) = server.local_addr() {
                 tracing::info!(target: "extractor_runtime::metrics", %addr, "serving /metrics, /healthz and /readyz");
             }
-            tokio::spawn(server.serve(server_stop.clone()));
+            services.spawn(server.serve(root.child_token()));
         }
-        let pushers: Vec<Pusher> = if self.config.metrics.push_gateways.is_empty() {
-            Vec::new()
-        } else {
-            let counter = Pusher::counter(self.metrics.prometheus())
-                .map_err(|e| RuntimeError::Config(e.to_string()))?;
-            self.config
-                .metrics
-                .push_gateways
-                .iter()
-                .map(|g| Pusher::new(g, self.metrics.clone(), counter.clone(), &network))
-                .collect::<Result<_, _>>()
-                .map_err(RuntimeError::Config)?
-        };
-        let push_stop = CancellationToken::new();
+        let pushers = self.pushers()?;
+        let pushing = root.child_token();
         for pusher in &pushers {
-            let (pusher, stop) = (pusher.clone(), push_stop.clone());
-            tokio::spawn(async move { pusher.run(stop).await });
+            let (pusher, stop) = (pusher.clone(), pushing.clone());
+            services.spawn(async move { pusher.run(stop).await });
         }
         let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace.get());
         let result = self
-            .run_tasks(mode, shutdown, &deadline, extractors, health, network)
+            .run_tasks(mode, &shutdown, &deadline, &root, health)
             .await;
-        push_stop.cancel();
+        pushing.cancel();
         // Always one last push, so a batch job's final results are never lost; within the
         // stop's deadline.
         let mut finishing = tokio::task::JoinSet::new();
@@ -188,53 +219,62 @@ impl Runtime {
                 finishing.join_all(),
             )
             .await;
-        server_stop.cancel();
+        root.cancel();
+        services.close();
+        services.wait().await;
         result
     }
 
-    async fn run_tasks(
-        &self,
-        mode: Mode,
-        shutdown: CancellationToken,
-        deadline: &Deadline,
-        extractors: Vec<std::sync::Arc<dyn crate::extractor::DynExtractor>>,
-        health: Health,
-        network: Network,
-    ) -> Result<Report, RuntimeError> {
-        // A local state file first: a corrupt one stops the process before any network I/O.
-        let local_state = match self
+    /// One [`Pusher`] per `metrics.push-gateways` entry.
+    fn pushers(&self) -> Result<Vec<Pusher>, RuntimeError> {
+        if self.config.metrics.push_gateways.is_empty() {
+            return Ok(Vec::new());
+        }
+        let counter = Pusher::counter(self.metrics.prometheus())
+            .map_err(|e| RuntimeError::setup("the push metrics", e))?;
+        self.config
+            .metrics
+            .push_gateways
+            .iter()
+            .map(|g| {
+                Pusher::new(g, self.metrics.clone(), counter.clone(), &self.network)
+                    .map_err(|e| RuntimeError::setup("a Pushgateway", e))
+            })
+            .collect()
+    }
+
+    /// The state store of `state-store:`, if any. A local file is opened (and locked) before
+    /// any network I/O, so a corrupt one stops the process first; RAW is read once `cdf` is.
+    fn open_local_state(&self) -> Result<Option<LocalStateStore>, RuntimeError> {
+        let local = self
             .config
             .state_store
             .as_ref()
-            .and_then(|s| s.local.as_ref())
-        {
+            .and_then(|s| s.local.as_ref());
+        Ok(match local {
             Some(local) => Some(LocalStateStore::open_locked(
                 Path::new(&local.path),
                 self.reset_state,
             )?),
             None => None,
-        };
-        let tokens = match (
-            &self.config.cognite.idp_authentication,
-            self.config.cognite.dry_run,
-        ) {
+        })
+    }
+
+    /// The token manager (none in dry-run or without `idp-authentication`) and the CDF client.
+    fn clients(&self) -> Result<(Option<TokenManager>, CdfClient), RuntimeError> {
+        let cognite = &self.config.cognite;
+        let tokens = match (&cognite.idp_authentication, cognite.dry_run) {
             (Some(idp), false) => Some(TokenManager::spawn(
                 idp,
                 TokenManagerOptions {
-                    network: network.clone(),
+                    network: self.network.clone(),
                     ..TokenManagerOptions::default()
                 },
                 Some(self.metrics.prometheus()),
             )?),
             _ => None,
         };
-        if let Some(t) = &tokens {
-            health.add_check(t.clone());
-        }
-        let dry_run = match (
-            self.config.cognite.dry_run,
-            &self.config.cognite.dry_run_output,
-        ) {
+        let dry_run = match (cognite.dry_run, &cognite.dry_run_output) {
             (false, _) => None,
             (true, None) => Some(DryRunSink::stdout()),
             (true, Some(path)) => Some(DryRunSink::to_writer(
@@ -242,66 +282,89 @@ impl Runtime {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| {
-                        RuntimeError::Config(format!("cannot open the dry-run output {path}: {e}"))
+                    .map_err(|source| RuntimeError::Open {
+                        key: "cognite.dry-run-output",
+                        path: path.into(),
+                        source,
                     })?,
             )),
         };
-        let cdf = CdfClient::new(
-            &self.config.cognite,
-            tokens.clone(),
-            dry_run,
-            self.metrics.prometheus(),
-        )
-        .map_err(RuntimeError::Config)?;
-        // State in RAW before any task: unreadable state stops the process.
-        let state = match &self.config.state_store {
-            _ if local_state.is_some() => local_state.map(StateStore::Local),
-            Some(StateStoreConfig { raw: Some(raw), .. }) => Some(StateStore::Raw(
-                RawStateStore::open(cdf.clone(), &raw.database, &raw.table, self.reset_state)
-                    .await?,
-            )),
-            _ => None,
-        };
-        let prometheus = self.metrics.prometheus();
+        let cdf = CdfClient::new(cognite, tokens.clone(), dry_run, self.metrics.prometheus())
+            .map_err(|e| RuntimeError::setup("the CDF client", e))?;
+        Ok((tokens, cdf))
+    }
+
+    /// The upload queues, with the dead-letter file of `upload-queue.dead-letter`.
+    fn queues(&self, cdf: &CdfClient) -> Result<Queues, RuntimeError> {
         let dead_letter = match &self.config.upload_queue.dead_letter {
-            Some(path) => Some(DeadLetter::open(Path::new(path)).map_err(|e| {
-                RuntimeError::Config(format!("upload-queue.dead-letter: cannot open {path}: {e}"))
+            Some(path) => Some(DeadLetter::open(Path::new(path)).map_err(|source| {
+                RuntimeError::Open {
+                    key: "upload-queue.dead-letter",
+                    path: path.into(),
+                    source,
+                }
             })?),
             None => None,
         };
-        let queues = Queues::with_dead_letter(
+        Queues::with_dead_letter(
             cdf.clone(),
             self.config.upload_queue.max_queue_size,
-            prometheus,
+            self.metrics.prometheus(),
             dead_letter,
         )
-        .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        .map_err(|e| RuntimeError::setup("the upload queues", e))
+    }
+
+    async fn run_tasks(
+        &self,
+        mode: Mode,
+        shutdown: &CancellationToken,
+        deadline: &Deadline,
+        root: &CancellationToken,
+        health: Health,
+    ) -> Result<Report, RuntimeError> {
+        let local_state = self.open_local_state()?;
+        let (tokens, cdf) = self.clients()?;
+        if let Some(t) = &tokens {
+            health.add_check(t.clone());
+        }
+        // State in RAW before any task: unreadable state stops the process.
+        let state = match (local_state, &self.config.state_store) {
+            (Some(local), _) => Some(StateStore::Local(local)),
+            (None, Some(c)) => match &c.raw {
+                Some(raw) => Some(StateStore::Raw(
+                    RawStateStore::open(cdf.clone(), &raw.database, &raw.table, self.reset_state)
+                        .await?,
+                )),
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let queues = self.queues(&cdf)?;
         let pipeline = match &self.config.cognite.extraction_pipeline {
             Some(p) => Some(
-                PipelineReporter::new(cdf.clone(), &p.external_id, prometheus)
-                    .map_err(|e| RuntimeError::Config(e.to_string()))?,
+                PipelineReporter::new(cdf.clone(), &p.external_id, self.metrics.prometheus())
+                    .map_err(|e| RuntimeError::setup("the extraction pipeline reports", e))?,
             ),
             None => None,
         };
         let scheduler = Scheduler::new(
             &self.config.tasks,
-            extractors,
+            self.extractors.clone(),
             SchedulerOptions {
                 registry: self.metrics.clone(),
-                tokens: tokens.clone(),
                 cdf: Some(cdf),
                 queues: Some(queues.clone()),
                 state: state.clone(),
                 clock: Clock::System,
                 keep_runs: false,
                 health: Some(health),
-                network,
+                network: self.network.clone(),
             },
         )
-        .map_err(RuntimeError::Config)?;
+        .map_err(|e| RuntimeError::setup("the scheduler", e))?;
         if mode == Mode::Once {
-            scheduler.check_once().map_err(RuntimeError::Config)?;
+            scheduler.check_once()?;
             if let Some(tokens) = &tokens {
                 // Batch jobs fail fast on bad credentials, before any task runs.
                 tokio::select! {
@@ -310,80 +373,23 @@ impl Runtime {
                 }
             }
         }
-        let background = CancellationToken::new();
-        let tracker = tokio_util::task::TaskTracker::new();
-        tracker.spawn(flush_periodically(
-            queues.clone(),
-            state.clone(),
-            self.config.upload_queue.max_upload_interval.get(),
-            background.clone(),
-        ));
-        if let Some(store) = &state {
-            let every = match (&self.config.state_store, store) {
-                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval.get()),
-                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval.get()),
-                (None, _) => None,
-            }
-            .unwrap_or(Duration::from_secs(30));
-            tracker.spawn(save_periodically(store.clone(), every, background.clone()));
-        }
-        if let (Some(p), Mode::Service) = (&pipeline, mode) {
-            let every = self
-                .config
-                .cognite
-                .extraction_pipeline
-                .as_ref()
-                .map(|p| p.seen_interval.get())
-                .unwrap_or(Duration::from_secs(600));
-            tracker.spawn(report_seen(p.clone(), every, background.clone()));
-        }
+        let background = root.child_token();
+        let periodic = self.start_periodic(mode, &queues, &state, &pipeline, &background);
 
         // One deadline for the whole stop: the runs get the grace less a reserve, which the
         // final flush, the state save and the pipeline report share.
         let reserve = deadline.reserve();
-        let runs_grace = self.config.shutdown_grace.saturating_sub(reserve);
+        let runs_grace = self.config.shutdown_grace.get().saturating_sub(reserve);
         let summary = match mode {
             Mode::Once => scheduler.run_once(shutdown.clone(), runs_grace).await,
             Mode::Service => scheduler.run(shutdown.clone(), runs_grace).await,
         };
+        // The periodic flushes and saves stop before the final ones.
         background.cancel();
-        tracker.close();
-        tracker.wait().await;
-
-        // What the runs queued goes out now; items it cannot send stay unsent (the state does
-        // not move past them: the next start sends them again).
-        let unsent = match deadline
-            .bound("the final upload", reserve / 2, queues.flush())
-            .await
-        {
-            Some(Ok(_)) => 0,
-            Some(Err(e)) => {
-                tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload failed; these items were not uploaded: {e}");
-                queues.pending()
-            }
-            None => {
-                tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload did not finish within the shutdown grace; these items were not uploaded");
-                queues.pending()
-            }
-        };
+        periodic.close();
+        periodic.wait().await;
+        let unsent = final_upload(&queues, deadline, reserve).await;
         let stopped = shutdown.is_cancelled();
-        let save = async {
-            let Some(store) = &state else {
-                return None;
-            };
-            let saved = match store {
-                // A local save takes milliseconds and is never cut short.
-                StateStore::Local(_) => store.save().await,
-                StateStore::Raw(_) => deadline
-                    .bound("the state upload", Duration::ZERO, store.save())
-                    .await
-                    .unwrap_or(Err(crate::state::StateError::Cut)),
-            };
-            saved.err().map(|e| {
-                tracing::error!(target: "extractor_runtime::state", "{e}");
-                e.to_string()
-            })
-        };
         let report = async {
             let Some(p) = &pipeline else { return };
             let (status, message) = run_report(&summary, unsent, stopped);
@@ -398,7 +404,7 @@ impl Runtime {
                 tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
             }
         };
-        let (state_error, ()) = tokio::join!(save, report);
+        let (state_error, ()) = tokio::join!(final_save(state.as_ref(), deadline), report);
         if let Some(tokens) = tokens {
             tokens.shutdown();
         }
@@ -410,6 +416,81 @@ impl Runtime {
             state_error,
         })
     }
+
+    /// The periodic flushes and state saves, and in service mode the pipeline's `seen` reports,
+    /// until `stop` fires.
+    fn start_periodic(
+        &self,
+        mode: Mode,
+        queues: &Queues,
+        state: &Option<StateStore>,
+        pipeline: &Option<PipelineReporter>,
+        stop: &CancellationToken,
+    ) -> TaskTracker {
+        let services = TaskTracker::new();
+        services.spawn(flush_periodically(
+            queues.clone(),
+            state.clone(),
+            self.config.upload_queue.max_upload_interval.get(),
+            stop.clone(),
+        ));
+        if let Some(store) = state {
+            let every = match (&self.config.state_store, store) {
+                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval.get()),
+                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval.get()),
+                (None, _) => None,
+            }
+            .unwrap_or(Duration::from_secs(30));
+            services.spawn(save_periodically(store.clone(), every, stop.clone()));
+        }
+        if let (Some(p), Mode::Service) = (pipeline, mode) {
+            let every = self
+                .config
+                .cognite
+                .extraction_pipeline
+                .as_ref()
+                .map(|p| p.seen_interval.get())
+                .unwrap_or(Duration::from_secs(600));
+            services.spawn(report_seen(p.clone(), every, stop.clone()));
+        }
+        services
+    }
+}
+
+/// What the runs queued goes out now; items it cannot send stay unsent (the state does not
+/// move past them: the next start sends them again). Returns how many are unsent.
+async fn final_upload(queues: &Queues, deadline: &Deadline, reserve: Duration) -> usize {
+    match deadline
+        .bound("the final upload", reserve / 2, queues.flush())
+        .await
+    {
+        Some(Ok(_)) => 0,
+        Some(Err(e)) => {
+            tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload failed; these items were not uploaded: {e}");
+            queues.pending()
+        }
+        None => {
+            tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload did not finish within the shutdown grace; these items were not uploaded");
+            queues.pending()
+        }
+    }
+}
+
+/// The last state save; why it failed, if it did.
+async fn final_save(state: Option<&StateStore>, deadline: &Deadline) -> Option<String> {
+    let store = state?;
+    let saved = match store {
+        // A local save takes milliseconds and is never cut short.
+        StateStore::Local(_) => store.save().await,
+        StateStore::Raw(_) => deadline
+            .bound("the state upload", Duration::ZERO, store.save())
+            .await
+            .unwrap_or(Err(crate::state::StateError::Cut)),
+    };
+    saved.err().map(|e| {
+        tracing::error!(target: "extractor_runtime::state", "{e}");
+        e.to_string()
+    })
 }
 
 /// The pipeline run that sums up a finished run of the runtime.

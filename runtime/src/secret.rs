@@ -78,16 +78,7 @@ impl schemars::JsonSchema for Secret {
 
 /// `url` with the password of its user info (`https://user:pass@host`) shown as `***`, for logs,
 /// metric labels and summaries. Text that is not a URL is returned as it is.
-///
-/// # Examples
-///
-/// ```
-/// use extractor_runtime::redact_url;
-///
-/// assert_eq!(redact_url("http://ops:hunter2@gw:9091/x"), "http://ops:***@gw:9091/x");
-/// assert_eq!(redact_url("http://gw:9091"), "http://gw:9091");
-/// ```
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some(REDACTED));
@@ -105,6 +96,15 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redact_url_hides_only_the_password() {
+        assert_eq!(
+            redact_url("http://ops:hunter2@gw:9091/x"),
+            "http://ops:***@gw:9091/x"
+        );
+        assert_eq!(redact_url("http://gw:9091"), "http://gw:9091");
+    }
+
     use super::*;
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use extractor_runtime::auth::TokenManager;
 use extractor_runtime::cdf::{CdfClient, CdfErrorKind, DryRunSink};
 use extractor_runtime::config::CogniteConfig;
-use extractor_runtime::extractor::{TaskError, TaskErrorKind};
+use extractor_runtime::{TaskError, TaskErrorKind};
 use serde_json::json;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};

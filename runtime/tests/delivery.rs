@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::queues::RawRow;
 use extractor_runtime::runtime::{Mode, Runtime};
 use extractor_runtime::state::{LocalStateStore, Watermarks};
+use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -25,7 +25,7 @@ struct Counter {
 
 impl Extractor for Counter {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
-        let (queues, state) = (ctx.queues().unwrap(), ctx.state().unwrap());
+        let (queues, state) = (ctx.queues(), ctx.state().unwrap());
         let high = state
             .get(ctx.task())
             .and_then(|w| w.high)
@@ -102,7 +102,7 @@ fn runtime_with(cdf: &FakeCdf, state: &std::path::Path, extra: &str) -> Runtime 
     registry.register("counter", |_: serde_json::Value| {
         Ok(Counter { rows: 25_000 })
     });
-    Runtime::new(config, registry)
+    Runtime::build(config, &registry).unwrap()
 }
 
 async fn rows_received(cdf: &FakeCdf) -> Vec<usize> {

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use extractor_runtime::RunContext;
 use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::extractor::RunContext;
 use extractor_runtime::queues::{
     Datapoint, DatapointValue, DeadLetter, Event, OnDuplicate, Policy, Queues, RawRow, Refusals,
     Upload,
@@ -47,9 +47,7 @@ fn setup(cdf: &FakeCdf, task: &str, capacity: usize) -> Setup {
     );
     let state =
         StateStore::Local(LocalStateStore::open(&dir.path().join("state.json"), false).unwrap());
-    let ctx = RunContext::new(task, CancellationToken::new())
-        .with_queues(queues.clone())
-        .with_state(state);
+    let ctx = RunContext::new(task, CancellationToken::new(), queues.clone(), Some(state));
     Setup {
         ctx,
         queues,
@@ -134,7 +132,7 @@ async fn readings(upload: &Upload) {
             upload.datapoint(point("bad-sensor", t)).await.unwrap();
         }
     }
-    upload.checkpoint("", json!(5));
+    upload.checkpoint("", &json!(5));
 }
 
 #[tokio::test]
@@ -306,7 +304,7 @@ async fn one_bad_row_in_ten_thousand_is_isolated_in_a_few_requests() {
         };
         upload.raw(row(&key)).await.unwrap();
     }
-    upload.checkpoint("", json!(10_000));
+    upload.checkpoint("", &json!(10_000));
     let refused = upload.deliver().await.unwrap();
     assert_eq!(refused.to_string(), "bad-6543");
 
@@ -359,16 +357,19 @@ async fn a_request_too_large_is_split_until_it_fits_and_an_item_too_large_is_ref
 async fn other_tasks_items_do_not_hold_a_checkpoint_back() {
     let cdf = FakeCdf::start(&["known"]).await;
     let s = setup(&cdf, "a", 1_000);
-    let other = RunContext::new("b", CancellationToken::new())
-        .with_queues(s.queues.clone())
-        .with_state(s.ctx.state().unwrap().clone());
+    let other = RunContext::new(
+        "b",
+        CancellationToken::new(),
+        s.queues.clone(),
+        Some(s.ctx.state().unwrap().clone()),
+    );
     // Two tasks share the queues; a's checkpoint depends only on a's items.
     let a = s.ctx.upload();
     let b = other.upload();
     a.datapoint(point("known", 1)).await.unwrap();
-    a.checkpoint("", json!(1));
+    a.checkpoint("", &json!(1));
     b.raw(row(&format!("{BAD}b"))).await.unwrap();
-    b.checkpoint("", json!("b1"));
+    b.checkpoint("", &json!("b1"));
     // a delivers: its checkpoint is durable and a is not blamed for b's refused row.
     assert_eq!(a.deliver().await.unwrap().count, 0);
     let state = s.ctx.state().unwrap();
@@ -386,14 +387,14 @@ async fn a_checkpoint_waits_while_its_items_stay_queued() {
     let s = setup(&cdf, "plant", 1_000);
     let upload = s.ctx.upload();
     upload.datapoint(point("known", 1)).await.unwrap();
-    upload.checkpoint("", json!(1));
+    upload.checkpoint("", &json!(1));
     cdf.with(|c| c.down = true);
     let e = upload.deliver().await.unwrap_err();
     assert!(e.is_transient(), "{e}");
     assert_eq!(upload.outstanding(), 1);
     assert_eq!(s.ctx.state().unwrap().get("plant"), None, "not durable");
     assert_eq!(
-        upload.resume(""),
+        upload.resume::<Value>("").unwrap(),
         Some(json!(1)),
         "but reading resumes after it"
     );
@@ -436,10 +437,10 @@ struct Rows {
     poison: bool,
 }
 
-impl extractor_runtime::extractor::Extractor for Rows {
-    async fn run(&self, ctx: RunContext) -> Result<(), extractor_runtime::extractor::TaskError> {
+impl extractor_runtime::Extractor for Rows {
+    async fn run(&self, ctx: RunContext) -> Result<(), extractor_runtime::TaskError> {
         let upload = ctx.upload();
-        let run = upload.resume("").and_then(|v| v.as_u64()).unwrap_or(0) + 1;
+        let run = upload.resume::<u64>("")?.unwrap_or(0) + 1;
         for i in 0..3 {
             upload
                 .raw(row(&format!("{}{run}-{i}", self.prefix)))
@@ -450,15 +451,15 @@ impl extractor_runtime::extractor::Extractor for Rows {
                 .raw(row(&format!("{BAD}{}{run}", self.prefix)))
                 .await?;
         }
-        upload.checkpoint("", json!(run));
+        upload.checkpoint("", &json!(run));
         upload.settled().await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
+    use extractor_runtime::Registry;
     use extractor_runtime::config::{Config, LoadOptions};
-    use extractor_runtime::extractor::Registry;
     use extractor_runtime::runtime::{Mode, Runtime};
 
     let cdf = FakeCdf::start(&[]).await;
@@ -488,7 +489,7 @@ async fn in_service_mode_a_poisoned_task_does_not_stop_another_tasks_rows() {
         })
     });
     let shutdown = CancellationToken::new();
-    let runtime = Runtime::new(config, registry);
+    let runtime = Runtime::build(config, &registry).unwrap();
     let metrics = runtime.metrics().clone();
     let run = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
 

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::metrics::MetricsRegistry;
 use extractor_runtime::scheduler::{Clock, RunResult, Scheduler, SchedulerOptions, Summary};
+use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -118,11 +118,15 @@ fn harness_at(tasks_yaml: &str, clock: Clock) -> Harness {
             attempts: Mutex::new(0),
         })
     });
-    let extractors = reg.build_all(&config.tasks).unwrap();
+    let extractors = reg
+        .build_tasks(
+            &config.tasks,
+            &extractor_runtime::metrics::MetricsRegistry::new(),
+        )
+        .unwrap();
     let registry = MetricsRegistry::new();
     let options = SchedulerOptions {
         registry: registry.clone(),
-        tokens: None,
         clock,
         keep_runs: true,
         ..SchedulerOptions::default()
@@ -494,7 +498,7 @@ async fn run_once_runs_startup_then_each_task_once_and_reports_auth_failures() {
 async fn run_once_refuses_continuous_tasks_that_never_end() {
     let h = harness("  - {name: c, type: probe, schedule: {type: continuous}}\n");
     let e = h.scheduler.check_once().unwrap_err();
-    assert!(e.contains("continuous task(s) c"), "{e}");
+    assert!(e.to_string().contains("continuous task(s) c"), "{e}");
     let h = harness(
         "  - {name: c, type: probe, schedule: {type: continuous}, config: {ends-by-itself: true}}\n",
     );
@@ -545,7 +549,14 @@ fn unknown_types_and_bad_task_configs_are_config_errors_with_key_paths() {
             attempts: Mutex::new(0),
         })
     });
-    let err = reg.build_all(&config.tasks).err().unwrap().to_string();
+    let err = reg
+        .build_tasks(
+            &config.tasks,
+            &extractor_runtime::metrics::MetricsRegistry::new(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains(
             "c.yaml:5:11: tasks[0].type: unknown extractor type `prbe`, did you mean `probe`?"

@@ -6,9 +6,9 @@
 use std::time::{Duration, Instant};
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
 use extractor_runtime::queues::RawRow;
 use extractor_runtime::runtime::{Mode, Report, Runtime};
+use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path, path_regex};
@@ -39,13 +39,11 @@ impl Extractor for Rows {
                 })
                 .await?;
         }
-        upload.checkpoint("", json!(self.rows));
+        upload.checkpoint("", &json!(self.rows));
         upload.settled().await?;
         if self.linger {
             ctx.cancelled().await;
-            return Err(extractor_runtime::extractor::TaskError::transient(
-                "stopped",
-            ));
+            return Err(extractor_runtime::TaskError::transient("stopped"));
         }
         Ok(())
     }
@@ -68,7 +66,7 @@ fn runtime(
     let config = Config::from_yaml(&yaml, None, &|_: &str| None, &LoadOptions::default()).unwrap();
     let mut registry = Registry::new();
     registry.register("rows", move |_: Value| Ok(Rows { rows, linger }));
-    Runtime::new(config, registry)
+    Runtime::build(config, &registry).unwrap()
 }
 
 /// Runs `runtime` as a service, stops it once `ready` holds, and returns the report and how

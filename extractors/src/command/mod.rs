@@ -20,7 +20,7 @@ pub mod config;
 
 use std::process::Stdio;
 
-use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use config::CommandConfig;

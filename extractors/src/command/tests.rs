@@ -1,5 +1,3 @@
-use tokio_util::sync::CancellationToken;
-
 use super::*;
 
 fn command(args: &[&str]) -> Command {
@@ -13,7 +11,7 @@ fn command(args: &[&str]) -> Command {
 
 #[tokio::test]
 async fn exit_statuses_map_to_results() {
-    let ctx = || RunContext::new("t", CancellationToken::new());
+    let ctx = || crate::testing::context("t", None, 1000).0;
     assert!(
         command(&["sh", "-c", "test \"$GREETING\" = hi"])
             .run(ctx())
@@ -42,8 +40,8 @@ async fn exit_statuses_map_to_results() {
 
 #[tokio::test]
 async fn cancellation_kills_the_program() {
-    let cancel = CancellationToken::new();
-    let ctx = RunContext::new("t", cancel.clone());
+    let ctx = crate::testing::context("t", None, 1000).0;
+    let cancel = ctx.cancellation_token().clone();
     let started = std::time::Instant::now();
     let c = command(&["sleep", "30"]);
     let run = c.run(ctx);
@@ -72,7 +70,7 @@ fn an_empty_command_is_rejected() {
 /// its next line), and a 64 MiB line without a newline is cut, not kept.
 #[tokio::test]
 async fn any_output_is_logged_bounded_and_never_kills_the_program() {
-    let ctx = RunContext::new("t", CancellationToken::new());
+    let ctx = crate::testing::context("t", None, 1000).0;
     let script = "printf 'caf\\351\\n'; i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; \
                   head -c 67108864 /dev/zero | tr '\\0' x; echo; echo done";
     command(&["sh", "-c", script])
@@ -87,7 +85,7 @@ async fn any_output_is_logged_bounded_and_never_kills_the_program() {
 async fn children_left_behind_end_with_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("still-running");
-    let ctx = RunContext::new("t", CancellationToken::new());
+    let ctx = crate::testing::context("t", None, 1000).0;
     let started = std::time::Instant::now();
     let script = format!("(sleep 3; touch '{}') & echo started", marker.display());
     command(&["sh", "-c", &script]).run(ctx).await.unwrap();

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
-use extractor_runtime::queues::{Refusals, Upload};
-use serde_json::{Value, json};
+use extractor_runtime::upload::{Refusals, Upload};
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::destination::{Destination, SendError};
@@ -86,7 +86,7 @@ impl Csv {
                             format!("types.{name}"),
                             format!(
                                 "`{name}` is not one of `columns`{}",
-                                extractor_runtime::config::did_you_mean(
+                                extractor_runtime::Rejection::suggest(
                                     name,
                                     &columns.iter().map(String::as_str).collect::<Vec<_>>()
                                 )
@@ -167,17 +167,22 @@ impl Csv {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as u64);
         let key = file.display().to_string();
-        let progress = |rows: u64, done: bool| json!({"size": size, "modified": modified, "rows": rows, "done": done});
+        let progress = |rows: u64, done: bool| Progress {
+            size,
+            modified,
+            rows,
+            done,
+        };
         let mut skip = 0;
-        if let Some(mark) = upload.resume(&key)
-            && mark["size"] == json!(size)
-            && mark["modified"] == json!(modified)
+        if let Some(mark) = upload.resume::<Progress>(&key).map_err(FileError::Task)?
+            && mark.size == size
+            && mark.modified == modified
         {
-            if mark["done"] == json!(true) {
+            if mark.done {
                 self.move_done(file).await?;
                 return Ok(Outcome::Unchanged);
             }
-            skip = mark["rows"].as_u64().unwrap_or(0);
+            skip = mark.rows;
         }
 
         let (tx, mut rx) = mpsc::channel(4);
@@ -219,7 +224,7 @@ impl Csv {
                     Err(SendError::Queue(e)) => return Err(FileError::Task(e.into())),
                 }
                 if rows % self.config.batch_size as u64 == 0 {
-                    upload.checkpoint(&key, progress(rows, false));
+                    upload.checkpoint(&key, &progress(rows, false));
                     refused.merge(upload.deliver().await.map_err(FileError::Task)?);
                 }
             }
@@ -235,7 +240,7 @@ impl Csv {
         let _ = thread.await;
         // What was read before a bad line or a cancel is delivered and remembered; rows CDF
         // refused are dead-lettered and do not keep the file from being done.
-        upload.checkpoint(&key, progress(rows, result.is_ok()));
+        upload.checkpoint(&key, &progress(rows, result.is_ok()));
         refused.merge(upload.deliver().await.map_err(FileError::Task)?);
         result?;
         self.move_done(file).await?;
@@ -255,6 +260,16 @@ async fn blocking<T: Send + 'static>(
 enum Outcome {
     Unchanged,
     Ingested(u64),
+}
+
+/// A file's watermark: the file it was (size and modification time, in ms), the rows read from
+/// it, and whether all of it is done.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    size: u64,
+    modified: u64,
+    rows: u64,
+    done: bool,
 }
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 use std::path::Path;
 
-use extractor_runtime::extractor::{Extractor, TaskErrorKind};
 use extractor_runtime::state::LocalStateStore;
+use extractor_runtime::{Extractor, TaskErrorKind};
 use serde_json::json;
 
 use super::*;

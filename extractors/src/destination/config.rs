@@ -140,7 +140,7 @@ pub struct RelationConfig {
     pub external_id: String,
 }
 
-pub use extractor_runtime::queues::OnDuplicate;
+pub use extractor_runtime::upload::OnDuplicate;
 
 /// The kinds of destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use extractor_runtime::cdf::CdfError;
-use extractor_runtime::extractor::{Rejection, RunContext, TaskError};
-use extractor_runtime::queues::{
+use extractor_runtime::CdfError;
+use extractor_runtime::upload::{
     Datapoint, DatapointValue, EdgeEnds, Event, InstanceRef, NewSeries, Node, Policy, RawRow,
     Upload, ViewRef,
 };
+use extractor_runtime::{Rejection, RunContext, TaskError};
 use serde_json::Value;
 
 pub use config::{

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use extractor_runtime::cdf::CdfClient;
-use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
+use extractor_runtime::CdfClient;
 use extractor_runtime::retry::{self, RetryPolicy};
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::{Value, json};
 
 use crate::destination::Field;
@@ -492,15 +492,10 @@ impl Files {
     ) -> Result<(), TaskError> {
         ctx.upload().checkpoint(
             &file.relative,
-            json!({"size": file.size, "modified": file.modified_ms,
+            &json!({"size": file.size, "modified": file.modified_ms,
                    "upload": {"file": id, "uploadId": upload_id, "urls": urls, "next": next}}),
         );
-        if let Some(state) = ctx.state() {
-            state.save().await.map_err(|e| {
-                TaskError::transient(format!("cannot save the upload's progress: {e}"))
-            })?;
-        }
-        Ok(())
+        ctx.upload().save_state().await
     }
 }
 
@@ -542,16 +537,14 @@ fn guess_mime(path: &Path) -> Option<&'static str> {
 
 impl Extractor for Files {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
-        let Some(cdf) = ctx.cdf().cloned() else {
-            return Err(TaskError::permanent(
-                "the files extractor needs a CDF client",
-            ));
-        };
+        let cdf = ctx.cdf().clone();
         let upload = ctx.upload();
         let sources = self.sources().await?;
         let (mut sent, mut bytes, mut failed) = (0, 0u64, Vec::new());
         for file in &sources {
-            let state = upload.resume(&file.relative).unwrap_or(Value::Null);
+            let state = upload
+                .resume::<Value>(&file.relative)?
+                .unwrap_or(Value::Null);
             let unchanged = state["size"].as_u64() == Some(file.size)
                 && state["modified"].as_i64() == Some(file.modified_ms)
                 && state["done"] == json!(true);
@@ -564,7 +557,7 @@ impl Extractor for Files {
                     Ok(()) => {
                         upload.checkpoint(
                             &file.relative,
-                            json!({"size": file.size, "modified": file.modified_ms, "done": true}),
+                            &json!({"size": file.size, "modified": file.modified_ms, "done": true}),
                         );
                         tracing::info!(task = %ctx.task(), file = %file.relative, bytes = file.size, "file uploaded");
                         sent += 1;
@@ -579,7 +572,7 @@ impl Extractor for Files {
                         if state.get("upload").is_some() {
                             upload.checkpoint(
                                 &file.relative,
-                                json!({"size": file.size, "modified": file.modified_ms}),
+                                &json!({"size": file.size, "modified": file.modified_ms}),
                             );
                         }
                         ctx.records_rejected(1);
@@ -595,12 +588,7 @@ impl Extractor for Files {
                 file.path.clone(),
             );
             if done.is_some() {
-                if let Some(state) = ctx.state() {
-                    state
-                        .save()
-                        .await
-                        .map_err(|e| TaskError::transient(format!("cannot save the state: {e}")))?;
-                }
+                upload.save_state().await?;
                 tokio::task::spawn_blocking(move || {
                     crate::folder::move_done(&root, done.as_deref(), &path)
                 })

@@ -16,9 +16,9 @@ pub mod config;
 #[cfg(test)]
 mod tests;
 
-use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
-use extractor_runtime::queues::Upload;
 use extractor_runtime::retry::{self, RetryPolicy};
+use extractor_runtime::upload::Upload;
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use reqwest::Url;
 use serde_json::Value;
 
@@ -380,7 +380,7 @@ impl Http {
         since: Option<&Value>,
     ) -> Result<(), TaskError> {
         if let Some(h) = highest.filter(|h| Some(h) != since) {
-            upload.checkpoint("", h);
+            upload.checkpoint("", &h);
         }
         upload.settled().await
     }
@@ -467,7 +467,7 @@ impl Extractor for Http {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
         let upload = self.destination.upload(&ctx);
         let since = match &self.config.incremental {
-            Some(inc) => upload.resume("").or_else(|| inc.initial.clone()),
+            Some(inc) => upload.resume::<Value>("")?.or_else(|| inc.initial.clone()),
             None => None,
         };
         let mut url = self.first_url(since.as_ref());

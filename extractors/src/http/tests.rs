@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use extractor_runtime::extractor::{Extractor, TaskErrorKind};
+use extractor_runtime::{Extractor, TaskErrorKind};
 use serde_json::json;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -251,10 +251,7 @@ async fn malformed_json_fails_the_run_without_moving_the_watermark() {
     );
     // Page 1's item is delivered, but the watermark does not move: items need not be sorted,
     // so the next run reads every page again.
-    assert_eq!(
-        (ctx.queues().unwrap().pending(), capture.raw_keys().len()),
-        (0, 1)
-    );
+    assert_eq!((ctx.queues().pending(), capture.raw_keys().len()), (0, 1));
     assert_eq!(ctx.state().unwrap().get("api"), None);
     let first = &server.received_requests().await.unwrap()[0];
     assert_eq!(

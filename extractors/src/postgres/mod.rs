@@ -20,7 +20,7 @@ mod types;
 
 use std::str::FromStr;
 
-use extractor_runtime::extractor::{Extractor, Rejection, RunContext, TaskError};
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::Value;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
@@ -30,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::destination::Destination;
 pub use config::PostgresConfig;
-use extractor_runtime::queues::Refusals;
+use extractor_runtime::upload::Refusals;
 
 /// Rows of one watermark value held back at most (see [`Postgres`]); past it they are queued
 /// and the watermark waits for the group's end.
@@ -152,7 +152,7 @@ impl Postgres {
         let mut refused = Refusals::default();
         let since = match &self.config.incremental_field {
             Some(_) => upload
-                .resume("")
+                .resume::<Value>("")?
                 .or_else(|| self.config.initial_value.clone()),
             None => None,
         };
@@ -265,7 +265,7 @@ impl Postgres {
                         self.config.incremental_field.as_deref().unwrap_or_default()
                     )));
                 }
-                upload.checkpoint("", m);
+                upload.checkpoint("", &m);
             }
             refused.merge(upload.deliver().await?);
             if end {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use extractor_runtime::extractor::{Extractor, TaskErrorKind};
+use extractor_runtime::{Extractor, TaskErrorKind};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -418,7 +418,7 @@ async fn cdf_down_keeps_the_watermark_and_reads_nothing_twice() {
     assert!(pg.run(ctx.clone()).await.is_err());
     assert_eq!(ctx.state().unwrap().get("pg"), None);
     assert_eq!(
-        ctx.queues().unwrap().pending(),
+        ctx.queues().pending(),
         299,
         "the first batch waits in the queue, but its last row: held back until its value group is known whole"
     );
@@ -454,7 +454,7 @@ async fn a_huge_group_of_one_value_is_not_held_in_memory() {
     // fails, and the watermark has not moved into the open group.
     capture.set_failing(true);
     assert!(pg.run(ctx.clone()).await.is_err());
-    assert_eq!(ctx.queues().unwrap().pending(), 50_000);
+    assert_eq!(ctx.queues().pending(), 50_000);
     assert_eq!(ctx.state().unwrap().get("pg"), None);
     // CDF back: those are sent, the group is read again from its start (at-least-once), and
     // the watermark moves past it.

@@ -2,7 +2,8 @@
 #![allow(dead_code)] // each bench uses a part
 
 use extractor_runtime::config::{Config, LoadOptions};
-use extractor_runtime::extractor::{DynExtractor, Extractor, Registry, RunContext, TaskError};
+use extractor_runtime::testing::DynExtractor;
+use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 use std::sync::Arc;
 
 /// A field of `/proc/self/status` in KiB: `"VmRSS:"` (now) or `"VmHWM:"` (peak).
@@ -40,7 +41,12 @@ pub fn trivial_registry() -> Registry {
 /// The tasks of `yaml`, built with [`trivial_registry`].
 pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn DynExtractor>>) {
     let config = Config::from_yaml(yaml, None, &|_| None, &LoadOptions::default()).unwrap();
-    let extractors = trivial_registry().build_all(&config.tasks).unwrap();
+    let extractors = trivial_registry()
+        .build_tasks(
+            &config.tasks,
+            &extractor_runtime::metrics::MetricsRegistry::new(),
+        )
+        .unwrap();
     (config, extractors)
 }
 

@@ -1,6 +1,7 @@
-//! A whole extractor in a user's crate: its config, its run, and its registration.
+//! A whole extractor in a user's crate: its config, its constructor (with a metric), its run.
 
-use extractor_runtime::extractor::{Extractor, Registry, RunContext, TaskError};
+use extractor_runtime::prometheus::IntCounter;
+use extractor_runtime::{Extractor, Rejection, RunContext, Setup, TaskError};
 
 /// `tasks[].config` of `type: hello`.
 #[derive(serde::Deserialize, extractor_runtime::schemars::JsonSchema)]
@@ -12,21 +13,27 @@ pub struct HelloConfig {
     pub fail: bool,
 }
 
-pub struct Hello(HelloConfig);
+pub struct Hello(HelloConfig, IntCounter);
+
+/// The constructor of `type: hello`: checks its config, registers its metric.
+pub fn new(config: HelloConfig, setup: &Setup<'_>) -> Result<Hello, Rejection> {
+    if config.greeting.is_empty() {
+        return Err("`greeting` must not be empty".into());
+    }
+    let said = setup.register(IntCounter::new("hello_greetings_total", "Greetings said.")?)?;
+    Ok(Hello(config, said))
+}
 
 impl Extractor for Hello {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
-        tracing::info!(task = ctx.task(), "{}", self.0.greeting);
+        // A typed watermark: durable once CDF has everything queued before it.
+        let runs: u64 = ctx.upload().resume("runs")?.unwrap_or(0);
+        tracing::info!(task = ctx.task(), runs, "{}", self.0.greeting);
         if self.0.fail {
             return Err(TaskError::transient("asked to fail"));
         }
-        Ok(())
+        self.1.inc();
+        ctx.upload().checkpoint("runs", &(runs + 1));
+        ctx.upload().settled().await
     }
-}
-
-pub fn register(registry: &mut Registry) {
-    registry.register("hello", |c: HelloConfig| match c.greeting.is_empty() {
-        true => Err("`greeting` must not be empty".into()),
-        false => Ok(Hello(c)),
-    });
 }

@@ -212,7 +212,7 @@ impl TokenRequest {
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 // Without its query, and without a password in it: errors are logged.
-                .map(|l| crate::redact_url(l.split(['?', '#']).next().unwrap_or(l)))
+                .map(|l| crate::secret::redact_url(l.split(['?', '#']).next().unwrap_or(l)))
                 .unwrap_or_else(|| "nowhere".to_owned());
             let mut e = AuthError::new(
                 AuthErrorKind::Permanent,

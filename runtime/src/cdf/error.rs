@@ -72,7 +72,7 @@ impl CdfError {
     }
 
     /// The token manager's error, for [`CdfErrorKind::Auth`].
-    pub fn auth_error(&self) -> Option<&AuthError> {
+    pub(crate) fn auth_error(&self) -> Option<&AuthError> {
         self.0.auth.as_ref()
     }
 

@@ -123,37 +123,55 @@ impl std::fmt::Debug for CdfClient {
 }
 
 impl CdfClient {
-    /// A client for `config`'s project. With `dry_run` set, nothing is sent and no token is
-    /// used: each request becomes a line in the sink.
-    pub fn new(
-        config: &CogniteConfig,
-        tokens: Option<TokenManager>,
-        dry_run: Option<DryRunSink>,
-        registry: &prometheus::Registry,
-    ) -> Result<Self, String> {
-        let network = config.connection.network().map_err(|e| e.to_string())?;
-        let http = network
-            .client_builder()
-            .timeout(config.connection.timeout.get())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        if dry_run.is_none() && tokens.is_none() {
-            return Err("a CDF client that sends requests needs a token manager".into());
+    testing_pub! {
+        /// A client for `config`'s project. With `dry_run` set, nothing is sent and no token is
+        /// used: each request becomes a line in the sink.
+        fn new(
+            config: &CogniteConfig,
+            tokens: Option<TokenManager>,
+            dry_run: Option<DryRunSink>,
+            registry: &prometheus::Registry,
+        ) -> Result<Self, String> {
+            let network = config.connection.network().map_err(|e| e.to_string())?;
+            let http = network
+                .client_builder()
+                .timeout(config.connection.timeout.get())
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            if dry_run.is_none() && tokens.is_none() {
+                return Err("a CDF client that sends requests needs a token manager".into());
+            }
+            Ok(CdfClient {
+                inner: Arc::new(Inner {
+                    http,
+                    base: format!(
+                        "{}/api/v1/projects/{}",
+                        config.host.trim_end_matches('/'),
+                        config.project
+                    ),
+                    tokens,
+                    dry_run,
+                    connection: config.connection.clone(),
+                    metrics: Metrics::register(registry).map_err(|e| e.to_string())?,
+                }),
+            })
         }
-        Ok(CdfClient {
+    }
+
+    /// A dry-run client whose lines go nowhere: what runs get from a scheduler built without a
+    /// CDF client (tests, benches).
+    pub(crate) fn discarding() -> Self {
+        CdfClient {
             inner: Arc::new(Inner {
-                http,
-                base: format!(
-                    "{}/api/v1/projects/{}",
-                    config.host.trim_end_matches('/'),
-                    config.project
-                ),
-                tokens,
-                dry_run,
-                connection: config.connection.clone(),
-                metrics: Metrics::register(registry).map_err(|e| e.to_string())?,
+                http: reqwest::Client::new(),
+                base: "http://127.0.0.1:9/api/v1/projects/none".to_owned(),
+                tokens: None,
+                dry_run: Some(DryRunSink::to_writer(std::io::sink())),
+                connection: crate::config::ConnectionConfig::default(),
+                metrics: Metrics::register(&prometheus::Registry::new())
+                    .expect("fresh metrics register"),
             }),
-        })
+        }
     }
 
     /// Whether requests are written to the dry-run sink instead of sent.
@@ -178,30 +196,32 @@ impl CdfClient {
         self.post_body(endpoint, path, body.into()).await
     }
 
-    /// POSTs `body`, JSON text already serialized (as the upload queues build it), with the
-    /// retries of [`post`](Self::post).
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancelling drops the request in flight; CDF may or may not have applied it.
-    pub async fn post_body(
-        &self,
-        endpoint: &'static str,
-        path: &str,
-        body: bytes::Bytes,
-    ) -> Result<serde_json::Value, CdfError> {
-        if let Some(sink) = &self.inner.dry_run {
-            sink.write(endpoint, path, &body).map_err(|e| {
-                CdfError::new(
-                    CdfErrorKind::BadResponse,
-                    endpoint,
-                    format!("cannot write the dry-run line: {e}"),
-                )
-            })?;
-            return Ok(serde_json::Value::Null);
+    testing_pub! {
+        /// POSTs `body`, JSON text already serialized (as the upload queues build it), with the
+        /// retries of [`post`](Self::post).
+        ///
+        /// # Cancel safety
+        ///
+        /// Cancelling drops the request in flight; CDF may or may not have applied it.
+        async fn post_body(
+            &self,
+            endpoint: &'static str,
+            path: &str,
+            body: bytes::Bytes,
+        ) -> Result<serde_json::Value, CdfError> {
+            if let Some(sink) = &self.inner.dry_run {
+                sink.write(endpoint, path, &body).map_err(|e| {
+                    CdfError::new(
+                        CdfErrorKind::BadResponse,
+                        endpoint,
+                        format!("cannot write the dry-run line: {e}"),
+                    )
+                })?;
+                return Ok(serde_json::Value::Null);
+            }
+            self.send(reqwest::Method::POST, endpoint, path, Some(body))
+                .await
         }
-        self.send(reqwest::Method::POST, endpoint, path, Some(body))
-            .await
     }
 
     /// GETs `path` and returns CDF's JSON answer, with the same retries as [`post`](Self::post).

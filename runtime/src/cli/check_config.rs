@@ -13,8 +13,10 @@ pub(crate) fn check_config(
     shard: Option<&str>,
     registry: &crate::extractor::Registry,
 ) -> Result<Outcome, CliError> {
-    let mut config = super::load(path, false)?;
-    registry.build_all(&config.tasks)?;
+    // The extractors are built as `run` builds them (every task, whatever the shard), then
+    // dropped: only their checks matter here.
+    let mut config =
+        crate::runtime::Runtime::build(super::load(path, false)?, registry)?.into_config();
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     print!("{}", summary(path, &config));
@@ -115,7 +117,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
         let _ = writeln!(
             out,
             "          push to {} as job {} every {}",
-            crate::redact_url(&gw.host),
+            crate::secret::redact_url(&gw.host),
             gw.job_name,
             secs(gw.push_interval.get())
         );

@@ -11,7 +11,7 @@ use super::{CliError, Code, Outcome};
 /// The `idp-authentication` of a `device-code` config, or a usage error.
 fn user_flow<'a>(
     path: &Path,
-    config: &'a crate::Config,
+    config: &'a crate::config::Config,
 ) -> Result<&'a IdpAuthenticationConfig, CliError> {
     match super::idp(path, config)? {
         idp if idp.flow.is_user() => Ok(idp),

@@ -86,6 +86,17 @@ fn current_thread() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::new(Code::Config, e))
 }
 
+/// The runtime could not start: a refused sign-in exits 3, anything else (config, files,
+/// ports) 2.
+impl From<crate::runtime::RuntimeError> for CliError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        match e {
+            crate::runtime::RuntimeError::Auth(a) => CliError::from(a),
+            other => CliError::new(Code::Config, other),
+        }
+    }
+}
+
 impl From<ConfigErrors> for CliError {
     fn from(e: ConfigErrors) -> Self {
         CliError::new(Code::Config, e)
@@ -195,7 +206,7 @@ enum Command {
 ///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
-///     let registry = extractor_runtime::extractor::Registry::new(); // register your types
+///     let registry = extractor_runtime::Registry::new(); // register your types
 ///     extractor_runtime::cli::main(registry)
 /// }
 /// ```

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::runtime::{Mode, Runtime, RuntimeError};
+use crate::runtime::{Mode, Runtime};
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Code, Outcome};
@@ -29,8 +29,7 @@ pub(crate) fn run(
     if let Some(shard) = shard {
         tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
     }
-    let runtime = Runtime::new(config, registry).with_reset_state(reset_state);
-    runtime.check()?;
+    let runtime = Runtime::build(config, &registry)?.with_reset_state(reset_state);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,10 +40,7 @@ pub(crate) fn run(
         tokio::spawn(on_signals(shutdown.clone()));
         runtime.run(mode, shutdown).await
     });
-    let report = report.map_err(|e| match e {
-        RuntimeError::Auth(a) => CliError::from(a),
-        other => CliError::new(Code::Config, other),
-    })?;
+    let report = report?;
     let summary = report.summary;
     let failed = summary.failed;
     tracing::info!(

@@ -94,6 +94,8 @@ pub const SKIP_REASONS: [&str; 2] = ["overlap", "missed"];
 pub struct MetricsRegistry {
     registry: Registry,
     tasks: TaskFamilies,
+    /// One registry per task for the extractors' own metrics, each adding `task="<name>"`.
+    extractors: std::sync::Arc<std::sync::Mutex<Vec<Registry>>>,
 }
 
 impl MetricsRegistry {
@@ -107,11 +109,38 @@ impl MetricsRegistry {
         &self.registry
     }
 
+    /// A registry for the own metrics of task `task`'s extractor ([`crate::Setup::metrics`]):
+    /// each of its metrics carries `task="<task>"`, and is rendered with the others.
+    pub fn for_extractor(&self, task: &str) -> Registry {
+        let labels = std::collections::HashMap::from([("task".to_owned(), task.to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("a task name is a valid label value");
+        self.extractors
+            .lock()
+            .expect("extractor registries lock")
+            .push(registry.clone());
+        registry
+    }
+
+    /// Every family of the prometheus registries: the runtime's, then the extractors' (the
+    /// same metric of two tasks merged into one family).
+    fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.registry.gather();
+        for registry in self.extractors.lock().expect("extractor registries lock").iter() {
+            for mut family in registry.gather() {
+                match families.iter_mut().find(|f| f.name() == family.name()) {
+                    Some(same) => same.mut_metric().extend(family.take_metric()),
+                    None => families.push(family),
+                }
+            }
+        }
+        families
+    }
+
     /// Everything, in the text format 0.0.4: what `/metrics` serves and Pushgateways receive.
     pub fn render(&self) -> Vec<u8> {
         use prometheus::Encoder as _;
         let mut buffer = Vec::with_capacity(64 * 1024);
-        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.gather(), &mut buffer)
         {
             tracing::warn!(target: "extractor_runtime::metrics", "cannot encode metrics: {e}");
         }

@@ -51,7 +51,7 @@ impl Pusher {
     ) -> Result<Self, String> {
         let address = config.host.trim_end_matches('/').to_owned();
         // What logs, labels and errors show: without a password in the URL.
-        let host = crate::redact_url(&address);
+        let host = crate::secret::redact_url(&address);
         let client = network
             .client_builder()
             .timeout(Duration::from_secs(10))
@@ -63,7 +63,7 @@ impl Pusher {
         let url = format!("{address}/metrics/job/{}", encode_segment(&config.job_name));
         Ok(Pusher {
             client,
-            shown_url: crate::redact_url(&url),
+            shown_url: crate::secret::redact_url(&url),
             url,
             host,
             auth: config

@@ -469,6 +469,11 @@ impl std::fmt::Debug for Queues {
 }
 
 impl Queues {
+    /// The CDF client they upload through.
+    pub fn client(&self) -> &CdfClient {
+        &self.raw.inner.client
+    }
+
     /// Queues of `capacity` items each, uploading through `client`.
     pub fn new(
         client: CdfClient,

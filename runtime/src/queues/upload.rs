@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::ledger::Ledger;
 use super::{
     Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
     RawRows, Refusals, StoredPoint,
 };
-use crate::cdf::{CdfError, CdfErrorKind};
+use crate::cdf::CdfError;
 use crate::task_error::TaskError;
 
 /// A task's handle on the upload queues and its state: what every extractor uses to send data
@@ -27,22 +28,22 @@ use crate::task_error::TaskError;
 /// # Examples
 ///
 /// ```no_run
-/// # async fn run(ctx: extractor_runtime::extractor::RunContext) -> Result<(), extractor_runtime::extractor::TaskError> {
-/// use extractor_runtime::queues::{Datapoint, DatapointValue};
+/// # async fn run(ctx: extractor_runtime::RunContext) -> Result<(), extractor_runtime::TaskError> {
+/// use extractor_runtime::upload::{Datapoint, DatapointValue};
 /// let upload = ctx.upload();
-/// let since = upload.resume("").and_then(|v| v.as_i64()).unwrap_or(0);
+/// let since: i64 = upload.resume("")?.unwrap_or(0);
 /// for t in since + 1..=since + 10 {
 ///     upload
 ///         .datapoint(Datapoint { external_id: "pump-1".into(), timestamp: t, value: DatapointValue::Numeric(1.0) })
 ///         .await?;
 /// }
-/// upload.checkpoint("", (since + 10).into());
+/// upload.checkpoint("", &(since + 10));
 /// upload.settled().await // fails naming the items CDF refused, if any
 /// # }
 /// ```
 #[derive(Clone)]
 pub struct Upload {
-    queues: Option<Queues>,
+    queues: Queues,
     ledger: Arc<Ledger>,
     policy: Policy,
 }
@@ -58,7 +59,7 @@ impl std::fmt::Debug for Upload {
 }
 
 impl Upload {
-    pub(crate) fn new(queues: Option<Queues>, ledger: Arc<Ledger>) -> Self {
+    pub(crate) fn new(queues: Queues, ledger: Arc<Ledger>) -> Self {
         Upload {
             queues,
             ledger,
@@ -74,19 +75,14 @@ impl Upload {
         }
     }
 
-    /// The process's queues; `None` when the runtime has no CDF client (tests, tools).
-    pub fn queues(&self) -> Option<&Queues> {
-        self.queues.as_ref()
+    /// The process's queues.
+    pub(crate) fn queues(&self) -> &Queues {
+        &self.queues
     }
 
-    fn require(&self) -> Result<&Queues, CdfError> {
-        self.queues.as_ref().ok_or_else(|| {
-            CdfError::new(
-                CdfErrorKind::Rejected,
-                "queues",
-                "this run has no upload queues (no CDF client)",
-            )
-        })
+    /// The process's state store, if `state-store:` configures one.
+    pub(crate) fn state(&self) -> Option<&crate::state::StateStore> {
+        self.ledger.state()
     }
 
     /// Queues a RAW row (waits while the queue is full).
@@ -95,7 +91,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         q.raw
             .add_entry(RawRows::store(row), Some(&self.ledger), self.policy)
             .await
@@ -107,7 +103,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the datapoint.
     pub async fn datapoint(&self, datapoint: Datapoint) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         q.datapoints
             .add_entry(
                 Datapoints::store(datapoint),
@@ -130,7 +126,7 @@ impl Upload {
         datapoint: Datapoint,
         series: Arc<NewSeries>,
     ) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         let stored = StoredPoint {
             point: datapoint,
             series: Some(series),
@@ -155,7 +151,7 @@ impl Upload {
         space: Arc<str>,
         series: Option<Arc<NewSeries>>,
     ) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         let stored = StoredPoint {
             node: Some(space),
             point: datapoint,
@@ -172,7 +168,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the event.
     pub async fn event(&self, event: Event) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         q.events
             .add_entry(Events::store(event), Some(&self.ledger), self.policy)
             .await
@@ -184,7 +180,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the node.
     pub async fn node(&self, node: Node) -> Result<(), CdfError> {
-        let q = self.require()?;
+        let q = &self.queues;
         q.instances
             .add_entry(Instances::store(node), Some(&self.ledger), self.policy)
             .await
@@ -199,19 +195,50 @@ impl Upload {
         }
     }
 
-    /// Where reading resumes for `key`: the newest checkpoint this process made that is not
-    /// durable yet (its items are still queued), else the state store's high watermark.
-    pub fn resume(&self, key: &str) -> Option<Value> {
+    /// Where reading resumes for `key`, as a `T` (any serde type: a number, a timestamp, a
+    /// struct of your own; `serde_json::Value` takes anything): the newest checkpoint this
+    /// process made that is not durable yet (its items are still queued), else the state
+    /// store's high watermark; `None` the first time. A stored value that is not a `T` is a
+    /// permanent error naming the key.
+    pub fn resume<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, TaskError> {
         let key = self.key(key);
-        self.ledger
+        let Some(value) = self
+            .ledger
             .pending(&key)
             .or_else(|| self.ledger.state()?.get(&key)?.high)
+        else {
+            return Ok(None);
+        };
+        serde_json::from_value(value).map(Some).map_err(|e| {
+            TaskError::permanent(format!(
+                "the state of `{key}` is not what this extractor stores: {e}; \
+                 fix or remove it, or start with --reset-state"
+            ))
+        })
     }
 
     /// Records that everything up to `value` for `key` is queued: it becomes the state's high
     /// watermark once CDF settled every item this task queued before this call.
-    pub fn checkpoint(&self, key: &str, value: Value) {
+    pub fn checkpoint<T: Serialize + ?Sized>(&self, key: &str, value: &T) {
+        let value = serde_json::to_value(value).expect("a watermark serializes to JSON");
         self.ledger.checkpoint(self.key(key), value);
+    }
+
+    /// Writes the state store out now (it is also saved every `save-interval`, after each
+    /// flush and at shutdown): for a checkpoint that must survive a crash right away, such as
+    /// an upload's progress. Nothing to do without a state store.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling a RAW save may leave some rows written; the next save writes them all again.
+    pub async fn save_state(&self) -> Result<(), TaskError> {
+        match self.ledger.state() {
+            Some(state) => state
+                .save()
+                .await
+                .map_err(|e| TaskError::transient("cannot save the state").with_source(e)),
+            None => Ok(()),
+        }
     }
 
     /// Items this task queued that CDF has not settled yet.
@@ -228,10 +255,7 @@ impl Upload {
     ///
     /// This method is cancel safe: the items stay queued and the checkpoints pending.
     pub async fn deliver(&self) -> Result<Refusals, TaskError> {
-        let flushed = match &self.queues {
-            Some(q) => q.flush().await.map(|_| ()),
-            None => Ok(()),
-        };
+        let flushed = self.queues.flush().await.map(|_| ());
         match (self.ledger.outstanding(), flushed) {
             (0, _) => Ok(self.ledger.take_refusals()),
             (_, Err(e)) => Err(e.into()),
@@ -261,7 +285,7 @@ impl Upload {
         if refused.count == 0 {
             return None;
         }
-        let kept = match self.queues.as_ref().and_then(Queues::dead_letter) {
+        let kept = match self.queues.dead_letter() {
             Some(path) => format!("written to {}", path.display()),
             None => "not kept (no upload-queue.dead-letter)".to_owned(),
         };

@@ -24,7 +24,6 @@ use tokio_util::task::TaskTracker;
 pub use clock::Clock;
 pub use run::RunResult;
 
-use crate::auth::TokenManager;
 use crate::config::{OverlapPolicy, RetryConfig, Schedule, TaskConfig};
 use crate::extractor::{DynExtractor, TaskErrorKind};
 use crate::metrics::{MetricsRegistry, SchedulerMetrics, TaskMetrics};
@@ -96,11 +95,8 @@ struct RunningRun {
 /// What every run shares.
 pub(crate) struct Shared {
     clock: Clock,
-    tokens: Option<TokenManager>,
-    cdf: Option<crate::cdf::CdfClient>,
-    queues: Option<crate::queues::Queues>,
-    state: Option<crate::state::StateStore>,
-    registry: MetricsRegistry,
+    cdf: crate::cdf::CdfClient,
+    queues: crate::queues::Queues,
     tracker: TaskTracker,
     next_run_id: std::sync::atomic::AtomicU64,
     health: Option<crate::metrics::Health>,
@@ -112,11 +108,9 @@ pub(crate) struct Shared {
 pub struct SchedulerOptions {
     /// The metrics registry.
     pub registry: MetricsRegistry,
-    /// The token manager runs get, if any.
-    pub tokens: Option<TokenManager>,
-    /// The CDF client runs get, if any.
+    /// The CDF client runs get; without one, a dry-run client that discards its lines.
     pub cdf: Option<crate::cdf::CdfClient>,
-    /// The upload queues runs get, if any.
+    /// The upload queues runs get; without them, queues of 100 000 items on the CDF client.
     pub queues: Option<crate::queues::Queues>,
     /// The state store runs get, if any.
     pub state: Option<crate::state::StateStore>,
@@ -137,7 +131,6 @@ impl Default for SchedulerOptions {
     fn default() -> Self {
         SchedulerOptions {
             registry: MetricsRegistry::new(),
-            tokens: None,
             cdf: None,
             queues: None,
             state: None,
@@ -147,6 +140,18 @@ impl Default for SchedulerOptions {
             network: crate::net::Network::default(),
         }
     }
+}
+
+/// `run --once` with continuous tasks that never finish by themselves.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--once cannot run continuous task(s) {} (they never finish by themselves); \
+     run without --once, or give them an interval or cron schedule",
+    .tasks.join(", ")
+)]
+pub struct NeverFinishes {
+    /// The tasks.
+    pub tasks: Vec<String>,
 }
 
 /// The results of the runs a scheduler made.
@@ -216,6 +221,14 @@ impl Scheduler {
         options: SchedulerOptions,
     ) -> Result<Scheduler, String> {
         let metrics = SchedulerMetrics::register(&options.registry).map_err(|e| e.to_string())?;
+        let cdf = options
+            .cdf
+            .unwrap_or_else(crate::cdf::CdfClient::discarding);
+        let queues = match options.queues {
+            Some(queues) => queues,
+            None => crate::queues::Queues::new(cdf.clone(), 100_000, options.registry.prometheus())
+                .map_err(|e| e.to_string())?,
+        };
         let mut tasks = Vec::with_capacity(configs.len());
         for (config, extractor) in configs.iter().zip(extractors) {
             let schedule = config
@@ -250,11 +263,8 @@ impl Scheduler {
                 tasks,
                 shared: Arc::new(Shared {
                     clock: options.clock,
-                    tokens: options.tokens,
-                    cdf: options.cdf,
-                    queues: options.queues,
-                    state: options.state,
-                    registry: options.registry,
+                    cdf,
+                    queues,
                     tracker: TaskTracker::new(),
                     next_run_id: std::sync::atomic::AtomicU64::new(0),
                     health: options.health,
@@ -272,24 +282,20 @@ impl Scheduler {
     }
 
     /// Checks that `run --once` can run every task: a continuous task must finish by itself.
-    pub fn check_once(&self) -> Result<(), String> {
-        let stuck: Vec<&str> = self
+    pub fn check_once(&self) -> Result<(), NeverFinishes> {
+        let tasks: Vec<String> = self
             .core
             .tasks
             .iter()
             .filter(|t| {
                 matches!(t.schedule, Schedule::Continuous) && !t.extractor.finishes_by_itself()
             })
-            .map(|t| &*t.name)
+            .map(|t| t.name.to_string())
             .collect();
-        if stuck.is_empty() {
+        if tasks.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "--once cannot run continuous task(s) {} (they never finish by themselves); \
-                 run without --once, or give them an interval or cron schedule",
-                stuck.join(", ")
-            ))
+            Err(NeverFinishes { tasks })
         }
     }
 

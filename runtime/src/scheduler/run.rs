@@ -118,13 +118,9 @@ async fn attempt_once(
     let ctx = RunContext {
         task: task.name.clone(),
         cancel: run_cancel.clone(),
-        tokens: shared.tokens.clone(),
-        cdf: shared.cdf.clone(),
-        queues: shared.queues.clone(),
-        state: shared.state.clone(),
-        registry: shared.registry.prometheus().clone(),
         attempt,
         series: Some(task.metrics.series.clone()),
+        cdf: shared.cdf.clone(),
         upload: crate::queues::Upload::new(shared.queues.clone(), task.ledger.clone()),
         network: shared.network.clone(),
     };
