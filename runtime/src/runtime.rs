@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
 use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, StateStoreConfig};
 use crate::deadline::Deadline;
 use crate::extractor::{DynExtractor, Registry};
 use crate::metrics::push::Pusher;
@@ -246,17 +246,12 @@ impl Runtime {
     /// The state store of `state-store:`, if any. A local file is opened (and locked) before
     /// any network I/O, so a corrupt one stops the process first; RAW is read once `cdf` is.
     fn open_local_state(&self) -> Result<Option<LocalStateStore>, RuntimeError> {
-        let local = self
-            .config
-            .state_store
-            .as_ref()
-            .and_then(|s| s.local.as_ref());
-        Ok(match local {
-            Some(local) => Some(LocalStateStore::open_locked(
+        Ok(match &self.config.state_store {
+            Some(StateStoreConfig::Local(local)) => Some(LocalStateStore::open_locked(
                 Path::new(&local.path),
                 self.reset_state,
             )?),
-            None => None,
+            _ => None,
         })
     }
 
@@ -331,14 +326,11 @@ impl Runtime {
         // State in RAW before any task: unreadable state stops the process.
         let state = match (local_state, &self.config.state_store) {
             (Some(local), _) => Some(StateStore::Local(local)),
-            (None, Some(c)) => match &c.raw {
-                Some(raw) => Some(StateStore::Raw(
-                    RawStateStore::open(cdf.clone(), &raw.database, &raw.table, self.reset_state)
-                        .await?,
-                )),
-                None => None,
-            },
-            (None, None) => None,
+            (None, Some(StateStoreConfig::Raw(raw))) => Some(StateStore::Raw(
+                RawStateStore::open(cdf.clone(), &raw.database, &raw.table, self.reset_state)
+                    .await?,
+            )),
+            (None, _) => None,
         };
         let queues = self.queues(&cdf)?;
         let pipeline = match &self.config.cognite.extraction_pipeline {
@@ -435,12 +427,11 @@ impl Runtime {
             stop.clone(),
         ));
         if let Some(store) = state {
-            let every = match (&self.config.state_store, store) {
-                (Some(c), StateStore::Local(_)) => c.local.as_ref().map(|l| l.save_interval.get()),
-                (Some(c), StateStore::Raw(_)) => c.raw.as_ref().map(|r| r.upload_interval.get()),
-                (None, _) => None,
-            }
-            .unwrap_or(Duration::from_secs(30));
+            let every = match &self.config.state_store {
+                Some(StateStoreConfig::Local(l)) => l.save_interval.get(),
+                Some(StateStoreConfig::Raw(r)) => r.upload_interval.get(),
+                None => Duration::from_secs(30),
+            };
             services.spawn(save_periodically(store.clone(), every, stop.clone()));
         }
         if let (Some(p), Mode::Service) = (pipeline, mode) {

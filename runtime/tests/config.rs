@@ -257,7 +257,7 @@ tasks:
   - {name: d, type: t, schedule: {type: startup}}
 "#;
     let config = load_with(yaml, &[]).unwrap();
-    match config.tasks[0].schedule.parse().unwrap() {
+    match &config.tasks[0].schedule {
         Schedule::Interval {
             every,
             run_on_start,
@@ -267,21 +267,15 @@ tasks:
         }
         other => panic!("{other:?}"),
     }
-    match config.tasks[1].schedule.parse().unwrap() {
+    match &config.tasks[1].schedule {
         Schedule::Cron { cron, timezone } => {
             assert_eq!(timezone.iana_name(), Some("Europe/Oslo"));
             assert_eq!(cron.as_str(), "0 30 6 * * *");
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        config.tasks[2].schedule.parse(),
-        Ok(Schedule::Continuous)
-    ));
-    assert!(matches!(
-        config.tasks[3].schedule.parse(),
-        Ok(Schedule::Startup)
-    ));
+    assert!(matches!(config.tasks[2].schedule, Schedule::Continuous));
+    assert!(matches!(config.tasks[3].schedule, Schedule::Startup));
 }
 
 #[test]
@@ -486,4 +480,103 @@ async fn named_files_are_read_once_at_load() {
     )
     .expect("the certificate read at load is used");
     tokens.shutdown();
+}
+
+/// Issue 15: an enum in a config type is written `{type: variant, key: value, ...}` (or as a
+/// bare string for a unit variant) and read as that variant by the config's deserializer, with
+/// the key path and line:column of each problem; `{variant: {...}}` works too.
+#[test]
+fn tagged_enums_are_read_as_variants_with_positions() {
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(
+        rename_all = "kebab-case",
+        rename_all_fields = "kebab-case",
+        deny_unknown_fields
+    )]
+    enum Auth {
+        None,
+        Bearer { token: String },
+        Basic(Basic),
+    }
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Basic {
+        username: String,
+        #[serde(default)]
+        password: Option<String>,
+    }
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Source {
+        auth: Auth,
+    }
+    use extractor_runtime::testing::config;
+    let read = |yaml: &str| config::<Source>(yaml).map(|s| s.auth);
+    assert_eq!(read("auth: none").unwrap(), Auth::None);
+    assert_eq!(read("auth: {type: none}").unwrap(), Auth::None);
+    assert_eq!(
+        read("auth: {type: bearer, token: t}").unwrap(),
+        Auth::Bearer { token: "t".into() }
+    );
+    assert_eq!(
+        read("auth: {type: basic, username: u}").unwrap(),
+        Auth::Basic(Basic {
+            username: "u".into(),
+            password: None
+        })
+    );
+    assert_eq!(
+        read("auth: {bearer: {token: t}}").unwrap(),
+        Auth::Bearer { token: "t".into() }
+    );
+    // Each error is at line 8 of the composed file, where the block's YAML starts at column 7:
+    // `check(yaml, token, rest)` expects the error at the column of `token`.
+    let check = |yaml: &str, token: &str, rest: &str| {
+        let column = 7 + yaml.find(token).expect("token in yaml");
+        assert_eq!(
+            read(yaml).unwrap_err().to_string(),
+            format!("8:{column}: tasks[0].config.auth{rest}"),
+            "{yaml}"
+        );
+    };
+    check(
+        "auth: {type: bearr, token: t}",
+        "bearr",
+        ".type: unknown value `bearr`, did you mean `bearer`?",
+    );
+    check(
+        "auth: {type: bearer}",
+        "{",
+        ".token: `type: bearer` needs `token`",
+    );
+    check(
+        "auth: {type: bearer, token: t, username: u}",
+        "u}",
+        ".username: `username` does not apply to `type: bearer`",
+    );
+    check(
+        "auth: {type: bearer, tokn: t}",
+        "t}",
+        ".tokn: `tokn` does not apply to `type: bearer`, did you mean `token`?",
+    );
+    check(
+        "auth: {type: basic, username: u, pasword: p}",
+        "p}",
+        ".pasword: `pasword` does not apply to `type: basic`, did you mean `password`?",
+    );
+    check(
+        "auth: {type: none, token: t}",
+        "t}",
+        ".token: `type: none` takes no `token`",
+    );
+    check(
+        "auth: {token: t}",
+        "{",
+        ".type: missing required key `type` (one of `none`, `bearer`, `basic`)",
+    );
+    check(
+        "auth: {type: [bearer]}",
+        "[",
+        ".type: expected one of `none`, `bearer`, `basic`, found a list",
+    );
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{AssertionAlgorithm, AuthMethod, Config, Flow, Schedule, ScheduleKind};
+use crate::config::{AssertionAlgorithm, AuthMethod, Config, Flow, Schedule, StateStoreConfig};
 
 use super::{CliError, Outcome};
 
@@ -122,8 +122,8 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
             secs(gw.push_interval.get())
         );
     }
-    if let Some(store) = &config.state_store {
-        if let Some(local) = &store.local {
+    match &config.state_store {
+        Some(StateStoreConfig::Local(local)) => {
             let _ = writeln!(
                 out,
                 "state:    local file {} (saved every {})",
@@ -131,7 +131,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                 secs(local.save_interval.get())
             );
         }
-        if let Some(raw) = &store.raw {
+        Some(StateStoreConfig::Raw(raw)) => {
             let _ = writeln!(
                 out,
                 "state:    RAW {}/{} (uploaded every {})",
@@ -140,6 +140,7 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                 secs(raw.upload_interval.get())
             );
         }
+        None => {}
     }
     let q = &config.upload_queue;
     let _ = writeln!(
@@ -162,20 +163,20 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
     let _ = writeln!(out, "tasks:    {}", config.tasks.len());
     let now = jiff::Zoned::now();
     for task in &config.tasks {
-        let when = match task.schedule.parse() {
-            Ok(Schedule::Interval {
+        let when = match &task.schedule {
+            Schedule::Interval {
                 every,
                 run_on_start,
-            }) => format!(
+            } => format!(
                 "every {}{}",
-                secs(every),
-                if run_on_start {
+                secs(every.get().get()),
+                if *run_on_start {
                     ", first run at start"
                 } else {
                     ""
                 }
             ),
-            Ok(Schedule::Cron { cron, timezone }) => {
+            Schedule::Cron { cron, timezone } => {
                 let next = cron
                     .find_next_occurrence(&now.with_time_zone(timezone.clone()), false)
                     .map(|t| t.strftime("%Y-%m-%d %H:%M:%S %Z").to_string())
@@ -186,9 +187,8 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
                     timezone.iana_name().unwrap_or("UTC")
                 )
             }
-            Ok(_) if task.schedule.kind == ScheduleKind::Continuous => "continuously".to_owned(),
-            Ok(_) => "once at startup".to_owned(),
-            Err(_) => "invalid".to_owned(),
+            Schedule::Continuous => "continuously".to_owned(),
+            Schedule::Startup => "once at startup".to_owned(),
         };
         let mut extra = format!("overlap {:?}", task.overlap).to_lowercase();
         if let Some(t) = task.timeout {

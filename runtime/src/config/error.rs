@@ -47,6 +47,8 @@ pub struct ConfigError {
     mark: Option<Mark>,
     key_path: String,
     message: String,
+    /// The key whose absence this is, for an error that says a required key is missing.
+    pub(crate) missing_key: Option<String>,
 }
 
 impl ConfigError {
@@ -57,6 +59,7 @@ impl ConfigError {
             mark: None,
             key_path: String::new(),
             message: message.into(),
+            missing_key: None,
         }
     }
 

@@ -33,6 +33,7 @@ mod node;
 mod path;
 mod suggest;
 mod validate;
+mod value;
 
 use std::path::{Path, PathBuf};
 
@@ -46,10 +47,11 @@ pub use model::{
     ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig, ExtractorConfigBlock, Flow,
     IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig,
     MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig, RawStateStoreConfig,
-    RetryConfig, ScheduleConfig, ScheduleKind, StateStoreConfig, TaskConfig, UploadQueueConfig,
+    RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,
 };
 pub use node::Node;
-pub use validate::{Schedule, parse_cron};
+pub use validate::parse_cron;
+pub use value::Value;
 
 pub(crate) use suggest::did_you_mean as suggest;
 pub use suggest::did_you_mean;
@@ -305,7 +307,10 @@ fn deserialize_node<T: DeserializeOwned>(
     path: &KeyPath<'_>,
 ) -> Result<T, ConfigError> {
     T::deserialize(NodeDeserializer::new(tree, path)).map_err(|e| {
-        ConfigError::new(ConfigErrorKind::Schema, e.message).at(e.mark, e.path.unwrap_or_default())
+        let mut error = ConfigError::new(ConfigErrorKind::Schema, e.message)
+            .at(e.mark, e.path.unwrap_or_default());
+        error.missing_key = e.missing_key.map(str::to_owned);
+        error
     })
 }
 
@@ -313,12 +318,7 @@ fn deserialize_node<T: DeserializeOwned>(
 /// the offending entry is taken out of the tree and it is tried again (at most 50 times). A
 /// "missing required key" that only follows from an entry taken out is not reported.
 fn every_schema_error(mut tree: Node, first: ConfigError) -> Vec<ConfigError> {
-    let missing = |e: &ConfigError| {
-        e.message()
-            .strip_prefix("missing required key `")
-            .and_then(|rest| rest.split('`').next())
-            .map(str::to_owned)
-    };
+    let missing = |e: &ConfigError| e.missing_key.clone();
     let mut errors = vec![first];
     // Keys taken out, and keys an unknown key was suggested to be: their absence follows.
     let mut absent: Vec<String> = Vec::new();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::duration::Duration;
 use super::node::Node;
+use super::value::Value;
 use crate::secret::Secret;
 
 /// The whole config file.
@@ -573,16 +574,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// `state-store:`: exactly one of `local` or `raw`.
+/// `state-store:`: `local: {...}` or `raw: {...}` (python-extractor-utils keys).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct StateStoreConfig {
+pub enum StateStoreConfig {
     /// A JSON file on local disk.
-    #[serde(default)]
-    pub local: Option<LocalStateStoreConfig>,
+    Local(LocalStateStoreConfig),
     /// A table in CDF RAW.
-    #[serde(default)]
-    pub raw: Option<RawStateStoreConfig>,
+    Raw(RawStateStoreConfig),
 }
 
 /// `state-store.local:`.
@@ -618,12 +617,12 @@ fn default_save_interval() -> Duration {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TaskConfig {
     /// A unique name: letters, digits, `_`, `-` and `.`. It labels the task's metrics.
-    pub name: String,
+    pub name: Value<String>,
     /// The registered extractor type that runs this task.
     #[serde(rename = "type")]
     pub kind: String,
     /// When the task runs.
-    pub schedule: ScheduleConfig,
+    pub schedule: Schedule,
     /// What happens when a run is due while the previous one still runs.
     #[serde(default)]
     pub overlap: OverlapPolicy,
@@ -722,37 +721,44 @@ impl JsonSchema for ExtractorConfigBlock {
     }
 }
 
-/// `tasks[].schedule:`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ScheduleConfig {
-    /// The kind of schedule.
-    #[serde(rename = "type")]
-    pub kind: ScheduleKind,
-    /// `interval`: a duration (`30s`); `cron`: 5 or 6 fields (`0 */5 * * * *`).
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub expression: Option<String>,
-    /// `cron`: the IANA time zone the expression is read in (default UTC).
-    #[serde(default)]
-    pub timezone: Option<String>,
-    /// `interval`: run once right at start (default true).
-    #[serde(default)]
-    pub run_on_start: Option<bool>,
-}
-
-/// The kinds of schedule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScheduleKind {
-    /// Every `expression` (a duration).
-    Interval,
-    /// On a cron expression in a time zone.
-    Cron,
+/// `tasks[].schedule:` (`{type: interval, expression: 30s}`), parsed when the config loads:
+/// the expression, the cron fields and the time zone are checked then, once.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+#[schemars(tag = "type")]
+pub enum Schedule {
+    /// Every `expression` (a duration); the first run at start unless `run-on-start: false`.
+    Interval {
+        /// Time between planned runs, like `30s`.
+        #[serde(rename = "expression")]
+        every: Value<Duration>,
+        /// Run once right at start.
+        #[serde(default = "yes")]
+        run_on_start: bool,
+    },
+    /// On a cron expression, read in a time zone (DST by the cron spec).
+    Cron {
+        /// 5 fields (`*/5 * * * *`) or 6 with seconds first (`0 */5 * * * *`).
+        #[serde(rename = "expression", deserialize_with = "super::validate::deserialize_cron")]
+        #[schemars(with = "String")]
+        cron: Box<croner::Cron>,
+        /// The IANA time zone the expression is read in (default UTC).
+        #[serde(default = "utc", deserialize_with = "super::validate::deserialize_time_zone")]
+        #[schemars(with = "String")]
+        timezone: jiff::tz::TimeZone,
+    },
     /// Runs all the time; restarted with backoff when it ends.
     Continuous,
     /// Once, before every other task starts.
     Startup,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn utc() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::UTC
 }
 
 /// What to do when a run is due while the previous one still runs.

@@ -262,17 +262,45 @@ pub(crate) struct DeError {
     pub(crate) path: Option<String>,
     pub(crate) mark: Option<Mark>,
     /// Set by `missing_field`: the key is appended to the path of the mapping that lacks it.
-    missing_key: Option<&'static str>,
+    pub(crate) missing_key: Option<&'static str>,
+    /// Set by `unknown_field`: the key, and the keys that would have been known.
+    unknown_key: Option<(String, &'static [&'static str])>,
 }
 
 impl DeError {
-    fn new(message: String) -> Self {
+    fn new(message: impl Into<String>) -> Self {
+        let message = message.into();
         DeError {
             message,
             path: None,
             mark: None,
             missing_key: None,
+            unknown_key: None,
         }
+    }
+
+    /// This error in the terms of a `{type: variant, ...}` mapping whose keys are `path`'s: a
+    /// key it lacks is one `type: variant` needs, a key it does not know does not apply to it.
+    fn in_variant(mut self, variant: &str, path: &KeyPath<'_>, entries: &[(Node, Node)]) -> Self {
+        if self.mark.is_none()
+            && let Some(key) = self.missing_key
+        {
+            self.message = format!("`type: {variant}` needs `{key}`");
+        }
+        if let Some((key, expected)) = &self.unknown_key
+            && self.path.as_deref() == Some(KeyPath::Key(path, key).to_string().as_str())
+        {
+            let hint = match did_you_mean(key, expected) {
+                s if s.starts_with(", did you mean") => s,
+                _ => String::new(),
+            };
+            self.message = format!("`{key}` does not apply to `type: {variant}`{hint}");
+            // Where the value is, as for every other problem with a value.
+            if let Some((_, value)) = entries.iter().find(|(k, _)| k.as_text() == Some(key)) {
+                self.mark = Some(value.mark);
+            }
+        }
+        self
     }
 
     fn at(mut self, node: &Node, path: &KeyPath<'_>) -> Self {
@@ -341,10 +369,12 @@ impl de::Error for DeError {
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        DeError::new(format!(
+        let mut e = DeError::new(format!(
             "unknown key `{field}`{}",
             did_you_mean(field, expected)
-        ))
+        ));
+        e.unknown_key = Some((field.to_owned(), expected));
+        e
     }
 
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
@@ -589,25 +619,105 @@ impl<'de: 'p, 'p> Deserializer<'de> for NodeDeserializer<'de, 'p> {
 
     fn deserialize_struct<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         _fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
+        if name == super::value::STRUCT {
+            // A `Value<T>`: the value, and where it is.
+            return visitor.visit_map(super::value::Where::new(self.node, self.path));
+        }
         self.deserialize_map(visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
+        name: &'static str,
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let (node, path) = (self.node, self.path);
-        match node.as_text() {
-            Some(text) if matches!(node.kind, NodeKind::Str { .. }) => visitor
-                .visit_enum(UnitVariant { text, de: self })
-                .map_err(|e| e.at(node, path)),
-            _ => Err(self.type_error("one of the listed values")),
+        let entries = match &node.kind {
+            NodeKind::Str { value, .. } => {
+                return visitor
+                    .visit_enum(UnitVariant { text: value, de: self })
+                    .map_err(|e| e.at(node, path));
+            }
+            NodeKind::Map(entries) => entries,
+            _ => return Err(self.type_error("one of the listed values")),
+        };
+        // `{type: variant, key: value, ...}`: the variant's keys beside its `type`.
+        if let Some((_, tag)) = entries.iter().find(|(k, _)| k.as_text() == Some("type")) {
+            let tag_path = KeyPath::Key(path, "type");
+            let NodeKind::Str { value: variant, .. } = &tag.kind else {
+                return Err(NodeDeserializer::new(tag, &tag_path)
+                    .type_error(&format!("one of {}", listed(variants))));
+            };
+            return visitor
+                .visit_enum(TaggedVariant {
+                    variant,
+                    tag,
+                    entries,
+                    node,
+                    path,
+                })
+                .map_err(|e| e.at(node, path));
+        }
+        // `{variant: {...}}`: one key, the variant's name.
+        let named: Vec<&(Node, Node)> = entries
+            .iter()
+            .filter(|(k, _)| k.as_text().is_some_and(|t| variants.contains(&t)))
+            .collect();
+        match (named.as_slice(), entries.len()) {
+            ([(key, value)], 1) => {
+                let variant = key.as_text().unwrap_or_default();
+                let value_path = KeyPath::Key(path, variant);
+                visitor
+                    .visit_enum(KeyedVariant {
+                        variant,
+                        key,
+                        de: NodeDeserializer::new(value, &value_path),
+                    })
+                    .map_err(|e| e.at(value, &value_path))
+                    .map_err(|e| e.at(node, path))
+            }
+            ([(first, _), (second, value), ..], _) => {
+                let (a, b) = (
+                    first.as_text().unwrap_or_default(),
+                    second.as_text().unwrap_or_default(),
+                );
+                Err(
+                    DeError::new(format!("give either `{a}` or `{b}`, not both"))
+                        .at(value, &KeyPath::Key(path, b)),
+                )
+            }
+            _ if SINGLE_KEY_ENUMS.contains(&name) => match entries.first() {
+                Some((key, _)) => {
+                    let text = key.as_text().unwrap_or_default();
+                    Err(DeError::new(format!(
+                        "unknown key `{text}`{}",
+                        did_you_mean(text, variants)
+                    ))
+                    .at(key, &KeyPath::Key(path, text)))
+                }
+                None => Err(DeError::new(format!(
+                    "give {}",
+                    variants
+                        .iter()
+                        .map(|v| format!("`{v}: {{...}}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))
+                .at(node, path)),
+            },
+            _ => {
+                let mut e = DeError::new(format!(
+                    "missing required key `type` (one of {})",
+                    listed(variants)
+                ));
+                e.missing_key = Some("type");
+                Err(e.at(node, path))
+            }
         }
     }
 
@@ -657,6 +767,181 @@ impl<'de: 'p, 'p> VariantAccess<'de> for UnitVariant<'de, 'p> {
         _visitor: V,
     ) -> Result<V::Value, DeError> {
         Err(self.de.type_error("a mapping with one key"))
+    }
+}
+
+/// The enums written as a mapping with one key, the variant's name (`state-store: {local:
+/// {...}}`, as python-extractor-utils writes it), rather than with a `type` key: only how a
+/// mapping with neither is reported depends on it.
+const SINGLE_KEY_ENUMS: &[&str] = &["StateStoreConfig"];
+
+/// `` `a`, `b`, `c` ``.
+fn listed(variants: &[&str]) -> String {
+    variants
+        .iter()
+        .map(|v| format!("`{v}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A variant written as `{type: variant, ...}`: its other keys are the variant's.
+struct TaggedVariant<'de, 'p> {
+    variant: &'de str,
+    tag: &'de Node,
+    entries: &'de [(Node, Node)],
+    node: &'de Node,
+    path: &'p KeyPath<'p>,
+}
+
+impl<'de, 'p> TaggedVariant<'de, 'p> {
+    /// The entries but `type`.
+    fn rest(&self) -> impl Iterator<Item = &'de (Node, Node)> + use<'de> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.as_text() != Some("type"))
+    }
+}
+
+impl<'de: 'p, 'p> EnumAccess<'de> for TaggedVariant<'de, 'p> {
+    type Error = DeError;
+    type Variant = Self;
+
+    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self), DeError> {
+        let de: de::value::BorrowedStrDeserializer<'de, DeError> =
+            de::value::BorrowedStrDeserializer::new(self.variant);
+        let (tag, path) = (self.tag, self.path);
+        seed.deserialize(de)
+            .map(|v| (v, self))
+            .map_err(|e| e.at(tag, &KeyPath::Key(path, "type")))
+    }
+}
+
+impl<'de: 'p, 'p> VariantAccess<'de> for TaggedVariant<'de, 'p> {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        match self.rest().next() {
+            None => Ok(()),
+            Some((key, value)) => {
+                let text = key.as_text().unwrap_or_default();
+                Err(
+                    DeError::new(format!("`type: {}` takes no `{text}`", self.variant))
+                        .at(value, &KeyPath::Key(self.path, text)),
+                )
+            }
+        }
+    }
+
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, DeError> {
+        let (variant, path, entries) = (self.variant, self.path, self.entries);
+        seed.deserialize(RestDeserializer(self))
+            .map_err(|e| e.in_variant(variant, path, entries))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, _visitor: V) -> Result<V::Value, DeError> {
+        Err(DeError::new("a list variant cannot be written as a mapping").at(self.node, self.path))
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let (variant, path, entries) = (self.variant, self.path, self.entries);
+        visitor
+            .visit_map(NodeMapAccess {
+                entries: self.rest(),
+                value: None,
+                path,
+                key_path: None,
+            })
+            .map_err(|e| e.in_variant(variant, path, entries))
+    }
+}
+
+/// The keys of a `{type: variant, ...}` mapping but `type`, for a newtype variant's struct.
+struct RestDeserializer<'de, 'p>(TaggedVariant<'de, 'p>);
+
+impl<'de: 'p, 'p> Deserializer<'de> for RestDeserializer<'de, 'p> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let path = self.0.path;
+        visitor.visit_map(NodeMapAccess {
+            entries: self.0.rest(),
+            value: None,
+            path,
+            key_path: None,
+        })
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// A variant written as `{variant: value}`.
+struct KeyedVariant<'de, 'p> {
+    variant: &'de str,
+    key: &'de Node,
+    de: NodeDeserializer<'de, 'p>,
+}
+
+impl<'de: 'p, 'p> EnumAccess<'de> for KeyedVariant<'de, 'p> {
+    type Error = DeError;
+    type Variant = NodeDeserializer<'de, 'p>;
+
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, NodeDeserializer<'de, 'p>), DeError> {
+        let de: de::value::BorrowedStrDeserializer<'de, DeError> =
+            de::value::BorrowedStrDeserializer::new(self.variant);
+        let key = self.key;
+        seed.deserialize(de)
+            .map(|v| (v, self.de))
+            .map_err(|e| e.at(key, &KeyPath::Root))
+    }
+}
+
+impl<'de: 'p, 'p> VariantAccess<'de> for NodeDeserializer<'de, 'p> {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        match &self.node.kind {
+            NodeKind::Null => Ok(()),
+            NodeKind::Map(entries) if entries.is_empty() => Ok(()),
+            _ => Err(self.type_error("nothing (null)")),
+        }
+    }
+
+    fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, DeError> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_tuple(len, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        self.deserialize_struct("", fields, visitor)
     }
 }
 

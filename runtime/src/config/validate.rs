@@ -2,146 +2,35 @@
 //! gathering every problem rather than stopping at the first.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrorKind, Mark};
-use super::model::{Config, OverlapPolicy, ScheduleConfig, ScheduleKind};
+use super::model::{Config, OverlapPolicy, Schedule, StateStoreConfig};
 use super::node::Node;
+use super::value::Value;
 
-/// A task's schedule, parsed and checked.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Schedule {
-    /// Every `every`; the first run at start when `run_on_start`.
-    Interval {
-        /// Time between planned runs.
-        every: Duration,
-        /// Run once right at start.
-        run_on_start: bool,
-    },
-    /// On a cron expression, read in `timezone`.
-    Cron {
-        /// The parsed expression.
-        cron: Box<Cron>,
-        /// The time zone the expression is read in.
-        timezone: jiff::tz::TimeZone,
-    },
-    /// Runs all the time; restarted with backoff when it ends.
-    Continuous,
-    /// Once, before the other tasks start.
-    Startup,
+/// `deserialize_with` of a schedule's cron `expression`: [`parse_cron`].
+pub(crate) fn deserialize_cron<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Box<Cron>, D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    parse_cron(&text)
+        .map(Box::new)
+        .map_err(serde::de::Error::custom)
 }
 
-/// A problem with one key of a schedule: the key (relative to `schedule`) and the message.
-type FieldError = (&'static str, String);
-
-impl ScheduleConfig {
-    /// Parses and checks the schedule.
-    pub fn parse(&self) -> Result<Schedule, Vec<(&'static str, String)>> {
-        let mut errors: Vec<FieldError> = Vec::new();
-        let kind = self.kind;
-        let name = match kind {
-            ScheduleKind::Interval => "interval",
-            ScheduleKind::Cron => "cron",
-            ScheduleKind::Continuous => "continuous",
-            ScheduleKind::Startup => "startup",
-        };
-        if self.timezone.is_some() && kind != ScheduleKind::Cron {
-            errors.push((
-                "timezone",
-                format!("`timezone` applies only to `cron` schedules, not `{name}`"),
-            ));
-        }
-        if self.run_on_start.is_some() && kind != ScheduleKind::Interval {
-            errors.push((
-                "run-on-start",
-                format!("`run-on-start` applies only to `interval` schedules, not `{name}`"),
-            ));
-        }
-        let schedule = match kind {
-            ScheduleKind::Interval => match self.expression.as_deref() {
-                None => {
-                    errors.push((
-                        "expression",
-                        "an `interval` schedule needs `expression`, like `30s`".into(),
-                    ));
-                    None
-                }
-                Some(text) => match parse_duration(text) {
-                    Ok(d) if d.is_zero() => {
-                        errors.push(("expression", "the interval must be longer than zero".into()));
-                        None
-                    }
-                    Ok(every) => Some(Schedule::Interval {
-                        every,
-                        run_on_start: self.run_on_start.unwrap_or(true),
-                    }),
-                    Err(e) => {
-                        errors.push(("expression", e));
-                        None
-                    }
-                },
-            },
-            ScheduleKind::Cron => {
-                let cron = match self.expression.as_deref() {
-                    None => {
-                        errors.push((
-                            "expression",
-                            "a `cron` schedule needs `expression`, like `0 */5 * * *`".into(),
-                        ));
-                        None
-                    }
-                    Some(text) => match parse_cron(text) {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            errors.push(("expression", e));
-                            None
-                        }
-                    },
-                };
-                let timezone = match self.timezone.as_deref() {
-                    None => Some(jiff::tz::TimeZone::UTC),
-                    Some(tz) => match jiff::tz::TimeZone::get(tz) {
-                        Ok(z) => Some(z),
-                        Err(_) => {
-                            errors.push(("timezone", format!(
-                                "unknown time zone `{tz}`: use an IANA name like `Europe/Oslo` or `UTC`"
-                            )));
-                            None
-                        }
-                    },
-                };
-                match (cron, timezone) {
-                    (Some(cron), Some(timezone)) => Some(Schedule::Cron {
-                        cron: Box::new(cron),
-                        timezone,
-                    }),
-                    _ => None,
-                }
-            }
-            ScheduleKind::Continuous | ScheduleKind::Startup => {
-                if self.expression.is_some() {
-                    errors.push((
-                        "expression",
-                        format!("a `{name}` schedule takes no `expression`"),
-                    ));
-                }
-                Some(if kind == ScheduleKind::Continuous {
-                    Schedule::Continuous
-                } else {
-                    Schedule::Startup
-                })
-            }
-        };
-        match schedule {
-            Some(s) if errors.is_empty() => Ok(s),
-            _ => Err(errors),
-        }
-    }
+/// `deserialize_with` of a schedule's `timezone`: an IANA name from the bundled database.
+pub(crate) fn deserialize_time_zone<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<jiff::tz::TimeZone, D::Error> {
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    jiff::tz::TimeZone::get(&name).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unknown time zone `{name}`: use an IANA name like `Europe/Oslo` or `UTC`"
+        ))
+    })
 }
 
 /// Parses a cron expression of 5 fields (minute precision) or 6 (with seconds first).
@@ -201,6 +90,16 @@ impl Problems<'_> {
         };
         self.errors
             .push(ConfigError::new(ConfigErrorKind::Invalid, message).at(mark, path));
+    }
+
+    /// A problem with `value`, where it was read (else at `path`).
+    fn at<T>(&mut self, value: &Value<T>, path: impl Into<String>, message: impl Into<String>) {
+        match (value.mark(), value.key_path()) {
+            (Some(mark), Some(key_path)) => self.errors.push(
+                ConfigError::new(ConfigErrorKind::Invalid, message).at(Some(mark), key_path),
+            ),
+            _ => self.push(path, message),
+        }
     }
 }
 
@@ -449,49 +348,43 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
             "must be longer than zero",
         );
     }
-    if let Some(store) = &config.state_store {
-        match (&store.local, &store.raw) {
-            (Some(_), Some(_)) => {
-                p.push("state-store.raw", "give either `local` or `raw`, not both")
-            }
-            (None, None) => p.push(
-                "state-store",
-                "give `local: {path: ...}` or `raw: {database: ..., table: ...}`",
-            ),
-            _ => {}
-        }
-        if let Some(local) = &store.local
-            && local.path.trim().is_empty()
-        {
-            p.push("state-store.local.path", "must not be empty");
-        }
+    if let Some(StateStoreConfig::Local(local)) = &config.state_store
+        && local.path.trim().is_empty()
+    {
+        p.push("state-store.local.path", "must not be empty");
     }
 
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, task) in config.tasks.iter().enumerate() {
         let base = format!("tasks[{i}]");
         let name = task.name.as_str();
+        let name_at = format!("{base}.name");
         if name.is_empty()
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
         {
-            p.push(format!("{base}.name"), format!(
+            p.at(&task.name, name_at, format!(
                 "invalid task name `{name}`: use letters, digits, `_`, `-` and `.` (it becomes a metric label)"
             ));
         } else if let Some(first) = seen.insert(name, i) {
-            p.push(
-                format!("{base}.name"),
+            p.at(
+                &task.name,
+                name_at,
                 format!("duplicate task name `{name}` (also used by tasks[{first}])"),
             );
         }
         if task.kind.trim().is_empty() {
             p.push(format!("{base}.type"), "must not be empty");
         }
-        if let Err(errs) = task.schedule.parse() {
-            for (key, message) in errs {
-                p.push(format!("{base}.schedule.{key}"), message);
-            }
+        if let Schedule::Interval { every, .. } = &task.schedule
+            && every.is_zero()
+        {
+            p.at(
+                every,
+                format!("{base}.schedule.expression"),
+                "the interval must be longer than zero",
+            );
         }
         match (task.overlap, task.max_concurrent) {
             (OverlapPolicy::Allow, Some(0)) => {

@@ -231,10 +231,7 @@ impl Scheduler {
         };
         let mut tasks = Vec::with_capacity(configs.len());
         for (config, extractor) in configs.iter().zip(extractors) {
-            let schedule = config
-                .schedule
-                .parse()
-                .map_err(|e| format!("task {}: invalid schedule: {e:?}", config.name))?;
+            let schedule = config.schedule.clone();
             let name: Arc<str> = config.name.as_str().into();
             let task_metrics = metrics.for_task(&config.name);
             let ledger = crate::queues::ledger::Ledger::new(
@@ -495,11 +492,12 @@ impl Core {
                 every,
                 run_on_start,
             } => {
-                let origin = Instant::now() + start_offset(&task.name, *every);
+                let every = every.get().get();
+                let origin = Instant::now() + start_offset(&task.name, every);
                 if *run_on_start {
                     origin
                 } else {
-                    origin + *every
+                    origin + every
                 }
             }
             _ => match self.next_cron(&task, clock.now()) {
@@ -550,10 +548,11 @@ impl Core {
     ) -> (Option<Instant>, u64, Instant) {
         match &task.schedule {
             Schedule::Interval { every, .. } => {
+                let every = every.get().get();
                 let behind = now.saturating_duration_since(planned);
                 let missed = (behind.as_nanos() / every.as_nanos().max(1)) as u32;
                 let latest = planned + every.saturating_mul(missed);
-                (Some(latest + *every), u64::from(missed), latest)
+                (Some(latest + every), u64::from(missed), latest)
             }
             _ => {
                 let clock = self.shared.clock;
@@ -584,7 +583,7 @@ impl Core {
     /// The time between planned runs: the interval, or for cron the gap between the next two.
     fn period(&self, task: &Task) -> Duration {
         match &task.schedule {
-            Schedule::Interval { every, .. } => *every,
+            Schedule::Interval { every, .. } => every.get().get(),
             _ => {
                 let now = self.shared.clock.now();
                 match self
