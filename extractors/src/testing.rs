@@ -12,7 +12,9 @@ pub fn merged(mut base: Value, extra: Value) -> Value {
     base
 }
 
-/// `base` with `extra` over it, read as an extractor's config type.
+/// `base` with `extra` over it, read as an extractor's config type by the config's own
+/// deserializer (JSON is YAML), as a task's `config:` block is.
 pub fn config_of<T: serde::de::DeserializeOwned>(base: Value, extra: Value) -> T {
-    serde_json::from_value(merged(base, extra)).unwrap()
+    let json = serde_json::to_string(&merged(base, extra)).unwrap();
+    extractor_runtime::testing::config(&json).unwrap_or_else(|e| panic!("{e}"))
 }

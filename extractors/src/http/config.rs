@@ -30,14 +30,14 @@ pub struct HttpConfig {
     pub body: Option<serde_json::Value>,
     /// How to authenticate.
     #[serde(default)]
-    pub auth: AuthConfig,
+    pub auth: Auth,
     /// A JSON pointer to the array of items in a response (`""`, the default, is the response
     /// itself).
     #[serde(default)]
     pub items: String,
     /// How to get the next page.
     #[serde(default)]
-    pub pagination: Option<PaginationConfig>,
+    pub pagination: Option<Pagination>,
     /// Incremental extraction: the highest `field` seen is kept in the state store and sent as
     /// the query parameter `param` on the next run.
     #[serde(default)]
@@ -72,63 +72,76 @@ pub enum Method {
     Post,
 }
 
-/// `auth:`.
+/// `auth:`: `{type: none}` (the default), `{type: bearer, token}` or `{type: basic, username,
+/// password}`.
 #[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct AuthConfig {
-    /// `none`, `bearer` or `basic`.
-    #[serde(rename = "type", default)]
-    pub kind: AuthKind,
-    /// `bearer`: the token.
-    #[serde(default)]
-    pub token: Option<Secret>,
-    /// `basic`: the user name.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `basic`: the password.
-    #[serde(default)]
-    pub password: Option<Secret>,
-}
-
-/// Kinds of authentication.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthKind {
+#[schemars(tag = "type")]
+pub enum Auth {
     /// No credentials.
     #[default]
     None,
     /// `Authorization: Bearer <token>`.
-    Bearer,
+    Bearer {
+        /// The token, like `${API_TOKEN}`.
+        token: Secret,
+    },
     /// `Authorization: Basic ...`.
-    Basic,
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        #[serde(default)]
+        password: Option<Secret>,
+    },
 }
 
-/// `pagination:`.
+/// `pagination:`: where the response says how to get the next page. The last page has none
+/// (or null, or "").
 #[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PaginationConfig {
-    /// `next-link`: the response holds the next page's URL; `cursor`: it holds a cursor to send
-    /// as the query parameter `param`.
-    #[serde(rename = "type")]
-    pub kind: PaginationKind,
-    /// A JSON pointer to the next link or the cursor; the last page has none (or null, or "").
-    pub pointer: String,
-    /// `cursor`: the query parameter that carries the cursor.
-    #[serde(default)]
-    pub param: Option<String>,
-    /// Stop after this many pages in one run (a guard against an API that always links on).
-    #[serde(default = "default_max_pages")]
-    pub max_pages: u64,
+#[serde(
+    deny_unknown_fields,
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[schemars(tag = "type")]
+pub enum Pagination {
+    /// The response holds the next page's URL (absolute, or relative to the page's).
+    NextLink {
+        /// A JSON pointer to the next link.
+        pointer: String,
+        /// Stop after this many pages in one run (a guard against an API that always links on).
+        #[serde(default = "default_max_pages")]
+        max_pages: u64,
+    },
+    /// The response holds an opaque cursor, sent as the query parameter `param`.
+    Cursor {
+        /// A JSON pointer to the cursor.
+        pointer: String,
+        /// The query parameter that carries the cursor.
+        param: String,
+        /// Stop after this many pages in one run (a guard against an API that always links on).
+        #[serde(default = "default_max_pages")]
+        max_pages: u64,
+    },
 }
 
-/// Kinds of pagination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum PaginationKind {
-    /// A URL, absolute or relative to the page's.
-    NextLink,
-    /// An opaque cursor.
-    Cursor,
+impl Pagination {
+    /// The JSON pointer to the next link or the cursor.
+    pub fn pointer(&self) -> &str {
+        match self {
+            Pagination::NextLink { pointer, .. } | Pagination::Cursor { pointer, .. } => pointer,
+        }
+    }
+
+    /// The most pages one run reads.
+    pub fn max_pages(&self) -> u64 {
+        match self {
+            Pagination::NextLink { max_pages, .. } | Pagination::Cursor { max_pages, .. } => {
+                *max_pages
+            }
+        }
+    }
 }
 
 /// `incremental:`.

@@ -23,7 +23,7 @@ use reqwest::Url;
 use serde_json::Value;
 
 use crate::destination::{Destination, Field};
-pub use config::{AuthKind, HttpConfig, Method, PaginationConfig, PaginationKind};
+pub use config::{Auth, HttpConfig, Method, Pagination};
 
 /// The `http` extractor.
 pub struct Http {
@@ -87,36 +87,6 @@ impl Http {
         if config.body.is_some() && config.method == Method::Get {
             problems.push("body", "a body needs `method: POST`");
         }
-        let auth = &config.auth;
-        match auth.kind {
-            AuthKind::None => {
-                for (key, given) in [
-                    ("token", auth.token.is_some()),
-                    ("username", auth.username.is_some()),
-                    ("password", auth.password.is_some()),
-                ] {
-                    if given {
-                        problems.push(
-                            format!("auth.{key}"),
-                            format!("`{key}` needs `type: bearer` or `type: basic`"),
-                        );
-                    }
-                }
-            }
-            AuthKind::Bearer => {
-                if auth.token.is_none() {
-                    problems.push(
-                        "auth",
-                        "`type: bearer` needs `token` (for example `${API_TOKEN}`)",
-                    );
-                }
-            }
-            AuthKind::Basic => {
-                if auth.username.is_none() {
-                    problems.push("auth", "`type: basic` needs `username`");
-                }
-            }
-        }
         if !config.items.is_empty() && !config.items.starts_with('/') {
             problems.push(
                 "items",
@@ -127,26 +97,21 @@ impl Http {
             );
         }
         if let Some(p) = &config.pagination {
-            if !p.pointer.starts_with('/') {
+            if !p.pointer().starts_with('/') {
                 problems.push(
                     "pagination.pointer",
                     format!(
                         "`{}` is not a JSON pointer: it must start with `/`",
-                        p.pointer
+                        p.pointer()
                     ),
                 );
             }
-            match (p.kind, &p.param) {
-                (PaginationKind::Cursor, None) => problems.push(
-                    "pagination",
-                    "`type: cursor` needs `param`, the query parameter the cursor is sent as",
-                ),
-                (PaginationKind::NextLink, Some(_)) => {
-                    problems.push("pagination.param", "`param` applies to `type: cursor` only")
-                }
-                _ => {}
+            if let Pagination::Cursor { param, .. } = p
+                && param.trim().is_empty()
+            {
+                problems.push("pagination.param", "must not be empty");
             }
-            if p.max_pages == 0 {
+            if p.max_pages() == 0 {
                 problems.push("pagination.max-pages", "must be at least 1");
             }
         }
@@ -403,16 +368,12 @@ impl Http {
         for (name, value) in &self.config.headers {
             request = request.header(name.as_str(), value.expose_secret());
         }
-        let auth = &self.config.auth;
-        match auth.kind {
-            AuthKind::None => request,
-            AuthKind::Bearer => {
-                request.bearer_auth(auth.token.as_ref().map_or("", |t| t.expose_secret()))
+        match &self.config.auth {
+            Auth::None => request,
+            Auth::Bearer { token } => request.bearer_auth(token.expose_secret()),
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, password.as_ref().map(|p| p.expose_secret()))
             }
-            AuthKind::Basic => request.basic_auth(
-                auth.username.as_deref().unwrap_or_default(),
-                auth.password.as_ref().map(|p| p.expose_secret()),
-            ),
         }
     }
 
@@ -421,13 +382,13 @@ impl Http {
         let Some(p) = &self.config.pagination else {
             return Ok(None);
         };
-        let next = match body.pointer(&p.pointer) {
+        let next = match body.pointer(p.pointer()) {
             None | Some(Value::Null) => return Ok(None),
             Some(Value::String(s)) if s.is_empty() => return Ok(None),
             Some(v) => text_of(v),
         };
-        match p.kind {
-            PaginationKind::NextLink => {
+        match p {
+            Pagination::NextLink { .. } => {
                 let url = current.join(&next).map_err(|e| {
                     TaskError::permanent(format!(
                         "{}: the next link `{next}` is not a URL: {e}",
@@ -445,8 +406,8 @@ impl Http {
                 }
                 Ok(Some(url))
             }
-            PaginationKind::Cursor => {
-                let param = p.param.as_deref().unwrap_or("cursor");
+            Pagination::Cursor { param, .. } => {
+                let param = param.as_str();
                 let mut url = current.clone();
                 let kept: Vec<(String, String)> = current
                     .query_pairs()
@@ -523,7 +484,11 @@ impl Extractor for Http {
             };
             match next {
                 Some(next) => {
-                    let max = self.config.pagination.as_ref().map_or(1, |p| p.max_pages);
+                    let max = self
+                        .config
+                        .pagination
+                        .as_ref()
+                        .map_or(1, Pagination::max_pages);
                     if pages >= max {
                         tracing::warn!(task = %ctx.task(), pages, "stopped at `max-pages`; the rest comes next run");
                         break;

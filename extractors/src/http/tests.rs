@@ -25,6 +25,22 @@ fn problems(extra: serde_json::Value) -> Vec<(String, String)> {
     Http::new(config(extra)).unwrap_err().problems().to_vec()
 }
 
+/// Why the config's deserializer refuses `extra` over the base config (key path and message).
+fn refused(extra: serde_json::Value) -> String {
+    let json = serde_json::to_string(&crate::testing::merged(
+        json!({
+            "url": "http://127.0.0.1:1/items",
+            "destination": {"type": "raw", "database": "db", "table": "t", "key": "id"},
+        }),
+        extra,
+    ))
+    .unwrap();
+    let e = extractor_runtime::testing::config::<HttpConfig>(&json).unwrap_err();
+    let text = e.to_string();
+    // `line:column: key.path: message`: the position is of the composed test file.
+    text.splitn(3, ": ").skip(1).collect::<Vec<_>>().join(": ")
+}
+
 /// Answers the n-th request (counted per path) with `responses[n]`, then with the last one.
 fn sequence(responses: Vec<ResponseTemplate>) -> impl Fn(&Request) -> ResponseTemplate {
     let n = Arc::new(AtomicUsize::new(0));
@@ -47,20 +63,24 @@ fn checks_the_config_with_key_paths() {
     assert_eq!(problems(json!({"url": "not a url"}))[0].0, "url");
     assert_eq!(problems(json!({"items": "data"}))[0].0, "items");
     assert_eq!(
-        problems(json!({"pagination": {"type": "cursor", "pointer": "/next"}}))[0],
-        (
-            "pagination".into(),
-            "`type: cursor` needs `param`, the query parameter the cursor is sent as".into()
-        )
+        refused(json!({"pagination": {"type": "cursor", "pointer": "/next"}})),
+        "tasks[0].config.pagination.param: `type: cursor` needs `param`"
     );
     assert_eq!(
         problems(json!({"pagination": {"type": "next-link", "pointer": "next"}}))[0].0,
         "pagination.pointer"
     );
-    assert_eq!(problems(json!({"auth": {"type": "bearer"}}))[0].0, "auth");
     assert_eq!(
-        problems(json!({"auth": {"password": "p"}}))[0].0,
-        "auth.password"
+        refused(json!({"auth": {"type": "bearer"}})),
+        "tasks[0].config.auth.token: `type: bearer` needs `token`"
+    );
+    assert_eq!(
+        refused(json!({"auth": {"password": "p"}})),
+        "tasks[0].config.auth.type: missing required key `type` (one of `none`, `bearer`, `basic`)"
+    );
+    assert_eq!(
+        refused(json!({"auth": {"type": "bearer", "token": "t", "password": "p"}})),
+        "tasks[0].config.auth.password: `password` does not apply to `type: bearer`"
     );
     assert_eq!(
         problems(json!({"body": {"a": 1}}))[0],

@@ -168,7 +168,7 @@ impl Config {
         }
 
         let mut config: Config = deserialize_node(&tree, &KeyPath::Root)
-            .map_err(|first| in_file(every_schema_error(tree.clone(), first)))?;
+            .map_err(|first| in_file(every_schema_error::<Config>(tree.clone(), &KeyPath::Root, first)))?;
         if options.force_dry_run {
             config.cognite.dry_run = true;
         }
@@ -249,7 +249,14 @@ impl ExtractorConfigBlock {
         let tasks = KeyPath::Key(&KeyPath::Root, "tasks");
         let task = KeyPath::Index(&tasks, self.task_index);
         let path = KeyPath::Key(&task, "config");
-        deserialize_node(node, &path).map_err(|e| ConfigErrors(vec![e.in_file(self.file.clone())]))
+        deserialize_node(node, &path).map_err(|first| {
+            ConfigErrors(
+                every_schema_error::<T>(node.clone(), &path, first)
+                    .into_iter()
+                    .map(|e| e.in_file(self.file.clone()))
+                    .collect(),
+            )
+        })
     }
 }
 
@@ -317,7 +324,11 @@ fn deserialize_node<T: DeserializeOwned>(
 /// Every type error and unknown key, not only the first: deserialization stops at the first, so
 /// the offending entry is taken out of the tree and it is tried again (at most 50 times). A
 /// "missing required key" that only follows from an entry taken out is not reported.
-fn every_schema_error(mut tree: Node, first: ConfigError) -> Vec<ConfigError> {
+fn every_schema_error<T: DeserializeOwned>(
+    mut tree: Node,
+    path: &KeyPath<'_>,
+    first: ConfigError,
+) -> Vec<ConfigError> {
     let missing = |e: &ConfigError| e.missing_key.clone();
     let mut errors = vec![first];
     // Keys taken out, and keys an unknown key was suggested to be: their absence follows.
@@ -334,7 +345,7 @@ fn every_schema_error(mut tree: Node, first: ConfigError) -> Vec<ConfigError> {
             break;
         };
         absent.push(name);
-        match deserialize_node::<Config>(&tree, &KeyPath::Root) {
+        match deserialize_node::<T>(&tree, path) {
             Ok(_) => break,
             Err(e) => {
                 let follows = missing(&e).is_some_and(|k| absent.contains(&k));
