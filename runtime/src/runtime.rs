@@ -230,7 +230,7 @@ impl Runtime {
         if self.config.metrics.push_gateways.is_empty() {
             return Ok(Vec::new());
         }
-        let counter = Pusher::counter(self.metrics.prometheus())
+        let counter = crate::metrics::push_total(self.metrics.prometheus())
             .map_err(|e| RuntimeError::setup("the push metrics", e))?;
         self.config
             .metrics

@@ -56,14 +56,7 @@ impl PipelineReporter {
         external_id: &str,
         registry: &prometheus::Registry,
     ) -> prometheus::Result<Self> {
-        let reports = IntCounterVec::new(
-            prometheus::Opts::new(
-                "extractor_pipeline_reports_total",
-                "Extraction pipeline runs reported, by status and result (success, failure).",
-            ),
-            &["status", "result"],
-        )?;
-        registry.register(Box::new(reports.clone()))?;
+        let reports = crate::metrics::pipeline_reports(registry)?;
         Ok(PipelineReporter {
             client,
             external_id: external_id.to_owned(),

@@ -14,7 +14,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 
 pub use error::{CdfError, CdfErrorKind};
 
@@ -58,53 +57,13 @@ impl DryRunSink {
 /// `x-cdp-sdk`: this library and its version.
 const SDK_HEADER: &str = concat!("extractor-runtime:", env!("CARGO_PKG_VERSION"));
 
-#[derive(Clone)]
-struct Metrics {
-    requests: IntCounterVec,
-    duration: HistogramVec,
-    retries: IntCounterVec,
-}
-
-impl Metrics {
-    fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let m = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "extractor_cdf_requests_total",
-                    "Requests to CDF, by endpoint template and HTTP status (`error` when no answer came).",
-                ),
-                &["endpoint", "status"],
-            )?,
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "extractor_cdf_request_duration_seconds",
-                    "Time of one request to CDF.",
-                )
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
-                &["endpoint"],
-            )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "extractor_cdf_retries_total",
-                    "Requests to CDF retried, by endpoint and reason.",
-                ),
-                &["endpoint", "reason"],
-            )?,
-        };
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.duration.clone()))?;
-        registry.register(Box::new(m.retries.clone()))?;
-        Ok(m)
-    }
-}
-
 struct Inner {
     http: reqwest::Client,
     base: String,
     tokens: Option<TokenManager>,
     dry_run: Option<DryRunSink>,
     connection: ConnectionConfig,
-    metrics: Metrics,
+    metrics: crate::metrics::CdfMetrics,
 }
 
 /// The process's CDF client. Cheap to clone.
@@ -152,7 +111,7 @@ impl CdfClient {
                     tokens,
                     dry_run,
                     connection: config.connection.clone(),
-                    metrics: Metrics::register(registry).map_err(|e| e.to_string())?,
+                    metrics: crate::metrics::CdfMetrics::register(registry).map_err(|e| e.to_string())?,
                 }),
             })
         }
@@ -168,7 +127,7 @@ impl CdfClient {
                 tokens: None,
                 dry_run: Some(DryRunSink::to_writer(std::io::sink())),
                 connection: crate::config::ConnectionConfig::default(),
-                metrics: Metrics::register(&prometheus::Registry::new())
+                metrics: crate::metrics::CdfMetrics::register(&prometheus::Registry::new())
                     .expect("fresh metrics register"),
             }),
         }

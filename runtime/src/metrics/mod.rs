@@ -1,5 +1,7 @@
-//! Every metric of the runtime, defined once: names, help texts and labels; the metrics server
-//! ([`server`]), health ([`Health`]) and Pushgateway pushes ([`push`]).
+//! Every metric of the runtime, defined once, here: names, help texts and labels (the token
+//! manager's, the CDF client's, the upload queues', the pipeline reports', the pushes', and in
+//! `tasks.rs` the per-task series); the metrics server ([`server`]), health ([`Health`]) and
+//! Pushgateway pushes ([`push`]). The parts of the runtime hold the typed handles.
 
 mod health;
 pub mod push;
@@ -11,7 +13,10 @@ use tasks::TaskFamilies;
 
 pub use health::{Check, Health, ReadinessCheck};
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 /// Registers the process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
 /// `process_open_fds`, `process_start_time_seconds`, ...) and `extractor_build_info{version}`.
@@ -79,6 +84,117 @@ impl TokenMetrics {
         registry.register(Box::new(m.consecutive_failures.clone()))?;
         Ok(m)
     }
+}
+
+/// The CDF client's metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct CdfMetrics {
+    /// `extractor_cdf_requests_total{endpoint,status}`.
+    pub(crate) requests: IntCounterVec,
+    /// `extractor_cdf_request_duration_seconds{endpoint}`.
+    pub(crate) duration: HistogramVec,
+    /// `extractor_cdf_retries_total{endpoint,reason}`.
+    pub(crate) retries: IntCounterVec,
+}
+
+impl CdfMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub(crate) fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let m = CdfMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "extractor_cdf_requests_total",
+                    "Requests to CDF, by endpoint template and HTTP status (`error` when no answer came).",
+                ),
+                &["endpoint", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "extractor_cdf_request_duration_seconds",
+                    "Time of one request to CDF.",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                &["endpoint"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "extractor_cdf_retries_total",
+                    "Requests to CDF retried, by endpoint and reason.",
+                ),
+                &["endpoint", "reason"],
+            )?,
+        };
+        registry.register(Box::new(m.requests.clone()))?;
+        registry.register(Box::new(m.duration.clone()))?;
+        registry.register(Box::new(m.retries.clone()))?;
+        Ok(m)
+    }
+}
+
+/// `extractor_upload_queue_size{queue}` and `extractor_upload_items_total{queue,result}`.
+#[derive(Clone, Debug)]
+pub struct QueueMetrics {
+    pub(crate) size: IntGaugeVec,
+    pub(crate) items: IntCounterVec,
+    /// Items refused for good since the metrics were registered, in every queue.
+    pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl QueueMetrics {
+    /// Creates and registers the queue metrics.
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let m = QueueMetrics {
+            size: IntGaugeVec::new(
+                Opts::new(
+                    "extractor_upload_queue_size",
+                    "Items waiting in an upload queue.",
+                ),
+                &["queue"],
+            )?,
+            items: IntCounterVec::new(
+                Opts::new(
+                    "extractor_upload_items_total",
+                    "Items leaving an upload queue, by result: uploaded, skipped (on-duplicate: skip), rejected (refused by CDF for good), failed (a transient failure: still queued).",
+                ),
+                &["queue", "result"],
+            )?,
+            refused: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        };
+        registry.register(Box::new(m.size.clone()))?;
+        registry.register(Box::new(m.items.clone()))?;
+        Ok(m)
+    }
+
+    /// Items CDF refused for good, in every queue of these metrics.
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `extractor_pipeline_reports_total{status,result}`: extraction pipeline runs reported.
+pub(crate) fn pipeline_reports(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+    let reports = IntCounterVec::new(
+        Opts::new(
+            "extractor_pipeline_reports_total",
+            "Extraction pipeline runs reported, by status and result (success, failure).",
+        ),
+        &["status", "result"],
+    )?;
+    registry.register(Box::new(reports.clone()))?;
+    Ok(reports)
+}
+
+/// `extractor_push_total{gateway,result}`: pushes to a Pushgateway.
+pub fn push_total(registry: &Registry) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "extractor_push_total",
+            "Pushes to a Pushgateway, by gateway and result (success, failure).",
+        ),
+        &["gateway", "result"],
+    )?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 /// The result labels of `extractor_task_runs_total`.

@@ -42,7 +42,7 @@ impl std::fmt::Debug for Pusher {
 
 impl Pusher {
     /// One pusher per `metrics.push-gateways[]` entry. `pushes` is
-    /// `extractor_push_total{gateway,result}` (see [`Pusher::counter`]).
+    /// `extractor_push_total{gateway,result}` (see [`push_total`](super::push_total)).
     pub fn new(
         config: &PushGatewayConfig,
         registry: MetricsRegistry,
@@ -75,19 +75,6 @@ impl Pusher {
             registry,
             pushes,
         })
-    }
-
-    /// `extractor_push_total{gateway,result}`, registered in `registry`.
-    pub fn counter(registry: &prometheus::Registry) -> prometheus::Result<IntCounterVec> {
-        let c = IntCounterVec::new(
-            prometheus::Opts::new(
-                "extractor_push_total",
-                "Pushes to a Pushgateway, by gateway and result (success, failure).",
-            ),
-            &["gateway", "result"],
-        )?;
-        registry.register(Box::new(c.clone()))?;
-        Ok(c)
     }
 
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
@@ -227,7 +214,7 @@ mod tests {
         )
         .unwrap();
         let registry = MetricsRegistry::new();
-        let counter = Pusher::counter(registry.prometheus()).unwrap();
+        let counter = crate::metrics::push_total(registry.prometheus()).unwrap();
         let pusher = Pusher::new(
             &config.metrics.push_gateways[0],
             registry.clone(),

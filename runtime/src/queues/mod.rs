@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::IntCounterVec;
 use tokio::sync::Notify;
 
 pub use datapoints::{
@@ -52,6 +52,7 @@ pub use raw::{RawRow, RawRows, StoredRow};
 pub use upload::Upload;
 
 use crate::cdf::{CdfClient, CdfError};
+pub use crate::metrics::QueueMetrics;
 use deliver::Outcome;
 use ledger::{Ledger, Settled, Tag};
 
@@ -147,46 +148,6 @@ impl Metrics {
                 .with_label_values(&[queue, result])
                 .inc_by(n as u64);
         }
-    }
-}
-
-/// `extractor_upload_queue_size{queue}` and `extractor_upload_items_total{queue,result}`.
-#[derive(Clone, Debug)]
-pub struct QueueMetrics {
-    size: IntGaugeVec,
-    items: IntCounterVec,
-    /// Items refused for good since the metrics were registered, in every queue.
-    refused: Arc<AtomicUsize>,
-}
-
-impl QueueMetrics {
-    /// Creates and registers the queue metrics.
-    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let m = QueueMetrics {
-            size: IntGaugeVec::new(
-                Opts::new(
-                    "extractor_upload_queue_size",
-                    "Items waiting in an upload queue.",
-                ),
-                &["queue"],
-            )?,
-            items: IntCounterVec::new(
-                Opts::new(
-                    "extractor_upload_items_total",
-                    "Items leaving an upload queue, by result: uploaded, skipped (on-duplicate: skip), rejected (refused by CDF for good), failed (a transient failure: still queued).",
-                ),
-                &["queue", "result"],
-            )?,
-            refused: Arc::new(AtomicUsize::new(0)),
-        };
-        registry.register(Box::new(m.size.clone()))?;
-        registry.register(Box::new(m.items.clone()))?;
-        Ok(m)
-    }
-
-    /// Items CDF refused for good, in every queue of these metrics.
-    pub fn refused(&self) -> usize {
-        self.refused.load(Ordering::Relaxed)
     }
 }
 
