@@ -65,12 +65,13 @@ pub enum RuntimeError {
     },
     /// A part could not be set up (a metric that cannot be registered, an HTTP client that
     /// cannot be built).
-    #[error("cannot set up {what}: {message}")]
+    #[error("cannot set up {what}")]
     Setup {
         /// The part.
         what: &'static str,
         /// Why.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// In `--once`, no token could be had before the tasks started.
     #[error("{0}")]
@@ -90,10 +91,10 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    fn setup(what: &'static str, message: impl ToString) -> Self {
+    fn setup(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         RuntimeError::Setup {
             what,
-            message: message.to_string(),
+            source: Box::new(source),
         }
     }
 }

@@ -6,6 +6,24 @@
 
 use std::fmt;
 
+/// Why a shard (`--shard`, `EXTRACTOR_SHARD`, a pod name) could not be read: what was given and
+/// what is expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ShardError(String);
+
+impl From<String> for ShardError {
+    fn from(message: String) -> Self {
+        ShardError(message)
+    }
+}
+
+impl From<&str> for ShardError {
+    fn from(message: &str) -> Self {
+        ShardError(message.to_owned())
+    }
+}
+
 /// One replica's share: shard `index` of `count` (0-based, like a StatefulSet ordinal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -33,21 +51,21 @@ fn weight(task: &str, shard: u32) -> u64 {
 
 impl Shard {
     /// Shard `index` of `count`.
-    pub fn new(index: u32, count: u32) -> Result<Shard, String> {
+    pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
         if count == 0 {
             return Err("the shard count must be at least 1".into());
         }
         if index >= count {
-            return Err(format!(
+            return Err(ShardError(format!(
                 "shard index {index} is out of range for {count} shards (0 to {})",
                 count - 1
-            ));
+            )));
         }
         Ok(Shard { index, count })
     }
 
     /// Parses `INDEX/COUNT`, like `2/5`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
+    pub fn parse(text: &str) -> Result<Shard, ShardError> {
         let bad = || format!("invalid shard `{text}`: expected INDEX/COUNT, like `0/3`");
         let (i, n) = text.trim().split_once('/').ok_or_else(bad)?;
         Shard::new(
@@ -57,17 +75,17 @@ impl Shard {
     }
 
     /// The shard of a StatefulSet pod: the ordinal at the end of `pod_name` (`extractor-2`).
-    pub fn from_pod_name(pod_name: &str, count: u32) -> Result<Shard, String> {
+    pub fn from_pod_name(pod_name: &str, count: u32) -> Result<Shard, ShardError> {
         let ordinal = pod_name
             .rsplit_once('-')
             .and_then(|(_, n)| n.parse().ok())
-            .ok_or_else(|| format!("cannot read a StatefulSet ordinal from the pod name `{pod_name}` (expected NAME-ORDINAL)"))?;
+            .ok_or_else(|| ShardError(format!("cannot read a StatefulSet ordinal from the pod name `{pod_name}` (expected NAME-ORDINAL)")))?;
         Shard::new(ordinal, count)
     }
 
     /// The shard from the environment: `EXTRACTOR_SHARD=INDEX/COUNT`, or `EXTRACTOR_SHARD_COUNT`
     /// with the StatefulSet pod name in `POD_NAME` or `HOSTNAME`. `None` when neither is set.
-    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Shard>, String> {
+    pub fn from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<Shard>, ShardError> {
         if let Some(s) = lookup("EXTRACTOR_SHARD").filter(|s| !s.is_empty()) {
             return Shard::parse(&s).map(Some);
         }
@@ -77,7 +95,7 @@ impl Shard {
         let count: u32 = count
             .trim()
             .parse()
-            .map_err(|_| format!("EXTRACTOR_SHARD_COUNT `{count}` is not a number"))?;
+            .map_err(|_| ShardError(format!("EXTRACTOR_SHARD_COUNT `{count}` is not a number")))?;
         let pod = lookup("POD_NAME").or_else(|| lookup("HOSTNAME")).ok_or(
             "EXTRACTOR_SHARD_COUNT is set but neither POD_NAME nor HOSTNAME names the pod",
         )?;
@@ -179,7 +197,7 @@ mod tests {
     #[test]
     fn parsing() {
         assert_eq!(Shard::parse("2/5").unwrap().to_string(), "2/5");
-        assert!(Shard::parse("5/5").unwrap_err().contains("out of range"));
+        assert!(Shard::parse("5/5").unwrap_err().to_string().contains("out of range"));
         assert!(Shard::parse("x").is_err() && Shard::parse("1/0").is_err());
         assert_eq!(
             Shard::from_pod_name("extractor-3", 4).unwrap(),

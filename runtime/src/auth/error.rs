@@ -150,4 +150,13 @@ impl fmt::Display for AuthError {
     }
 }
 
-impl std::error::Error for AuthError {}
+/// The source is the last refresh failure behind this one, if any (its text is in this one's
+/// too; the command line prints a chain without repeating it).
+impl std::error::Error for AuthError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .last_error
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

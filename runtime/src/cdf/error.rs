@@ -20,6 +20,24 @@ pub enum CdfErrorKind {
     BadResponse,
 }
 
+/// Why a CDF client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// `cognite.connection` cannot be used.
+    #[error(transparent)]
+    Network(#[from] crate::net::NetworkError),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+    /// A client that sends requests needs a token manager.
+    #[error("a CDF client that sends requests needs a token manager")]
+    NoTokens,
+    /// Its metrics could not be registered.
+    #[error("cannot register the CDF client's metrics")]
+    Metrics(#[from] prometheus::Error),
+}
+
 /// A failed CDF request: what CDF said, and its request id for Cognite support.
 #[derive(Clone, Debug)]
 pub struct CdfError(pub(crate) Box<Details>);
@@ -128,4 +146,12 @@ impl fmt::Display for CdfError {
     }
 }
 
-impl std::error::Error for CdfError {}
+/// The source is the identity provider's error, when no token could be had.
+impl std::error::Error for CdfError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .auth
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 
-pub use error::{CdfError, CdfErrorKind};
+pub use error::{CdfError, CdfErrorKind, ClientError};
 
 use crate::auth::TokenManager;
 use crate::config::{CogniteConfig, ConnectionConfig};
@@ -90,15 +90,15 @@ impl CdfClient {
             tokens: Option<TokenManager>,
             dry_run: Option<DryRunSink>,
             registry: &prometheus::Registry,
-        ) -> Result<Self, String> {
-            let network = config.connection.network().map_err(|e| e.to_string())?;
+        ) -> Result<Self, ClientError> {
+            let network = config.connection.network()?;
             let http = network
                 .client_builder()
                 .timeout(config.connection.timeout.get())
                 .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                .map_err(ClientError::Http)?;
             if dry_run.is_none() && tokens.is_none() {
-                return Err("a CDF client that sends requests needs a token manager".into());
+                return Err(ClientError::NoTokens);
             }
             Ok(CdfClient {
                 inner: Arc::new(Inner {
@@ -111,7 +111,7 @@ impl CdfClient {
                     tokens,
                     dry_run,
                     connection: config.connection.clone(),
-                    metrics: crate::metrics::CdfMetrics::register(registry).map_err(|e| e.to_string())?,
+                    metrics: crate::metrics::CdfMetrics::register(registry)?,
                 }),
             })
         }

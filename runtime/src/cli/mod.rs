@@ -215,10 +215,25 @@ pub fn main(registry: crate::extractor::Registry) -> ExitCode {
     match run(Cli::parse(), registry) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {:#}", err.error);
+            eprintln!("error: {}", chain(&err.error));
             ExitCode::from(err.code as u8)
         }
     }
+}
+
+/// An error and its causes, `error: cause: cause`, leaving out a cause whose text the message
+/// already holds (many errors here say their cause themselves, and still give it as their
+/// `source()`).
+fn chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Runs one command.
@@ -262,7 +277,7 @@ fn shard(flag: Option<&str>) -> Result<Option<Shard>, CliError> {
         Some(s) => Shard::parse(s).map(Some),
         None => Shard::from_env(&env),
     }
-    .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!(e)))
+    .map_err(|e| CliError::new(Code::Config, e))
 }
 
 /// Keeps only the tasks `shard` runs; returns how many there were.
@@ -272,4 +287,35 @@ fn apply_shard(config: &mut Config, shard: Option<Shard>) -> usize {
         config.tasks.retain(|t| shard.owns(&t.name));
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the dead-letter file: {0}")]
+    struct SaysItsCause(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot serve metrics on 127.0.0.1:9")]
+    struct LeavesItsCause(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_shows_each_cause_once() {
+        let denied = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert_eq!(
+            chain(&anyhow::Error::new(SaysItsCause(denied()))),
+            "cannot open the dead-letter file: denied"
+        );
+        assert_eq!(
+            chain(&anyhow::Error::new(LeavesItsCause(denied()))),
+            "cannot serve metrics on 127.0.0.1:9: denied"
+        );
+        let wrapped = anyhow::Error::new(LeavesItsCause(denied())).context("the runtime stopped");
+        assert_eq!(
+            chain(&wrapped),
+            "the runtime stopped: cannot serve metrics on 127.0.0.1:9: denied"
+        );
+    }
 }

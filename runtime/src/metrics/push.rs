@@ -40,6 +40,28 @@ impl std::fmt::Debug for Pusher {
     }
 }
 
+/// A push to (or a delete at) a Pushgateway that failed, after its retries. The URL is shown
+/// without a password.
+#[derive(Clone, Debug)]
+pub struct PushError {
+    what: &'static str,
+    url: String,
+    attempts: u32,
+    cause: String,
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} failed", self.what, self.url)?;
+        if self.attempts > 1 {
+            write!(f, " after {} attempts", self.attempts)?;
+        }
+        write!(f, ": {}", self.cause)
+    }
+}
+
+impl std::error::Error for PushError {}
+
 impl Pusher {
     /// One pusher per `metrics.push-gateways[]` entry. `pushes` is
     /// `extractor_push_total{gateway,result}` (see [`push_total`](super::push_total)).
@@ -48,15 +70,14 @@ impl Pusher {
         registry: MetricsRegistry,
         pushes: IntCounterVec,
         network: &crate::net::Network,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, reqwest::Error> {
         let address = config.host.trim_end_matches('/').to_owned();
         // What logs, labels and errors show: without a password in the URL.
         let host = crate::secret::redact_url(&address);
         let client = network
             .client_builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for the Pushgateway {host}: {e}"))?;
+            .build()?;
         for result in ["success", "failure"] {
             pushes.with_label_values(&[&host, result]);
         }
@@ -96,7 +117,7 @@ impl Pusher {
     /// # Cancel safety
     ///
     /// This method is cancel safe.
-    pub async fn push(&self) -> Result<(), String> {
+    pub async fn push(&self) -> Result<(), PushError> {
         let mut delays = RETRY.backoff();
         let mut attempts = 0;
         let last = loop {
@@ -133,30 +154,27 @@ impl Pusher {
         self.pushes
             .with_label_values(&[&self.host, "failure"])
             .inc();
-        Err(match attempts {
-            1 => format!("push to {} failed: {last}", self.shown_url),
-            n => format!(
-                "push to {} failed after {n} attempts: {last}",
-                self.shown_url
-            ),
+        Err(PushError {
+            what: "push to",
+            url: self.shown_url.clone(),
+            attempts,
+            cause: last,
         })
     }
 
     /// Deletes the job's group from the gateway.
-    pub async fn delete(&self) -> Result<(), String> {
-        match self.request(reqwest::Method::DELETE).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!(
-                "delete at {} failed: HTTP {}",
-                self.shown_url,
-                r.status()
-            )),
-            Err(e) => Err(format!(
-                "delete at {} failed: {}",
-                self.shown_url,
-                crate::net::explain(e)
-            )),
-        }
+    pub async fn delete(&self) -> Result<(), PushError> {
+        let cause = match self.request(reqwest::Method::DELETE).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => crate::net::explain(e),
+        };
+        Err(PushError {
+            what: "delete at",
+            url: self.shown_url.clone(),
+            attempts: 1,
+            cause,
+        })
     }
 
     /// Pushes every `push-interval` until `stop` fires.
@@ -224,6 +242,7 @@ mod tests {
         .unwrap();
         let e = pusher.push().await.unwrap_err();
         let rendered = String::from_utf8(registry.render()).unwrap();
+        let e = e.to_string();
         for shown in [e.clone(), format!("{pusher:?}"), rendered.clone()] {
             assert!(!shown.contains("pw-secret-9"), "{shown}");
         }

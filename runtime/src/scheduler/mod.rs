@@ -219,15 +219,16 @@ impl Scheduler {
         configs: &[TaskConfig],
         extractors: Vec<Arc<dyn DynExtractor>>,
         options: SchedulerOptions,
-    ) -> Result<Scheduler, String> {
-        let metrics = SchedulerMetrics::register(&options.registry).map_err(|e| e.to_string())?;
+    ) -> prometheus::Result<Scheduler> {
+        let metrics = SchedulerMetrics::register(&options.registry)?;
         let cdf = options
             .cdf
             .unwrap_or_else(crate::cdf::CdfClient::discarding);
         let queues = match options.queues {
             Some(queues) => queues,
-            None => crate::queues::Queues::new(cdf.clone(), 100_000, options.registry.prometheus())
-                .map_err(|e| e.to_string())?,
+            None => {
+                crate::queues::Queues::new(cdf.clone(), 100_000, options.registry.prometheus())?
+            }
         };
         let mut tasks = Vec::with_capacity(configs.len());
         for (config, extractor) in configs.iter().zip(extractors) {
