@@ -484,12 +484,7 @@ impl<'de: 'p, 'p> Deserializer<'de> for NodeDeserializer<'de, 'p> {
                 items: items.iter().enumerate(),
                 path,
             }),
-            NodeKind::Map(entries) => visitor.visit_map(NodeMapAccess {
-                entries: entries.iter(),
-                value: None,
-                path,
-                key_path: None,
-            }),
+            NodeKind::Map(entries) => visitor.visit_map(NodeMapAccess::new(entries.iter(), path)),
         };
         result.map_err(|e| e.at(node, path))
     }
@@ -849,12 +844,7 @@ impl<'de: 'p, 'p> VariantAccess<'de> for TaggedVariant<'de, 'p> {
     ) -> Result<V::Value, DeError> {
         let (variant, path, entries) = (self.variant, self.path, self.entries);
         visitor
-            .visit_map(NodeMapAccess {
-                entries: self.rest(),
-                value: None,
-                path,
-                key_path: None,
-            })
+            .visit_map(NodeMapAccess::new(self.rest(), path))
             .map_err(|e| e.in_variant(variant, path, entries))
     }
 }
@@ -867,12 +857,7 @@ impl<'de: 'p, 'p> Deserializer<'de> for RestDeserializer<'de, 'p> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let path = self.0.path;
-        visitor.visit_map(NodeMapAccess {
-            entries: self.0.rest(),
-            value: None,
-            path,
-            key_path: None,
-        })
+        visitor.visit_map(NodeMapAccess::new(self.0.rest(), path))
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -974,6 +959,18 @@ struct NodeMapAccess<'de, 'p, I> {
     value: Option<&'de Node>,
     path: &'p KeyPath<'p>,
     key_path: Option<&'de str>,
+}
+
+impl<'de, 'p, I> NodeMapAccess<'de, 'p, I> {
+    /// The entries of the mapping at `path`.
+    fn new(entries: I, path: &'p KeyPath<'p>) -> Self {
+        NodeMapAccess {
+            entries,
+            value: None,
+            path,
+            key_path: None,
+        }
+    }
 }
 
 impl<'de: 'p, 'p, I: Iterator<Item = &'de (Node, Node)>> MapAccess<'de>
