@@ -18,7 +18,7 @@
 //! "#;
 //! let env = |_: &str| None;
 //! let config = Config::from_yaml(yaml, None, &env, &LoadOptions::default()).unwrap();
-//! assert_eq!(config.tasks[0].name, "every-minute");
+//! assert_eq!(config.tasks[0].name.as_str(), "every-minute");
 //!
 //! let err = Config::from_yaml("version: 1\ncognite: {projct: demo}\n", None, &env, &LoadOptions::default())
 //!     .unwrap_err();
