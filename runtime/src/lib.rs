@@ -122,6 +122,7 @@ mod certificate;
 pub mod cli;
 mod deadline;
 mod extractor;
+mod internal_events;
 pub mod net;
 mod percent;
 pub mod retry;

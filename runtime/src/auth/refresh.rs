@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::error::{AuthError, AuthErrorKind};
 use super::{Inner, Token, policy, request};
+use crate::internal_events::{TokenRefreshError, TokenRefreshed};
 
 /// Token requests retry without end (in the background), honouring `Retry-After` up to
 /// `max_retry_after`.
@@ -143,20 +144,15 @@ fn record_success(
         s.consecutive_failures = 0;
         s.last_error = None;
     });
-    if let Some(m) = &inner.metrics {
-        m.refresh_total.with_label_values(&["success"]).inc();
-        m.refresh_duration.observe(took.as_secs_f64());
-        m.expiry_timestamp.set(expiry_unix);
-        m.consecutive_failures.set(0);
-    }
-    tracing::info!(
-        target: "extractor_runtime::auth",
+    TokenRefreshed {
+        metrics: inner.metrics.as_ref(),
         generation,
-        expires_in_s = expires_in.as_secs_f64(),
-        refresh_in_s = refresh_after.as_secs_f64(),
-        took_ms = took.as_millis() as u64,
-        "token refreshed"
-    );
+        expires_in,
+        refresh_in: refresh_after,
+        took,
+        expiry_unix,
+    }
+    .emit();
 }
 
 fn record_failure(inner: &Inner, error: AuthError, took: Duration, retry_in: Duration) {
@@ -172,23 +168,18 @@ fn record_failure(inner: &Inner, error: AuthError, took: Duration, retry_in: Dur
         consecutive = s.consecutive_failures;
         s.last_error = Some(error.clone());
     });
-    if let Some(m) = &inner.metrics {
-        m.refresh_total
-            .with_label_values(&[error.kind().as_label()])
-            .inc();
-        m.refresh_duration.observe(took.as_secs_f64());
-        m.consecutive_failures.set(consecutive as i64);
+    TokenRefreshError {
+        metrics: inner.metrics.as_ref(),
+        kind: error.kind().as_label(),
+        oauth_error: error.oauth_error().unwrap_or(""),
+        aadsts: error.aadsts_code(),
+        trace_id: error.trace_id().unwrap_or(""),
+        correlation_id: error.correlation_id().unwrap_or(""),
+        error: &error,
+        took,
+        consecutive_failures: consecutive,
+        retry_in,
+        still_serving_old_token: still_valid,
     }
-    tracing::warn!(
-        target: "extractor_runtime::auth",
-        kind = error.kind().as_label(),
-        error = error.oauth_error().unwrap_or(""),
-        aadsts = error.aadsts_code().map(|c| format!("AADSTS{c}")).unwrap_or_default(),
-        trace_id = error.trace_id().unwrap_or(""),
-        correlation_id = error.correlation_id().unwrap_or(""),
-        consecutive_failures = consecutive,
-        retry_in_s = retry_in.as_secs_f64(),
-        still_serving_old_token = still_valid,
-        "token refresh failed: {error}"
-    );
+    .emit();
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use error::{CdfError, CdfErrorKind, ClientError};
 
 use crate::auth::TokenManager;
+use crate::internal_events::{CdfRequestCompleted, CdfRequestRetried};
 use crate::config::{CogniteConfig, ConnectionConfig};
 
 /// The longest `Retry-After` honoured.
@@ -235,18 +236,15 @@ impl CdfClient {
                     .body(body.clone());
             }
             let result = request.send().await;
-            inner
-                .metrics
-                .duration
-                .with_label_values(&[endpoint])
-                .observe(started.elapsed().as_secs_f64());
+            CdfRequestCompleted {
+                metrics: &inner.metrics,
+                endpoint,
+                status: result.as_ref().ok().map(|r| r.status().as_u16()),
+                took: started.elapsed(),
+            }
+            .emit();
             let (reason, retry_after, last) = match result {
                 Err(e) => {
-                    inner
-                        .metrics
-                        .requests
-                        .with_label_values(&[endpoint, "error"])
-                        .inc();
                     // A request that got no answer is tried again, as CDF's SDKs do, unless it
                     // can never succeed (a refused redirect).
                     let Some(reason) = crate::retry::retryable_error(&e) else {
@@ -268,11 +266,6 @@ impl CdfClient {
                 }
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    inner
-                        .metrics
-                        .requests
-                        .with_label_values(&[endpoint, &status.to_string()])
-                        .inc();
                     let headers = response.headers().clone();
                     let request_id = headers
                         .get("x-request-id")
@@ -326,11 +319,14 @@ impl CdfClient {
                     if status == 401 && !refreshed {
                         // One forced refresh and one more try; a second 401 is final.
                         refreshed = true;
-                        inner
-                            .metrics
-                            .retries
-                            .with_label_values(&[endpoint, "401"])
-                            .inc();
+                        CdfRequestRetried {
+                            metrics: &inner.metrics,
+                            endpoint,
+                            reason: "401",
+                            retry: None,
+                            error: &err,
+                        }
+                        .emit();
                         token = tokens
                             .force_refresh(&token)
                             .await
@@ -347,12 +343,14 @@ impl CdfClient {
                 return Err(last);
             };
             retries += 1;
-            inner
-                .metrics
-                .retries
-                .with_label_values(&[endpoint, reason])
-                .inc();
-            tracing::warn!(target: "extractor_runtime::cdf", endpoint, reason, retry = retries, retry_in_s = delay.as_secs_f64(), "CDF request failed, retrying: {last}");
+            CdfRequestRetried {
+                metrics: &inner.metrics,
+                endpoint,
+                reason,
+                retry: Some((retries, delay)),
+                error: &last,
+            }
+            .emit();
             tokio::time::sleep(delay).await;
             // The token may have been refreshed in the meantime.
             token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;

@@ -422,8 +422,10 @@ impl Core {
             for task in &self.tasks {
                 for run in task.running.lock().expect("running lock").drain(..) {
                     run.abort.abort();
-                    task.metrics.running.dec();
-                    task.metrics.run_finished(RunResult::Cancelled.as_label());
+                    crate::internal_events::TaskRunAborted {
+                        series: &task.metrics.series,
+                    }
+                    .emit();
                     summary.record(&task.name, RunResult::Cancelled, true);
                 }
             }
@@ -474,10 +476,13 @@ impl Core {
 
     fn skip(&self, task: &Task, reason: usize, count: u64) {
         if count > 0 {
-            task.metrics
-                .skipped(crate::metrics::SKIP_REASONS[reason], count);
-            tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, count,
-                reason = crate::metrics::SKIP_REASONS[reason], "planned run skipped");
+            crate::internal_events::TaskRunSkipped {
+                series: &task.metrics.series,
+                task: &task.name,
+                reason: crate::metrics::SKIP_REASONS[reason],
+                count,
+            }
+            .emit();
         }
     }
 

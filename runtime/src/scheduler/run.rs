@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, Task};
+use crate::internal_events::{TaskRunFinished, TaskRunRetried, TaskRunStarted};
 use crate::extractor::{RunContext, TaskErrorKind};
 
 /// How a run ended.
@@ -60,9 +61,12 @@ pub(crate) async fn execute(
     task: Arc<Task>,
     cancel: CancellationToken,
 ) -> RunResult {
-    let metrics = &task.metrics;
-    metrics.running.inc();
-    tracing::debug!(target: "extractor_runtime::scheduler", task = %task.name, "run started");
+    let series = &task.metrics.series;
+    TaskRunStarted {
+        series,
+        task: &task.name,
+    }
+    .emit();
     let started = Instant::now();
     let max_attempts = task.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
     let mut delays = retry_delays(&task);
@@ -76,12 +80,14 @@ pub(crate) async fn execute(
             break result;
         }
         let delay = delays.next_delay(None).unwrap_or(Duration::from_secs(1));
-        tracing::warn!(
-            target: "extractor_runtime::scheduler",
-            task = %task.name, attempt, retry_in_s = delay.as_secs_f64(),
-            "run failed with a transient error, retrying: {}", result.1.as_deref().unwrap_or("")
-        );
-        metrics.retried();
+        TaskRunRetried {
+            series,
+            task: &task.name,
+            attempt,
+            delay,
+            error: result.1.as_deref().unwrap_or(""),
+        }
+        .emit();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = cancel.cancelled() => break result,
@@ -89,21 +95,16 @@ pub(crate) async fn execute(
         attempt += 1;
     };
     let (result, error) = result;
-    let took = started.elapsed();
-    metrics.running.dec();
-    metrics.run_finished(result.as_label());
-    metrics.duration.observe(took.as_secs_f64());
-    if result.is_success() {
-        let now = shared.clock.now().as_duration().as_secs_f64();
-        metrics.last_success.set(now.max(0.0));
-        tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, took_ms = took.as_millis() as u64, attempts = attempt, "run succeeded");
-    } else {
-        tracing::warn!(
-            target: "extractor_runtime::scheduler",
-            task = %task.name, result = result.as_label(), took_ms = took.as_millis() as u64, attempts = attempt,
-            "run failed: {}", error.as_deref().unwrap_or(result.as_label())
-        );
+    TaskRunFinished {
+        series,
+        task: &task.name,
+        result: result.as_label(),
+        error: error.as_deref(),
+        took: started.elapsed(),
+        attempts: attempt,
+        now_unix: shared.clock.now().as_duration().as_secs_f64(),
     }
+    .emit();
     result
 }
 
