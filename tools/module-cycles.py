@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Finds import cycles between the top-level modules of a crate.
 
-    python3 tools/module-cycles.py runtime/src
+    python3 tools/module-cycles.py runtime/src [-v]
 
 Every `crate::x` path in a file of module `m` (in `use` lines and inline, `crate::{x::A, y::B}`
 groups too, `super::` resolved) is an edge m -> x. Prints each edge once, then every strongly
-connected component of more than one module: a cycle the layering of DESIGN.md forbids
+connected component of more than one module (`-v` also prints every edge): a cycle the layering of DESIGN.md forbids
 (`config` <- `auth` <- `cdf` <- ...). `#[cfg(test)]` modules are skipped: a test may use what it
 likes. Exits 1 when there is a cycle.
 """
@@ -61,7 +61,7 @@ def heads(body: str) -> list[str]:
 
 
 def main() -> None:
-    root = Path(sys.argv[1])
+    root = Path(next(a for a in sys.argv[1:] if a != "-v"))
     edges: dict[str, set[str]] = {}
     for file in sorted(root.rglob("*.rs")):
         if file.name == "tests.rs":
@@ -86,9 +86,10 @@ def main() -> None:
     modules = {m for m in edges} | {t for ts in edges.values() for t in ts}
     known = {module_of(root, f)[0] for f in root.rglob("*.rs") if module_of(root, f)}
     edges = {m: {t for t in ts if t in known} for m, ts in edges.items()}
-    for m in sorted(edges):
-        if edges[m]:
-            print(f"{m} -> {', '.join(sorted(edges[m]))}")
+    if "-v" in sys.argv:
+        for m in sorted(edges):
+            if edges[m]:
+                print(f"{m} -> {', '.join(sorted(edges[m]))}")
 
     index, low, stack, on, sccs, counter = {}, {}, [], set(), [], [0]
 

@@ -69,9 +69,16 @@ fn example_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // With the workspace's features, as the test build has them: nothing to compile
+            // after `cargo test` (which builds the examples too).
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "extractor-runtime", "--example"])
-                .arg("custom_extractor")
+                .args([
+                    "build",
+                    "-q",
+                    "--workspace",
+                    "--example",
+                    "custom_extractor",
+                ])
                 .status()
                 .unwrap();
             assert!(status.success(), "the example builds");
