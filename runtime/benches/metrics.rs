@@ -18,8 +18,8 @@ fn tasks_registry(tasks: usize) -> MetricsRegistry {
             "  - {{name: task-{i}, type: trivial, schedule: {{type: startup}}}}\n"
         ));
     }
-    let (config, extractors) = common::build(&yaml);
     let metrics = MetricsRegistry::new();
+    let (config, extractors) = common::build(&yaml, &metrics);
     extractor_runtime::metrics::register_process_and_build_info(metrics.prometheus()).unwrap();
     let before = rss_kib();
     let scheduler = Scheduler::new(

@@ -52,10 +52,10 @@ fn main() {
         println!("  rss after {step}: {:.1} MiB", kib as f64 / 1024.0);
     };
     rss("building the YAML");
-    let (config, extractors) = common::build(&yaml);
+    let metrics = extractor_runtime::metrics::MetricsRegistry::new();
+    let (config, extractors) = common::build(&yaml, &metrics);
     drop(yaml);
     rss("loading the config and building the extractors");
-    let metrics = extractor_runtime::metrics::MetricsRegistry::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

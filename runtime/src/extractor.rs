@@ -222,7 +222,10 @@ impl fmt::Debug for RunContext {
 #[derive(Debug)]
 pub struct Setup<'a> {
     task: &'a str,
-    metrics: &'a prometheus::Registry,
+    process: &'a MetricsRegistry,
+    /// The task's registry, made when the constructor first asks for it: a task whose
+    /// extractor has no metrics of its own costs the scrapes nothing.
+    metrics: std::cell::OnceCell<prometheus::Registry>,
 }
 
 impl Setup<'_> {
@@ -234,6 +237,7 @@ impl Setup<'_> {
     /// The registry for the extractor's own metrics: each gets the label `task="<name>"`.
     pub fn metrics(&self) -> &prometheus::Registry {
         self.metrics
+            .get_or_init(|| self.process.for_extractor(self.task))
     }
 
     /// Registers `metric` in [`metrics`](Setup::metrics) and hands it back; a name already
@@ -242,7 +246,7 @@ impl Setup<'_> {
     where
         M: prometheus::core::Collector + Clone + 'static,
     {
-        self.metrics.register(Box::new(metric.clone()))?;
+        self.metrics().register(Box::new(metric.clone()))?;
         Ok(metric)
     }
 }
@@ -445,16 +449,14 @@ impl Registry {
         metrics: &MetricsRegistry,
     ) -> Result<Arc<dyn DynExtractor>, ConfigErrors> {
         match self.factories.get(&task.kind) {
-            Some(factory) => {
-                let registry = metrics.for_extractor(&task.name);
-                factory(
-                    task,
-                    &Setup {
-                        task: &task.name,
-                        metrics: &registry,
-                    },
-                )
-            }
+            Some(factory) => factory(
+                task,
+                &Setup {
+                    task: &task.name,
+                    process: metrics,
+                    metrics: std::cell::OnceCell::new(),
+                },
+            ),
             None => {
                 let known: Vec<&str> = self.types().collect();
                 let hint = match crate::config::suggest(&task.kind, &known) {
@@ -470,37 +472,26 @@ impl Registry {
         }
     }
 
-    /// Builds every task's extractor, gathering all errors.
-    pub(crate) fn build_all(
-        &self,
-        tasks: &[TaskConfig],
-        metrics: &MetricsRegistry,
-    ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
-        let mut built = Vec::new();
-        let mut errors: Vec<ConfigError> = Vec::new();
-        for (i, task) in tasks.iter().enumerate() {
-            match self.build(i, task, metrics) {
-                Ok(e) => built.push(e),
-                Err(ConfigErrors(mut e)) => errors.append(&mut e),
+    testing_pub! {
+        /// Builds every task's extractor, gathering all errors.
+        fn build_all(
+            &self,
+            tasks: &[TaskConfig],
+            metrics: &MetricsRegistry,
+        ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
+            let mut built = Vec::new();
+            let mut errors: Vec<ConfigError> = Vec::new();
+            for (i, task) in tasks.iter().enumerate() {
+                match self.build(i, task, metrics) {
+                    Ok(e) => built.push(e),
+                    Err(ConfigErrors(mut e)) => errors.append(&mut e),
+                }
+            }
+            if errors.is_empty() {
+                Ok(built)
+            } else {
+                Err(ConfigErrors(errors))
             }
         }
-        if errors.is_empty() {
-            Ok(built)
-        } else {
-            Err(ConfigErrors(errors))
-        }
-    }
-}
-
-/// Building extractors outside the runtime: for the `testing` feature.
-#[cfg(feature = "testing")]
-impl Registry {
-    /// Builds every task's extractor (their own metrics in `metrics`), gathering all errors.
-    pub fn build_tasks(
-        &self,
-        tasks: &[TaskConfig],
-        metrics: &MetricsRegistry,
-    ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
-        self.build_all(tasks, metrics)
     }
 }

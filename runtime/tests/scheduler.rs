@@ -119,7 +119,7 @@ fn harness_at(tasks_yaml: &str, clock: Clock) -> Harness {
         })
     });
     let extractors = reg
-        .build_tasks(
+        .build_all(
             &config.tasks,
             &extractor_runtime::metrics::MetricsRegistry::new(),
         )
@@ -550,7 +550,7 @@ fn unknown_types_and_bad_task_configs_are_config_errors_with_key_paths() {
         })
     });
     let err = reg
-        .build_tasks(
+        .build_all(
             &config.tasks,
             &extractor_runtime::metrics::MetricsRegistry::new(),
         )

@@ -38,14 +38,15 @@ pub fn trivial_registry() -> Registry {
     registry
 }
 
-/// The tasks of `yaml`, built with [`trivial_registry`].
-pub fn build(yaml: &str) -> (Config, Vec<Arc<dyn DynExtractor>>) {
+/// The tasks of `yaml`, built with [`trivial_registry`], their own metrics in `metrics` (as the
+/// runtime builds them).
+pub fn build(
+    yaml: &str,
+    metrics: &extractor_runtime::metrics::MetricsRegistry,
+) -> (Config, Vec<Arc<dyn DynExtractor>>) {
     let config = Config::from_yaml(yaml, None, &|_| None, &LoadOptions::default()).unwrap();
     let extractors = trivial_registry()
-        .build_tasks(
-            &config.tasks,
-            &extractor_runtime::metrics::MetricsRegistry::new(),
-        )
+        .build_all(&config.tasks, metrics)
         .unwrap();
     (config, extractors)
 }
