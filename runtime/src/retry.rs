@@ -133,13 +133,13 @@ impl RetryPolicy {
         let delays = ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
+            .with_factor(2.0);
+        let delays = match self.max_retries {
+            Some(retries) => delays.with_max_times(retries),
+            None => delays.without_max_times(),
+        };
         Backoff {
-            delays,
-            retries_left: self.max_retries,
-            max_delay: self.max_delay,
+            delays: delays.build(),
             max_retry_after: self.max_retry_after.unwrap_or(self.max_delay),
         }
     }
@@ -148,9 +148,8 @@ impl RetryPolicy {
 /// The delays of one request: see [`RetryPolicy`].
 #[derive(Debug)]
 pub struct Backoff {
+    /// backon's delays, before the jitter; it ends when no retry is left.
     delays: backon::ExponentialBackoff,
-    retries_left: Option<usize>,
-    max_delay: Duration,
     max_retry_after: Duration,
 }
 
@@ -158,14 +157,7 @@ impl Backoff {
     /// The wait before the next attempt, or `None` when no retry is left: the next jittered
     /// delay, or the peer's `retry_after` when that is longer (at most the policy's cap).
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
-        if let Some(left) = &mut self.retries_left {
-            *left = left.checked_sub(1)?;
-        }
-        let backoff = self
-            .delays
-            .next()
-            .unwrap_or(self.max_delay)
-            .mul_f64(fastrand::f64());
+        let backoff = self.delays.next()?.mul_f64(fastrand::f64());
         Some(match retry_after {
             Some(asked) => asked.min(self.max_retry_after).max(backoff),
             None => backoff,
