@@ -121,6 +121,7 @@ building_blocks! {
 mod certificate;
 pub mod cli;
 mod deadline;
+mod error_chain;
 mod extractor;
 mod internal_events;
 pub mod net;

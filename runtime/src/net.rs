@@ -152,18 +152,7 @@ impl ClientCell {
 /// # }
 /// ```
 pub fn explain(e: reqwest::Error) -> String {
-    let source = e.without_url();
-    let mut chain = source.to_string();
-    let mut cause = std::error::Error::source(&source);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        // hyper and reqwest repeat their cause in their own text: show each part once.
-        if !chain.contains(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-        }
-        cause = c.source();
-    }
+    let mut chain = crate::error_chain::render(&e.without_url());
     if chain.contains("UnknownIssuer") {
         chain.push_str(
             " (the certificate's issuer is not trusted: behind a TLS-inspecting proxy or with a private CA, set cognite.connection.ca-file to its CA certificate)",

@@ -215,25 +215,10 @@ pub fn main(registry: crate::extractor::Registry) -> ExitCode {
     match run(Cli::parse(), registry) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {}", chain(&err.error));
+            eprintln!("error: {}", crate::error_chain::render(err.error.as_ref()));
             ExitCode::from(err.code as u8)
         }
     }
-}
-
-/// An error and its causes, `error: cause: cause`, leaving out a cause whose text the message
-/// already holds (many errors here say their cause themselves, and still give it as their
-/// `source()`).
-fn chain(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 /// Runs one command.
@@ -291,7 +276,9 @@ fn apply_shard(config: &mut Config, shard: Option<Shard>) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::chain;
+    fn chain(error: &anyhow::Error) -> String {
+        crate::error_chain::render(error.as_ref())
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot open the dead-letter file: {0}")]
