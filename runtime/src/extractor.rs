@@ -161,12 +161,6 @@ impl RunContext {
         }
     }
 
-    /// The same context with these network settings.
-    pub fn with_network(mut self, network: crate::net::Network) -> Self {
-        self.network = network;
-        self
-    }
-
     /// The process's upload queues.
     pub fn queues(&self) -> &crate::queues::Queues {
         self.upload.queues()

@@ -59,7 +59,6 @@
 //!   modules carry no stability promise.
 
 #![deny(missing_docs)]
-#![cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 
 /// A method of a public type that only the runtime and this repository's tests call: `pub`
 /// with the `testing` feature, `pub(crate)` without.
@@ -83,7 +82,9 @@ macro_rules! testing_pub {
 }
 
 /// The runtime's building blocks: crate-private, and public with the `testing` feature (for
-/// this repository's integration tests and benches; no stability promise).
+/// this repository's integration tests and benches; no stability promise). Without the feature,
+/// what only those tests call (accessors, constructors for tests) is unused: allowed here, and
+/// nowhere else.
 macro_rules! building_blocks {
     ($($(#[$meta:meta])* mod $name:ident;)*) => {$(
         $(#[$meta])*
@@ -91,6 +92,7 @@ macro_rules! building_blocks {
         pub mod $name;
         $(#[$meta])*
         #[cfg(not(feature = "testing"))]
+        #[allow(dead_code, unused_imports)]
         pub(crate) mod $name;
     )*};
 }

@@ -400,10 +400,10 @@ impl Files {
     async fn upload(
         &self,
         ctx: &RunContext,
-        cdf: &CdfClient,
         file: &Source,
         resumed: Option<Link>,
     ) -> Result<(), TaskError> {
+        let cdf = ctx.cdf();
         let part = self.config.part_size;
         let parts = file.size.div_ceil(part).max(1);
         if parts > MAX_PARTS {
@@ -537,7 +537,6 @@ fn guess_mime(path: &Path) -> Option<&'static str> {
 
 impl Extractor for Files {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
-        let cdf = ctx.cdf().clone();
         let upload = ctx.upload();
         let sources = self.sources().await?;
         let (mut sent, mut bytes, mut failed) = (0, 0u64, Vec::new());
@@ -553,7 +552,7 @@ impl Extractor for Files {
                 if resumed.is_some() {
                     tracing::info!(task = %ctx.task(), file = %file.relative, "resuming the upload");
                 }
-                match self.upload(&ctx, &cdf, file, resumed).await {
+                match self.upload(&ctx, file, resumed).await {
                     Ok(()) => {
                         upload.checkpoint(
                             &file.relative,

@@ -465,14 +465,13 @@ impl crate::metrics::ReadinessCheck for TokenManager {
     }
 
     fn check(&self) -> (bool, String) {
-        if self.has_permanent_failure() {
-            return (
-                false,
-                "the identity provider refused the credentials".to_owned(),
-            );
-        }
-        if self.try_get().is_none() {
-            return (false, "no valid token yet".to_owned());
+        if !self.is_ready() {
+            let why = if self.has_permanent_failure() {
+                "the identity provider refused the credentials"
+            } else {
+                "no valid token yet"
+            };
+            return (false, why.to_owned());
         }
         match self.short_lived() {
             Some(life) => (

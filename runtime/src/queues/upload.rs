@@ -91,8 +91,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
-        let q = &self.queues;
-        q.raw
+        self.queues.raw
             .add_entry(RawRows::store(row), Some(&self.ledger), self.policy)
             .await
     }
@@ -103,8 +102,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the datapoint.
     pub async fn datapoint(&self, datapoint: Datapoint) -> Result<(), CdfError> {
-        let q = &self.queues;
-        q.datapoints
+        self.queues.datapoints
             .add_entry(
                 Datapoints::store(datapoint),
                 Some(&self.ledger),
@@ -126,13 +124,12 @@ impl Upload {
         datapoint: Datapoint,
         series: Arc<NewSeries>,
     ) -> Result<(), CdfError> {
-        let q = &self.queues;
         let stored = StoredPoint {
             point: datapoint,
             series: Some(series),
             node: None,
         };
-        q.datapoints
+        self.queues.datapoints
             .add_entry(stored, Some(&self.ledger), self.policy)
             .await
     }
@@ -151,13 +148,12 @@ impl Upload {
         space: Arc<str>,
         series: Option<Arc<NewSeries>>,
     ) -> Result<(), CdfError> {
-        let q = &self.queues;
         let stored = StoredPoint {
             node: Some(space),
             point: datapoint,
             series,
         };
-        q.datapoints
+        self.queues.datapoints
             .add_entry(stored, Some(&self.ledger), self.policy)
             .await
     }
@@ -168,8 +164,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the event.
     pub async fn event(&self, event: Event) -> Result<(), CdfError> {
-        let q = &self.queues;
-        q.events
+        self.queues.events
             .add_entry(Events::store(event), Some(&self.ledger), self.policy)
             .await
     }
@@ -180,8 +175,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the node.
     pub async fn node(&self, node: Node) -> Result<(), CdfError> {
-        let q = &self.queues;
-        q.instances
+        self.queues.instances
             .add_entry(Instances::store(node), Some(&self.ledger), self.policy)
             .await
     }
