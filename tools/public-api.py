@@ -26,6 +26,10 @@ def main() -> None:
     counts: Counter[str] = Counter()
     names: list[str] = []
 
+    def member(kind: str, name: str) -> None:
+        counts[kind] += 1
+        names.append(f"{kind} {name}")
+
     def kind_of(item: dict) -> str:
         return next(iter(item["inner"]))
 
@@ -57,12 +61,10 @@ def main() -> None:
                 if child_item and child_item.get("visibility") == "public":
                     count(child, prefix)
             return
-        if kind in ("function",) and prefix.count("::") and item_is_method(item_id):
-            counts["method"] += 1
-            names.append(f"method {here}")
+        if kind == "function" and item_id in method_ids:
+            member("method", here)
             return
-        counts[kind] += 1
-        names.append(f"{kind} {here}")
+        member(kind, here)
         if kind == "module":
             for child in inner["items"]:
                 count(child, here)
@@ -72,29 +74,23 @@ def main() -> None:
             for f in fields:
                 f_item = index.get(str(f))
                 if f_item and f_item.get("visibility") == "public":
-                    counts["field"] += 1
-                    names.append(f"field {here}.{f_item['name']}")
+                    member("field", f"{here}.{f_item['name']}")
             for i in inner["impls"]:
                 count(i, here)
         elif kind == "enum":
             for v in inner["variants"]:
-                counts["variant"] += 1
-                names.append(f"variant {here}::{index[str(v)]['name']}")
+                member("variant", f"{here}::{index[str(v)]['name']}")
             for i in inner["impls"]:
                 count(i, here)
         elif kind == "trait":
             for child in inner["items"]:
-                counts["trait member"] += 1
-                names.append(f"trait member {here}::{index[str(child)]['name']}")
+                member("trait member", f"{here}::{index[str(child)]['name']}")
 
     method_ids: set[str] = set()
     for item in index.values():
         if kind_of(item) == "impl":
             for child in item["inner"]["impl"]["items"]:
                 method_ids.add(str(child))
-
-    def item_is_method(item_id: str) -> bool:
-        return item_id in method_ids
 
     count(root, "")
     members = {"method", "field", "variant", "trait member"}
