@@ -1,7 +1,6 @@
 //! One run of a task: attempts with retry, timeout (cancel, grace, abort), panics caught.
 
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 
 use tokio::time::Instant;
@@ -45,14 +44,15 @@ impl RunResult {
     }
 }
 
-/// The delays between a run's attempts: the one retry policy, from `retry:`.
+/// The delays between a run's attempts, by the one retry policy: `retry:`'s, with
+/// `max-attempts` less one retries; without `retry:`, none.
 fn retry_delays(task: &Task) -> crate::retry::Backoff {
-    task.retry
-        .as_ref()
-        .map_or_else(crate::retry::RetryPolicy::default, |r| {
-            crate::retry::RetryPolicy::new(r.initial_backoff.get(), r.max_backoff.get())
-        })
-        .backoff()
+    match &task.retry {
+        Some(r) => crate::retry::RetryPolicy::new(r.initial_backoff.get(), r.max_backoff.get())
+            .with_max_retries(r.max_attempts.max(1) as usize - 1),
+        None => crate::retry::RetryPolicy::default().with_max_retries(0),
+    }
+    .backoff()
 }
 
 /// Runs `task` once (with its retries), records metrics and logs the result.
@@ -68,18 +68,15 @@ pub(crate) async fn execute(
     }
     .emit();
     let started = Instant::now();
-    let max_attempts = task.retry.as_ref().map_or(1, |r| r.max_attempts.max(1));
     let mut delays = retry_delays(&task);
     let mut attempt = 1;
     let result = loop {
         let result = attempt_once(&shared, &task, &cancel, attempt).await;
-        let retry = matches!(result, (RunResult::Failure(TaskErrorKind::Transient), _))
-            && attempt < max_attempts
-            && !cancel.is_cancelled();
-        if !retry {
-            break result;
-        }
-        let delay = delays.next_delay(None).unwrap_or(Duration::from_secs(1));
+        let transient = matches!(result, (RunResult::Failure(TaskErrorKind::Transient), _));
+        let delay = match delays.next_delay(None) {
+            Some(delay) if transient && !cancel.is_cancelled() => delay,
+            _ => break result,
+        };
         TaskRunRetried {
             series,
             task: &task.name,
