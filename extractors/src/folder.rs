@@ -1,19 +1,34 @@
 //! A folder of input files, as the `csv` and `files` extractors read it: a glob (`**` descends),
 //! `min-age` for files still being written, symlink loops not followed, each real file once,
 //! and a done folder to move finished files to.
+//!
+//! Names are bytes: a file whose name is not UTF-8 (Latin-1 on an SMB or NFS share) is listed,
+//! read and moved like any other; its key (state, CDF name) is its lossless
+//! [`path_text`](extractor_runtime::text::path_text), and logs show it escaped.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use extractor_runtime::TaskError;
+use extractor_runtime::text::{Shown, path_text};
+
+/// What a folder holds for a run.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    /// The files to read, sorted.
+    pub(crate) files: Vec<PathBuf>,
+    /// Files that cannot be told apart by their key (a UTF-8 name spelling the `\xNN` escape of
+    /// another file's name): neither is read, and the run fails naming them.
+    pub(crate) clashes: Vec<String>,
+}
 
 /// The files under `dir` that `glob` matches, not modified within `min_age`, sorted; each real
 /// file once. Blocking.
-pub(crate) fn files(dir: &Path, glob: &str, min_age: Duration) -> Result<Vec<PathBuf>, TaskError> {
+pub(crate) fn files(dir: &Path, glob: &str, min_age: Duration) -> Result<Listing, TaskError> {
     if !dir.is_dir() {
         return Err(TaskError::permanent(format!(
             "`{}` is not a folder",
-            dir.display()
+            Shown(dir)
         )));
     }
     let pattern = glob::Pattern::new(glob)
@@ -33,9 +48,11 @@ pub(crate) fn files(dir: &Path, glob: &str, min_age: Duration) -> Result<Vec<Pat
     // Each real file once, under its first name (a symlink to a file read already is skipped).
     found.sort();
     let mut seen = std::collections::HashSet::new();
-    let files = found
+    let files: Vec<PathBuf> = found
         .into_iter()
-        .filter(|relative| pattern.matches_path_with(relative, options))
+        // The glob sees a name that is not UTF-8 with U+FFFD in place of its odd bytes (glob
+        // matches text only, and `matches_path` is false for every such name).
+        .filter(|relative| pattern.matches_with(&relative.to_string_lossy(), options))
         .map(|relative| dir.join(relative))
         .filter(|p| {
             // One stat: a file, and not modified within `min-age` (it may still be being
@@ -47,7 +64,29 @@ pub(crate) fn files(dir: &Path, glob: &str, min_age: Duration) -> Result<Vec<Pat
         })
         .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())))
         .collect();
-    Ok(files)
+    Ok(unique_keys(files))
+}
+
+/// Takes out the files whose keys clash (see [`Listing::clashes`]).
+fn unique_keys(files: Vec<PathBuf>) -> Listing {
+    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for f in &files {
+        *by_key.entry(path_text(f).into_owned()).or_default() += 1;
+    }
+    let mut listing = Listing::default();
+    for f in files {
+        if by_key[path_text(&f).as_ref()] > 1 {
+            let message = format!(
+                "`{}`: another file in the folder has the same name once its bytes that are not UTF-8 are written \\xNN; rename one of them",
+                Shown(&f)
+            );
+            tracing::error!("not read: {message}");
+            listing.clashes.push(message);
+        } else {
+            listing.files.push(f);
+        }
+    }
+    listing
 }
 
 /// Collects the paths (relative to the root) under `dir`, `depth` folders deep at most,
@@ -66,18 +105,25 @@ fn walk(
     };
     let id = (meta.dev(), meta.ino());
     if inside.contains(&id) {
-        tracing::warn!(folder = %dir.display(), "a symlink loops back to a folder it is in; not followed");
+        tracing::warn!(folder = %Shown(dir), "a symlink loops back to a folder it is in; not followed");
         return;
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            tracing::warn!(folder = %dir.display(), "cannot list the folder; skipped: {e}");
+            tracing::warn!(folder = %Shown(dir), "cannot list the folder; skipped: {e}");
             return;
         }
     };
     inside.push(id);
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(folder = %Shown(dir), "cannot read an entry of the folder; skipped: {e}");
+                continue;
+            }
+        };
         let path = entry.path();
         let name = relative.join(entry.file_name());
         let is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
@@ -111,6 +157,6 @@ pub(crate) fn move_done(
         std::fs::copy(file, &target).map_err(|e| (target.clone(), e))?;
         std::fs::remove_file(file).map_err(|e| (file.to_path_buf(), e))?;
     }
-    tracing::info!(file = %file.display(), to = %target.display(), "moved to the done folder");
+    tracing::info!(file = %Shown(file), to = %Shown(&target), "moved to the done folder");
     Ok(())
 }

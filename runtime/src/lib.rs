@@ -48,6 +48,8 @@
 //! - What a config type uses: [`Duration`], [`Secret`].
 //! - What an extractor's own HTTP uses: [`net`] (the CA roots and proxy of
 //!   `cognite.connection`) and [`retry`] (the retry policy every request of the runtime uses).
+//! - What an extractor shows or keeps of outside text: [`text`] (file names as lossless keys,
+//!   escaped control characters, cut messages).
 //! - Crates in these signatures, re-exported so an extractor's crate uses the same versions:
 //!   [`prometheus`], [`reqwest`], [`schemars`], [`serde_json`], [`CancellationToken`].
 //!
@@ -133,6 +135,7 @@ mod secret;
 mod task_error;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod text;
 pub mod upload;
 
 pub use cdf::{CdfClient, CdfError, CdfErrorKind};

@@ -5,6 +5,22 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::{LogFormat, LoggerConfig};
+use crate::text::EscapingWriter;
+
+/// Wraps each writer in an [`EscapingWriter`].
+struct EscapingMakeWriter(BoxMakeWriter);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapingMakeWriter {
+    type Writer = EscapingWriter<Box<dyn std::io::Write + 'a>>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapingWriter(self.0.make_writer())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        EscapingWriter(self.0.make_writer_for(meta))
+    }
+}
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +56,17 @@ pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
         .with_target(true);
     let result = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        // A file name, a CDF answer or a message of the identity provider may hold newlines or
+        // escape sequences: each text line is one line, with nothing a terminal acts on.
+        LogFormat::Text => builder
+            .with_writer(EscapingMakeWriter(writer))
+            .with_ansi(false)
+            .try_init(),
+        // JSON strings escape control characters already.
         LogFormat::Json => builder
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(false)

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use extractor_runtime::text::Shown;
 use extractor_runtime::upload::{Refusals, Upload};
 use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::Value;
@@ -118,7 +119,7 @@ impl Csv {
     }
 
     /// The files to read, sorted (listed on a blocking thread).
-    async fn files(&self) -> Result<Vec<PathBuf>, TaskError> {
+    async fn files(&self) -> Result<crate::folder::Listing, TaskError> {
         let config = self.config.clone();
         blocking(move || crate::folder::files(&config.path, &config.glob, config.min_age.get()))
             .await?
@@ -150,7 +151,7 @@ impl Csv {
             Ok(meta) => meta,
             // Gone since the folder was listed (another consumer, an operator): nothing to do.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(task = %ctx.task(), file = %file.display(), "the file is gone; skipped");
+                tracing::info!(task = %ctx.task(), file = %Shown(file), "the file is gone; skipped");
                 return Ok(Outcome::Unchanged);
             }
             Err(e) => {
@@ -166,7 +167,9 @@ impl Csv {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as u64);
-        let key = file.display().to_string();
+        // The file's path, lossless whatever its encoding (`text::path_text`): UTF-8 paths keep
+        // the keys they always had.
+        let key = extractor_runtime::text::path_text(file).into_owned();
         let progress = |rows: u64, done: bool| Progress {
             size,
             modified,
@@ -231,7 +234,7 @@ impl Csv {
             if ctx.is_cancelled() {
                 result = Err(FileError::Task(TaskError::transient(format!(
                     "cancelled while reading `{}` at row {rows}",
-                    file.display()
+                    Shown(file)
                 ))));
                 break;
             }
@@ -289,7 +292,7 @@ enum FileError {
 
 impl FileError {
     fn io(path: &Path, e: std::io::Error) -> FileError {
-        FileError::Task(TaskError::transient(format!("`{}`: {e}", path.display())))
+        FileError::Task(TaskError::transient(format!("`{}`: {e}", Shown(path))))
     }
 }
 
@@ -302,14 +305,14 @@ impl Extractor for Csv {
         if upload.outstanding() > 0 {
             refused.merge(upload.deliver().await?);
         }
-        let files = self.files().await?;
-        let mut bad = Vec::new();
+        let crate::folder::Listing { files, clashes } = self.files().await?;
+        let mut bad = clashes;
         let (mut ingested, mut rows) = (0, 0);
         for file in &files {
             match self.ingest(&ctx, &upload, &mut refused, file).await {
                 Ok(Outcome::Unchanged) => {}
                 Ok(Outcome::Ingested(n)) => {
-                    tracing::info!(task = %ctx.task(), file = %file.display(), rows = n, "file ingested");
+                    tracing::info!(task = %ctx.task(), file = %Shown(file), rows = n, "file ingested");
                     ingested += 1;
                     rows += n;
                 }
@@ -318,12 +321,12 @@ impl Extractor for Csv {
                     line,
                     message,
                 }) => {
-                    let e = format!("{}:{line}: {message}", path.display());
+                    let e = format!("{}:{line}: {message}", Shown(&path));
                     tracing::error!(task = %ctx.task(), "malformed line, the file is not done: {e}");
                     bad.push(e);
                 }
                 Err(FileError::Unreadable { path, message }) => {
-                    let e = format!("{}: cannot read: {message}", path.display());
+                    let e = format!("{}: cannot read: {message}", Shown(&path));
                     tracing::error!(task = %ctx.task(), "skipped, the file is not done: {e}");
                     bad.push(e);
                 }

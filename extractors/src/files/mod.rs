@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use extractor_runtime::CdfClient;
 use extractor_runtime::retry::{self, RetryPolicy};
+use extractor_runtime::text::{Shown, path_text};
 use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::{Value, json};
 
@@ -152,29 +153,33 @@ impl Files {
             .map_err(|e| TaskError::permanent(format!("cannot build an HTTP client: {e}")))
     }
 
-    /// The files to upload, with what the templates read (on a blocking thread).
-    async fn sources(&self) -> Result<Vec<Source>, TaskError> {
+    /// The files to upload, with what the templates read (on a blocking thread), and the
+    /// files whose names clash (see [`Listing`](crate::folder::Listing)).
+    async fn sources(&self) -> Result<(Vec<Source>, Vec<String>), TaskError> {
         let config = self.config.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<Source>, TaskError> {
-            let files = crate::folder::files(&config.path, &config.glob, config.min_age.get())?;
-            Ok(files
+        tokio::task::spawn_blocking(move || {
+            let listing = crate::folder::files(&config.path, &config.glob, config.min_age.get())?;
+            let sources = listing
+                .files
                 .into_iter()
                 .filter_map(|path| {
                     let meta = std::fs::metadata(&path).ok()?;
                     let modified = meta.modified().ok()?;
                     let modified_ms = jiff::Timestamp::try_from(modified).ok()?.as_millisecond();
+                    // Names as lossless text: a name that is not UTF-8 has `\xNN` for its
+                    // odd bytes (the state key, and what the templates read).
+                    let text = |p: &std::ffi::OsStr| path_text(Path::new(p)).into_owned();
                     let relative = path
                         .strip_prefix(&config.path)
                         .unwrap_or(&path)
                         .components()
-                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .map(|c| text(c.as_os_str()))
                         .collect::<Vec<_>>()
                         .join("/");
-                    let name = path.file_name()?.to_string_lossy().into_owned();
                     let record = json!({
-                        "name": name,
-                        "stem": path.file_stem().map(|s| s.to_string_lossy().into_owned()),
-                        "extension": path.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                        "name": text(path.file_name()?),
+                        "stem": path.file_stem().map(text),
+                        "extension": path.extension().map(text).unwrap_or_default(),
                         "path": relative,
                         "size": meta.len(),
                         "modified": jiff::Timestamp::from_millisecond(modified_ms).ok()?.to_string(),
@@ -187,7 +192,8 @@ impl Files {
                         record,
                     })
                 })
-                .collect())
+                .collect();
+            Ok((sources, listing.clashes))
         })
         .await
         .map_err(|e| TaskError::transient(format!("listing the files failed: {e}")))?
@@ -215,7 +221,7 @@ impl Files {
         file: &Source,
         parts: u64,
         (external_id, name, mime): &(String, String, Option<String>),
-    ) -> Result<Option<Link>, TaskError> {
+    ) -> Result<Option<Link>, Failure> {
         let multi = parts > 1;
         let answer = match self.config.target.kind {
             TargetKind::Classic => {
@@ -241,9 +247,12 @@ impl Files {
                         &format!("/files/initmultipartupload?overwrite=true&parts={parts}"),
                         &body,
                     )
-                    .await?
+                    .await
+                    .map_err(Failure::cdf)?
                 } else {
-                    cdf.post("/files", "/files?overwrite=true", &body).await?
+                    cdf.post("/files", "/files?overwrite=true", &body)
+                        .await
+                        .map_err(Failure::cdf)?
                 }
             }
             TargetKind::CogniteFile => {
@@ -258,7 +267,8 @@ impl Files {
                                  "properties": properties}]
                 }]});
                 cdf.post("/models/instances", "/models/instances", &node)
-                    .await?;
+                    .await
+                    .map_err(Failure::cdf)?;
                 let ids =
                     json!({"items": [{"instanceId": {"space": space, "externalId": external_id}}]});
                 let answer = if multi {
@@ -267,10 +277,12 @@ impl Files {
                         &format!("/files/multiuploadlink?parts={parts}"),
                         &ids,
                     )
-                    .await?
+                    .await
+                    .map_err(Failure::cdf)?
                 } else {
                     cdf.post("/files/uploadlink", "/files/uploadlink", &ids)
-                        .await?
+                        .await
+                        .map_err(Failure::cdf)?
                 };
                 match answer {
                     Value::Null => Value::Null,
@@ -299,7 +311,7 @@ impl Files {
                 .filter_map(|u| u.as_str().map(str::to_owned))
                 .collect();
             if urls.len() as u64 != parts {
-                return Err(bad(&format!("{parts} upload URLs (it has {})", urls.len())));
+                return Err(bad(&format!("{parts} upload URLs (it has {})", urls.len())).into());
             }
             let upload_id = answer["uploadId"]
                 .as_str()
@@ -329,7 +341,7 @@ impl Files {
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || {
             use std::io::{Read as _, Seek as _};
-            let io = |e: std::io::Error| TaskError::transient(format!("`{}`: {e}", path.display()));
+            let io = |e: std::io::Error| TaskError::transient(format!("`{}`: {e}", Shown(&path)));
             let mut f = std::fs::File::open(&path).map_err(io)?;
             f.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
             let mut buf = vec![0u8; len as usize];
@@ -350,8 +362,8 @@ impl Files {
         bytes: Vec<u8>,
         mime: Option<&str>,
         single: bool,
-    ) -> Result<(), TaskError> {
-        let client = self.client(ctx)?;
+    ) -> Result<(), Failure> {
+        let client = self.client(ctx).map_err(Failure::Run)?;
         let shown = url.split('?').next().unwrap_or(url).to_owned();
         let bytes = bytes::Bytes::from(bytes);
         let mut delays = PUT_RETRY.backoff();
@@ -377,12 +389,13 @@ impl Files {
                         return Err(TaskError::permanent(format!(
                             "the upload URL {shown} answered HTTP {}",
                             r.status()
-                        )));
+                        ))
+                        .into());
                     }
                     Err(e) => (extractor_runtime::net::explain(e), None),
                 },
                 () = ctx.cancellation_token().cancelled() => {
-                    return Err(TaskError::transient("cancelled during an upload (it resumes at the next run)"));
+                    return Err(Failure::Run(TaskError::transient("cancelled during an upload (it resumes at the next run)")));
                 }
             };
             match delays.next_delay(retry_after) {
@@ -390,7 +403,8 @@ impl Files {
                 None => {
                     return Err(TaskError::transient(format!(
                         "uploading to {shown} failed {PUT_ATTEMPTS} times: {last}"
-                    )));
+                    ))
+                    .into());
                 }
             }
         }
@@ -402,7 +416,7 @@ impl Files {
         ctx: &RunContext,
         file: &Source,
         resumed: Option<Link>,
-    ) -> Result<(), TaskError> {
+    ) -> Result<(), Failure> {
         let cdf = ctx.cdf();
         let part = self.config.part_size;
         let parts = file.size.div_ceil(part).max(1);
@@ -412,7 +426,8 @@ impl Files {
                 file.relative,
                 crate::size::show_size(file.size),
                 crate::size::show_size(part)
-            )));
+            ))
+            .into());
         }
         let described = self.describe(file).map_err(TaskError::permanent)?;
         let mime = described.2.clone();
@@ -430,7 +445,7 @@ impl Files {
             Link::Single(url) => {
                 let bytes = Self::read_part(&file.path, 0, file.size).await?;
                 self.put(ctx, &url, bytes, mime.as_deref(), true).await?;
-                Self::unchanged_since_listed(file)
+                Ok(Self::unchanged_since_listed(file)?)
             }
             Link::Multi {
                 file: id,
@@ -445,7 +460,8 @@ impl Files {
                     self.put(ctx, url, bytes, mime.as_deref(), false).await?;
                     // Durable before the next part: a restart goes on from here.
                     self.save_progress(ctx, file, &id, &upload_id, &urls, i + 1)
-                        .await?;
+                        .await
+                        .map_err(Failure::Run)?;
                 }
                 // Parts of two versions must not be joined into one file.
                 Self::unchanged_since_listed(file)?;
@@ -456,7 +472,8 @@ impl Files {
                     "/files/completemultipartupload",
                     &done,
                 )
-                .await?;
+                .await
+                .map_err(Failure::cdf)?;
                 Ok(())
             }
         }
@@ -519,6 +536,34 @@ fn resumable(state: &Value, file: &Source) -> Option<Link> {
     })
 }
 
+/// Why a file was not uploaded.
+enum Failure {
+    /// This file's own problem (its upload URL failed, it changed or went away, CDF refused
+    /// it, CDF's answer for it is short): the run goes on with the other files.
+    File(TaskError),
+    /// The run cannot go on (CDF cannot be reached, the state cannot be saved, cancelled).
+    Run(TaskError),
+}
+
+impl Failure {
+    /// A failed CDF request: a transient one concerns every file (CDF is down), a permanent
+    /// one this file (CDF refused it).
+    fn cdf(e: extractor_runtime::CdfError) -> Failure {
+        let e = TaskError::from(e);
+        if e.is_transient() {
+            Failure::Run(e)
+        } else {
+            Failure::File(e)
+        }
+    }
+}
+
+impl From<TaskError> for Failure {
+    fn from(e: TaskError) -> Self {
+        Failure::File(e)
+    }
+}
+
 /// The MIME type of common extensions.
 fn guess_mime(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
@@ -538,8 +583,10 @@ fn guess_mime(path: &Path) -> Option<&'static str> {
 impl Extractor for Files {
     async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
         let upload = ctx.upload();
-        let sources = self.sources().await?;
-        let (mut sent, mut bytes, mut failed) = (0, 0u64, Vec::new());
+        let (sources, clashes) = self.sources().await?;
+        let (mut sent, mut bytes) = (0, 0u64);
+        // One file's failure never stops the others: each is named at the end.
+        let (mut failed, mut transient) = (clashes, false);
         for file in &sources {
             let state = upload
                 .resume::<Value>(&file.relative)?
@@ -563,22 +610,24 @@ impl Extractor for Files {
                         bytes += file.size;
                         ctx.records_queued(1);
                     }
-                    // CDF refused this file: the others go on; it is tried again next run.
-                    Err(e) if !e.is_transient() => {
+                    Err(Failure::Run(e)) => return Err(e),
+                    // This file only: the others go on; it is tried again next run.
+                    Err(Failure::File(e)) => {
                         tracing::error!(task = %ctx.task(), file = %file.relative, "not uploaded: {e}");
                         // An upload CDF or its storage refused (expired part URLs, say) is
-                        // not resumed: the next run starts the file again.
-                        if state.get("upload").is_some() {
+                        // not resumed: the next run starts the file again. One that failed
+                        // for a while (its upload URL answered 5xx) goes on from its parts.
+                        if !e.is_transient() && state.get("upload").is_some() {
                             upload.checkpoint(
                                 &file.relative,
                                 &json!({"size": file.size, "modified": file.modified_ms}),
                             );
                         }
                         ctx.records_rejected(1);
+                        transient |= e.is_transient();
                         failed.push(format!("{}: {e}", file.relative));
                         continue;
                     }
-                    Err(e) => return Err(e),
                 }
             }
             let (root, done, path) = (
@@ -588,23 +637,38 @@ impl Extractor for Files {
             );
             if done.is_some() {
                 upload.save_state().await?;
-                tokio::task::spawn_blocking(move || {
+                let moved = tokio::task::spawn_blocking(move || {
                     crate::folder::move_done(&root, done.as_deref(), &path)
                 })
                 .await
-                .map_err(|e| TaskError::transient(format!("moving a file failed: {e}")))?
-                .map_err(|(p, e)| TaskError::transient(format!("`{}`: {e}", p.display())))?;
+                .map_err(|e| TaskError::transient(format!("moving a file failed: {e}")))?;
+                if let Err((p, e)) = moved {
+                    let e = format!(
+                        "{}: cannot move it to the done folder: `{}`: {e}",
+                        file.relative,
+                        Shown(&p)
+                    );
+                    tracing::error!(task = %ctx.task(), "{e}");
+                    transient = true;
+                    failed.push(e);
+                }
             }
         }
-        tracing::info!(task = %ctx.task(), files = sources.len(), uploaded = sent, bytes, "files done");
+        tracing::info!(task = %ctx.task(), files = sources.len(), uploaded = sent, bytes, failed = failed.len(), "files done");
         if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(TaskError::permanent(format!(
-                "{} file(s) not uploaded: {}",
-                failed.len(),
-                failed.join("; ")
-            )))
+            return Ok(());
         }
+        let message = format!(
+            "{} file(s) not uploaded: {}",
+            failed.len(),
+            failed.join("; ")
+        );
+        // A file that may go through when tried again (its upload URL failed for a while, it
+        // changed) makes the run's error transient, so the task's retries apply.
+        Err(if transient {
+            TaskError::transient(message)
+        } else {
+            TaskError::permanent(message)
+        })
     }
 }

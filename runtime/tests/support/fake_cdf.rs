@@ -60,6 +60,8 @@ pub struct CdfState {
     pub put_delay: std::time::Duration,
     /// While set, PUTs to upload URLs get 403 (expired signed URLs).
     pub put_expired: bool,
+    /// PUTs to the upload URLs of files whose id contains this get 500 (a storage failure).
+    pub put_failing: Option<String>,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
     /// database and table kept).
     pub requests: BTreeMap<String, usize>,
@@ -129,6 +131,11 @@ impl FakeCdf {
                     return error(400, "an upload URL takes no CDF token", None);
                 }
                 let path = req.url.path().to_owned();
+                if let Some(failing) = &state.put_failing
+                    && percent_decode(&path).contains(failing.as_str())
+                {
+                    return ResponseTemplate::new(500).set_body_string("storage unavailable");
+                }
                 *state.puts.entry(path.clone()).or_default() += 1;
                 let content_type = req
                     .headers

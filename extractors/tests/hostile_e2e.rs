@@ -1,0 +1,187 @@
+//! Hostile but realistic inputs through the built binary: file names that are not UTF-8 or that
+//! hold a newline or an escape sequence, one file whose upload URL keeps failing, a dead-letter
+//! file on a full disk, and CDF answers far larger than any real one.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+
+mod util;
+
+#[path = "../../runtime/tests/support/mod.rs"]
+mod support;
+
+use support::fake_cdf::FakeCdf;
+use util::bin;
+
+/// Names a Windows share, a legacy system or a hostile user may give a file: Latin-1, a
+/// newline that forges a log line, an escape sequence that recolours a terminal.
+const ODD_NAMES: [&[u8]; 4] = [
+    b"caf\xe9",
+    b"x\nFORGED ERROR all data deleted",
+    b"esc\x1b[31mred",
+    b"plain",
+];
+
+/// The escaped form each odd name takes in keys and logs.
+const SHOWN: [&str; 4] = [
+    r"caf\xE9",
+    r"x\nFORGED ERROR all data deleted",
+    r"esc\u{1b}[31mred",
+    "plain",
+];
+
+fn odd_path(dir: &Path, name: &[u8], ext: &str) -> PathBuf {
+    let mut bytes = name.to_vec();
+    bytes.extend_from_slice(ext.as_bytes());
+    dir.join(OsStr::from_bytes(&bytes))
+}
+
+fn config(dir: &Path, cdf: &FakeCdf, tasks: &str) -> PathBuf {
+    util::write_config(
+        dir,
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: {uri}\n  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}\n  connection: {{max-retries: 0}}\nstate-store: {{local: {{path: '{state}'}}}}\ntasks:\n{tasks}",
+            uri = cdf.uri(),
+            state = dir.join("state.json").display(),
+        ),
+    )
+}
+
+async fn run_once(config: &Path) -> (i32, String) {
+    let mut cmd = bin();
+    cmd.args(["run", "--once", "-c"]).arg(config);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+        .await
+        .unwrap();
+    (code, stderr)
+}
+
+/// Every log line is one line and holds no escape byte: a name can neither forge a line nor
+/// reach the terminal.
+fn assert_log_is_safe(stderr: &str) {
+    assert!(!stderr.contains('\x1b'), "an ESC reached the log: {stderr}");
+    for line in stderr.lines() {
+        assert!(
+            !line.starts_with("FORGED"),
+            "a file name forged a log line: {stderr}"
+        );
+    }
+}
+
+/// csv and files read every file of a folder whatever its name's bytes: each file's rows and
+/// content arrive, each name is logged escaped, and a second run reads nothing again (the
+/// state keys are stable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_with_odd_names_are_read_and_logged_escaped() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (table, docs) = (dir.path().join("table"), dir.path().join("docs"));
+    std::fs::create_dir_all(&table).unwrap();
+    std::fs::create_dir_all(&docs).unwrap();
+    for (i, name) in ODD_NAMES.iter().enumerate() {
+        std::fs::write(
+            odd_path(&table, name, ".csv"),
+            format!("id,v\nrow{i},{i}\n"),
+        )
+        .unwrap();
+        std::fs::write(odd_path(&docs, name, ".txt"), format!("document {i}")).unwrap();
+    }
+    let config = config(
+        dir.path(),
+        &cdf,
+        &format!(
+            "  - {{name: table, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', destination: {{type: raw, database: db, table: t, key: id}}}}}}\n  - {{name: docs, type: files, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', target: {{type: classic}}}}}}\n",
+            table.display(),
+            docs.display()
+        ),
+    );
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_log_is_safe(&stderr);
+    cdf.with(|s| {
+        for i in 0..ODD_NAMES.len() {
+            assert_eq!(s.rows.get(&format!("row{i}")), Some(&1), "{:?}", s.rows);
+        }
+        for (i, shown) in SHOWN.iter().enumerate() {
+            let key = format!("{shown}.txt")
+                .replace(r"\n", "\n")
+                .replace(r"\u{1b}", "\x1b");
+            let file = s
+                .files
+                .get(&key)
+                .unwrap_or_else(|| panic!("{key:?} not in {:?}", s.files.keys()));
+            assert_eq!(
+                file.content.as_deref(),
+                Some(format!("document {i}").as_bytes())
+            );
+        }
+    });
+    for shown in SHOWN {
+        assert!(
+            stderr.contains(&format!("{shown}.csv")),
+            "{shown}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{shown}.txt")),
+            "{shown}: {stderr}"
+        );
+    }
+
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 0, "{stderr}");
+    cdf.with(|s| {
+        assert!(s.rows.values().all(|n| *n == 1), "read again: {:?}", s.rows);
+        assert!(s.files.values().all(|f| f.content.is_some()));
+    });
+    assert_eq!(cdf.requests("/files"), ODD_NAMES.len(), "uploaded again");
+}
+
+/// One file whose upload URL answers 500 does not keep the files after it from arriving: the
+/// run fails naming it, and once the storage recovers the next run uploads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_upload_url_does_not_block_the_files_after_it() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for name in ["a.txt", "b-broken.txt", "c.txt", "d.txt"] {
+        std::fs::write(docs.join(name), name).unwrap();
+    }
+    let config = config(
+        dir.path(),
+        &cdf,
+        &format!(
+            "  - {{name: docs, type: files, schedule: {{type: interval, expression: 1h}}, retry: {{max-attempts: 1}}, config: {{path: '{}', target: {{type: classic}}}}}}\n",
+            docs.display()
+        ),
+    );
+    cdf.with(|s| s.put_failing = Some("b-broken".into()));
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("1 file(s) not uploaded: b-broken.txt"),
+        "{stderr}"
+    );
+    cdf.with(|s| {
+        for name in ["a.txt", "c.txt", "d.txt"] {
+            assert_eq!(s.files[name].content.as_deref(), Some(name.as_bytes()));
+        }
+        assert!(s.files["b-broken.txt"].content.is_none());
+        s.put_failing = None;
+    });
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 0, "{stderr}");
+    cdf.with(|s| {
+        assert_eq!(
+            s.files["b-broken.txt"].content.as_deref(),
+            Some(&b"b-broken.txt"[..])
+        );
+        assert_eq!(
+            s.puts.len(),
+            4,
+            "the others are not sent again: {:?}",
+            s.puts
+        );
+    });
+}
