@@ -185,3 +185,116 @@ async fn a_failing_upload_url_does_not_block_the_files_after_it() {
         );
     });
 }
+
+/// A tmpfs of `size`, mounted at `dir` and unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        util::available(mounted, "mounting a tmpfs", "run as root").then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` with `dir/filler` until it is full.
+fn fill(dir: &Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 1024];
+    while f.write_all(&block).is_ok() {}
+}
+
+/// A dead-letter file on a full disk: the other task's rows and the good rows of the same
+/// task arrive, the file holds no torn line and the log never says a refused item was written
+/// to it; once there is space, the next run writes them, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_dead_letter_file_blocks_nothing_and_tears_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("small"), "16k") else {
+        return;
+    };
+    let dead_letter = disk.0.join("dead-letter.ndjson");
+    // An older line that leaves less of its page than one line: the next write stops part way,
+    // as on a real full disk.
+    let older = format!("{{\"kept\":\"{}\"}}\n", "x".repeat(4000));
+    std::fs::write(&dead_letter, &older).unwrap();
+    fill(&disk.0);
+
+    let cdf = FakeCdf::start(&[]).await;
+    let (poisoned, clean) = (dir.path().join("poisoned"), dir.path().join("clean"));
+    std::fs::create_dir_all(&poisoned).unwrap();
+    std::fs::create_dir_all(&clean).unwrap();
+    let mut rows = String::from("id,v\n");
+    for i in 0..40 {
+        rows.push_str(&format!("bad-{i},{i}\nmixed-{i},{i}\n"));
+    }
+    std::fs::write(poisoned.join("p.csv"), rows).unwrap();
+    let good: String = (0..5).map(|i| format!("good-{i},{i}\n")).collect();
+    std::fs::write(clean.join("c.csv"), format!("id,v\n{good}")).unwrap();
+    let config = util::write_config(
+        dir.path(),
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: {uri}\n  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}\n  connection: {{max-retries: 0}}\nstate-store: {{local: {{path: '{state}'}}}}\nupload-queue: {{dead-letter: '{dl}'}}\ntasks:\n  - {{name: poisoned, type: csv, retry: {{max-attempts: 1}}, schedule: {{type: interval, expression: 1h}}, config: {{path: '{p}', destination: {{type: raw, database: db, table: t, key: id}}}}}}\n  - {{name: clean, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{c}', destination: {{type: raw, database: db, table: t, key: id}}}}}}\n",
+            uri = cdf.uri(),
+            state = dir.path().join("state.json").display(),
+            dl = dead_letter.display(),
+            p = poisoned.display(),
+            c = clean.display(),
+        ),
+    );
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "{stderr}");
+    cdf.with(|s| {
+        for i in 0..5 {
+            assert_eq!(s.rows.get(&format!("good-{i}")), Some(&1), "{stderr}");
+        }
+        for i in 0..40 {
+            assert_eq!(s.rows.get(&format!("mixed-{i}")), Some(&1), "{stderr}");
+        }
+    });
+    assert!(
+        std::fs::read_to_string(&dead_letter).unwrap() == older,
+        "no torn line"
+    );
+    for (i, _) in stderr.match_indices("written to") {
+        assert!(
+            stderr[..i].ends_with("NOT "),
+            "a false \"written to\": {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("dead-letter file cannot be written (No space left on device"),
+        "{stderr}"
+    );
+
+    // Space again: the rows are read again (the state did not move past them) and written.
+    std::fs::remove_file(disk.0.join("filler")).unwrap();
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "CDF still refuses them: {stderr}");
+    assert!(stderr.contains("CDF refused 40 item(s)"), "{stderr}");
+    let text = std::fs::read_to_string(&dead_letter).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is whole JSON"))
+        .collect();
+    assert_eq!(lines.len(), 41, "{text}");
+    assert_eq!(lines[1]["task"], "poisoned");
+    cdf.with(|s| {
+        assert_eq!(
+            s.rows.get("good-0"),
+            Some(&1),
+            "the clean file is not read again"
+        )
+    });
+}

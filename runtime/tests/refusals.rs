@@ -406,8 +406,10 @@ async fn a_checkpoint_waits_while_its_items_stay_queued() {
     );
 }
 
+/// A refused item whose dead-letter line cannot be written is held aside: never sent again,
+/// never blocking the other items, counted, and its task's watermark does not pass it.
 #[tokio::test]
-async fn a_dead_letter_file_that_cannot_be_written_keeps_the_refused_items_queued() {
+async fn a_dead_letter_file_that_cannot_be_written_holds_the_refused_items_aside() {
     let cdf = FakeCdf::start(&[]).await;
     let registry = prometheus::Registry::new();
     // Writes to /dev/full fail with ENOSPC, as a full disk would.
@@ -419,14 +421,44 @@ async fn a_dead_letter_file_that_cannot_be_written_keeps_the_refused_items_queue
     );
     queues.raw.add(row("good")).await.unwrap();
     queues.raw.add(row(&format!("{BAD}1"))).await.unwrap();
-    let e = queues.flush().await.unwrap_err().to_string();
-    assert!(
-        e.contains("cannot write the dead-letter file /dev/full"),
-        "{e}"
+    assert_eq!(
+        queues.flush().await.unwrap(),
+        1,
+        "the good row left the queue"
     );
     assert_eq!(queues.raw.len(), 1, "the refused row is not forgotten");
-    assert_eq!(queues.refused(), 0);
+    assert_eq!(queues.held(), 1);
+    assert_eq!(
+        queues.refused(),
+        0,
+        "not refused for good until it is on disk"
+    );
+    let failure = queues.dead_letter_failure().unwrap();
+    assert!(failure.contains("No space left on device"), "{failure}");
     cdf.with(|c| assert_eq!(c.rows.len(), 1, "the good row went through"));
+    let sent = cdf.requests("/raw");
+    // Later flushes deliver new rows and do not send the held one again.
+    queues.raw.add(row("later")).await.unwrap();
+    queues.flush().await.unwrap();
+    queues.flush().await.unwrap();
+    cdf.with(|c| assert_eq!(c.rows.len(), 2));
+    assert_eq!(
+        cdf.requests("/raw"),
+        sent + 1,
+        "the refused row is not sent again"
+    );
+    assert_eq!(queues.held(), 1);
+    let metrics = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    assert!(
+        metrics.contains("extractor_dead_letter_held_items{queue=\"raw\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("extractor_dead_letter_write_failures_total 3"),
+        "{metrics}"
+    );
     tokens.shutdown();
 }
 

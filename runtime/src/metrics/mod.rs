@@ -138,6 +138,10 @@ pub struct QueueMetrics {
     pub(crate) items: IntCounterVec,
     /// Items refused for good since the metrics were registered, in every queue.
     pub(crate) refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Refused items held in memory because the dead-letter file cannot be written.
+    pub(crate) dead_letter_held: IntGaugeVec,
+    /// Failed writes of the dead-letter file.
+    pub(crate) dead_letter_failures: prometheus::IntCounter,
 }
 
 impl QueueMetrics {
@@ -159,9 +163,22 @@ impl QueueMetrics {
                 &["queue", "result"],
             )?,
             refused: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            dead_letter_held: IntGaugeVec::new(
+                Opts::new(
+                    "extractor_dead_letter_held_items",
+                    "Refused items held in memory because the dead-letter file cannot be written (a full disk); written at a later flush.",
+                ),
+                &["queue"],
+            )?,
+            dead_letter_failures: prometheus::IntCounter::new(
+                "extractor_dead_letter_write_failures_total",
+                "Writes of the dead-letter file that failed (nothing of a failed write is kept in the file).",
+            )?,
         };
         registry.register(Box::new(m.size.clone()))?;
         registry.register(Box::new(m.items.clone()))?;
+        registry.register(Box::new(m.dead_letter_held.clone()))?;
+        registry.register(Box::new(m.dead_letter_failures.clone()))?;
         Ok(m)
     }
 

@@ -1,5 +1,9 @@
 //! The dead-letter file (`upload-queue.dead-letter`): every item CDF refused for good, one JSON
 //! object a line, so nothing refused is lost and it can be replayed once fixed.
+//!
+//! A write is whole or not at all: a write that fails part way (a full disk) is truncated back,
+//! so the file never holds a torn line. The queues hold the refused items whose write failed
+//! aside and write them at a later flush; they never block the other items.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,9 @@ use std::sync::Mutex;
 pub struct DeadLetter {
     path: PathBuf,
     file: Mutex<std::fs::File>,
+    /// The error of the write failures in progress (the first of a burst is logged, the others
+    /// counted); cleared by the next write that succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for DeadLetter {
@@ -45,6 +52,7 @@ impl DeadLetter {
         Ok(DeadLetter {
             path: path.to_owned(),
             file: Mutex::new(file),
+            failing: Mutex::new(None),
         })
     }
 
@@ -64,10 +72,43 @@ impl DeadLetter {
     }
 
     /// Appends `lines` and syncs the file, so a refused item is on disk before the queue
-    /// forgets it. Blocking: call it from a blocking thread.
+    /// forgets it. All or nothing: after a failure the file is truncated back to where it was.
+    /// Blocking: call it from a blocking thread.
     pub(crate) fn append(&self, lines: &[u8]) -> std::io::Result<()> {
         let mut file = self.file.lock().expect("dead-letter lock");
-        file.write_all(lines)?;
-        file.sync_data()
+        // Where the file ends (a regular file; a device such as /dev/full has no end).
+        let before = file.metadata()?;
+        let before = before.is_file().then_some(before.len());
+        let written = file.write_all(lines).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // A torn line would make the file unreadable as NDJSON: take it back.
+            let Some(before) = before else {
+                return Err(e);
+            };
+            if let Err(t) = file.set_len(before).and_then(|()| file.sync_data()) {
+                tracing::error!(target: "extractor_runtime::queues", file = %crate::text::Shown(&self.path), "cannot truncate the dead-letter file back after a failed write ({e}): {t}; its last line may be torn");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Records a failed write; `true` when it starts a burst of failures (log it then).
+    pub(crate) fn failed(&self, e: &std::io::Error) -> bool {
+        self.failing
+            .lock()
+            .expect("dead-letter lock")
+            .replace(e.to_string())
+            .is_none()
+    }
+
+    /// Records a write that succeeded; `true` when it ends a burst of failures.
+    pub(crate) fn succeeded(&self) -> bool {
+        self.failing.lock().expect("dead-letter lock").take().is_some()
+    }
+
+    /// The error of the write failures in progress, if writes fail.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failing.lock().expect("dead-letter lock").clone()
     }
 }

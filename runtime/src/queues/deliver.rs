@@ -286,7 +286,7 @@ async fn send_update(client: &CdfClient, r: &Request) -> Result<(), CdfError> {
 pub(crate) fn log_refusals<K: Kind>(
     batch: &[Entry<K::Stored>],
     outcomes: &[Outcome],
-    dead_letter: Option<&DeadLetter>,
+    destination: &str,
 ) {
     let mut groups: BTreeMap<(&str, *const Why), (&Why, super::Refusals)> = BTreeMap::new();
     for (entry, outcome) in batch.iter().zip(outcomes) {
@@ -299,10 +299,6 @@ pub(crate) fn log_refusals<K: Kind>(
                 .add(K::id(&entry.item).as_deref());
         }
     }
-    let destination = match dead_letter {
-        Some(d) => format!("written to {}", d.path().display()),
-        None => "not kept: set upload-queue.dead-letter to keep them".to_owned(),
-    };
     for ((task, _), (why, refusals)) in groups {
         tracing::error!(
             target: "extractor_runtime::queues",
@@ -320,11 +316,11 @@ pub(crate) fn log_refusals<K: Kind>(
     }
 }
 
-/// The dead-letter lines of a batch's refused items.
+/// The dead-letter line of each of a batch's refused items, in order.
 pub(crate) fn dead_letter_lines<K: Kind>(
     batch: &[Entry<K::Stored>],
     outcomes: &[Outcome],
-) -> Vec<u8> {
+) -> Vec<Vec<u8>> {
     let time = jiff::Timestamp::now().to_string();
     let refused: Vec<Refused<'_>> = batch
         .iter()
@@ -343,5 +339,8 @@ pub(crate) fn dead_letter_lines<K: Kind>(
             _ => None,
         })
         .collect();
-    DeadLetter::encode(&refused)
+    refused
+        .iter()
+        .map(|r| DeadLetter::encode(std::slice::from_ref(r)))
+        .collect()
 }

@@ -139,6 +139,8 @@ struct Metrics {
     size: prometheus::IntGauge,
     items: IntCounterVec,
     refused: Arc<AtomicUsize>,
+    held: prometheus::IntGauge,
+    write_failures: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -162,6 +164,17 @@ struct Slots<S> {
     items: VecDeque<Entry<S>>,
     /// Items taken out by the flush in progress (they count against the capacity).
     in_flight: usize,
+    /// Refused items whose dead-letter line could not be written (a full disk), with that
+    /// line: held aside (counted against the capacity, so bounded), never sent again, written
+    /// by a later flush. Their task's watermark does not move past them until then.
+    held: Vec<(Entry<S>, Vec<u8>)>,
+}
+
+impl<S> Slots<S> {
+    /// Everything that counts against the capacity.
+    fn len(&self) -> usize {
+        self.items.len() + self.in_flight + self.held.len()
+    }
 }
 
 struct Inner<K: Kind> {
@@ -209,6 +222,7 @@ impl<K: Kind> UploadQueue<K> {
                 slots: std::sync::Mutex::new(Slots {
                     items: VecDeque::new(),
                     in_flight: 0,
+                    held: Vec::new(),
                 }),
                 capacity: capacity.max(1),
                 space: Notify::new(),
@@ -219,15 +233,22 @@ impl<K: Kind> UploadQueue<K> {
                     size: metrics.size.with_label_values(&[K::NAME]),
                     items: metrics.items.clone(),
                     refused: metrics.refused.clone(),
+                    held: metrics.dead_letter_held.with_label_values(&[K::NAME]),
+                    write_failures: metrics.dead_letter_failures.clone(),
                 },
             }),
         }
     }
 
-    /// Items waiting (including those of a flush in progress).
+    /// Items waiting (including those of a flush in progress, and refused items held until
+    /// the dead-letter file can be written).
     pub fn len(&self) -> usize {
-        let slots = self.inner.slots.lock().expect("queue lock");
-        slots.items.len() + slots.in_flight
+        self.inner.slots.lock().expect("queue lock").len()
+    }
+
+    /// Refused items held until the dead-letter file can be written.
+    pub fn held(&self) -> usize {
+        self.inner.slots.lock().expect("queue lock").held.len()
     }
 
     /// Whether nothing waits.
@@ -258,11 +279,10 @@ impl<K: Kind> UploadQueue<K> {
         loop {
             {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
-                if slots.items.len() + slots.in_flight < self.inner.capacity {
+                if slots.len() < self.inner.capacity {
                     let tag = ledger.map(Ledger::enter);
                     slots.items.push_back(Entry { item, tag, policy });
-                    let len = slots.items.len() + slots.in_flight;
-                    self.inner.metrics.size.set(len as i64);
+                    self.inner.metrics.size.set(slots.len() as i64);
                     return Ok(());
                 }
             }
@@ -289,7 +309,7 @@ impl<K: Kind> UploadQueue<K> {
     /// again by the next flush (at-least-once).
     pub async fn flush(&self) -> Result<usize, CdfError> {
         let _one_at_a_time = self.inner.flushing.lock().await;
-        let mut sent = 0;
+        let mut sent = self.write_held().await;
         loop {
             let mut batch = {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
@@ -307,12 +327,66 @@ impl<K: Kind> UploadQueue<K> {
             let mut outcomes = vec![Outcome::Pending; batch.entries.len()];
             let stopped =
                 deliver::deliver::<K>(&self.inner.client, &batch.entries, &mut outcomes).await;
-            let (accepted, written) = batch.settle(outcomes).await;
-            sent += accepted;
-            written?;
+            sent += batch.settle(outcomes).await;
             stopped?;
         }
     }
+
+    /// Writes the refused items held since a dead-letter write failed; returns how many left
+    /// the queue (none while the file still cannot be written).
+    async fn write_held(&self) -> usize {
+        let Some(file) = self.inner.dead_letter.clone() else {
+            return 0;
+        };
+        let held = {
+            let mut slots = self.inner.slots.lock().expect("queue lock");
+            if slots.held.is_empty() {
+                return 0;
+            }
+            std::mem::take(&mut slots.held)
+        };
+        let (entries, lines): (Vec<_>, Vec<_>) = held.into_iter().unzip();
+        let n = entries.len();
+        match write(&file, lines.concat()).await {
+            Ok(()) => {
+                if file.succeeded() {
+                    tracing::warn!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "the dead-letter file can be written again: {n} refused item(s) held in memory are written to it");
+                }
+                let metrics = &self.inner.metrics;
+                for entry in &entries {
+                    if let Some(tag) = &entry.tag {
+                        tag.ledger.settle(tag, Settled::Refused, K::id(&entry.item).as_deref());
+                    }
+                }
+                metrics.count(K::NAME, "rejected", n);
+                metrics.refused.fetch_add(n, Ordering::Relaxed);
+                let slots = self.inner.slots.lock().expect("queue lock");
+                metrics.held.set(slots.held.len() as i64);
+                metrics.size.set(slots.len() as i64);
+                drop(slots);
+                self.inner.space.notify_waiters();
+                n
+            }
+            Err(e) => {
+                self.inner.metrics.write_failures.inc();
+                if file.failed(&e) {
+                    tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "cannot write the dead-letter file: {e}; {n} refused item(s) stay held in memory and are written at a later flush");
+                }
+                let mut slots = self.inner.slots.lock().expect("queue lock");
+                let newer = std::mem::take(&mut slots.held);
+                slots.held = entries.into_iter().zip(lines).chain(newer).collect();
+                0
+            }
+        }
+    }
+}
+
+/// Appends `lines` to `file` on a blocking thread.
+async fn write(file: &Arc<DeadLetter>, lines: Vec<u8>) -> std::io::Result<()> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.append(&lines))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// The batch a flush took out of the queue. Dropped before it is settled (the flush was
@@ -325,43 +399,65 @@ struct InFlight<'q, K: Kind> {
 impl<K: Kind> InFlight<'_, K> {
     /// Removes the settled items (acknowledging them to their ledgers, dead-lettering the
     /// refused ones) and puts the pending ones back at the front of the queue. Returns how many
-    /// left the queue, and whether the dead-letter file could be written (if not, the refused
-    /// items stay queued: nothing refused is forgotten before it is on disk).
-    async fn settle(&mut self, mut outcomes: Vec<Outcome>) -> (usize, Result<(), CdfError>) {
+    /// left the queue. Refused items whose dead-letter line cannot be written are held aside
+    /// (see [`Slots::held`]): nothing refused is forgotten before it is on disk, and nothing
+    /// refused is sent again.
+    async fn settle(&mut self, mut outcomes: Vec<Outcome>) -> usize {
         let entries = std::mem::take(&mut self.entries);
-        let mut written = Ok(());
+        // The dead-letter line of each refused item that could not be written.
+        let mut unwritten: Vec<Option<Vec<u8>>> = Vec::new();
         if outcomes.iter().any(|o| matches!(o, Outcome::Refused(_))) {
             let dead_letter = self.inner.dead_letter.clone();
-            deliver::log_refusals::<K>(&entries, &outcomes, dead_letter.as_deref());
-            if let Some(file) = dead_letter {
-                let lines = deliver::dead_letter_lines::<K>(&entries, &outcomes);
-                let path = file.path().display().to_string();
-                let result = tokio::task::spawn_blocking(move || file.append(&lines))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                if let Err(e) = result {
-                    tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, "cannot write the dead-letter file {path}: {e}; the refused items stay queued");
-                    for o in &mut outcomes {
-                        if matches!(o, Outcome::Refused(_)) {
-                            *o = Outcome::Pending;
+            match dead_letter {
+                Some(file) => {
+                    let lines = deliver::dead_letter_lines::<K>(&entries, &outcomes);
+                    match write(&file, lines.concat()).await {
+                        Ok(()) => {
+                            file.succeeded();
+                            let to = format!("written to {}", crate::text::Shown(file.path()));
+                            deliver::log_refusals::<K>(&entries, &outcomes, &to);
+                        }
+                        Err(e) => {
+                            self.inner.metrics.write_failures.inc();
+                            let to = format!(
+                                "NOT written to {} ({e}): held in memory, written at a later flush",
+                                crate::text::Shown(file.path())
+                            );
+                            deliver::log_refusals::<K>(&entries, &outcomes, &to);
+                            if file.failed(&e) {
+                                tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "cannot write the dead-letter file: {e}; refused items are held in memory (the other items go on) and written at a later flush");
+                            }
+                            let mut lines = lines.into_iter();
+                            unwritten = outcomes
+                                .iter()
+                                .map(|o| match o {
+                                    Outcome::Refused(_) => lines.next(),
+                                    _ => None,
+                                })
+                                .collect();
                         }
                     }
-                    written = Err(CdfError::new(
-                        crate::cdf::CdfErrorKind::BadResponse,
-                        "dead-letter",
-                        format!("cannot write the dead-letter file {path}: {e}"),
-                    ));
                 }
+                None => deliver::log_refusals::<K>(
+                    &entries,
+                    &outcomes,
+                    "not kept: set upload-queue.dead-letter to keep them",
+                ),
             }
         }
         let metrics = &self.inner.metrics;
         let mut counts = [0usize; 4];
         let mut pending = Vec::new();
-        for (entry, outcome) in entries.into_iter().zip(outcomes) {
+        let mut held = Vec::new();
+        for (i, (entry, outcome)) in entries.into_iter().zip(outcomes.drain(..)).enumerate() {
             let (how, slot) = match outcome {
                 Outcome::Pending => {
                     pending.push(entry);
                     counts[3] += 1;
+                    continue;
+                }
+                Outcome::Refused(_) if unwritten.get(i).is_some_and(Option::is_some) => {
+                    held.push((entry, unwritten[i].take().expect("checked")));
                     continue;
                 }
                 Outcome::Accepted => (Settled::Accepted, 0),
@@ -385,11 +481,13 @@ impl<K: Kind> InFlight<'_, K> {
             for entry in pending.into_iter().rev() {
                 slots.items.push_front(entry);
             }
+            slots.held.extend(held);
             slots.in_flight = 0;
-            metrics.size.set(slots.items.len() as i64);
+            metrics.held.set(slots.held.len() as i64);
+            metrics.size.set(slots.len() as i64);
         }
         self.inner.space.notify_waiters();
-        (counts[0] + counts[1] + counts[2], written)
+        counts[0] + counts[1] + counts[2]
     }
 }
 
@@ -486,6 +584,16 @@ impl Queues {
     /// The dead-letter file, if one is configured.
     pub fn dead_letter(&self) -> Option<&std::path::Path> {
         self.dead_letter.as_deref().map(DeadLetter::path)
+    }
+
+    /// Why the dead-letter file cannot be written, while it cannot (refused items are held).
+    pub fn dead_letter_failure(&self) -> Option<String> {
+        self.dead_letter.as_deref().and_then(DeadLetter::failure)
+    }
+
+    /// Refused items held in memory until the dead-letter file can be written.
+    pub fn held(&self) -> usize {
+        self.raw.held() + self.datapoints.held() + self.events.held() + self.instances.held()
     }
 
     /// Items CDF refused for good since these queues were made (logged, counted and, with a

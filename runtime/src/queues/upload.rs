@@ -253,9 +253,12 @@ impl Upload {
         match (self.ledger.outstanding(), flushed) {
             (0, _) => Ok(self.ledger.take_refusals()),
             (_, Err(e)) => Err(e.into()),
-            (n, Ok(())) => Err(TaskError::transient(format!(
-                "{n} item(s) of this task are still queued"
-            ))),
+            (n, Ok(())) => Err(TaskError::transient(match self.queues.dead_letter_failure() {
+                Some(e) => format!(
+                    "{n} item(s) of this task are still queued: CDF refused some, and the dead-letter file cannot be written ({e}); they are held in memory and written at a later flush"
+                ),
+                None => format!("{n} item(s) of this task are still queued"),
+            })),
         }
     }
 
