@@ -298,3 +298,77 @@ async fn a_full_disk_under_the_dead_letter_file_blocks_nothing_and_tears_nothing
         )
     });
 }
+
+/// The peak resident memory of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// CDF answers of 100 MiB (a gateway or a TLS-inspecting proxy gone wrong) are never held in
+/// memory: the rows are delivered, the files request that needs its answer fails with a clear
+/// error, and the process's peak RSS stays far below the answer's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mib_answer_is_not_read_into_memory() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (table, docs) = (dir.path().join("table"), dir.path().join("docs"));
+    std::fs::create_dir_all(&table).unwrap();
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(table.join("t.csv"), "id,v\na,1\nb,2\n").unwrap();
+    std::fs::write(docs.join("report.txt"), "report").unwrap();
+    let mut huge = b"{\"items\":[],\"padding\":\"".to_vec();
+    huge.resize(100 << 20, b'x');
+    huge.extend_from_slice(b"\"}");
+    cdf.with(|s| s.body_override = Some(std::sync::Arc::new(huge)));
+    let config = config(
+        dir.path(),
+        &cdf,
+        &format!(
+            "  - {{name: table, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', destination: {{type: raw, database: db, table: t, key: id}}}}}}\n  - {{name: docs, type: files, retry: {{max-attempts: 1}}, schedule: {{type: interval, expression: 1h}}, config: {{path: '{}', target: {{type: classic}}}}}}\n",
+            table.display(),
+            docs.display()
+        ),
+    );
+    let log = dir.path().join("log.txt");
+    let mut child = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let done = |text: &str| text.contains("csv run done") && text.contains("task=docs");
+    while !done(&std::fs::read_to_string(&log).unwrap()) || cdf.with(|s| s.rows.len()) < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Let the scheduler settle the run's results before measuring.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let peak = peak_rss_kib(child.id());
+    sigterm(child.id());
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!("peak RSS with 100 MiB answers: {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB: {text}");
+    assert!(
+        text.contains("the answer is larger than 8192 KiB; not read"),
+        "{text}"
+    );
+}
+
+/// Sends SIGTERM to `pid` (the `kill` command: no libc in these tests).
+fn sigterm(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}

@@ -161,6 +161,53 @@ pub fn explain(e: reqwest::Error) -> String {
     chain
 }
 
+/// Why [`read_capped`] returned no body.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The answer is larger than the cap: it was not read further (nor kept).
+    TooLarge {
+        /// The cap, in bytes.
+        max: u64,
+    },
+    /// The connection failed while the answer was read.
+    Transport(reqwest::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge { max } => {
+                write!(f, "the answer is larger than {} KiB; not read", max / 1024)
+            }
+            ReadError::Transport(e) => write!(f, "reading the answer failed: {}", explain_ref(e)),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// The body of `response`, streamed, at most `max` bytes: a larger answer (announced by its
+/// `Content-Length` or found while reading) is refused without being kept, so a misbehaving
+/// peer or proxy cannot make the process hold more than `max` of it.
+pub async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, ReadError> {
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(ReadError::TooLarge { max });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(ReadError::TooLarge { max });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// [`explain`] of a borrowed error.
+fn explain_ref(e: &reqwest::Error) -> String {
+    crate::error_chain::render(e)
+}
+
 /// The proxy the environment names for https URLs, as reqwest reads it.
 fn env_proxy() -> Option<String> {
     ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]

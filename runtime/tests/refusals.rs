@@ -689,3 +689,23 @@ async fn datapoints_by_instance_id_create_their_cognite_time_series() {
         json!({"space": "plant", "externalId": "boiler-9:temperature"})
     );
 }
+
+/// A refusal whose message is a MiB long (a proxy's page, a hostile peer) reaches the
+/// dead-letter line and the run's error cut to a few KiB, once per refused item.
+#[tokio::test]
+async fn a_huge_error_message_is_cut_before_it_is_kept() {
+    let cdf = FakeCdf::start(&[]).await;
+    let s = setup(&cdf, "plant", 100);
+    let message = "y".repeat(1 << 20);
+    let body = json!({"error": {"code": 400, "message": message}}).to_string();
+    cdf.with(|c| c.body_override = Some(std::sync::Arc::new(body.into_bytes())));
+    let upload = s.ctx.upload();
+    upload.raw(row(&format!("{BAD}1"))).await.unwrap();
+    let e = upload.settled().await.unwrap_err().to_string();
+    assert!(e.len() < 4096, "{} bytes", e.len());
+    let lines = dead_letters(&s.dead_letter);
+    assert_eq!(lines.len(), 1);
+    let kept = lines[0]["message"].as_str().unwrap();
+    assert!(kept.len() < 2100, "{} bytes", kept.len());
+    assert!(kept.ends_with("bytes cut)"), "{}", &kept[kept.len() - 40..]);
+}

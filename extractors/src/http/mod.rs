@@ -307,34 +307,24 @@ impl Http {
     /// refused without being kept).
     async fn read_bounded(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         shown: &str,
     ) -> Result<Vec<u8>, TaskError> {
         let max = self.config.max_response_size;
-        let too_large = || {
-            TaskError::permanent(format!(
-                "{} {shown}: the answer is larger than max-response-size ({}); raise it or ask for smaller pages",
-                self.method(),
-                crate::size::show_size(max)
-            ))
-        };
-        if response.content_length().is_some_and(|n| n > max) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            TaskError::transient(format!(
-                "{} {shown}: reading the answer: {}",
-                self.method(),
-                e.without_url()
-            ))
-        })? {
-            if (body.len() + chunk.len()) as u64 > max {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        extractor_runtime::net::read_capped(response, max)
+            .await
+            .map_err(|e| match e {
+                extractor_runtime::net::ReadError::TooLarge { .. } => TaskError::permanent(format!(
+                    "{} {shown}: the answer is larger than max-response-size ({}); raise it or ask for smaller pages",
+                    self.method(),
+                    crate::size::show_size(max)
+                )),
+                extractor_runtime::net::ReadError::Transport(e) => TaskError::transient(format!(
+                    "{} {shown}: reading the answer: {}",
+                    self.method(),
+                    e.without_url()
+                )),
+            })
     }
 
     /// Checkpoints the highest watermark read (if it moved) and waits until CDF settled this

@@ -60,7 +60,8 @@ impl AuthError {
     pub(crate) fn new(kind: AuthErrorKind, message: impl Into<String>) -> Self {
         AuthError(Box::new(Details {
             kind,
-            message: message.into(),
+            // The identity provider's description is outside text: a few KiB at most.
+            message: crate::text::cut_message(message),
             status: None,
             oauth_error: None,
             aadsts_code: None,

@@ -271,29 +271,27 @@ pub(crate) fn transport_error(label: &str, url: &str, e: reqwest::Error) -> Auth
 
 /// The body of an identity provider's answer. An answer is a few KiB: a peer that sends more
 /// than [`MAX_ANSWER_BYTES`] is cut off, not buffered.
-pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, AuthError> {
+pub(crate) async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, AuthError> {
     let status = response.status().as_u16();
     let url = response.url().clone();
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
+    crate::net::read_capped(response, MAX_ANSWER_BYTES as u64)
         .await
-        .map_err(|e| transport_error("reading the answer of", url.as_str(), e))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            let mut e = AuthError::new(
-                AuthErrorKind::Transient,
-                format!(
-                    "the identity provider's answer (HTTP {status}) is larger than {} KiB; not read",
-                    MAX_ANSWER_BYTES / 1024
-                ),
-            );
-            e.0.status = Some(status);
-            return Err(e);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        .map_err(|e| match e {
+            crate::net::ReadError::Transport(e) => {
+                transport_error("reading the answer of", url.as_str(), e)
+            }
+            crate::net::ReadError::TooLarge { .. } => {
+                let mut e = AuthError::new(
+                    AuthErrorKind::Transient,
+                    format!(
+                        "the identity provider's answer (HTTP {status}) is larger than {} KiB; not read",
+                        MAX_ANSWER_BYTES / 1024
+                    ),
+                );
+                e.0.status = Some(status);
+                e
+            }
+        })
 }
 
 fn form_urlencode(s: &str) -> String {

@@ -66,7 +66,9 @@ impl CdfError {
             kind,
             endpoint,
             status: None,
-            message: message.into(),
+            // CDF's message, or a proxy's page: a few KiB at most in a log, a dead-letter line
+            // (once per refused item) or a pipeline run.
+            message: crate::text::cut_message(message),
             request_id: None,
             auth: None,
             missing: Vec::new(),

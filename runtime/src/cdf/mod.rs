@@ -23,6 +23,22 @@ use crate::config::{CogniteConfig, ConnectionConfig};
 
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The largest CDF answer read (a page of 1 000 items is well under it): a larger one, from a
+/// misbehaving gateway or proxy, is an error, never held in memory.
+pub const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+/// The largest error answer read: its `missing` and `duplicated` lists name at most the
+/// request's items.
+const MAX_ERROR_BYTES: u64 = 2 * 1024 * 1024;
+
+/// What a request needs of a successful answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// The JSON answer (at most [`MAX_ANSWER_BYTES`]).
+    Json,
+    /// Nothing (the upload queues): the answer is read and dropped chunk by chunk, so the
+    /// connection is kept, and never held whole.
+    Ignored,
+}
 
 /// Where dry-run writes the requests it does not send: one JSON object per line,
 /// `{"endpoint": ..., "path": ..., "body": ...}`.
@@ -179,9 +195,25 @@ impl CdfClient {
                 })?;
                 return Ok(serde_json::Value::Null);
             }
-            self.send(reqwest::Method::POST, endpoint, path, Some(body))
+            self.send(reqwest::Method::POST, endpoint, path, Some(body), Answer::Json)
                 .await
         }
+    }
+
+    /// POSTs items already serialized (the upload queues): as [`post_body`](Self::post_body),
+    /// but the answer is not kept (only whether CDF accepted them matters).
+    pub(crate) async fn post_items(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), CdfError> {
+        if self.inner.dry_run.is_some() {
+            return self.post_body(endpoint, path, body).await.map(|_| ());
+        }
+        self.send(reqwest::Method::POST, endpoint, path, Some(body), Answer::Ignored)
+            .await
+            .map(|_| ())
     }
 
     /// GETs `path` and returns CDF's JSON answer, with the same retries as [`post`](Self::post).
@@ -198,7 +230,8 @@ impl CdfClient {
         if self.inner.dry_run.is_some() {
             return Ok(serde_json::Value::Null);
         }
-        self.send(reqwest::Method::GET, endpoint, path, None).await
+        self.send(reqwest::Method::GET, endpoint, path, None, Answer::Json)
+            .await
     }
 
     async fn send(
@@ -207,6 +240,7 @@ impl CdfClient {
         endpoint: &'static str,
         path: &str,
         body: Option<bytes::Bytes>,
+        answer: Answer,
     ) -> Result<serde_json::Value, CdfError> {
         let inner = &*self.inner;
         let tokens = inner.tokens.as_ref().expect("checked in new()");
@@ -272,9 +306,19 @@ impl CdfClient {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     if response.status().is_success() {
-                        let bytes = response.bytes().await.map_err(|e| {
-                            CdfError::new(CdfErrorKind::BadResponse, endpoint, e.to_string())
-                        })?;
+                        if answer == Answer::Ignored {
+                            drain(response).await;
+                            return Ok(serde_json::Value::Null);
+                        }
+                        let bytes = crate::net::read_capped(response, MAX_ANSWER_BYTES)
+                            .await
+                            .map_err(|e| {
+                                let mut err =
+                                    CdfError::new(CdfErrorKind::BadResponse, endpoint, e.to_string());
+                                err.0.status = Some(status);
+                                err.0.request_id = request_id.clone();
+                                err
+                            })?;
                         if bytes.is_empty() {
                             return Ok(serde_json::Value::Null);
                         }
@@ -294,7 +338,10 @@ impl CdfClient {
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
                     let retry_after = crate::retry::retry_after(&headers);
-                    let text = response.text().await.unwrap_or_default();
+                    let text = match crate::net::read_capped(response, MAX_ERROR_BYTES).await {
+                        Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+                        Err(e) => format!("HTTP {status}; {e}"),
+                    };
                     let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
                     let message = answer
                         .as_ref()
@@ -354,6 +401,19 @@ impl CdfClient {
             tokio::time::sleep(delay).await;
             // The token may have been refreshed in the meantime.
             token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
+        }
+    }
+}
+
+/// Reads an answer that is not needed and drops it chunk by chunk (so the connection can be
+/// used again), up to [`MAX_ANSWER_BYTES`]; past that the connection is closed instead.
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0u64;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len() as u64;
+        if read > MAX_ANSWER_BYTES {
+            tracing::warn!(target: "extractor_runtime::cdf", url = %response.url().path(), "CDF's answer is larger than {} MiB; not read further", MAX_ANSWER_BYTES >> 20);
+            return;
         }
     }
 }

@@ -113,10 +113,10 @@ pub(crate) async fn deliver<K: Kind>(
         let request = K::request(&items);
         let endpoint = request.endpoint;
         let e = match client
-            .post_body(endpoint, &request.path, request.body)
+            .post_items(endpoint, &request.path, request.body)
             .await
         {
-            Ok(_) => {
+            Ok(()) => {
                 for i in group {
                     outcomes[i] = Outcome::Accepted;
                 }
@@ -204,8 +204,8 @@ async fn resolve_missing<K: Kind>(
         return Ok(());
     }
     for r in requests {
-        match client.post_body(r.endpoint, &r.path, r.body).await {
-            Ok(_) => {}
+        match client.post_items(r.endpoint, &r.path, r.body).await {
+            Ok(()) => {}
             // Created meanwhile by someone else: just as good.
             Err(c) if c.status() == Some(409) && !c.duplicated().is_empty() => {}
             Err(c) => match classify(&c) {
@@ -277,9 +277,8 @@ async fn resolve_duplicated<K: Kind>(
 
 async fn send_update(client: &CdfClient, r: &Request) -> Result<(), CdfError> {
     client
-        .post_body(r.endpoint, &r.path, r.body.clone())
+        .post_items(r.endpoint, &r.path, r.body.clone())
         .await
-        .map(|_| ())
 }
 
 /// Logs the refused items of a batch: per task and reason, the first few ids and a count.

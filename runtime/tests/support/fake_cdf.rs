@@ -60,6 +60,9 @@ pub struct CdfState {
     pub put_delay: std::time::Duration,
     /// While set, PUTs to upload URLs get 403 (expired signed URLs).
     pub put_expired: bool,
+    /// While set, every answer to a CDF POST has this body instead of its own (same status, same
+    /// effect): an answer far larger than any real one, as from a misbehaving gateway.
+    pub body_override: Option<Arc<Vec<u8>>>,
     /// PUTs to the upload URLs of files whose id contains this get 500 (a storage failure).
     pub put_failing: Option<String>,
     /// Requests per endpoint (the path after the project, without the query, with RAW's
@@ -174,7 +177,11 @@ impl FakeCdf {
             .respond_with(move |req: &Request| {
                 let n = requests.fetch_add(1, Ordering::SeqCst);
                 let mut state = s.lock().unwrap();
-                answer(&mut state, req)
+                let mut template = answer(&mut state, req);
+                if let Some(body) = &state.body_override {
+                    template = template.set_body_raw(body.as_slice().to_vec(), "application/json");
+                }
+                template
                     .insert_header("x-request-id", format!("req-{n}").as_str())
                     .set_delay(state.delay)
             })
