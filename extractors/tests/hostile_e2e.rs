@@ -372,3 +372,49 @@ fn sigterm(pid: u32) {
         .args(["-TERM", &pid.to_string()])
         .status();
 }
+
+/// An expired client certificate is named, with its `notAfter`, by `check-config` and
+/// `token` before any request: Entra would refuse it only at run time (AADSTS700027).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_named_before_it_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pem) = util::openssl_expired_pem(dir.path()) else {
+        return;
+    };
+    let idp = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS700027: The certificate with identifier used to sign the client assertion is expired on application.",
+            "error_codes": [700027]
+        })))
+        .mount(&idp)
+        .await;
+    let config = util::write_config(
+        dir.path(),
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  idp-authentication:\n    client-id: cert-app\n    token-url: '{}/token'\n    scopes: [api]\n    certificate: {{path: '{}'}}\ntasks: []\n",
+            idp.uri(),
+            pem.display()
+        ),
+    );
+    let expected = format!(
+        "warning: the certificate `{}` expired at 2021-01-01T00:00:00Z (notAfter)",
+        pem.display()
+    );
+    let mut cmd = bin();
+    cmd.args(["check-config", "-c"]).arg(&config);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    let mut cmd = bin();
+    cmd.args(["token", "-c"]).arg(&config);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("AADSTS700027"), "{stderr}");
+}

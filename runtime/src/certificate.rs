@@ -32,6 +32,8 @@ pub(crate) struct ClientCertificate {
     /// RSASSA-PSS (PS256) rather than PKCS#1 v1.5 (RS256).
     pss: bool,
     path: String,
+    /// The certificate's validity (`notBefore`, `notAfter`), if it could be read.
+    validity: Option<(jiff::Timestamp, jiff::Timestamp)>,
 }
 
 impl fmt::Debug for ClientCertificate {
@@ -110,7 +112,28 @@ impl ClientCertificate {
             x5t: b64.encode(sha1.as_ref()),
             pss,
             path: path.to_owned(),
+            validity: validity(&cert),
         })
+    }
+
+    /// Why the certificate is refused at `now` (expired, or not valid yet), naming the file and
+    /// the date: the identity provider refuses an assertion signed with it (Entra:
+    /// AADSTS700027), but only when a token is asked for.
+    pub(crate) fn validity_problem(&self, now: jiff::Timestamp) -> Option<String> {
+        let (not_before, not_after) = self.validity?;
+        if now > not_after {
+            Some(format!(
+                "the certificate `{}` expired at {not_after} (notAfter); the identity provider refuses it (Entra: AADSTS700027): renew it and upload the new one to the app registration",
+                self.path
+            ))
+        } else if now < not_before {
+            Some(format!(
+                "the certificate `{}` is not valid before {not_before} (notBefore); the identity provider refuses it until then (or this machine's clock is wrong)",
+                self.path
+            ))
+        } else {
+            None
+        }
     }
 
     /// A fresh signed assertion for `audience` (the token endpoint) and `client_id`.
@@ -177,6 +200,72 @@ fn rsa_key(path: &str, key: &PrivateKeyDer<'_>) -> Result<RsaKeyPair, Certificat
             format!("`{path}`: the private key is not a usable RSA key (2048 to 8192 bits): {e}"),
         )
     })
+}
+
+/// A DER element at the front of `der`: its tag, its contents and what follows it.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A DER UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn der_time(tag: u8, text: &[u8]) -> Option<jiff::Timestamp> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let full = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: u32 = text[..2].parse().ok()?;
+            format!("{}{text}", if yy < 50 { "20" } else { "19" })
+        }
+        (0x18, 14) => text.to_owned(),
+        _ => return None,
+    };
+    let n = |r: std::ops::Range<usize>| full.get(r)?.parse::<i16>().ok();
+    let civil = jiff::civil::datetime(
+        n(0..4)?,
+        n(4..6)? as i8,
+        n(6..8)? as i8,
+        n(8..10)? as i8,
+        n(10..12)? as i8,
+        n(12..14)? as i8,
+        0,
+    );
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// The validity (`notBefore`, `notAfter`) of an X.509 certificate in DER: the fifth element of
+/// its `tbsCertificate` (after the optional `[0]` version, the serial number, the signature
+/// algorithm and the issuer).
+fn validity(cert: &[u8]) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
+    let (_, certificate, _) = der_element(cert)?;
+    let (_, tbs, _) = der_element(certificate)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = der_element(rest)?.2;
+    }
+    for _ in 0..3 {
+        rest = der_element(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = der_element(rest)?;
+    let (tag, not_before, rest) = der_element(validity)?;
+    let not_before = der_time(tag, not_before)?;
+    let (tag, not_after, _) = der_element(rest)?;
+    Some((not_before, der_time(tag, not_after)?))
 }
 
 fn from_pem(path: &str, bytes: &[u8]) -> Result<(Vec<u8>, RsaKeyPair), CertificateError> {
@@ -280,6 +369,32 @@ mod tests {
             e.message.contains("does not belong to the certificate"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn the_validity_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_pair();
+        let path = dir.path().join("client.pem");
+        std::fs::write(&path, format!("{cert}{key}")).unwrap();
+        let loaded = load(&path).unwrap();
+        // rcgen's defaults: 1975-01-01 (UTCTime) to 4096-01-01 (GeneralizedTime).
+        let (not_before, not_after) = loaded.validity.unwrap();
+        assert_eq!(not_before.to_string(), "1975-01-01T00:00:00Z");
+        assert_eq!(not_after.to_string(), "4096-01-01T00:00:00Z");
+        assert_eq!(loaded.validity_problem(jiff::Timestamp::now()), None);
+        let late: jiff::Timestamp = "4100-01-01T00:00:00Z".parse().unwrap();
+        let e = loaded.validity_problem(late).unwrap();
+        assert!(e.contains("expired at 4096-01-01T00:00:00Z"), "{e}");
+        let early: jiff::Timestamp = "1970-01-02T00:00:00Z".parse().unwrap();
+        assert!(
+            loaded
+                .validity_problem(early)
+                .unwrap()
+                .contains("not valid before")
+        );
+        // Truncated DER is no certificate, not a panic.
+        assert_eq!(validity(&[0x30, 0x82, 0xff]), None);
     }
 
     #[test]

@@ -16,15 +16,27 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 /// A provider whose token endpoint answers `script` in turn (the last one again after that);
 /// returns the instants of the polls.
 async fn provider(script: Vec<(u16, serde_json::Value)>) -> (MockServer, Arc<Mutex<Vec<Instant>>>) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/t/oauth2/v2.0/devicecode"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    provider_with(
+        json!({
             "device_code": "dc-secret-1", "user_code": "ABCD-EFGH",
             "verification_uri": "https://microsoft.com/devicelogin",
             "expires_in": 900, "interval": 1,
             "message": "To sign in, use a web browser"
-        })))
+        }),
+        script,
+    )
+    .await
+}
+
+/// [`provider`] with this device authorization answer.
+async fn provider_with(
+    device: serde_json::Value,
+    script: Vec<(u16, serde_json::Value)>,
+) -> (MockServer, Arc<Mutex<Vec<Instant>>>) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/t/oauth2/v2.0/devicecode"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(device))
         .mount(&server)
         .await;
     let polls = Arc::new(Mutex::new(Vec::new()));
@@ -136,4 +148,75 @@ async fn declined_and_expired_sign_ins_say_what_happened() {
         assert!(!e.to_string().contains("dc-secret-1"));
         assert!(!dir.path().join("login.json").exists());
     }
+}
+
+/// A spoofed provider's answer cannot drive the terminal: escape sequences in the URL and the
+/// code are shown escaped. A fractional `interval` (RFC 8628 types it as a number) is used.
+#[tokio::test]
+async fn a_hostile_answer_is_shown_escaped_and_a_fractional_interval_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, polls) = provider_with(
+        json!({
+            "device_code": "dc-secret-1", "user_code": "AB\x1b[31mCD",
+            "verification_uri": "https://evil.example/\x1b[2J\x1b]0;Microsoft\x07\r\nhttps://microsoft.com/devicelogin",
+            "expires_in": 900, "interval": 1.5
+        }),
+        vec![
+            pending("authorization_pending"),
+            (200, json!({"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "rt"})),
+        ],
+    )
+    .await;
+    let mut shown = Vec::new();
+    login_device_code(
+        &config(&server, dir.path()),
+        &Network::default(),
+        &mut |l: &str| shown.push(l.to_owned()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        shown,
+        [
+            r"To sign in, open https://evil.example/\u{1b}[2J\u{1b}]0;Microsoft\u{7}\r\nhttps://microsoft.com/devicelogin and enter the code AB\u{1b}[31mCD"
+        ]
+    );
+    let polls = polls.lock().unwrap().clone();
+    assert_eq!(polls.len(), 2);
+    let gap = polls[1] - polls[0];
+    assert!(
+        gap >= Duration::from_millis(1500) && gap < Duration::from_millis(2500),
+        "{gap:?}"
+    );
+}
+
+/// An `interval` longer than the code lives is cut to the time left: the sign-in ends at
+/// `expires_in`, not a whole interval later.
+#[tokio::test]
+async fn polling_ends_when_the_code_expires_not_an_interval_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, polls) = provider_with(
+        json!({
+            "device_code": "dc-secret-1", "user_code": "ABCD",
+            "verification_uri": "https://microsoft.com/devicelogin",
+            "expires_in": 2, "interval": 60
+        }),
+        vec![pending("authorization_pending")],
+    )
+    .await;
+    let started = Instant::now();
+    let e = login_device_code(
+        &config(&server, dir.path()),
+        &Network::default(),
+        &mut |_: &str| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("the code expired"), "{e}");
+    assert_eq!(polls.lock().unwrap().len(), 1, "one poll, at expiry");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -91,3 +91,72 @@ pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
     std::fs::write(&pem, both).unwrap();
     Some(pem)
 }
+
+/// A self-signed certificate valid only through 2020 (expired), and its RSA key, in one PEM
+/// file, made by `openssl ca` with explicit dates (OpenSSL 3.0's `req` cannot back-date).
+pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
+    if !available(
+        Command::new("openssl").arg("version").output().is_ok(),
+        "the openssl command",
+        "apt-get install openssl",
+    ) {
+        return None;
+    }
+    let ca = dir.join("expired-ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    std::fs::write(ca.join("index.txt"), "").unwrap();
+    std::fs::write(ca.join("serial"), "01\n").unwrap();
+    std::fs::write(
+        ca.join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&ca)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=expired",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+    ]);
+    openssl(&[
+        "ca",
+        "-batch",
+        "-notext",
+        "-config",
+        "ca.cnf",
+        "-selfsign",
+        "-keyfile",
+        "key.pem",
+        "-in",
+        "req.csr",
+        "-startdate",
+        "20200101000000Z",
+        "-enddate",
+        "20210101000000Z",
+        "-out",
+        "cert.pem",
+    ]);
+    let pem = dir.join("expired.pem");
+    let both = std::fs::read_to_string(ca.join("cert.pem")).unwrap()
+        + &std::fs::read_to_string(ca.join("key.pem")).unwrap();
+    std::fs::write(&pem, both).unwrap();
+    Some(pem)
+}

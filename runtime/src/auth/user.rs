@@ -249,9 +249,17 @@ struct DeviceAuthorization {
     verification_uri: String,
     #[serde(default)]
     verification_uri_complete: Option<String>,
-    expires_in: u64,
+    /// RFC 8628 types both as numbers: a provider may send `1.5`.
+    expires_in: f64,
     #[serde(default)]
-    interval: Option<u64>,
+    interval: Option<f64>,
+}
+
+/// Seconds from the device authorization answer as a duration within `[min, max]` (what is not
+/// a finite number is `min`).
+fn seconds(value: f64, min: f64, max: f64) -> Duration {
+    let v = if value.is_finite() { value.clamp(min, max) } else { min };
+    Duration::from_secs_f64(v)
 }
 
 /// What `login` tells the person, and what it did.
@@ -309,19 +317,25 @@ pub async fn login_device_code(
             "the device authorization endpoint's answer is not RFC 8628 JSON: {e}"
         ))
     })?;
+    // What the provider sends is shown escaped: a spoofed endpoint must not clear the screen,
+    // retitle the window or hide the real URL with escape sequences.
+    let esc = crate::text::escape;
     show(&format!(
         "To sign in, open {} and enter the code {}",
-        device.verification_uri, device.user_code
+        esc(&device.verification_uri),
+        esc(&device.user_code)
     ));
     if let Some(complete) = &device.verification_uri_complete {
-        show(&format!("(or open {complete})"));
+        show(&format!("(or open {})", esc(complete)));
     }
     let request =
         super::request::TokenRequest::device_code(config, Secret::new(device.device_code));
-    let mut interval = Duration::from_secs(device.interval.unwrap_or(5).clamp(1, 60));
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(device.expires_in.min(3600));
+    let mut interval = seconds(device.interval.unwrap_or(5.0), 1.0, 60.0);
+    let give_up = tokio::time::Instant::now() + seconds(device.expires_in, 0.0, 3600.0);
     loop {
-        tokio::time::sleep(interval).await;
+        // Never past the code's expiry: the last poll is at `expires_in` at the latest.
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        tokio::time::sleep(interval.min(left)).await;
         match request.send(&client).await {
             Ok(answer) => return finish_login(config, &answer),
             Err(e) => match e.oauth_error() {
@@ -341,7 +355,7 @@ pub async fn login_device_code(
                 _ => return Err(e),
             },
         }
-        if tokio::time::Instant::now() + interval > give_up {
+        if tokio::time::Instant::now() >= give_up {
             return Err(permanent(
                 "the code expired before the sign-in was finished; run `extractor-runtime login` again".into(),
             ));

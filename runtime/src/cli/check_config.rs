@@ -20,6 +20,9 @@ pub(crate) fn check_config(
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     print!("{}", summary(path, &config));
+    if let Some(warning) = super::certificate_warning(&config) {
+        eprintln!("warning: {warning}");
+    }
     if let Some(shard) = shard {
         println!(
             "shard {shard} runs {} of the {all} tasks",

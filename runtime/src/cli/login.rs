@@ -30,7 +30,7 @@ pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     let idp = user_flow(path, &config)?;
     let network = super::network(path, &config)?;
     let runtime = super::current_thread()?;
-    let mut show = |line: &str| eprintln!("{line}");
+    let mut show = |line: &str| eprintln!("{}", crate::text::escape(line));
     let outcome = runtime
         .block_on(async {
             tokio::select! {
@@ -57,7 +57,7 @@ pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
                 .or(c.sub.clone())
         })
         .unwrap_or_else(|| "(the provider gave no user claims)".to_owned());
-    println!("signed in as {who}");
+    println!("signed in as {}", crate::text::escape(&who));
     println!(
         "refresh token saved to {} (mode 0600)",
         outcome.cache_file.display()

@@ -70,6 +70,17 @@ fn idp<'a>(
 }
 
 /// The network settings of `config` (read when it loaded).
+/// Why the sign-in certificate of `config` is refused now (expired, not valid yet), if it is.
+fn certificate_warning(config: &Config) -> Option<String> {
+    config
+        .cognite
+        .idp_authentication
+        .as_ref()?
+        .certificate
+        .as_ref()?
+        .validity_warning()
+}
+
 fn network(path: &std::path::Path, config: &Config) -> Result<crate::net::Network, CliError> {
     config
         .cognite

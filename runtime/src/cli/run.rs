@@ -29,6 +29,9 @@ pub(crate) fn run(
     if let Some(shard) = shard {
         tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
     }
+    if let Some(warning) = super::certificate_warning(&config) {
+        tracing::warn!("{warning}");
+    }
     let runtime = Runtime::build(config, &registry)?.with_reset_state(reset_state);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

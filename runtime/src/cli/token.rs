@@ -12,6 +12,9 @@ pub(crate) fn token(path: &Path) -> Result<Outcome, CliError> {
     let config = super::load(path, false)?;
     let idp = super::idp(path, &config)?;
     let network = super::network(path, &config)?;
+    if let Some(warning) = super::certificate_warning(&config) {
+        eprintln!("warning: {warning}");
+    }
     let (token, refresh_after) =
         super::current_thread()?.block_on(auth::fetch_once(idp, &network))?;
     let expires_unix = token

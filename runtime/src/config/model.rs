@@ -377,6 +377,14 @@ pub struct CertificateConfig {
 }
 
 impl CertificateConfig {
+    /// Why the certificate read at load is refused now (expired, not valid yet): shown by
+    /// `check-config`, `token` and `run`, which go on (the identity provider has the last word).
+    pub(crate) fn validity_warning(&self) -> Option<String> {
+        self.loaded
+            .as_ref()?
+            .validity_problem(jiff::Timestamp::now())
+    }
+
     /// The certificate and key: as read when the config was loaded, else read now.
     pub(crate) fn load(
         &self,
