@@ -418,3 +418,40 @@ async fn an_expired_certificate_is_named_before_it_is_used() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(stderr.contains("AADSTS700027"), "{stderr}");
 }
+
+/// A proxy that answers 407 is named as the one that refused (without its password), not
+/// reported as the identity provider's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxys_407_names_the_proxy_not_the_identity_provider() {
+    let proxy = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(
+            wiremock::ResponseTemplate::new(407)
+                .insert_header("proxy-authenticate", "Basic realm=\"corp\"")
+                .set_body_string("<html>Proxy Authentication Required</html>"),
+        )
+        .mount(&proxy)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = proxy.address().port();
+    let config = util::write_config(
+        dir.path(),
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{proxy: 'http://alice:hunter2-proxy@127.0.0.1:{port}'}}\n  idp-authentication: {{client-id: c, secret: s, token-url: 'http://127.0.0.1:9/token', scopes: [s]}}\ntasks: []\n"
+        ),
+    );
+    let mut cmd = bin();
+    cmd.args(["token", "-c"]).arg(&config);
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 3, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the proxy http://alice:***@127.0.0.1:{port} (cognite.connection.proxy) refused the request (HTTP 407"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-proxy"), "{stderr}");
+    assert!(!stderr.contains("the token request failed"), "{stderr}");
+}

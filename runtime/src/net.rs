@@ -61,7 +61,9 @@ impl Network {
             Some(url) => match proxy(url.expose_secret(), no_proxy) {
                 Ok(proxy) => {
                     network.proxy = Some(proxy);
-                    network.proxy_shown = Some(crate::secret::redact_url(url.expose_secret()));
+                    let shown = crate::secret::redact_url(url.expose_secret());
+                    *CONFIGURED_PROXY.write().expect("proxy lock") = Some(shown.clone());
+                    network.proxy_shown = Some(shown);
                 }
                 Err(message) => problems.push(("proxy", message)),
             },
@@ -153,6 +155,10 @@ impl ClientCell {
 /// ```
 pub fn explain(e: reqwest::Error) -> String {
     let mut chain = crate::error_chain::render(&e.without_url());
+    // hyper's words for a 407 answer to CONNECT (an https URL through a proxy).
+    if chain.contains("proxy authorization required") {
+        return format!("{} ({chain})", proxy_refused());
+    }
     if chain.contains("UnknownIssuer") {
         chain.push_str(
             " (the certificate's issuer is not trusted: behind a TLS-inspecting proxy or with a private CA, set cognite.connection.ca-file to its CA certificate)",
@@ -206,6 +212,22 @@ pub async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Ve
 /// [`explain`] of a borrowed error.
 fn explain_ref(e: &reqwest::Error) -> String {
     crate::error_chain::render(e)
+}
+
+/// The proxy of the config (without its password), for messages that cannot reach the
+/// [`Network`] (an identity provider's answer).
+static CONFIGURED_PROXY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// What a proxy's 407 means, naming the proxy (never its password).
+pub(crate) fn proxy_refused() -> String {
+    let configured = CONFIGURED_PROXY.read().expect("proxy lock").clone();
+    let name = configured
+        .map(|p| format!("{p} (cognite.connection.proxy)"))
+        .or_else(|| env_proxy().map(|p| format!("{} (HTTPS_PROXY)", crate::secret::redact_url(&p))))
+        .unwrap_or_else(|| "on the way (none is configured here)".to_owned());
+    format!(
+        "the proxy {name} refused the request (HTTP 407 Proxy Authentication Required): check the proxy's user and password"
+    )
 }
 
 /// The proxy the environment names for https URLs, as reqwest reads it.

@@ -422,6 +422,12 @@ pub(crate) fn classify(
         });
     }
 
+    if status == 407 {
+        // Not the identity provider's word but a proxy's on the way.
+        let mut error = AuthError::new(AuthErrorKind::Permanent, crate::net::proxy_refused());
+        error.0.status = Some(status);
+        return Err(error);
+    }
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let oauth_error = parsed.error.clone();
     let description = parsed

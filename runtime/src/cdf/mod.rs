@@ -343,10 +343,14 @@ impl CdfClient {
                         Err(e) => format!("HTTP {status}; {e}"),
                     };
                     let answer = serde_json::from_str::<serde_json::Value>(&text).ok();
-                    let message = answer
+                    let message = match answer
                         .as_ref()
                         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                        .unwrap_or_else(|| text.chars().take(300).collect());
+                    {
+                        Some(message) => message,
+                        None if status == 407 => crate::net::proxy_refused(),
+                        None => text.chars().take(300).collect(),
+                    };
                     let kind = if crate::retry::retryable_status(status, auto).is_some() {
                         CdfErrorKind::RetriesExhausted
                     } else {
