@@ -455,3 +455,43 @@ async fn a_proxys_407_names_the_proxy_not_the_identity_provider() {
     assert!(!stderr.contains("hunter2-proxy"), "{stderr}");
     assert!(!stderr.contains("the token request failed"), "{stderr}");
 }
+
+/// A proxy that takes the connection and never answers is bounded by
+/// `cognite.connection.timeout` (the token request had a fixed 30 s of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_proxy_is_bounded_by_the_connection_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accepts, reads nothing, answers nothing; the connections are held until the test ends.
+    let held = std::thread::spawn(move || {
+        let mut streams = Vec::new();
+        silent.set_nonblocking(false).unwrap();
+        for _ in 0..2 {
+            if let Ok((s, _)) = silent.accept() {
+                streams.push(s);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(20));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = util::write_config(
+        dir.path(),
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{timeout: 1s, proxy: 'http://127.0.0.1:{port}'}}\n  idp-authentication: {{client-id: c, secret: s, token-url: 'https://login.example.com/t/oauth2/v2.0/token', scopes: [s]}}\ntasks: []\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let mut cmd = bin();
+    cmd.args(["token", "-c"]).arg(&config);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.to_lowercase().contains("timed out"), "{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "{took:?}: {stderr}"
+    );
+    drop(held);
+}

@@ -23,6 +23,8 @@ pub struct Network {
     proxy_shown: Option<String>,
     /// The configured proxy; `None` means the environment's.
     proxy: Option<reqwest::Proxy>,
+    /// `cognite.connection.timeout`: one request's limit, the proxy hop included.
+    timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for Network {
@@ -78,6 +80,18 @@ impl Network {
         } else {
             Err(NetworkError { problems })
         }
+    }
+
+    /// This network with `timeout` for the runtime's own requests (`cognite.connection.timeout`).
+    pub(crate) fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// `cognite.connection.timeout` (30 s when unknown): the whole of one request, from the
+    /// connection (through the proxy, whose CONNECT may never be answered) to the last byte.
+    pub(crate) fn timeout(&self) -> std::time::Duration {
+        self.timeout.unwrap_or(std::time::Duration::from_secs(30))
     }
 
     /// A client builder with the extra roots, the proxy and our `User-Agent`. Callers add their

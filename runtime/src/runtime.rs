@@ -263,6 +263,8 @@ impl Runtime {
             (Some(idp), false) => Some(TokenManager::spawn(
                 idp,
                 TokenManagerOptions {
+                    // One token request, the proxy hop included, within connection.timeout.
+                    request_timeout: self.network.timeout(),
                     network: self.network.clone(),
                     ..TokenManagerOptions::default()
                 },

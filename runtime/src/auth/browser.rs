@@ -104,7 +104,7 @@ pub async fn login_interactive(
         })??;
     // Single use: nothing more is accepted on the redirect port.
     drop(listener);
-    let client = super::http_client(network, Duration::from_secs(30))?;
+    let client = super::http_client(network, network.timeout())?;
     let answer =
         super::request::TokenRequest::authorization_code(config, code, verifier, redirect_uri)
             .send(&client)

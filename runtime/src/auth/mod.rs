@@ -433,8 +433,7 @@ pub async fn fetch_once(
     config: &IdpAuthenticationConfig,
     network: &crate::net::Network,
 ) -> Result<(Token, Duration), AuthError> {
-    let options = TokenManagerOptions::default();
-    let client = http_client(network, options.request_timeout)?;
+    let client = http_client(network, network.timeout())?;
     let request = TokenRequest::from_config(config)?;
     let sent = Instant::now();
     let response = request.send(&client).await?;

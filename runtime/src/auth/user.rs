@@ -282,7 +282,7 @@ pub async fn login_device_code(
     let device_url = config.device_endpoint().ok_or_else(|| {
         permanent("no device authorization endpoint: set device-authorization-url".into())
     })?;
-    let client = super::http_client(network, Duration::from_secs(30))?;
+    let client = super::http_client(network, network.timeout())?;
     let scope = user_scopes(config);
     let response = client
         .post(&device_url)

@@ -143,14 +143,15 @@ impl ConnectionConfig {
     /// The network settings every outbound client is built with: those read when the config
     /// was loaded, else read now (a config built in code).
     pub fn network(&self) -> Result<crate::net::Network, crate::net::NetworkError> {
-        match &self.parsed {
-            Some(network) => Ok(network.clone()),
+        let network = match &self.parsed {
+            Some(network) => network.clone(),
             None => crate::net::Network::new(
                 self.ca_file.as_deref(),
                 self.proxy.as_ref(),
                 &self.no_proxy,
-            ),
-        }
+            )?,
+        };
+        Ok(network.with_timeout(self.timeout.get()))
     }
 }
 
