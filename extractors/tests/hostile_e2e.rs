@@ -48,12 +48,17 @@ fn config(dir: &Path, cdf: &FakeCdf, tasks: &str) -> PathBuf {
     )
 }
 
-async fn run_once(config: &Path) -> (i32, String) {
+/// Runs the binary with `args` and `-c config`: exit code, stdout, stderr.
+async fn run_bin(args: &[&str], config: &Path) -> (i32, String, String) {
     let mut cmd = bin();
-    cmd.args(["run", "--once", "-c"]).arg(config);
-    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
+    cmd.args(args).arg("-c").arg(config);
+    tokio::task::spawn_blocking(move || util::run(&mut cmd))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn run_once(config: &Path) -> (i32, String) {
+    let (code, _, stderr) = run_bin(&["run", "--once"], config).await;
     (code, stderr)
 }
 
@@ -402,18 +407,10 @@ async fn an_expired_certificate_is_named_before_it_is_used() {
         "warning: the certificate `{}` expired at 2021-01-01T00:00:00Z (notAfter)",
         pem.display()
     );
-    let mut cmd = bin();
-    cmd.args(["check-config", "-c"]).arg(&config);
-    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
-        .await
-        .unwrap();
+    let (code, _, stderr) = run_bin(&["check-config"], &config).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains(&expected), "{stderr}");
-    let mut cmd = bin();
-    cmd.args(["token", "-c"]).arg(&config);
-    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
-        .await
-        .unwrap();
+    let (code, _, stderr) = run_bin(&["token"], &config).await;
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(stderr.contains("AADSTS700027"), "{stderr}");
@@ -440,11 +437,7 @@ async fn a_proxys_407_names_the_proxy_not_the_identity_provider() {
             "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{proxy: 'http://alice:hunter2-proxy@127.0.0.1:{port}'}}\n  idp-authentication: {{client-id: c, secret: s, token-url: 'http://127.0.0.1:9/token', scopes: [s]}}\ntasks: []\n"
         ),
     );
-    let mut cmd = bin();
-    cmd.args(["token", "-c"]).arg(&config);
-    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
-        .await
-        .unwrap();
+    let (code, stdout, stderr) = run_bin(&["token"], &config).await;
     assert_eq!(code, 3, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -481,11 +474,7 @@ async fn a_silent_proxy_is_bounded_by_the_connection_timeout() {
         ),
     );
     let started = std::time::Instant::now();
-    let mut cmd = bin();
-    cmd.args(["token", "-c"]).arg(&config);
-    let (code, _, stderr) = tokio::task::spawn_blocking(move || util::run(&mut cmd))
-        .await
-        .unwrap();
+    let (code, _, stderr) = run_bin(&["token"], &config).await;
     let took = started.elapsed();
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.to_lowercase().contains("timed out"), "{stderr}");

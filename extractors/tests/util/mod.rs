@@ -57,14 +57,33 @@ pub fn available(present: bool, what: &str, install: &str) -> bool {
     present
 }
 
-/// A self-signed certificate and its RSA key in one PEM file, made by the `openssl` command
-/// (as an operator makes one); `None`, after saying why, where openssl is missing (CI fails).
-pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
-    if !available(
+/// Whether the `openssl` command is here (saying that the test skipped where it is not).
+fn openssl_available() -> bool {
+    available(
         Command::new("openssl").arg("version").output().is_ok(),
         "the openssl command",
         "apt-get install openssl",
-    ) {
+    )
+}
+
+/// Runs `openssl args` in `dir`, failing the test with its error output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed certificate and its RSA key in one PEM file, made by the `openssl` command
+/// (as an operator makes one); `None`, after saying why, where openssl is missing (CI fails).
+pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
+    if !openssl_available() {
         return None;
     }
     let (key, cert) = (
@@ -95,11 +114,7 @@ pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
 /// A self-signed certificate valid only through 2020 (expired), and its RSA key, in one PEM
 /// file, made by `openssl ca` with explicit dates (OpenSSL 3.0's `req` cannot back-date).
 pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
-    if !available(
-        Command::new("openssl").arg("version").output().is_ok(),
-        "the openssl command",
-        "apt-get install openssl",
-    ) {
+    if !openssl_available() {
         return None;
     }
     let ca = dir.join("expired-ca");
@@ -111,49 +126,43 @@ pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
         "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n",
     )
     .unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&ca)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=expired",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-    ]);
-    openssl(&[
-        "ca",
-        "-batch",
-        "-notext",
-        "-config",
-        "ca.cnf",
-        "-selfsign",
-        "-keyfile",
-        "key.pem",
-        "-in",
-        "req.csr",
-        "-startdate",
-        "20200101000000Z",
-        "-enddate",
-        "20210101000000Z",
-        "-out",
-        "cert.pem",
-    ]);
+    openssl(
+        &ca,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=expired",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+        ],
+    );
+    openssl(
+        &ca,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            "key.pem",
+            "-in",
+            "req.csr",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20210101000000Z",
+            "-out",
+            "cert.pem",
+        ],
+    );
     let pem = dir.join("expired.pem");
     let both = std::fs::read_to_string(ca.join("cert.pem")).unwrap()
         + &std::fs::read_to_string(ca.join("key.pem")).unwrap();
