@@ -57,6 +57,7 @@ fn unsafe_char(c: char) -> bool {
 
 /// `text` with control characters (newlines, escape sequences, ...) and bidirectional
 /// overrides escaped as Rust writes them (`\n`, `\u{1b}`): safe to print on one line.
+/// [`escape_lines`] keeps the newlines of a text that is several lines on purpose.
 ///
 /// ```
 /// use extractor_runtime::text::escape;
@@ -64,7 +65,22 @@ fn unsafe_char(c: char) -> bool {
 /// assert_eq!(escape("plain"), "plain");
 /// ```
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(unsafe_char) {
+    escape_where(text, unsafe_char)
+}
+
+/// [`escape`], but newlines stay: for a message of several lines of our own (a config error,
+/// a sign-in prompt) that quotes outside text, which can then add no escape sequence.
+///
+/// ```
+/// use extractor_runtime::text::escape_lines;
+/// assert_eq!(escape_lines("open:\nhttp://x\x1b[2J"), "open:\nhttp://x\\u{1b}[2J");
+/// ```
+pub fn escape_lines(text: &str) -> Cow<'_, str> {
+    escape_where(text, |c| c != '\n' && unsafe_char(c))
+}
+
+fn escape_where(text: &str, unsafe_char: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -30,7 +30,8 @@ pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     let idp = user_flow(path, &config)?;
     let network = super::network(path, &config)?;
     let runtime = super::current_thread()?;
-    let mut show = |line: &str| eprintln!("{}", crate::text::escape(line));
+    // Our prompts are several lines; what they quote from outside can add no escape sequence.
+    let mut show = |line: &str| eprintln!("{}", crate::text::escape_lines(line));
     let outcome = runtime
         .block_on(async {
             tokio::select! {

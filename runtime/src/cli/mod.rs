@@ -226,7 +226,8 @@ pub fn main(registry: crate::extractor::Registry) -> ExitCode {
     match run(Cli::parse(), registry) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            eprintln!("error: {}", crate::error_chain::render(err.error.as_ref()));
+            let shown = crate::error_chain::render(err.error.as_ref());
+            eprintln!("error: {}", crate::text::escape_lines(&shown));
             ExitCode::from(err.code as u8)
         }
     }
