@@ -416,62 +416,114 @@ async fn an_expired_certificate_is_named_before_it_is_used() {
     assert!(stderr.contains("AADSTS700027"), "{stderr}");
 }
 
+/// A forward proxy on loopback that answers every connection with `answer` once it has read
+/// the request's head (`None`: it never answers, holding the connection). Stopped on drop.
+struct RawProxy {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawProxy {
+    fn start(answer: Option<&'static str>) -> RawProxy {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                if let Some(answer) = answer {
+                    stream.set_nonblocking(false).unwrap();
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+                held.push(stream);
+            }
+        });
+        RawProxy {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RawProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A config whose token requests go to `token_url` through the proxy `proxy`, with
+/// `connection` settings added.
+fn proxied_config(dir: &Path, proxy: &str, token_url: &str, connection: &str) -> PathBuf {
+    util::write_config(
+        dir,
+        &format!(
+            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{proxy: '{proxy}'{connection}}}\n  idp-authentication: {{client-id: c, secret: s, token-url: '{token_url}', scopes: [s]}}\ntasks: []\n"
+        ),
+    )
+}
+
 /// A proxy that answers 407 is named as the one that refused (without its password), not
-/// reported as the identity provider's failure.
+/// reported as the identity provider's failure: for an http token URL (the proxy's answer) and
+/// an https one (its answer to CONNECT, the usual case).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxys_407_names_the_proxy_not_the_identity_provider() {
-    let proxy = wiremock::MockServer::start().await;
-    wiremock::Mock::given(wiremock::matchers::any())
-        .respond_with(
-            wiremock::ResponseTemplate::new(407)
-                .insert_header("proxy-authenticate", "Basic realm=\"corp\"")
-                .set_body_string("<html>Proxy Authentication Required</html>"),
-        )
-        .mount(&proxy)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = proxy.address().port();
-    let config = util::write_config(
-        dir.path(),
-        &format!(
-            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{proxy: 'http://alice:hunter2-proxy@127.0.0.1:{port}'}}\n  idp-authentication: {{client-id: c, secret: s, token-url: 'http://127.0.0.1:9/token', scopes: [s]}}\ntasks: []\n"
-        ),
-    );
-    let (code, stdout, stderr) = run_bin(&["token"], &config).await;
-    assert_eq!(code, 3, "{stdout}{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "the proxy http://alice:***@127.0.0.1:{port} (cognite.connection.proxy) refused the request (HTTP 407"
-        )),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("hunter2-proxy"), "{stderr}");
-    assert!(!stderr.contains("the token request failed"), "{stderr}");
+    let proxy = RawProxy::start(Some(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"corp\"\r\ncontent-length: 0\r\n\r\n",
+    ));
+    let port = proxy.port;
+    for token_url in [
+        "http://127.0.0.1:9/token",
+        "https://login.example.com/t/oauth2/v2.0/token",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = proxied_config(
+            dir.path(),
+            &format!("http://alice:hunter2-proxy@127.0.0.1:{port}"),
+            token_url,
+            "",
+        );
+        let (code, stdout, stderr) = run_bin(&["token"], &config).await;
+        assert_eq!(code, 3, "{token_url}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the proxy http://alice:***@127.0.0.1:{port} (cognite.connection.proxy) refused the request (HTTP 407"
+            )),
+            "{token_url}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2-proxy"), "{stderr}");
+        assert!(!stderr.contains("the token request failed"), "{stderr}");
+    }
 }
 
 /// A proxy that takes the connection and never answers is bounded by
 /// `cognite.connection.timeout` (the token request had a fixed 30 s of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_proxy_is_bounded_by_the_connection_timeout() {
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    // Accepts, reads nothing, answers nothing; the connections are held until the test ends.
-    let held = std::thread::spawn(move || {
-        let mut streams = Vec::new();
-        silent.set_nonblocking(false).unwrap();
-        for _ in 0..2 {
-            if let Ok((s, _)) = silent.accept() {
-                streams.push(s);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_secs(20));
-    });
+    let proxy = RawProxy::start(None);
     let dir = tempfile::tempdir().unwrap();
-    let config = util::write_config(
+    let config = proxied_config(
         dir.path(),
-        &format!(
-            "version: 1\ncognite:\n  project: demo\n  host: http://127.0.0.1:9\n  connection: {{timeout: 1s, proxy: 'http://127.0.0.1:{port}'}}\n  idp-authentication: {{client-id: c, secret: s, token-url: 'https://login.example.com/t/oauth2/v2.0/token', scopes: [s]}}\ntasks: []\n"
-        ),
+        &format!("http://127.0.0.1:{}", proxy.port),
+        "https://login.example.com/t/oauth2/v2.0/token",
+        ", timeout: 1s",
     );
     let started = std::time::Instant::now();
     let (code, _, stderr) = run_bin(&["token"], &config).await;
@@ -482,5 +534,4 @@ async fn a_silent_proxy_is_bounded_by_the_connection_timeout() {
         took < std::time::Duration::from_secs(15),
         "{took:?}: {stderr}"
     );
-    drop(held);
 }

@@ -63,9 +63,7 @@ impl Network {
             Some(url) => match proxy(url.expose_secret(), no_proxy) {
                 Ok(proxy) => {
                     network.proxy = Some(proxy);
-                    let shown = crate::secret::redact_url(url.expose_secret());
-                    *CONFIGURED_PROXY.write().expect("proxy lock") = Some(shown.clone());
-                    network.proxy_shown = Some(shown);
+                    network.proxy_shown = Some(crate::secret::redact_url(url.expose_secret()));
                 }
                 Err(message) => problems.push(("proxy", message)),
             },
@@ -92,6 +90,35 @@ impl Network {
     /// connection (through the proxy, whose CONNECT may never be answered) to the last byte.
     pub(crate) fn timeout(&self) -> std::time::Duration {
         self.timeout.unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// The proxy requests go through, for messages, without its password: the configured one,
+    /// else the environment's.
+    fn proxy_name(&self) -> Option<String> {
+        match &self.proxy_shown {
+            Some(p) => Some(format!("{p} (cognite.connection.proxy)")),
+            None => env_proxy().map(|p| format!("{} (HTTPS_PROXY)", crate::secret::redact_url(&p))),
+        }
+    }
+
+    /// What a 407 from this network's proxy means, naming the proxy (never its password).
+    pub(crate) fn proxy_refused(&self) -> String {
+        let name = self
+            .proxy_name()
+            .unwrap_or_else(|| "on the way (none is configured here)".to_owned());
+        format!(
+            "the proxy {name} refused the request (HTTP 407 Proxy Authentication Required): check the proxy's user and password"
+        )
+    }
+
+    /// [`explain`], naming this network's proxy when it refused the connection.
+    pub(crate) fn explain(&self, e: reqwest::Error) -> String {
+        let refused = refused_by_proxy(&e);
+        let chain = crate::error_chain::render(&e.without_url());
+        if refused {
+            return format!("{} ({chain})", self.proxy_refused());
+        }
+        with_hints(chain)
     }
 
     /// A client builder with the extra roots, the proxy and our `User-Agent`. Callers add their
@@ -158,7 +185,8 @@ impl ClientCell {
 
 /// A failed request's error for a message: the whole cause chain, without the URL (its query
 /// may hold secrets; callers name the URL themselves, redacted), and a hint where the peer's
-/// certificate is signed by a CA we do not trust (the usual TLS-inspecting corporate proxy).
+/// certificate is signed by a CA we do not trust (the usual TLS-inspecting corporate proxy),
+/// or where a proxy refused the connection (407, naming the environment's proxy).
 ///
 /// ```
 /// # async fn demo() {
@@ -168,11 +196,18 @@ impl ClientCell {
 /// # }
 /// ```
 pub fn explain(e: reqwest::Error) -> String {
-    let mut chain = crate::error_chain::render(&e.without_url());
-    // hyper's words for a 407 answer to CONNECT (an https URL through a proxy).
-    if chain.contains("proxy authorization required") {
-        return format!("{} ({chain})", proxy_refused());
-    }
+    Network::default().explain(e)
+}
+
+/// Whether a proxy answered the connection's CONNECT with 407 (an https URL through a proxy
+/// that wants other credentials): no retry brings them.
+pub(crate) fn refused_by_proxy(e: &reqwest::Error) -> bool {
+    // hyper's words for it; the error has no kind of its own.
+    crate::error_chain::render(e).contains("proxy authorization required")
+}
+
+/// `chain` with a hint for the failures an operator can fix in the config.
+fn with_hints(mut chain: String) -> String {
     if chain.contains("UnknownIssuer") {
         chain.push_str(
             " (the certificate's issuer is not trusted: behind a TLS-inspecting proxy or with a private CA, set cognite.connection.ca-file to its CA certificate)",
@@ -199,7 +234,11 @@ impl std::fmt::Display for ReadError {
             ReadError::TooLarge { max } => {
                 write!(f, "the answer is larger than {} KiB; not read", max / 1024)
             }
-            ReadError::Transport(e) => write!(f, "reading the answer failed: {}", explain_ref(e)),
+            ReadError::Transport(e) => write!(
+                f,
+                "reading the answer failed: {}",
+                crate::error_chain::render(e)
+            ),
         }
     }
 }
@@ -214,34 +253,15 @@ pub async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Ve
         return Err(ReadError::TooLarge { max });
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+    // Without the URL: its query may hold a secret (the http built-in's), and errors are logged.
+    let transport = |e: reqwest::Error| ReadError::Transport(e.without_url());
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
         if (body.len() + chunk.len()) as u64 > max {
             return Err(ReadError::TooLarge { max });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// [`explain`] of a borrowed error.
-fn explain_ref(e: &reqwest::Error) -> String {
-    crate::error_chain::render(e)
-}
-
-/// The proxy of the config (without its password), for messages that cannot reach the
-/// [`Network`] (an identity provider's answer).
-static CONFIGURED_PROXY: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
-
-/// What a proxy's 407 means, naming the proxy (never its password).
-pub(crate) fn proxy_refused() -> String {
-    let configured = CONFIGURED_PROXY.read().expect("proxy lock").clone();
-    let name = configured
-        .map(|p| format!("{p} (cognite.connection.proxy)"))
-        .or_else(|| env_proxy().map(|p| format!("{} (HTTPS_PROXY)", crate::secret::redact_url(&p))))
-        .unwrap_or_else(|| "on the way (none is configured here)".to_owned());
-    format!(
-        "the proxy {name} refused the request (HTTP 407 Proxy Authentication Required): check the proxy's user and password"
-    )
 }
 
 /// The proxy the environment names for https URLs, as reqwest reads it.

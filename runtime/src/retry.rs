@@ -49,9 +49,11 @@ pub fn retryable_status(status: u16, auto_retryable: bool) -> Option<&'static st
 
 /// Whether a request that got no answer is worth another attempt: a timeout (`timeout`), or a
 /// connection, TLS or body error (`connect`). A redirect the client refused, or a request that
-/// could not be built, is not.
+/// could not be built, is not; nor is a proxy's 407 to CONNECT (it wants other credentials).
 pub fn retryable_error(e: &reqwest::Error) -> Option<&'static str> {
-    if e.is_timeout() {
+    if crate::net::refused_by_proxy(e) {
+        None
+    } else if e.is_timeout() {
         Some("timeout")
     } else if e.is_connect() || e.is_request() || e.is_body() {
         Some("connect")

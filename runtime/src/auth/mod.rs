@@ -177,7 +177,7 @@ pub(crate) struct Status {
 pub(crate) struct Inner {
     current: ArcSwapOption<Token>,
     request: TokenRequest,
-    client: reqwest::Client,
+    client: IdpClient,
     options: TokenManagerOptions,
     metrics: Option<TokenMetrics>,
     /// The generation some caller needs; the background task refreshes while it is ahead.
@@ -407,11 +407,19 @@ impl Inner {
     }
 }
 
+/// The identity provider's HTTP client, and the network it goes through (whose proxy its errors
+/// name).
+#[derive(Clone)]
+pub(crate) struct IdpClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) network: crate::net::Network,
+}
+
 pub(crate) fn http_client(
     network: &crate::net::Network,
     timeout: Duration,
-) -> Result<reqwest::Client, AuthError> {
-    network
+) -> Result<IdpClient, AuthError> {
+    let http = network
         .client_builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -424,7 +432,11 @@ pub(crate) fn http_client(
                 AuthErrorKind::Permanent,
                 format!("cannot build the HTTP client: {e}"),
             )
-        })
+        })?;
+    Ok(IdpClient {
+        http,
+        network: network.clone(),
+    })
 }
 
 /// Fetches one token without starting a manager (the `token` command). Returns the token and

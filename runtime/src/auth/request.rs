@@ -129,8 +129,14 @@ impl TokenRequest {
     }
 
     /// Sends the request. The error never contains the secret.
-    pub(crate) async fn send(&self, client: &reqwest::Client) -> Result<TokenResponse, AuthError> {
-        let mut request = client.post(&self.url).header("Accept", "application/json");
+    pub(crate) async fn send(
+        &self,
+        client: &super::IdpClient,
+    ) -> Result<TokenResponse, AuthError> {
+        let mut request = client
+            .http
+            .post(&self.url)
+            .header("Accept", "application/json");
         // What is never repeated in an error: the secret, the assertion, or the token sent.
         let sent_secret: Secret;
         let mut form: Vec<(&str, &str)> = Vec::new();
@@ -204,7 +210,7 @@ impl TokenRequest {
             .form(&form)
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| transport_error("token request", &self.url, e, client))?;
         let status = response.status();
         if status.is_redirection() {
             let to = response
@@ -225,7 +231,7 @@ impl TokenRequest {
             return Err(e);
         }
         let retry_after = crate::retry::retry_after(response.headers());
-        let body = read_capped(response).await?;
+        let body = read_answer(response, client).await?;
         let answer = classify(status.as_u16(), retry_after, &body, &sent_secret);
         match (&self.credential, answer) {
             (Credential::Refresh(cache), Ok(answer)) => {
@@ -248,13 +254,15 @@ impl TokenRequest {
         }
     }
 
-    fn transport_error(&self, e: reqwest::Error) -> AuthError {
-        transport_error("token request", &self.url, e)
-    }
 }
 
 /// A failed request (`label`, like "token request") to `url`, as a transient error.
-pub(crate) fn transport_error(label: &str, url: &str, e: reqwest::Error) -> AuthError {
+pub(crate) fn transport_error(
+    label: &str,
+    url: &str,
+    e: reqwest::Error,
+    client: &super::IdpClient,
+) -> AuthError {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -262,23 +270,38 @@ pub(crate) fn transport_error(label: &str, url: &str, e: reqwest::Error) -> Auth
     } else {
         "failed"
     };
-    let chain = crate::net::explain(e);
+    // A proxy that wants other credentials refuses every attempt alike.
+    let kind = if crate::net::refused_by_proxy(&e) {
+        AuthErrorKind::Permanent
+    } else {
+        AuthErrorKind::Transient
+    };
+    let chain = client.network.explain(e);
     AuthError::new(
-        AuthErrorKind::Transient,
+        kind,
         format!("{label} to {url} {what}: {chain}"),
     )
 }
 
 /// The body of an identity provider's answer. An answer is a few KiB: a peer that sends more
-/// than [`MAX_ANSWER_BYTES`] is cut off, not buffered.
-pub(crate) async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, AuthError> {
+/// than [`MAX_ANSWER_BYTES`] is cut off, not buffered. A 407 is no answer of the identity
+/// provider's but a proxy's refusal, named as such.
+pub(crate) async fn read_answer(
+    response: reqwest::Response,
+    client: &super::IdpClient,
+) -> Result<Vec<u8>, AuthError> {
     let status = response.status().as_u16();
+    if status == 407 {
+        let mut error = AuthError::new(AuthErrorKind::Permanent, client.network.proxy_refused());
+        error.0.status = Some(status);
+        return Err(error);
+    }
     let url = response.url().clone();
     crate::net::read_capped(response, MAX_ANSWER_BYTES as u64)
         .await
         .map_err(|e| match e {
             crate::net::ReadError::Transport(e) => {
-                transport_error("reading the answer of", url.as_str(), e)
+                transport_error("reading the answer of", url.as_str(), e, client)
             }
             crate::net::ReadError::TooLarge { .. } => {
                 let mut e = AuthError::new(
@@ -422,12 +445,6 @@ pub(crate) fn classify(
         });
     }
 
-    if status == 407 {
-        // Not the identity provider's word but a proxy's on the way.
-        let mut error = AuthError::new(AuthErrorKind::Permanent, crate::net::proxy_refused());
-        error.0.status = Some(status);
-        return Err(error);
-    }
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let oauth_error = parsed.error.clone();
     let description = parsed

@@ -285,6 +285,7 @@ pub async fn login_device_code(
     let client = super::http_client(network, network.timeout())?;
     let scope = user_scopes(config);
     let response = client
+        .http
         .post(&device_url)
         .header("Accept", "application/json")
         .form(&[("client_id", config.client_id.as_str()), ("scope", &scope)])
@@ -295,12 +296,12 @@ pub async fn login_device_code(
                 AuthErrorKind::Transient,
                 format!(
                     "device authorization request to {device_url} failed: {}",
-                    crate::net::explain(e)
+                    client.network.explain(e)
                 ),
             )
         })?;
     let status = response.status().as_u16();
-    let body = super::request::read_capped(response).await?;
+    let body = super::request::read_answer(response, &client).await?;
     if !(200..300).contains(&status) {
         let error = super::request::classify(status, None, &body, &Secret::new(""))
             .err()

@@ -76,6 +76,8 @@ const SDK_HEADER: &str = concat!("extractor-runtime:", env!("CARGO_PKG_VERSION")
 
 struct Inner {
     http: reqwest::Client,
+    /// What `http` goes through (its proxy is named when it refuses a request).
+    network: crate::net::Network,
     base: String,
     tokens: Option<TokenManager>,
     dry_run: Option<DryRunSink>,
@@ -111,7 +113,7 @@ impl CdfClient {
             let network = config.connection.network()?;
             let http = network
                 .client_builder()
-                .timeout(config.connection.timeout.get())
+                .timeout(network.timeout())
                 .build()
                 .map_err(ClientError::Http)?;
             if dry_run.is_none() && tokens.is_none() {
@@ -120,6 +122,7 @@ impl CdfClient {
             Ok(CdfClient {
                 inner: Arc::new(Inner {
                     http,
+                    network,
                     base: format!(
                         "{}/api/v1/projects/{}",
                         config.host.trim_end_matches('/'),
@@ -140,6 +143,7 @@ impl CdfClient {
         CdfClient {
             inner: Arc::new(Inner {
                 http: reqwest::Client::new(),
+                network: crate::net::Network::default(),
                 base: "http://127.0.0.1:9/api/v1/projects/none".to_owned(),
                 tokens: None,
                 dry_run: Some(DryRunSink::to_writer(std::io::sink())),
@@ -285,7 +289,7 @@ impl CdfClient {
                         return Err(CdfError::new(
                             CdfErrorKind::Rejected,
                             endpoint,
-                            crate::net::explain(e),
+                            inner.network.explain(e),
                         ));
                     };
                     (
@@ -294,7 +298,7 @@ impl CdfClient {
                         CdfError::new(
                             CdfErrorKind::RetriesExhausted,
                             endpoint,
-                            crate::net::explain(e),
+                            inner.network.explain(e),
                         ),
                     )
                 }
@@ -348,7 +352,7 @@ impl CdfClient {
                         .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
                     {
                         Some(message) => message,
-                        None if status == 407 => crate::net::proxy_refused(),
+                        None if status == 407 => inner.network.proxy_refused(),
                         None => text.chars().take(300).collect(),
                     };
                     let kind = if crate::retry::retryable_status(status, auto).is_some() {
