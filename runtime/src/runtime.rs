@@ -458,11 +458,13 @@ async fn final_upload(queues: &Queues, deadline: &Deadline, reserve: Duration) -
         .bound("the final upload", reserve / 2, queues.flush())
         .await
     {
-        Some(Ok(_)) if queues.held() > 0 => {
-            tracing::error!(target: "extractor_runtime::queues", held = queues.held(), "refused items could not be kept in the dead-letter file ({}); the state did not move past them, so a source that re-reads (csv, http, postgres) reads them again at the next start", queues.dead_letter_failure().unwrap_or_default());
-            queues.held()
+        Some(Ok(_)) => {
+            let held = queues.held();
+            if held > 0 {
+                tracing::error!(target: "extractor_runtime::queues", held, "refused items could not be kept in the dead-letter file ({}); the state did not move past them, so a source that re-reads (csv, http, postgres) reads them again at the next start", queues.dead_letter_failure().unwrap_or_default());
+            }
+            held
         }
-        Some(Ok(_)) => 0,
         Some(Err(e)) => {
             tracing::error!(target: "extractor_runtime::queues", pending = queues.pending(), "the final upload failed; these items were not uploaded: {e}");
             queues.pending()

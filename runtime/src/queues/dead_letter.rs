@@ -29,7 +29,7 @@ impl std::fmt::Debug for DeadLetter {
 /// One refused item, as a line of the file.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Refused<'a> {
-    pub(crate) time: String,
+    pub(crate) time: &'a str,
     pub(crate) task: &'a str,
     pub(crate) queue: &'a str,
     pub(crate) endpoint: &'a str,
@@ -61,14 +61,11 @@ impl DeadLetter {
         &self.path
     }
 
-    /// `items` as the file's lines.
-    pub(crate) fn encode(items: &[Refused<'_>]) -> Vec<u8> {
-        let mut text = Vec::new();
-        for item in items {
-            serde_json::to_writer(&mut text, item).expect("a refused item serializes");
-            text.push(b'\n');
-        }
-        text
+    /// `item` as a line of the file.
+    pub(crate) fn encode(item: &Refused<'_>) -> Vec<u8> {
+        let mut line = serde_json::to_vec(item).expect("a refused item serializes");
+        line.push(b'\n');
+        line
     }
 
     /// Appends `lines` and syncs the file, so a refused item is on disk before the queue

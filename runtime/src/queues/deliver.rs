@@ -281,37 +281,54 @@ async fn send_update(client: &CdfClient, r: &Request) -> Result<(), CdfError> {
         .await
 }
 
-/// Logs the refused items of a batch: per task and reason, the first few ids and a count.
-pub(crate) fn log_refusals<K: Kind>(
-    batch: &[Entry<K::Stored>],
-    outcomes: &[Outcome],
-    destination: &str,
-) {
-    let mut groups: BTreeMap<(&str, *const Why), (&Why, super::Refusals)> = BTreeMap::new();
-    for (entry, outcome) in batch.iter().zip(outcomes) {
-        if let Outcome::Refused(why) = outcome {
-            let task = entry.tag.as_ref().map_or("", |t| t.ledger.task());
-            groups
-                .entry((task, Arc::as_ptr(why)))
-                .or_insert_with(|| (why, super::Refusals::default()))
-                .1
-                .add(K::id(&entry.item).as_deref());
+/// The refused items of a batch, per task and reason (the first few ids and a count): logged
+/// once it is known where they went.
+pub(crate) struct RefusalLog(Vec<(String, Arc<Why>, super::Refusals)>);
+
+impl RefusalLog {
+    pub(crate) fn of<K: Kind>(batch: &[Entry<K::Stored>], outcomes: &[Outcome]) -> RefusalLog {
+        let mut groups: BTreeMap<(&str, *const Why), (&Arc<Why>, super::Refusals)> =
+            BTreeMap::new();
+        for (entry, outcome) in batch.iter().zip(outcomes) {
+            if let Outcome::Refused(why) = outcome {
+                let task = entry.tag.as_ref().map_or("", |t| t.ledger.task());
+                groups
+                    .entry((task, Arc::as_ptr(why)))
+                    .or_insert_with(|| (why, super::Refusals::default()))
+                    .1
+                    .add(K::id(&entry.item).as_deref());
+            }
         }
+        RefusalLog(
+            groups
+                .into_iter()
+                .map(|((task, _), (why, refusals))| (task.to_owned(), why.clone(), refusals))
+                .collect(),
+        )
     }
-    for ((task, _), (why, refusals)) in groups {
-        tracing::error!(
-            target: "extractor_runtime::queues",
-            queue = K::NAME,
-            task,
-            endpoint = why.endpoint,
-            status = why.status,
-            request_id = why.request_id.as_deref(),
-            count = refusals.count,
-            "CDF refused {} item(s): {} ({}); {destination}",
-            refusals.count,
-            refusals,
-            why.message,
-        );
+
+    /// Whether nothing was refused.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Logs each group, saying where its items went (`destination`).
+    pub(crate) fn log(self, queue: &str, destination: &str) {
+        for (task, why, refusals) in self.0 {
+            tracing::error!(
+                target: "extractor_runtime::queues",
+                queue,
+                task,
+                endpoint = why.endpoint,
+                status = why.status,
+                request_id = why.request_id.as_deref(),
+                count = refusals.count,
+                "CDF refused {} item(s): {} ({}); {destination}",
+                refusals.count,
+                refusals,
+                why.message,
+            );
+        }
     }
 }
 
@@ -321,12 +338,12 @@ pub(crate) fn dead_letter_lines<K: Kind>(
     outcomes: &[Outcome],
 ) -> Vec<Vec<u8>> {
     let time = jiff::Timestamp::now().to_string();
-    let refused: Vec<Refused<'_>> = batch
+    batch
         .iter()
         .zip(outcomes)
         .filter_map(|(entry, outcome)| match outcome {
-            Outcome::Refused(why) => Some(Refused {
-                time: time.clone(),
+            Outcome::Refused(why) => Some(DeadLetter::encode(&Refused {
+                time: &time,
                 task: entry.tag.as_ref().map_or("", |t| t.ledger.task()),
                 queue: K::NAME,
                 endpoint: why.endpoint,
@@ -334,12 +351,8 @@ pub(crate) fn dead_letter_lines<K: Kind>(
                 message: &why.message,
                 request_id: why.request_id.as_deref(),
                 item: K::to_json(&entry.item),
-            }),
+            })),
             _ => None,
         })
-        .collect();
-    refused
-        .iter()
-        .map(|r| DeadLetter::encode(std::slice::from_ref(r)))
         .collect()
 }

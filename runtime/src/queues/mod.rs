@@ -309,7 +309,11 @@ impl<K: Kind> UploadQueue<K> {
     /// again by the next flush (at-least-once).
     pub async fn flush(&self) -> Result<usize, CdfError> {
         let _one_at_a_time = self.inner.flushing.lock().await;
-        let mut sent = self.write_held().await;
+        // Refused items held since a dead-letter write failed go first.
+        let mut sent = match self.inner.write_held().await {
+            Some(Ok(n)) => n,
+            _ => 0,
+        };
         loop {
             let mut batch = {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
@@ -332,52 +336,54 @@ impl<K: Kind> UploadQueue<K> {
         }
     }
 
-    /// Writes the refused items held since a dead-letter write failed; returns how many left
-    /// the queue (none while the file still cannot be written).
-    async fn write_held(&self) -> usize {
-        let Some(file) = self.inner.dead_letter.clone() else {
-            return 0;
-        };
+}
+
+impl<K: Kind> Inner<K> {
+    /// Writes the dead-letter lines of every held refused item, oldest first, in one write
+    /// (whole or not at all). Written, they are settled as refused; otherwise they stay held
+    /// for a later flush, and the first failure of a burst is logged. `None` when nothing is
+    /// held.
+    async fn write_held(&self) -> Option<std::io::Result<usize>> {
+        let file = self.dead_letter.clone()?;
         let held = {
-            let mut slots = self.inner.slots.lock().expect("queue lock");
+            let mut slots = self.slots.lock().expect("queue lock");
             if slots.held.is_empty() {
-                return 0;
+                return None;
             }
             std::mem::take(&mut slots.held)
         };
         let (entries, lines): (Vec<_>, Vec<_>) = held.into_iter().unzip();
         let n = entries.len();
-        match write(&file, lines.concat()).await {
+        let written = write(&file, lines.concat()).await;
+        let mut slots = self.slots.lock().expect("queue lock");
+        match &written {
             Ok(()) => {
                 if file.succeeded() {
                     tracing::warn!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "the dead-letter file can be written again: {n} refused item(s) held in memory are written to it");
                 }
-                let metrics = &self.inner.metrics;
                 for entry in &entries {
                     if let Some(tag) = &entry.tag {
-                        tag.ledger.settle(tag, Settled::Refused, K::id(&entry.item).as_deref());
+                        tag.ledger
+                            .settle(tag, Settled::Refused, K::id(&entry.item).as_deref());
                     }
                 }
-                metrics.count(K::NAME, "rejected", n);
-                metrics.refused.fetch_add(n, Ordering::Relaxed);
-                let slots = self.inner.slots.lock().expect("queue lock");
-                metrics.held.set(slots.held.len() as i64);
-                metrics.size.set(slots.len() as i64);
-                drop(slots);
-                self.inner.space.notify_waiters();
-                n
+                self.metrics.count(K::NAME, "rejected", n);
+                self.metrics.refused.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
-                self.inner.metrics.write_failures.inc();
-                if file.failed(&e) {
-                    tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "cannot write the dead-letter file: {e}; {n} refused item(s) stay held in memory and are written at a later flush");
+                self.metrics.write_failures.inc();
+                if file.failed(e) {
+                    tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "cannot write the dead-letter file: {e}; refused items are held in memory (the other items go on) and written at a later flush");
                 }
-                let mut slots = self.inner.slots.lock().expect("queue lock");
                 let newer = std::mem::take(&mut slots.held);
                 slots.held = entries.into_iter().zip(lines).chain(newer).collect();
-                0
             }
         }
+        self.metrics.held.set(slots.held.len() as i64);
+        self.metrics.size.set(slots.len() as i64);
+        drop(slots);
+        self.space.notify_waiters();
+        Some(written.map(|()| n))
     }
 }
 
@@ -397,67 +403,32 @@ struct InFlight<'q, K: Kind> {
 }
 
 impl<K: Kind> InFlight<'_, K> {
-    /// Removes the settled items (acknowledging them to their ledgers, dead-lettering the
-    /// refused ones) and puts the pending ones back at the front of the queue. Returns how many
-    /// left the queue. Refused items whose dead-letter line cannot be written are held aside
-    /// (see [`Slots::held`]): nothing refused is forgotten before it is on disk, and nothing
-    /// refused is sent again.
-    async fn settle(&mut self, mut outcomes: Vec<Outcome>) -> usize {
+    /// Removes the settled items (acknowledging them to their ledgers) and puts the pending
+    /// ones back at the front of the queue. Refused items join the held ones, which are then
+    /// written to the dead-letter file (see [`Inner::write_held`]): nothing refused is
+    /// forgotten before it is on disk, and nothing refused is sent again. Without a dead-letter
+    /// file they are settled at once. Returns how many items left the queue.
+    async fn settle(&mut self, outcomes: Vec<Outcome>) -> usize {
         let entries = std::mem::take(&mut self.entries);
-        // The dead-letter line of each refused item that could not be written.
-        let mut unwritten: Vec<Option<Vec<u8>>> = Vec::new();
-        if outcomes.iter().any(|o| matches!(o, Outcome::Refused(_))) {
-            let dead_letter = self.inner.dead_letter.clone();
-            match dead_letter {
-                Some(file) => {
-                    let lines = deliver::dead_letter_lines::<K>(&entries, &outcomes);
-                    match write(&file, lines.concat()).await {
-                        Ok(()) => {
-                            file.succeeded();
-                            let to = format!("written to {}", crate::text::Shown(file.path()));
-                            deliver::log_refusals::<K>(&entries, &outcomes, &to);
-                        }
-                        Err(e) => {
-                            self.inner.metrics.write_failures.inc();
-                            let to = format!(
-                                "NOT written to {} ({e}): held in memory, written at a later flush",
-                                crate::text::Shown(file.path())
-                            );
-                            deliver::log_refusals::<K>(&entries, &outcomes, &to);
-                            if file.failed(&e) {
-                                tracing::error!(target: "extractor_runtime::queues", queue = K::NAME, file = %crate::text::Shown(file.path()), "cannot write the dead-letter file: {e}; refused items are held in memory (the other items go on) and written at a later flush");
-                            }
-                            let mut lines = lines.into_iter();
-                            unwritten = outcomes
-                                .iter()
-                                .map(|o| match o {
-                                    Outcome::Refused(_) => lines.next(),
-                                    _ => None,
-                                })
-                                .collect();
-                        }
-                    }
-                }
-                None => deliver::log_refusals::<K>(
-                    &entries,
-                    &outcomes,
-                    "not kept: set upload-queue.dead-letter to keep them",
-                ),
-            }
+        let dead_letter = self.inner.dead_letter.clone();
+        let refusals = deliver::RefusalLog::of::<K>(&entries, &outcomes);
+        let mut lines = match &dead_letter {
+            Some(_) => deliver::dead_letter_lines::<K>(&entries, &outcomes),
+            None => Vec::new(),
         }
+        .into_iter();
         let metrics = &self.inner.metrics;
         let mut counts = [0usize; 4];
-        let mut pending = Vec::new();
-        let mut held = Vec::new();
-        for (i, (entry, outcome)) in entries.into_iter().zip(outcomes.drain(..)).enumerate() {
+        let (mut pending, mut held) = (Vec::new(), Vec::new());
+        for (entry, outcome) in entries.into_iter().zip(outcomes) {
             let (how, slot) = match outcome {
                 Outcome::Pending => {
                     pending.push(entry);
                     counts[3] += 1;
                     continue;
                 }
-                Outcome::Refused(_) if unwritten.get(i).is_some_and(Option::is_some) => {
-                    held.push((entry, unwritten[i].take().expect("checked")));
+                Outcome::Refused(_) if dead_letter.is_some() => {
+                    held.push((entry, lines.next().expect("a line per refused item")));
                     continue;
                 }
                 Outcome::Accepted => (Settled::Accepted, 0),
@@ -483,11 +454,28 @@ impl<K: Kind> InFlight<'_, K> {
             }
             slots.held.extend(held);
             slots.in_flight = 0;
-            metrics.held.set(slots.held.len() as i64);
             metrics.size.set(slots.len() as i64);
         }
         self.inner.space.notify_waiters();
-        counts[0] + counts[1] + counts[2]
+        let mut left = counts[0] + counts[1] + counts[2];
+        if refusals.is_empty() {
+            return left;
+        }
+        let destination = match &dead_letter {
+            None => "not kept: set upload-queue.dead-letter to keep them".to_owned(),
+            Some(file) => match self.inner.write_held().await.unwrap_or(Ok(0)) {
+                Ok(n) => {
+                    left += n;
+                    format!("written to {}", crate::text::Shown(file.path()))
+                }
+                Err(e) => format!(
+                    "NOT written to {} ({e}): held in memory, written at a later flush",
+                    crate::text::Shown(file.path())
+                ),
+            },
+        };
+        refusals.log(K::NAME, &destination);
+        left
     }
 }
 
