@@ -69,13 +69,14 @@ pub(crate) fn files(dir: &Path, glob: &str, min_age: Duration) -> Result<Listing
 
 /// Takes out the files whose keys clash (see [`Listing::clashes`]).
 fn unique_keys(files: Vec<PathBuf>) -> Listing {
-    let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for f in &files {
-        *by_key.entry(path_text(f).into_owned()).or_default() += 1;
+    let keys: Vec<String> = files.iter().map(|f| path_text(f).into_owned()).collect();
+    let mut count: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for key in &keys {
+        *count.entry(key).or_default() += 1;
     }
     let mut listing = Listing::default();
-    for f in files {
-        if by_key[path_text(&f).as_ref()] > 1 {
+    for (f, key) in files.into_iter().zip(&keys) {
+        if count[key.as_str()] > 1 {
             let message = format!(
                 "`{}`: another file in the folder has the same name once its bytes that are not UTF-8 are written \\xNN; rename one of them",
                 Shown(&f)

@@ -25,11 +25,7 @@ pub const MAX_MESSAGE_BYTES: usize = 2048;
 /// ```
 pub fn path_text(path: &Path) -> Cow<'_, str> {
     use std::os::unix::ffi::OsStrExt as _;
-    bytes_text(path.as_os_str().as_bytes())
-}
-
-/// [`path_text`] of any bytes.
-pub fn bytes_text(bytes: &[u8]) -> Cow<'_, str> {
+    let bytes = path.as_os_str().as_bytes();
     if let Ok(text) = std::str::from_utf8(bytes) {
         return Cow::Borrowed(text);
     }

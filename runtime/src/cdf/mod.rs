@@ -189,18 +189,7 @@ impl CdfClient {
             path: &str,
             body: bytes::Bytes,
         ) -> Result<serde_json::Value, CdfError> {
-            if let Some(sink) = &self.inner.dry_run {
-                sink.write(endpoint, path, &body).map_err(|e| {
-                    CdfError::new(
-                        CdfErrorKind::BadResponse,
-                        endpoint,
-                        format!("cannot write the dry-run line: {e}"),
-                    )
-                })?;
-                return Ok(serde_json::Value::Null);
-            }
-            self.send(reqwest::Method::POST, endpoint, path, Some(body), Answer::Json)
-                .await
+            self.post_as(endpoint, path, body, Answer::Json).await
         }
     }
 
@@ -212,12 +201,31 @@ impl CdfClient {
         path: &str,
         body: bytes::Bytes,
     ) -> Result<(), CdfError> {
-        if self.inner.dry_run.is_some() {
-            return self.post_body(endpoint, path, body).await.map(|_| ());
-        }
-        self.send(reqwest::Method::POST, endpoint, path, Some(body), Answer::Ignored)
+        self.post_as(endpoint, path, body, Answer::Ignored)
             .await
             .map(|_| ())
+    }
+
+    /// A POST, or its dry-run line, with what is needed of the answer.
+    async fn post_as(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: bytes::Bytes,
+        answer: Answer,
+    ) -> Result<serde_json::Value, CdfError> {
+        if let Some(sink) = &self.inner.dry_run {
+            sink.write(endpoint, path, &body).map_err(|e| {
+                CdfError::new(
+                    CdfErrorKind::BadResponse,
+                    endpoint,
+                    format!("cannot write the dry-run line: {e}"),
+                )
+            })?;
+            return Ok(serde_json::Value::Null);
+        }
+        self.send(reqwest::Method::POST, endpoint, path, Some(body), answer)
+            .await
     }
 
     /// GETs `path` and returns CDF's JSON answer, with the same retries as [`post`](Self::post).

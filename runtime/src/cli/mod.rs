@@ -69,7 +69,6 @@ fn idp<'a>(
     })
 }
 
-/// The network settings of `config` (read when it loaded).
 /// Why the sign-in certificate of `config` is refused now (expired, not valid yet), if it is.
 fn certificate_warning(config: &Config) -> Option<String> {
     config
@@ -81,6 +80,7 @@ fn certificate_warning(config: &Config) -> Option<String> {
         .validity_warning()
 }
 
+/// The network settings of `config` (read when it loaded).
 fn network(path: &std::path::Path, config: &Config) -> Result<crate::net::Network, CliError> {
     config
         .cognite
