@@ -409,9 +409,7 @@ async fn metrics_count_results_and_nothing_renders_a_secret() {
     let first = tokens.get().await.unwrap();
     idp.set(Some(Fault::Status(503)));
     let _ = tokens.force_refresh(&first).await.unwrap_err();
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = support::metrics_text(&registry);
     assert!(
         text.contains("extractor_token_refresh_total{result=\"success\"} 1"),
         "{text}"

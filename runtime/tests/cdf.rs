@@ -92,9 +92,7 @@ fn body() -> serde_json::Value {
 }
 
 fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = support::metrics_text(registry);
     text.lines()
         .filter(|l| {
             l.starts_with(name)

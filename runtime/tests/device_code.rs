@@ -76,6 +76,22 @@ fn config(server: &MockServer, cache: &std::path::Path) -> IdpAuthenticationConf
     c
 }
 
+/// Signs in through `server` with the cache in `dir`: the outcome, and the lines shown.
+async fn sign_in(
+    server: &MockServer,
+    dir: &std::path::Path,
+) -> (
+    Result<extractor_runtime::auth::LoginOutcome, extractor_runtime::auth::AuthError>,
+    Vec<String>,
+) {
+    let mut shown = Vec::new();
+    let outcome = login_device_code(&config(server, dir), &Network::default(), &mut |l: &str| {
+        shown.push(l.to_owned())
+    })
+    .await;
+    (outcome, shown)
+}
+
 fn pending(error: &str) -> (u16, serde_json::Value) {
     (
         400,
@@ -96,14 +112,8 @@ async fn pending_waits_and_slow_down_adds_five_seconds() {
         ),
     ])
     .await;
-    let mut shown = Vec::new();
-    let outcome = login_device_code(
-        &config(&server, dir.path()),
-        &Network::default(),
-        &mut |l: &str| shown.push(l.to_owned()),
-    )
-    .await
-    .unwrap();
+    let (outcome, shown) = sign_in(&server, dir.path()).await;
+    let outcome = outcome.unwrap();
     assert_eq!(
         shown,
         ["To sign in, open https://microsoft.com/devicelogin and enter the code ABCD-EFGH"]
@@ -136,13 +146,7 @@ async fn declined_and_expired_sign_ins_say_what_happened() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (server, _) = provider(vec![pending(error)]).await;
-        let e = login_device_code(
-            &config(&server, dir.path()),
-            &Network::default(),
-            &mut |_: &str| {},
-        )
-        .await
-        .unwrap_err();
+        let e = sign_in(&server, dir.path()).await.0.unwrap_err();
         assert!(e.is_permanent());
         assert!(e.to_string().contains(expected), "{e}");
         assert!(!e.to_string().contains("dc-secret-1"));
@@ -167,14 +171,8 @@ async fn a_hostile_answer_is_shown_escaped_and_a_fractional_interval_is_kept() {
         ],
     )
     .await;
-    let mut shown = Vec::new();
-    login_device_code(
-        &config(&server, dir.path()),
-        &Network::default(),
-        &mut |l: &str| shown.push(l.to_owned()),
-    )
-    .await
-    .unwrap();
+    let (outcome, shown) = sign_in(&server, dir.path()).await;
+    outcome.unwrap();
     assert_eq!(
         shown,
         [
@@ -205,13 +203,7 @@ async fn polling_ends_when_the_code_expires_not_an_interval_later() {
     )
     .await;
     let started = Instant::now();
-    let e = login_device_code(
-        &config(&server, dir.path()),
-        &Network::default(),
-        &mut |_: &str| {},
-    )
-    .await
-    .unwrap_err();
+    let e = sign_in(&server, dir.path()).await.0.unwrap_err();
     assert!(e.to_string().contains("the code expired"), "{e}");
     assert_eq!(polls.lock().unwrap().len(), 1, "one poll, at expiry");
     assert!(

@@ -97,9 +97,7 @@ async fn a_flush_splits_at_ten_thousand_rows() {
     let sizes: Vec<usize> = cdf.accepted.lock().unwrap().iter().map(Vec::len).collect();
     assert_eq!(sizes, [10_000, 10_000, 5_000]);
     assert!(q.is_empty());
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = support::metrics_text(&registry);
     assert!(
         text.contains("extractor_upload_items_total{queue=\"raw\",result=\"uploaded\"} 25000"),
         "{text}"

@@ -84,9 +84,7 @@ fn dead_letters(path: &Path) -> Vec<Value> {
 }
 
 fn metric(registry: &prometheus::Registry, queue: &str, result: &str) -> f64 {
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = support::metrics_text(registry);
     let prefix = format!("extractor_upload_items_total{{queue=\"{queue}\",result=\"{result}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -448,9 +446,7 @@ async fn a_dead_letter_file_that_cannot_be_written_holds_the_refused_items_aside
         "the refused row is not sent again"
     );
     assert_eq!(queues.held(), 1);
-    let metrics = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let metrics = support::metrics_text(&registry);
     assert!(
         metrics.contains("extractor_dead_letter_held_items{queue=\"raw\"} 1"),
         "{metrics}"

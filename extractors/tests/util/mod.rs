@@ -66,6 +66,12 @@ fn openssl_available() -> bool {
     )
 }
 
+/// Writes `cert` then `key` into `pem`: one file, as `certificate.path` takes it.
+fn pem_of(cert: &Path, key: &Path, pem: &Path) {
+    let both = std::fs::read_to_string(cert).unwrap() + &std::fs::read_to_string(key).unwrap();
+    std::fs::write(pem, both).unwrap();
+}
+
 /// Runs `openssl args` in `dir`, failing the test with its error output.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -86,28 +92,27 @@ pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
     if !openssl_available() {
         return None;
     }
-    let (key, cert) = (
-        dir.join(format!("{name}.key")),
-        dir.join(format!("{name}.crt")),
-    );
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=extractor-runtime-test", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=extractor-runtime-test",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ],
     );
     let pem = dir.join(format!("{name}.pem"));
-    let both = std::fs::read_to_string(&cert).unwrap() + &std::fs::read_to_string(&key).unwrap();
-    std::fs::write(&pem, both).unwrap();
+    pem_of(&dir.join(&cert), &dir.join(&key), &pem);
     Some(pem)
 }
 
@@ -164,8 +169,6 @@ pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
         ],
     );
     let pem = dir.join("expired.pem");
-    let both = std::fs::read_to_string(ca.join("cert.pem")).unwrap()
-        + &std::fs::read_to_string(ca.join("key.pem")).unwrap();
-    std::fs::write(&pem, both).unwrap();
+    pem_of(&ca.join("cert.pem"), &ca.join("key.pem"), &pem);
     Some(pem)
 }

@@ -52,6 +52,13 @@ pub fn cognite(host: &str, extra: &str) -> CogniteConfig {
         .cognite
 }
 
+/// What `registry` serves at `/metrics`, as text.
+pub fn metrics_text(registry: &prometheus::Registry) -> String {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap()
+}
+
 /// A token manager for client `c` with secret `s` at `{idp}/token` (see [`mount_token_endpoint`]).
 pub fn token_manager(idp: &str) -> extractor_runtime::auth::TokenManager {
     let config = extractor_runtime::config::IdpAuthenticationConfig::new(
