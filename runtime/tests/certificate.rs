@@ -3,7 +3,6 @@
 //! and the signature verified with the certificate's public key.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +14,9 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+#[path = "support/openssl.rs"]
+mod openssl;
+
 /// A key and self-signed certificate (PEM) and the same as a `.pfx` with a password, made by
 /// `openssl`; `None` (after saying why) where openssl is missing.
 struct Files {
@@ -24,47 +26,12 @@ struct Files {
     cert_der: Vec<u8>,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn files(dir: &Path) -> Option<Files> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "CI=true but the openssl command is missing"
-        );
-        eprintln!("skipped: the openssl command is not installed");
+    if !openssl::available() {
         return None;
     }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=extractor",
-        ],
-    );
-    openssl(
+    openssl::self_signed(dir, "key.pem", "cert.pem");
+    openssl::run(
         dir,
         &[
             "pkcs12",
@@ -79,7 +46,7 @@ fn files(dir: &Path) -> Option<Files> {
             "client.pfx",
         ],
     );
-    openssl(
+    openssl::run(
         dir,
         &[
             "x509", "-in", "cert.pem", "-outform", "der", "-out", "cert.der",

@@ -6,6 +6,9 @@ use std::process::{Command, Output};
 
 pub mod tls;
 
+#[path = "../../../runtime/tests/support/openssl.rs"]
+mod openssl;
+
 /// The built `extractor-runtime`, with `COGNITE_API_KEY`, `RUST_LOG` and the proxy variables
 /// removed (tests talk to 127.0.0.1 directly unless they set a proxy themselves).
 pub fn bin() -> Command {
@@ -57,60 +60,20 @@ pub fn available(present: bool, what: &str, install: &str) -> bool {
     present
 }
 
-/// Whether the `openssl` command is here (saying that the test skipped where it is not).
-fn openssl_available() -> bool {
-    available(
-        Command::new("openssl").arg("version").output().is_ok(),
-        "the openssl command",
-        "apt-get install openssl",
-    )
-}
-
 /// Writes `cert` then `key` into `pem`: one file, as `certificate.path` takes it.
 fn pem_of(cert: &Path, key: &Path, pem: &Path) {
     let both = std::fs::read_to_string(cert).unwrap() + &std::fs::read_to_string(key).unwrap();
     std::fs::write(pem, both).unwrap();
 }
 
-/// Runs `openssl args` in `dir`, failing the test with its error output.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A self-signed certificate and its RSA key in one PEM file, made by the `openssl` command
 /// (as an operator makes one); `None`, after saying why, where openssl is missing (CI fails).
 pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
-    if !openssl_available() {
+    if !openssl::available() {
         return None;
     }
     let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=extractor-runtime-test",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-        ],
-    );
+    openssl::self_signed(dir, &key, &cert);
     let pem = dir.join(format!("{name}.pem"));
     pem_of(&dir.join(&cert), &dir.join(&key), &pem);
     Some(pem)
@@ -119,7 +82,7 @@ pub fn openssl_client_pem(dir: &Path, name: &str) -> Option<PathBuf> {
 /// A self-signed certificate valid only through 2020 (expired), and its RSA key, in one PEM
 /// file, made by `openssl ca` with explicit dates (OpenSSL 3.0's `req` cannot back-date).
 pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
-    if !openssl_available() {
+    if !openssl::available() {
         return None;
     }
     let ca = dir.join("expired-ca");
@@ -131,7 +94,7 @@ pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
         "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nserial = serial\nnew_certs_dir = .\ndefault_md = sha256\npolicy = p\n[p]\ncommonName = supplied\n",
     )
     .unwrap();
-    openssl(
+    openssl::run(
         &ca,
         &[
             "req",
@@ -147,7 +110,7 @@ pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
             "req.csr",
         ],
     );
-    openssl(
+    openssl::run(
         &ca,
         &[
             "ca",
