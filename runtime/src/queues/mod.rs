@@ -413,8 +413,8 @@ impl<K: Kind> InFlight<'_, K> {
         let dead_letter = self.inner.dead_letter.clone();
         let refusals = deliver::RefusalLog::of::<K>(&entries, &outcomes);
         let mut lines = match &dead_letter {
-            Some(_) => deliver::dead_letter_lines::<K>(&entries, &outcomes),
-            None => Vec::new(),
+            Some(_) if !refusals.is_empty() => deliver::dead_letter_lines::<K>(&entries, &outcomes),
+            _ => Vec::new(),
         }
         .into_iter();
         let metrics = &self.inner.metrics;
