@@ -245,9 +245,41 @@ impl Setup<'_> {
     }
 }
 
-type Factory = Box<
-    dyn Fn(&TaskConfig, &Setup<'_>) -> Result<Arc<dyn DynExtractor>, ConfigErrors> + Send + Sync,
->;
+type Factory = Box<dyn Fn(&TaskConfig, &Setup<'_>) -> Result<Built, ConfigErrors> + Send + Sync>;
+
+/// A task's extractor as the registry built it, with what a reload needs: its typed config (to
+/// compare with the running one) and its own metrics (installed when the task is applied).
+pub(crate) struct Built {
+    /// The extractor.
+    pub(crate) extractor: Arc<dyn DynExtractor>,
+    config: Box<dyn ConfigEq>,
+    /// The extractor's own metrics registry, if its constructor made one.
+    pub(crate) metrics: Option<prometheus::Registry>,
+}
+
+impl Built {
+    /// Whether `self` and `other` were built from equal `config:` blocks (by the config type's
+    /// `PartialEq`; configs of two types are never equal).
+    pub(crate) fn same_config(&self, other: &Built) -> bool {
+        self.config.eq_dyn(other.config.as_any())
+    }
+}
+
+/// A config type's `PartialEq`, behind `dyn`.
+trait ConfigEq: Send + Sync {
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn eq_dyn(&self, other: &dyn std::any::Any) -> bool;
+}
+
+impl<C: PartialEq + Send + Sync + 'static> ConfigEq for C {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn eq_dyn(&self, other: &dyn std::any::Any) -> bool {
+        other.downcast_ref::<C>().is_some_and(|o| o == self)
+    }
+}
 type SchemaFn = fn() -> serde_json::Value;
 
 /// Why an extractor's constructor rejected its `config:` block: one or more problems, each at a
@@ -376,9 +408,12 @@ impl Registry {
     /// `tasks[N].config.key` paths and line:column) and may reject values with a [`Rejection`],
     /// each problem reported at `tasks[N].config.<path>`. `C`'s JSON Schema becomes the block's
     /// schema in [`json_schema`](Registry::json_schema) (`serde_json::Value`: free-form).
+    ///
+    /// On a config reload, a task whose `config:` block is equal by `C`'s `PartialEq` (and
+    /// whose other keys are unchanged) keeps running untouched; otherwise it is rebuilt.
     pub fn register<C, E, F>(&mut self, type_name: &str, build: F)
     where
-        C: DeserializeOwned + schemars::JsonSchema,
+        C: DeserializeOwned + schemars::JsonSchema + Clone + PartialEq + Send + Sync + 'static,
         E: Extractor,
         F: Fn(C) -> Result<E, Rejection> + Send + Sync + 'static,
     {
@@ -389,7 +424,7 @@ impl Registry {
     /// [`Setup`]: its name, and the registry for the extractor's own metrics.
     pub fn register_with_setup<C, E, F>(&mut self, type_name: &str, build: F)
     where
-        C: DeserializeOwned + schemars::JsonSchema,
+        C: DeserializeOwned + schemars::JsonSchema + Clone + PartialEq + Send + Sync + 'static,
         E: Extractor,
         F: Fn(C, &Setup<'_>) -> Result<E, Rejection> + Send + Sync + 'static,
     {
@@ -399,8 +434,12 @@ impl Registry {
         self.schemas.insert(type_name.to_owned(), schema::<C>);
         let factory: Factory = Box::new(move |task: &TaskConfig, setup: &Setup<'_>| {
             let config: C = task.config.parse()?;
-            build(config, setup)
-                .map(|e| Arc::new(e) as Arc<dyn DynExtractor>)
+            build(config.clone(), setup)
+                .map(|e| Built {
+                    extractor: Arc::new(e) as Arc<dyn DynExtractor>,
+                    config: Box::new(config),
+                    metrics: None,
+                })
                 .map_err(|rejection| {
                     ConfigErrors(
                         rejection
@@ -436,21 +475,25 @@ impl Registry {
 
     /// Builds the extractor of one task, checking its type and its `config:` block; its own
     /// metrics go to `metrics`, labelled with the task.
+    ///
+    /// Its metrics registry is not installed: see [`Built::metrics`].
     pub(crate) fn build(
         &self,
         index: usize,
         task: &TaskConfig,
         metrics: &MetricsRegistry,
-    ) -> Result<Arc<dyn DynExtractor>, ConfigErrors> {
+    ) -> Result<Built, ConfigErrors> {
         match self.factories.get(&task.kind) {
-            Some(factory) => factory(
-                task,
-                &Setup {
+            Some(factory) => {
+                let setup = Setup {
                     task: &task.name,
                     process: metrics,
                     metrics: std::cell::OnceCell::new(),
-                },
-            ),
+                };
+                let mut built = factory(task, &setup)?;
+                built.metrics = setup.metrics.into_inner();
+                Ok(built)
+            }
             None => {
                 let known: Vec<&str> = self.types().collect();
                 let hint = match crate::config::suggest(&task.kind, &known) {
@@ -477,7 +520,10 @@ impl Registry {
             let mut errors: Vec<ConfigError> = Vec::new();
             for (i, task) in tasks.iter().enumerate() {
                 match self.build(i, task, metrics) {
-                    Ok(e) => built.push(e),
+                    Ok(e) => {
+                        metrics.install_extractor(&task.name, e.metrics);
+                        built.push(e.extractor);
+                    }
                     Err(ConfigErrors(mut e)) => errors.append(&mut e),
                 }
             }

@@ -16,7 +16,7 @@
 //! ```no_run
 //! use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 //!
-//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[derive(Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 //! struct HelloConfig {
 //!     greeting: String,
@@ -104,6 +104,8 @@ building_blocks! {
     mod auth;
     /// The CDF client: authenticated, retried requests, or dry-run NDJSON.
     mod cdf;
+    /// Integrations check-ins: startup, task events and errors.
+    mod checkin;
     /// Loading and checking the YAML config, with `file:line:column: key.path` errors.
     mod config;
     /// `tracing` set up from `logger:`.

@@ -355,6 +355,7 @@ impl Runtime {
                 keep_runs: false,
                 health: Some(health),
                 network: self.network.clone(),
+                events: None,
             },
         )
         .map_err(|e| RuntimeError::setup("the scheduler", e))?;

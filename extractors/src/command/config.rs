@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 /// `tasks[].config` for `type: command`.
-#[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CommandConfig {
     /// The program and its arguments; no shell is involved.

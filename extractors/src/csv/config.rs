@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: csv`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CsvConfig {
     /// The folder the files are in (relative paths are from the working directory).

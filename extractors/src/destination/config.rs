@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// (`key`, `external-id`, `timestamp`, ...) take a column name (`id`), a JSON pointer
 /// (`/sensor/id`), a template (`{site}-{/sensor/id}`, `{{` for a literal brace) or a constant in
 /// single quotes (`'boiler-1:temperature'`).
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DestinationConfig {
     /// `raw`, `datapoints`, `events` or `instances`.
@@ -109,7 +109,7 @@ pub enum InstanceType {
 }
 
 /// `destination.view`: a Data Modeling view.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ViewConfig {
     /// The view's space (`cdf_cdm` for the core data model).
@@ -121,7 +121,7 @@ pub struct ViewConfig {
 }
 
 /// `destination.properties.<name>`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PropertyConfig {
     /// A field: the property's value.
@@ -131,7 +131,7 @@ pub enum PropertyConfig {
 }
 
 /// A direct relation: the target node's space and external id (a field).
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RelationConfig {
     /// The target node's space.
@@ -157,7 +157,7 @@ pub enum DestinationKind {
 }
 
 /// `destination.metadata`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum MetadataConfig {
     /// Fields, each stored under its own name (a pointer's last segment).
@@ -167,7 +167,7 @@ pub enum MetadataConfig {
 }
 
 /// `destination.new-series`: fields of a time series that `create-missing` creates.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NewSeriesConfig {
     /// The name (default: the external id).

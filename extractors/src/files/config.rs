@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// `tasks[].config` for `type: files`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FilesConfig {
     /// The folder the files are in (relative paths are from the working directory).
@@ -36,7 +36,7 @@ pub struct FilesConfig {
 /// `config.target`: a classic CDF file, or a CogniteFile node. Its fields are templates over
 /// the file: `{name}` (`report.pdf`), `{stem}` (`report`), `{extension}` (`pdf`), `{path}`
 /// (relative to `path`, `/`-separated), `{size}` (bytes), `{modified}` (RFC 3339).
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TargetConfig {
     /// `classic` (`/files`) or `cognite-file` (a node of `cdf_cdm:CogniteFile/v1`).

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: http`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     /// The first page's URL (http or https).
@@ -74,7 +74,7 @@ pub enum Method {
 
 /// `auth:`: `{type: none}` (the default), `{type: bearer, token}` or `{type: basic, username,
 /// password}`.
-#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[schemars(tag = "type")]
 pub enum Auth {
@@ -98,7 +98,7 @@ pub enum Auth {
 
 /// `pagination:`: where the response says how to get the next page. The last page has none
 /// (or null, or "").
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(
     deny_unknown_fields,
     rename_all = "kebab-case",
@@ -145,7 +145,7 @@ impl Pagination {
 }
 
 /// `incremental:`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IncrementalConfig {
     /// The item field (a name or a JSON pointer) whose highest value is the watermark.
@@ -158,7 +158,7 @@ pub struct IncrementalConfig {
 }
 
 /// `retries:`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetriesConfig {
     /// Retries after the first attempt.

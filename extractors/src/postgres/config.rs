@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::destination::DestinationConfig;
 
 /// `tasks[].config` for `type: postgres`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PostgresConfig {
     /// `host=... port=... user=... password=... dbname=...` or `postgresql://user:pw@host/db`;
@@ -40,7 +40,7 @@ pub struct PostgresConfig {
 }
 
 /// `tls:`.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TlsConfig {
     /// A PEM file of the CA certificates to trust instead of the system's (a private CA, or a

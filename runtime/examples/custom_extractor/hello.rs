@@ -4,7 +4,7 @@ use extractor_runtime::prometheus::IntCounter;
 use extractor_runtime::{Extractor, Rejection, RunContext, Setup, TaskError};
 
 /// `tasks[].config` of `type: hello`.
-#[derive(serde::Deserialize, extractor_runtime::schemars::JsonSchema)]
+#[derive(Clone, PartialEq, serde::Deserialize, extractor_runtime::schemars::JsonSchema)]
 #[schemars(crate = "extractor_runtime::schemars")]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HelloConfig {

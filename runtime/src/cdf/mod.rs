@@ -80,22 +80,56 @@ struct Inner {
     network: crate::net::Network,
     base: String,
     tokens: Option<TokenManager>,
-    dry_run: Option<DryRunSink>,
+    dry_run: Option<Arc<DryRunSink>>,
     connection: ConnectionConfig,
     metrics: crate::metrics::CdfMetrics,
 }
 
-/// The process's CDF client. Cheap to clone.
+impl Inner {
+    fn new(
+        config: &CogniteConfig,
+        tokens: Option<TokenManager>,
+        dry_run: Option<Arc<DryRunSink>>,
+        metrics: crate::metrics::CdfMetrics,
+    ) -> Result<Inner, ClientError> {
+        let network = config.connection.network()?;
+        let http = network
+            .client_builder()
+            .timeout(network.timeout())
+            .build()
+            .map_err(ClientError::Http)?;
+        if dry_run.is_none() && tokens.is_none() {
+            return Err(ClientError::NoTokens);
+        }
+        Ok(Inner {
+            http,
+            network,
+            base: format!(
+                "{}/api/v1/projects/{}",
+                config.host.trim_end_matches('/'),
+                config.project
+            ),
+            tokens,
+            dry_run,
+            connection: config.connection.clone(),
+            metrics,
+        })
+    }
+}
+
+/// The process's CDF client. Cheap to clone; every clone follows a
+/// [`replace_with`](CdfClient::replace_with) (a reload that changed `cognite:`).
 #[derive(Clone)]
 pub struct CdfClient {
-    inner: Arc<Inner>,
+    inner: Arc<arc_swap::ArcSwap<Inner>>,
 }
 
 impl std::fmt::Debug for CdfClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.load();
         f.debug_struct("CdfClient")
-            .field("base", &self.inner.base)
-            .field("dry_run", &self.inner.dry_run.is_some())
+            .field("base", &inner.base)
+            .field("dry_run", &inner.dry_run.is_some())
             .finish()
     }
 }
@@ -110,53 +144,61 @@ impl CdfClient {
             dry_run: Option<DryRunSink>,
             registry: &prometheus::Registry,
         ) -> Result<Self, ClientError> {
-            let network = config.connection.network()?;
-            let http = network
-                .client_builder()
-                .timeout(network.timeout())
-                .build()
-                .map_err(ClientError::Http)?;
             if dry_run.is_none() && tokens.is_none() {
                 return Err(ClientError::NoTokens);
             }
-            Ok(CdfClient {
-                inner: Arc::new(Inner {
-                    http,
-                    network,
-                    base: format!(
-                        "{}/api/v1/projects/{}",
-                        config.host.trim_end_matches('/'),
-                        config.project
-                    ),
-                    tokens,
-                    dry_run,
-                    connection: config.connection.clone(),
-                    metrics: crate::metrics::CdfMetrics::register(registry)?,
-                }),
-            })
+            let metrics = crate::metrics::CdfMetrics::register(registry)?;
+            Ok(CdfClient::of(Inner::new(config, tokens, dry_run.map(Arc::new), metrics)?))
         }
+    }
+
+    fn of(inner: Inner) -> CdfClient {
+        CdfClient {
+            inner: Arc::new(arc_swap::ArcSwap::from_pointee(inner)),
+        }
+    }
+
+    /// A client for a changed `cognite:` section with new `tokens`, sharing this one's metrics
+    /// and dry-run sink; it becomes live for every clone of `self` only at
+    /// [`replace_with`](CdfClient::replace_with).
+    pub fn rebuilt(
+        &self,
+        config: &CogniteConfig,
+        tokens: Option<TokenManager>,
+    ) -> Result<CdfClient, ClientError> {
+        let now = self.inner.load();
+        Ok(CdfClient::of(Inner::new(
+            config,
+            tokens,
+            now.dry_run.clone(),
+            now.metrics.clone(),
+        )?))
+    }
+
+    /// Makes every clone of `self` send as `other` does from now on (requests in flight finish
+    /// as they started).
+    pub fn replace_with(&self, other: &CdfClient) {
+        self.inner.store(other.inner.load_full());
     }
 
     /// A dry-run client whose lines go nowhere: what runs get from a scheduler built without a
     /// CDF client (tests, benches).
     pub(crate) fn discarding() -> Self {
-        CdfClient {
-            inner: Arc::new(Inner {
-                http: reqwest::Client::new(),
-                network: crate::net::Network::default(),
-                base: "http://127.0.0.1:9/api/v1/projects/none".to_owned(),
-                tokens: None,
-                dry_run: Some(DryRunSink::to_writer(std::io::sink())),
-                connection: crate::config::ConnectionConfig::default(),
-                metrics: crate::metrics::CdfMetrics::register(&prometheus::Registry::new())
-                    .expect("fresh metrics register"),
-            }),
-        }
+        CdfClient::of(Inner {
+            http: reqwest::Client::new(),
+            network: crate::net::Network::default(),
+            base: "http://127.0.0.1:9/api/v1/projects/none".to_owned(),
+            tokens: None,
+            dry_run: Some(Arc::new(DryRunSink::to_writer(std::io::sink()))),
+            connection: crate::config::ConnectionConfig::default(),
+            metrics: crate::metrics::CdfMetrics::register(&prometheus::Registry::new())
+                .expect("fresh metrics register"),
+        })
     }
 
     /// Whether requests are written to the dry-run sink instead of sent.
     pub fn is_dry_run(&self) -> bool {
-        self.inner.dry_run.is_some()
+        self.inner.load().dry_run.is_some()
     }
 
     /// POSTs `body` to `path` (relative to `/api/v1/projects/{project}`, with any query string)
@@ -214,7 +256,7 @@ impl CdfClient {
         body: bytes::Bytes,
         answer: Answer,
     ) -> Result<serde_json::Value, CdfError> {
-        if let Some(sink) = &self.inner.dry_run {
+        if let Some(sink) = &self.inner.load().dry_run {
             sink.write(endpoint, path, &body).map_err(|e| {
                 CdfError::new(
                     CdfErrorKind::BadResponse,
@@ -239,7 +281,7 @@ impl CdfClient {
         endpoint: &'static str,
         path: &str,
     ) -> Result<serde_json::Value, CdfError> {
-        if self.inner.dry_run.is_some() {
+        if self.inner.load().dry_run.is_some() {
             return Ok(serde_json::Value::Null);
         }
         self.send(reqwest::Method::GET, endpoint, path, None, Answer::Json)
@@ -254,7 +296,7 @@ impl CdfClient {
         body: Option<bytes::Bytes>,
         answer: Answer,
     ) -> Result<serde_json::Value, CdfError> {
-        let inner = &*self.inner;
+        let inner = &*self.inner.load_full();
         let tokens = inner.tokens.as_ref().expect("checked in new()");
         let url = format!("{}{path}", inner.base);
         let mut delays = crate::retry::RetryPolicy::new(

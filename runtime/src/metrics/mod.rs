@@ -228,7 +228,7 @@ pub struct MetricsRegistry {
     registry: Registry,
     tasks: TaskFamilies,
     /// One registry per task for the extractors' own metrics, each adding `task="<name>"`.
-    extractors: std::sync::Arc<std::sync::Mutex<Vec<Registry>>>,
+    extractors: std::sync::Arc<std::sync::Mutex<Vec<(String, Registry)>>>,
 }
 
 impl MetricsRegistry {
@@ -244,21 +244,29 @@ impl MetricsRegistry {
 
     /// A registry for the own metrics of task `task`'s extractor ([`crate::Setup::metrics`]):
     /// each of its metrics carries `task="<task>"`, and is rendered with the others.
+    ///
+    /// Made apart and rendered once [`install_extractor`](Self::install_extractor) installs it:
+    /// an extractor a reload builds and then rejects leaves nothing behind.
     pub fn for_extractor(&self, task: &str) -> Registry {
         let labels = std::collections::HashMap::from([("task".to_owned(), task.to_owned())]);
-        let registry = Registry::new_custom(None, Some(labels)).expect("a task name is a valid label value");
-        self.extractors
-            .lock()
-            .expect("extractor registries lock")
-            .push(registry.clone());
-        registry
+        Registry::new_custom(None, Some(labels)).expect("a task name is a valid label value")
+    }
+
+    /// Renders `registry` as task `task`'s extractor metrics, in place of any earlier one of the
+    /// task (`None`: the task has none any more).
+    pub fn install_extractor(&self, task: &str, registry: Option<Registry>) {
+        let mut extractors = self.extractors.lock().expect("extractor registries lock");
+        extractors.retain(|(t, _)| t != task);
+        if let Some(registry) = registry {
+            extractors.push((task.to_owned(), registry));
+        }
     }
 
     /// Every family of the prometheus registries: the runtime's, then the extractors' (the
     /// same metric of two tasks merged into one family).
     fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         let mut families = self.registry.gather();
-        for registry in self.extractors.lock().expect("extractor registries lock").iter() {
+        for (_, registry) in self.extractors.lock().expect("extractor registries lock").iter() {
             for mut family in registry.gather() {
                 match families.iter_mut().find(|f| f.name() == family.name()) {
                     Some(same) => same.mut_metric().extend(family.take_metric()),
@@ -335,6 +343,11 @@ impl SchedulerMetrics {
             series: self.tasks.add(task),
             lag: self.schedule_lag.clone(),
         }
+    }
+
+    /// Drops a removed task's series from `/metrics`.
+    pub(crate) fn remove(&self, task: &TaskMetrics) {
+        self.tasks.remove(&task.series);
     }
 }
 

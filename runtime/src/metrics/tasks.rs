@@ -159,6 +159,14 @@ impl TaskFamilies {
         series
     }
 
+    /// Removes the series of a task that no longer runs (a reload removed it).
+    pub(crate) fn remove(&self, series: &Arc<TaskSeries>) {
+        self.tasks
+            .write()
+            .expect("task series lock")
+            .retain(|s| !Arc::ptr_eq(s, series));
+    }
+
     /// Writes every family in the text format 0.0.4.
     pub(crate) fn write_text(&self, out: &mut String) {
         let tasks = self.tasks.read().expect("task series lock");

@@ -50,6 +50,15 @@ fn start_offset(name: &str, every: Duration) -> Duration {
     Duration::from_micros(hash % window)
 }
 
+/// A new task's ledger: its acknowledgements and pending checkpoints.
+fn ledger(
+    name: &str,
+    state: &Option<crate::state::StateStore>,
+    metrics: &TaskMetrics,
+) -> Arc<crate::queues::ledger::Ledger> {
+    crate::queues::ledger::Ledger::new(name.into(), state.clone(), Some(metrics.series.clone()))
+}
+
 /// A task ready to run: its extractor and its policies.
 pub struct Task {
     name: Arc<str>,
@@ -67,6 +76,10 @@ pub struct Task {
     ledger: Arc<crate::queues::ledger::Ledger>,
     /// The runs in progress: id, cancellation token, abort handle.
     running: Mutex<Vec<RunningRun>>,
+    /// The task's runs, to wait for them when the task is stopped alone (a reload).
+    runs: TaskTracker,
+    /// Stops the task's driver (its schedule), not its runs.
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Task {
@@ -80,9 +93,41 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
+    /// A task from its config and its extractor, with its metric series and ledger (those of
+    /// the task it replaces, on a reload, so its counters and pending checkpoints carry on).
+    fn new(
+        config: &TaskConfig,
+        extractor: Arc<dyn DynExtractor>,
+        metrics: TaskMetrics,
+        ledger: Arc<crate::queues::ledger::Ledger>,
+    ) -> Task {
+        Task {
+            name: config.name.as_str().into(),
+            extractor,
+            schedule: config.schedule.clone(),
+            overlap: config.overlap,
+            max_concurrent: config.max_concurrent.unwrap_or(1).max(1),
+            timeout: config.timeout.map(|d| d.get()),
+            timeout_grace: config.timeout_grace.get(),
+            starting_deadline: config.starting_deadline.map(|d| d.get()),
+            jitter: config.jitter.map(|d| d.get()),
+            retry: config.retry.clone(),
+            metrics,
+            ledger,
+            running: Mutex::new(Vec::new()),
+            runs: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
     /// The task's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How many runs of it are in progress.
+    pub fn running(&self) -> usize {
+        self.running.lock().expect("running lock").len()
     }
 }
 
@@ -101,6 +146,7 @@ pub(crate) struct Shared {
     next_run_id: std::sync::atomic::AtomicU64,
     health: Option<crate::metrics::Health>,
     network: crate::net::Network,
+    events: Option<crate::checkin::Recorder>,
 }
 
 /// Settings of a [`Scheduler`].
@@ -125,6 +171,9 @@ pub struct SchedulerOptions {
     ///
     /// [`RunContext::network`]: crate::extractor::RunContext::network
     pub network: crate::net::Network,
+    /// Where runs are reported for the Integrations check-ins (started, ended, failures), if
+    /// anywhere.
+    pub events: Option<crate::checkin::Recorder>,
 }
 
 impl Default for SchedulerOptions {
@@ -138,6 +187,7 @@ impl Default for SchedulerOptions {
             keep_runs: false,
             health: None,
             network: crate::net::Network::default(),
+            events: None,
         }
     }
 }
@@ -205,11 +255,22 @@ pub struct Scheduler {
 }
 
 struct Core {
-    tasks: Vec<Arc<Task>>,
+    /// The tasks, in config order (tasks a reload adds come last).
+    tasks: Mutex<Vec<Arc<Task>>>,
     shared: Arc<Shared>,
     summary: Arc<Mutex<Summary>>,
     /// Keep every run's result in the summary (batch mode).
     keep_runs: std::sync::atomic::AtomicBool,
+    metrics: SchedulerMetrics,
+    state: Option<crate::state::StateStore>,
+    /// While [`Scheduler::run`] runs: its shutdown token and its drivers, so that a task added
+    /// then is driven too.
+    live: Mutex<Option<Live>>,
+}
+
+struct Live {
+    shutdown: CancellationToken,
+    drivers: TaskTracker,
 }
 
 impl Scheduler {
@@ -230,35 +291,18 @@ impl Scheduler {
                 crate::queues::Queues::new(cdf.clone(), 100_000, options.registry.prometheus())?
             }
         };
-        let mut tasks = Vec::with_capacity(configs.len());
-        for (config, extractor) in configs.iter().zip(extractors) {
-            let schedule = config.schedule.clone();
-            let name: Arc<str> = config.name.as_str().into();
-            let task_metrics = metrics.for_task(&config.name);
-            let ledger = crate::queues::ledger::Ledger::new(
-                name.clone(),
-                options.state.clone(),
-                Some(task_metrics.series.clone()),
-            );
-            tasks.push(Arc::new(Task {
-                name,
-                extractor,
-                schedule,
-                overlap: config.overlap,
-                max_concurrent: config.max_concurrent.unwrap_or(1).max(1),
-                timeout: config.timeout.map(|d| d.get()),
-                timeout_grace: config.timeout_grace.get(),
-                starting_deadline: config.starting_deadline.map(|d| d.get()),
-                jitter: config.jitter.map(|d| d.get()),
-                retry: config.retry.clone(),
-                metrics: task_metrics,
-                ledger,
-                running: Mutex::new(Vec::new()),
-            }));
-        }
+        let tasks = configs
+            .iter()
+            .zip(extractors)
+            .map(|(config, extractor)| {
+                let metrics = metrics.for_task(&config.name);
+                let ledger = ledger(&config.name, &options.state, &metrics);
+                Arc::new(Task::new(config, extractor, metrics, ledger))
+            })
+            .collect();
         Ok(Scheduler {
             core: Arc::new(Core {
-                tasks,
+                tasks: Mutex::new(tasks),
                 shared: Arc::new(Shared {
                     clock: options.clock,
                     cdf,
@@ -267,23 +311,85 @@ impl Scheduler {
                     next_run_id: std::sync::atomic::AtomicU64::new(0),
                     health: options.health,
                     network: options.network,
+                    events: options.events,
                 }),
                 summary: Arc::new(Mutex::new(Summary::default())),
                 keep_runs: std::sync::atomic::AtomicBool::new(options.keep_runs),
+                metrics,
+                state: options.state,
+                live: Mutex::new(None),
             }),
         })
     }
 
-    /// The tasks.
-    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.core.tasks.iter().map(|t| &**t)
+    /// The tasks, in config order (tasks a reload added last).
+    pub fn tasks(&self) -> Vec<Arc<Task>> {
+        self.core.tasks.lock().expect("tasks lock").clone()
+    }
+
+    /// The task named `name`, if there is one.
+    pub fn task(&self, name: &str) -> Option<Arc<Task>> {
+        self.core.find(name)
+    }
+
+    /// Adds a task. While [`run`](Scheduler::run) runs it is scheduled at once (a `startup`
+    /// task runs once now); otherwise it runs with the others. `false` (and nothing added) when
+    /// a task of that name exists.
+    pub fn add(&self, config: &TaskConfig, extractor: Arc<dyn DynExtractor>) -> bool {
+        if self.core.find(&config.name).is_some() {
+            return false;
+        }
+        let metrics = self.core.metrics.for_task(&config.name);
+        let ledger = ledger(&config.name, &self.core.state, &metrics);
+        self.core
+            .insert(Arc::new(Task::new(config, extractor, metrics, ledger)));
+        true
+    }
+
+    /// Stops the task named `name` and removes it: no run is planned any more; a run in
+    /// progress gets `grace` to finish, then is cancelled and, after the task's
+    /// `timeout-grace`, aborted. Returns once none of its runs is left (`false`: no such task).
+    /// What its runs queued stays queued and is delivered; its metric series go.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the task is removed and its schedule stopped at the first poll; dropping
+    /// the future only stops waiting for its runs.
+    pub async fn remove(&self, name: &str, grace: Duration) -> bool {
+        let Some(task) = self.core.take(name) else {
+            return false;
+        };
+        self.core.retire(&task, grace).await;
+        self.core.metrics.remove(&task.metrics);
+        true
+    }
+
+    /// Replaces the task of `config`'s name with one built from `config` and `extractor`: the
+    /// old one stops as in [`remove`](Scheduler::remove), then the new one starts with the same
+    /// metric series and pending checkpoints. Without such a task, adds it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future after the old task stopped leaves neither.
+    pub async fn replace(
+        &self,
+        config: &TaskConfig,
+        extractor: Arc<dyn DynExtractor>,
+        grace: Duration,
+    ) {
+        let Some(old) = self.core.take(&config.name) else {
+            self.add(config, extractor);
+            return;
+        };
+        self.core.retire(&old, grace).await;
+        let task = Task::new(config, extractor, old.metrics.clone(), old.ledger.clone());
+        self.core.insert(Arc::new(task));
     }
 
     /// Checks that `run --once` can run every task: a continuous task must finish by itself.
     pub fn check_once(&self) -> Result<(), NeverFinishes> {
         let tasks: Vec<String> = self
-            .core
-            .tasks
+            .tasks()
             .iter()
             .filter(|t| {
                 matches!(t.schedule, Schedule::Continuous) && !t.extractor.finishes_by_itself()
@@ -358,7 +464,7 @@ impl Core {
         self.run_startup(&shutdown).await;
         if !shutdown.is_cancelled() {
             let handles: Vec<_> = self
-                .tasks
+                .snapshot()
                 .iter()
                 .filter(|t| !matches!(t.schedule, Schedule::Startup))
                 .map(|t| self.spawn_run(t.clone(), &shutdown))
@@ -381,24 +487,111 @@ impl Core {
         self.run_startup(&shutdown).await;
         let drivers = TaskTracker::new();
         if !shutdown.is_cancelled() {
+            // Under the live lock: a task added meanwhile is either in this list or driven by
+            // `insert`, never both, never neither.
+            let mut live = self.live.lock().expect("live lock");
             for task in self
-                .tasks
+                .snapshot()
                 .iter()
                 .filter(|t| !matches!(t.schedule, Schedule::Startup))
             {
-                drivers.spawn(self.clone().drive(task.clone(), shutdown.clone()));
+                self.spawn_driver(&drivers, task.clone(), &shutdown);
             }
+            *live = Some(Live {
+                shutdown: shutdown.clone(),
+                drivers: drivers.clone(),
+            });
         }
-        drivers.close();
         shutdown.cancelled().await;
+        self.live.lock().expect("live lock").take();
+        drivers.close();
         drivers.wait().await;
         self.drain(grace).await;
         self.summary.lock().expect("summary lock").clone()
     }
 
+    fn snapshot(&self) -> Vec<Arc<Task>> {
+        self.tasks.lock().expect("tasks lock").clone()
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Task>> {
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .iter()
+            .find(|t| &*t.name == name)
+            .cloned()
+    }
+
+    /// Takes the task out of the list and stops its schedule.
+    fn take(&self, name: &str) -> Option<Arc<Task>> {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        let i = tasks.iter().position(|t| &*t.name == name)?;
+        let task = tasks.remove(i);
+        task.stop.cancel();
+        Some(task)
+    }
+
+    /// Lists a task and, while the scheduler runs, drives it (a startup task runs once).
+    fn insert(self: &Arc<Self>, task: Arc<Task>) {
+        // The live lock first, as in `run`: the task is driven exactly once.
+        let live = self.live.lock().expect("live lock");
+        self.tasks.lock().expect("tasks lock").push(task.clone());
+        if let Some(live) = &*live {
+            if matches!(task.schedule, Schedule::Startup) {
+                drop(self.spawn_run(task, &live.shutdown));
+            } else {
+                self.spawn_driver(&live.drivers, task, &live.shutdown);
+            }
+        }
+    }
+
+    /// Drives `task` on `drivers` until shutdown or until the task is stopped alone.
+    fn spawn_driver(self: &Arc<Self>, drivers: &TaskTracker, task: Arc<Task>, shutdown: &CancellationToken) {
+        let stop = task.stop.clone();
+        let driving = self.clone().drive(task, shutdown.clone());
+        drivers.spawn(async move {
+            tokio::select! {
+                () = driving => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+
+    /// Waits up to `grace` for the runs of a task already taken out, then cancels them, then
+    /// after its `timeout-grace` aborts them (each counted as cancelled).
+    async fn retire(&self, task: &Task, grace: Duration) {
+        task.runs.close();
+        if tokio::time::timeout(grace, task.runs.wait()).await.is_ok() {
+            return;
+        }
+        tracing::info!(target: "extractor_runtime::scheduler", task = %task.name, grace_s = grace.as_secs_f64(), "the run of a changed or removed task did not finish within the grace; cancelling it");
+        for run in task.running.lock().expect("running lock").iter() {
+            run.cancel.cancel();
+        }
+        if tokio::time::timeout(task.timeout_grace, task.runs.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let aborted: Vec<RunningRun> = task.running.lock().expect("running lock").drain(..).collect();
+        let mut summary = self.summary.lock().expect("summary lock");
+        for run in aborted {
+            run.abort.abort();
+            crate::internal_events::TaskRunAborted {
+                series: &task.metrics.series,
+            }
+            .emit();
+            summary.record(&task.name, RunResult::Cancelled, true);
+        }
+        drop(summary);
+        task.runs.wait().await;
+    }
+
     async fn run_startup(&self, shutdown: &CancellationToken) {
         let handles: Vec<_> = self
-            .tasks
+            .snapshot()
             .iter()
             .filter(|t| matches!(t.schedule, Schedule::Startup))
             .map(|t| self.spawn_run(t.clone(), shutdown))
@@ -419,7 +612,7 @@ impl Core {
             let left = tracker.len();
             tracing::warn!(target: "extractor_runtime::scheduler", runs = left, grace_s = grace.as_secs_f64(), "runs did not stop within the shutdown grace; aborting them");
             let mut summary = self.summary.lock().expect("summary lock");
-            for task in &self.tasks {
+            for task in &self.snapshot() {
                 for run in task.running.lock().expect("running lock").drain(..) {
                     run.abort.abort();
                     crate::internal_events::TaskRunAborted {
@@ -451,7 +644,7 @@ impl Core {
         // Hold the lock while spawning, so the run cannot finish (and remove itself) before it
         // is listed.
         let mut running = task.running.lock().expect("running lock");
-        let handle = self.shared.tracker.spawn(async move {
+        let handle = self.shared.tracker.spawn(task.runs.track_future(async move {
             let result = run::execute(shared, run_task.clone(), run_cancel).await;
             let mut running = run_task.running.lock().expect("running lock");
             let before = running.len();
@@ -465,7 +658,7 @@ impl Core {
                     .record(&run_task.name, result, keep);
             }
             result
-        });
+        }));
         running.push(RunningRun {
             id,
             cancel,

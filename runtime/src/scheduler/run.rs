@@ -68,6 +68,10 @@ pub(crate) async fn execute(
     }
     .emit();
     let started = Instant::now();
+    let started_ms = shared.clock.now().as_millisecond();
+    if let Some(events) = &shared.events {
+        events.run_started(&task.name);
+    }
     let mut delays = retry_delays(&task);
     let mut attempt = 1;
     let result = loop {
@@ -92,6 +96,11 @@ pub(crate) async fn execute(
         attempt += 1;
     };
     let (result, error) = result;
+    if let Some(events) = &shared.events {
+        let failed = !matches!(result, RunResult::Success | RunResult::Cancelled);
+        let why = error.as_deref().unwrap_or(result.as_label());
+        events.run_ended(&task.name, started_ms, failed.then_some(why));
+    }
     TaskRunFinished {
         series,
         task: &task.name,
