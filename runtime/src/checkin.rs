@@ -387,12 +387,12 @@ impl Reporter {
     }
 
     /// Checks in every `every` until `stop` fires; each `lastConfigRevision` above `active()`
-    /// is sent to `newer` (a reload trigger).
+    /// is handed to `newer` (a reload trigger).
     pub async fn run(
         self,
         every: Duration,
         active: impl Fn() -> i64 + Send,
-        newer: tokio::sync::mpsc::Sender<i64>,
+        newer: impl Fn(i64) + Send,
         stop: CancellationToken,
     ) {
         loop {
@@ -405,9 +405,7 @@ impl Reporter {
                 () = stop.cancelled() => return,
             };
             match answered {
-                Ok(Some(last)) if last > active() => {
-                    let _ = newer.try_send(last);
-                }
+                Ok(Some(last)) if last > active() => newer(last),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(target: "extractor_runtime::checkin", "cannot check in to the integration: {e}");

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::cdf::CdfClient;
-use crate::config::{ConfigError, ConfigErrors, TaskConfig};
+use crate::config::{ConfigErrors, TaskConfig};
 use crate::metrics::MetricsRegistry;
 use crate::queues::Upload;
 pub use crate::task_error::{TaskError, TaskErrorKind};
@@ -509,29 +509,29 @@ impl Registry {
         }
     }
 
-    testing_pub! {
-        /// Builds every task's extractor, gathering all errors.
-        fn build_all(
-            &self,
-            tasks: &[TaskConfig],
-            metrics: &MetricsRegistry,
-        ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
-            let mut built = Vec::new();
-            let mut errors: Vec<ConfigError> = Vec::new();
-            for (i, task) in tasks.iter().enumerate() {
-                match self.build(i, task, metrics) {
-                    Ok(e) => {
-                        metrics.install_extractor(&task.name, e.metrics);
-                        built.push(e.extractor);
-                    }
-                    Err(ConfigErrors(mut e)) => errors.append(&mut e),
+    /// Builds every task's extractor, gathering all errors (this repository's tests and
+    /// benches; the runtime builds its own way).
+    #[cfg(feature = "testing")]
+    pub fn build_all(
+        &self,
+        tasks: &[TaskConfig],
+        metrics: &MetricsRegistry,
+    ) -> Result<Vec<Arc<dyn DynExtractor>>, ConfigErrors> {
+        let mut built = Vec::new();
+        let mut errors: Vec<crate::config::ConfigError> = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            match self.build(i, task, metrics) {
+                Ok(e) => {
+                    metrics.install_extractor(&task.name, e.metrics);
+                    built.push(e.extractor);
                 }
+                Err(ConfigErrors(mut e)) => errors.append(&mut e),
             }
-            if errors.is_empty() {
-                Ok(built)
-            } else {
-                Err(ConfigErrors(errors))
-            }
+        }
+        if errors.is_empty() {
+            Ok(built)
+        } else {
+            Err(ConfigErrors(errors))
         }
     }
 }

@@ -120,8 +120,12 @@ building_blocks! {
     mod scheduler;
     /// Splitting tasks across replicas (rendezvous hashing).
     mod shard;
+    /// Where a config comes from: a local file, or a revision in CDF (and its buffer file).
+    mod source;
     /// Incremental state (watermarks) kept durably.
     mod state;
+    /// Owns the running config and applies a new one as a diff by task name.
+    mod supervisor;
 }
 
 mod certificate;

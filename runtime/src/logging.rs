@@ -34,6 +34,24 @@ pub enum LoggingError {
     AlreadySet,
 }
 
+/// Changes the level of the installed subscriber (unless `RUST_LOG` set it).
+type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static SET_LEVEL: std::sync::OnceLock<SetLevel> = std::sync::OnceLock::new();
+
+/// Applies `logger:`'s level to the running process (a reload). `false` when it cannot change
+/// live: `RUST_LOG` set the level, or logging was not set up by [`init`]. The format and the
+/// destination are kept until a restart.
+pub fn set_level(config: &LoggerConfig) -> bool {
+    let level = match &config.console {
+        Some(console) => console.level.as_str(),
+        None => "off",
+    };
+    match SET_LEVEL.get() {
+        Some(set) => set(level).is_ok(),
+        None => false,
+    }
+}
+
 /// Installs the global subscriber described by `logger:`. Call once, early.
 ///
 /// With a `logger:` section but no `console:` nothing is logged unless `RUST_LOG` is set;
@@ -48,29 +66,55 @@ pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<
         Some(console) => (console.level.as_str(), console.format),
         None => ("off", LogFormat::Text),
     };
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
-            EnvFilter::try_new(&directives).map_err(|e| LoggingError::BadFilter(e.to_string()))?
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| !d.trim().is_empty());
+    let filter = match &from_env {
+        Some(directives) => {
+            EnvFilter::try_new(directives).map_err(|e| LoggingError::BadFilter(e.to_string()))?
         }
-        _ => EnvFilter::new(level),
+        None => EnvFilter::new(level),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true);
-    let result = match format {
+    // The filter's handle, boxed: its type names the format.
+    fn setter<L, S>(handle: tracing_subscriber::reload::Handle<L, S>) -> SetLevel
+    where
+        L: From<EnvFilter> + Send + Sync + 'static,
+        S: Send + Sync + 'static,
+    {
+        Box::new(move |level: &str| {
+            handle
+                .reload(EnvFilter::new(level))
+                .map_err(|e| e.to_string())
+        })
+    }
+    let (result, set) = match format {
         // A file name, a CDF answer or a message of the identity provider may hold newlines or
         // escape sequences: each text line is one line, with nothing a terminal acts on.
-        LogFormat::Text => builder
-            .with_writer(EscapingMakeWriter(writer))
-            .with_ansi(false)
-            .try_init(),
+        LogFormat::Text => {
+            let b = builder
+                .with_writer(EscapingMakeWriter(writer))
+                .with_ansi(false)
+                .with_filter_reloading();
+            let set = setter(b.reload_handle());
+            (b.try_init(), set)
+        }
         // JSON strings escape control characters already.
-        LogFormat::Json => builder
-            .with_writer(writer)
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => {
+            let b = builder
+                .with_writer(writer)
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_filter_reloading();
+            let set = setter(b.reload_handle());
+            (b.try_init(), set)
+        }
     };
+    if result.is_ok() && from_env.is_none() {
+        let _ = SET_LEVEL.set(set);
+    }
     result.map_err(|_| LoggingError::AlreadySet)
 }

@@ -17,11 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, TokenManager, TokenManagerOptions};
+use crate::checkin::{Recorder, Reporter, Revision};
+use crate::source::{Buffer, Document, SourceError};
+use crate::supervisor::{CurrentTokens, ReloadHandle, ReloadMetrics, Reloading, Supervisor, Trigger};
 use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
 use crate::config::{Config, ConfigErrors, StateStoreConfig};
 use crate::deadline::Deadline;
-use crate::extractor::{DynExtractor, Registry};
+use crate::extractor::{Built, Registry};
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
 use crate::metrics::{Health, MetricsRegistry};
@@ -79,6 +82,10 @@ pub enum RuntimeError {
     /// The state store could not be loaded.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// A `type: remote` config could not be had: CDF refused it, or it does not validate, or
+    /// CDF could not be reached and no last good copy is kept.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// The metrics server could not bind its address.
     #[error("cannot serve metrics on {address}")]
     Bind {
@@ -119,10 +126,14 @@ pub struct Report {
 /// settings, ready to [`run`](Runtime::run).
 pub struct Runtime {
     config: Config,
-    extractors: Vec<Arc<dyn DynExtractor>>,
+    built: Vec<Built>,
     metrics: MetricsRegistry,
     network: Network,
     reset_state: bool,
+    reloading: Option<Reloading>,
+    reload_metrics: ReloadMetrics,
+    /// The document the config was read from (its hash and revision), once known.
+    document: Option<Document>,
 }
 
 impl Runtime {
@@ -134,15 +145,46 @@ impl Runtime {
         if let Err(e) = crate::metrics::register_process_and_build_info(metrics.prometheus()) {
             tracing::warn!("cannot register process metrics: {e}");
         }
-        let extractors = registry.build_all(&config.tasks, &metrics)?;
+        let built = build_tasks(registry, &config, &metrics)?;
         let network = config.cognite.connection.network()?;
+        let reload_metrics = ReloadMetrics::register(metrics.prometheus())
+            .map_err(|e| RuntimeError::setup("the reload metrics", e))?;
         Ok(Runtime {
             config,
-            extractors,
+            built,
             metrics,
             network,
             reset_state: false,
+            reloading: None,
+            reload_metrics,
+            document: None,
         })
+    }
+
+    /// Reloads the config from `file` while it runs (service mode): on SIGHUP (through the
+    /// returned handle), on a change of the file, and every `reload.interval` (a remote config's
+    /// new revisions). Also what a `type: remote` config needs to start: `registry` builds the
+    /// fetched config's tasks. `shard` and `options` apply to every config read.
+    pub fn reloadable(
+        mut self,
+        registry: Arc<Registry>,
+        file: &Path,
+        shard: Option<crate::shard::Shard>,
+        options: crate::config::LoadOptions,
+    ) -> (Runtime, ReloadHandle) {
+        let (sender, triggers) = tokio::sync::mpsc::channel(4);
+        if self.config.remote().is_none() {
+            self.document = crate::source::read_local(file).ok();
+        }
+        self.reloading = Some(Reloading {
+            registry,
+            file: file.to_owned(),
+            shard,
+            options,
+            triggers,
+            sender: sender.clone(),
+        });
+        (self, ReloadHandle(sender))
     }
 
     /// Start from empty state even if the state file exists (`--reset-state`); the file is
@@ -174,10 +216,15 @@ impl Runtime {
     ///
     /// Not cancel safe: cancel through `shutdown` instead.
     pub async fn run(
-        self,
+        mut self,
         mode: Mode,
         shutdown: CancellationToken,
     ) -> Result<Report, RuntimeError> {
+        // A `type: remote` config: the real one first, with the clients of its `cognite:`.
+        let early = match self.config.remote() {
+            Some(_) => Some(self.fetch_remote(&shutdown).await?),
+            None => None,
+        };
         // The root of every background service; the scheduler's runs stop on `shutdown`.
         let root = CancellationToken::new();
         let services = TaskTracker::new();
@@ -204,7 +251,7 @@ impl Runtime {
         }
         let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace.get());
         let result = self
-            .run_tasks(mode, &shutdown, &deadline, &root, health)
+            .run_tasks(mode, &shutdown, &deadline, &root, health, early)
             .await;
         pushing.cancel();
         // Always one last push, so a batch job's final results are never lost; within the
@@ -224,6 +271,83 @@ impl Runtime {
         services.close();
         services.wait().await;
         result
+    }
+
+    /// The config a `type: remote` file points to: the latest revision from CDF, or, when CDF
+    /// cannot be reached, the last good one kept in the buffer file (with a warning and
+    /// `extractor_config_from_buffer` 1). Refusals (403, 404, bad credentials) and a revision
+    /// that does not validate are errors. Returns the clients it fetched with.
+    async fn fetch_remote(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<(Option<TokenManager>, CdfClient), RuntimeError> {
+        let remote = self.config.remote().cloned().expect("called for a remote config");
+        let Some(reloading) = &self.reloading else {
+            return Err(RuntimeError::setup(
+                "a remote config",
+                std::io::Error::other("a `type: remote` config needs Runtime::reloadable"),
+            ));
+        };
+        let (registry, file) = (reloading.registry.clone(), reloading.file.clone());
+        let (shard, options) = (reloading.shard, reloading.options.clone());
+        let (tokens, cdf) = self.clients()?;
+        let name = crate::source::remote_name(&remote);
+        let fetched = tokio::select! {
+            r = tokio::time::timeout(START_FETCH_TIMEOUT, crate::source::fetch_latest(&cdf, &remote)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(SourceError::Unreachable {
+                    what: name.clone(),
+                    source: crate::cdf::CdfError::new(
+                        crate::cdf::CdfErrorKind::RetriesExhausted,
+                        "/extpipes/config",
+                        format!("no answer within {}s", START_FETCH_TIMEOUT.as_secs()),
+                    ),
+                }),
+            },
+            () = shutdown.cancelled() => Err(SourceError::Unreachable {
+                what: name.clone(),
+                source: crate::cdf::CdfError::new(crate::cdf::CdfErrorKind::RetriesExhausted, "/extpipes/config", "stopped"),
+            }),
+        };
+        let buffer = Buffer::of(&remote);
+        let (document, from_buffer) = match fetched {
+            Ok(d) => (d, false),
+            Err(e) if e.is_unreachable() => match buffer.read(&remote) {
+                Ok(Some(kept)) => {
+                    tracing::warn!(target: "extractor_runtime::reload", buffer = %buffer.path().display(), revision = %kept.revision, "{e}; running from the last good config kept on disk until CDF answers");
+                    (kept, true)
+                }
+                Ok(None) => {
+                    return Err(RuntimeError::Source(e));
+                }
+                Err(why) => {
+                    tracing::error!(target: "extractor_runtime::reload", "{why}");
+                    return Err(RuntimeError::Source(e));
+                }
+            },
+            Err(e) => {
+                if let Some(t) = &tokens {
+                    t.shutdown();
+                }
+                return Err(RuntimeError::Source(e));
+            }
+        };
+        let mut config = crate::source::config_of(&document, &file, Some(&remote), &options)?;
+        if let Some(shard) = shard {
+            config.tasks.retain(|t| shard.owns(&t.name));
+        }
+        let built = build_tasks(&registry, &config, &self.metrics)?;
+        if !from_buffer && let Err(e) = buffer.write(&remote, &document) {
+            tracing::warn!(target: "extractor_runtime::reload", "cannot keep the config in {}: {e}", buffer.path().display());
+        }
+        self.reload_metrics.from_buffer.set(i64::from(from_buffer));
+        crate::logging::set_level(&config.logger);
+        tracing::info!(target: "extractor_runtime::reload", source = %name, revision = %document.revision, tasks = config.tasks.len(), from_buffer, "remote config loaded");
+        self.network = config.cognite.connection.network()?;
+        self.config = config;
+        self.built = built;
+        self.document = Some(document);
+        Ok((tokens, cdf))
     }
 
     /// One [`Pusher`] per `metrics.push-gateways` entry.
@@ -262,12 +386,7 @@ impl Runtime {
         let tokens = match (&cognite.idp_authentication, cognite.dry_run) {
             (Some(idp), false) => Some(TokenManager::spawn(
                 idp,
-                TokenManagerOptions {
-                    // One token request, the proxy hop included, within connection.timeout.
-                    request_timeout: self.network.timeout(),
-                    network: self.network.clone(),
-                    ..TokenManagerOptions::default()
-                },
+                self.token_options(),
                 Some(self.metrics.prometheus()),
             )?),
             _ => None,
@@ -292,6 +411,42 @@ impl Runtime {
         Ok((tokens, cdf))
     }
 
+    /// The token manager's settings: one token request, the proxy hop included, within
+    /// `connection.timeout`.
+    fn token_options(&self) -> TokenManagerOptions {
+        TokenManagerOptions {
+            request_timeout: self.network.timeout(),
+            network: self.network.clone(),
+            ..TokenManagerOptions::default()
+        }
+    }
+
+    /// The check-in recorder and reporter of `cognite.integration`, if it is set (and this is
+    /// not a dry run).
+    fn checkins(
+        &self,
+        cdf: &CdfClient,
+        revision: Revision,
+    ) -> Result<(Option<Recorder>, Option<Reporter>), RuntimeError> {
+        let Some(integration) = &self.config.cognite.integration else {
+            return Ok((None, None));
+        };
+        if self.config.cognite.dry_run {
+            return Ok((None, None));
+        }
+        let recorder = Recorder::new(self.metrics.prometheus())
+            .map_err(|e| RuntimeError::setup("the check-in metrics", e))?;
+        recorder.set_revision(revision);
+        let reporter = Reporter::new(
+            cdf.clone(),
+            &integration.external_id,
+            "extractor-runtime",
+            env!("CARGO_PKG_VERSION"),
+            recorder.clone(),
+        );
+        Ok((Some(recorder), Some(reporter)))
+    }
+
     /// The upload queues, with the dead-letter file of `upload-queue.dead-letter`.
     fn queues(&self, cdf: &CdfClient) -> Result<Queues, RuntimeError> {
         let dead_letter = match &self.config.upload_queue.dead_letter {
@@ -314,18 +469,30 @@ impl Runtime {
     }
 
     async fn run_tasks(
-        &self,
+        mut self,
         mode: Mode,
         shutdown: &CancellationToken,
         deadline: &Deadline,
         root: &CancellationToken,
         health: Health,
+        early: Option<(Option<TokenManager>, CdfClient)>,
     ) -> Result<Report, RuntimeError> {
         let local_state = self.open_local_state()?;
-        let (tokens, cdf) = self.clients()?;
-        if let Some(t) = &tokens {
-            health.add_check(t.clone());
+        let (tokens, cdf) = match early {
+            Some(clients) => clients,
+            None => self.clients()?,
+        };
+        let current_tokens = CurrentTokens::default();
+        current_tokens.0.store(tokens.clone().map(Arc::new));
+        if tokens.is_some() {
+            health.add_check(current_tokens.clone());
         }
+        let revision = self
+            .document
+            .as_ref()
+            .map_or(Revision::Local, |d| d.revision);
+        self.reload_metrics.applied(revision, false);
+        let (recorder, reporter) = self.checkins(&cdf, revision)?;
         // State in RAW before any task: unreadable state stops the process.
         let state = match (local_state, &self.config.state_store) {
             (Some(local), _) => Some(StateStore::Local(local)),
@@ -345,17 +512,17 @@ impl Runtime {
         };
         let scheduler = Scheduler::new(
             &self.config.tasks,
-            self.extractors.clone(),
+            self.built.iter().map(|b| b.extractor.clone()).collect(),
             SchedulerOptions {
                 registry: self.metrics.clone(),
-                cdf: Some(cdf),
+                cdf: Some(cdf.clone()),
                 queues: Some(queues.clone()),
                 state: state.clone(),
                 clock: Clock::System,
                 keep_runs: false,
                 health: Some(health),
                 network: self.network.clone(),
-                events: None,
+                events: recorder.clone(),
             },
         )
         .map_err(|e| RuntimeError::setup("the scheduler", e))?;
@@ -371,14 +538,80 @@ impl Runtime {
         }
         let background = root.child_token();
         let periodic = self.start_periodic(mode, &queues, &state, &pipeline, &background);
+        if let Some(reporter) = &reporter {
+            let tasks = crate::supervisor::task_infos(&self.config);
+            let reporter = reporter.clone();
+            periodic.spawn(async move {
+                if let Err(e) = reporter.startup(&tasks).await {
+                    tracing::warn!(target: "extractor_runtime::checkin", "cannot report the start to the integration: {e}");
+                }
+            });
+        }
+        if let (Some(reporter), Some(every)) = (
+            &reporter,
+            self.config.cognite.integration.as_ref().map(|i| i.checkin_interval.get()),
+        ) {
+            let (reporter, recorder) = (reporter.clone(), reporter.recorder().clone());
+            let trigger = self
+                .reloading
+                .as_ref()
+                .map(|r| ReloadHandle(r.sender.clone()));
+            periodic.spawn(reporter.run(
+                every,
+                move || recorder.revision().number(),
+                move |n| {
+                    if let Some(t) = &trigger {
+                        t.trigger(Trigger::Revision(n));
+                    }
+                },
+                background.clone(),
+            ));
+        }
 
         // One deadline for the whole stop: the runs get the grace less a reserve, which the
         // final flush, the state save and the pipeline report share.
         let reserve = deadline.reserve();
         let runs_grace = self.config.shutdown_grace.get().saturating_sub(reserve);
-        let summary = match mode {
-            Mode::Once => scheduler.run_once(shutdown.clone(), runs_grace).await,
-            Mode::Service => scheduler.run(shutdown.clone(), runs_grace).await,
+        let summary = match (mode, self.reloading.take()) {
+            (Mode::Once, _) => scheduler.run_once(shutdown.clone(), runs_grace).await,
+            (Mode::Service, None) => scheduler.run(shutdown.clone(), runs_grace).await,
+            (Mode::Service, Some(reloading)) => {
+                let file = reloading.file.clone();
+                let token_options = self.token_options();
+                let built = self
+                    .config
+                    .tasks
+                    .iter()
+                    .map(|t| t.name.to_string())
+                    .zip(self.built)
+                    .collect();
+                let supervisor = Supervisor {
+                    reloading,
+                    metrics: self.metrics.clone(),
+                    scheduler: scheduler.clone(),
+                    config: self.config,
+                    built,
+                    cdf: cdf.clone(),
+                    tokens: current_tokens.clone(),
+                    token_options,
+                    document: self.document.clone().unwrap_or(Document {
+                        text: String::new(),
+                        revision: Revision::Local,
+                    }),
+                    local_hash: crate::source::read_local(&file)
+                        .map(|d| d.hash())
+                        .unwrap_or(0),
+                    reload_metrics: self.reload_metrics.clone(),
+                    reporter: reporter.clone(),
+                    recorder: recorder.clone(),
+                    last_rejected: None,
+                };
+                let (summary, ()) = tokio::join!(
+                    scheduler.run(shutdown.clone(), runs_grace),
+                    supervisor.run(shutdown.clone()),
+                );
+                summary
+            }
         };
         // The periodic flushes and saves stop before the final ones.
         background.cancel();
@@ -450,6 +683,33 @@ impl Runtime {
         }
         services
     }
+}
+
+/// How long a start waits for a remote config before it uses the buffer file.
+const START_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Every task's extractor, built (each `config:` block checked; every problem gathered), its
+/// own metrics installed.
+fn build_tasks(
+    registry: &Registry,
+    config: &Config,
+    metrics: &MetricsRegistry,
+) -> Result<Vec<Built>, ConfigErrors> {
+    let mut built = Vec::with_capacity(config.tasks.len());
+    let mut errors = Vec::new();
+    for (i, task) in config.tasks.iter().enumerate() {
+        match registry.build(i, task, metrics) {
+            Ok(b) => built.push(b),
+            Err(ConfigErrors(mut e)) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    for (task, b) in config.tasks.iter().zip(&mut built) {
+        metrics.install_extractor(&task.name, b.metrics.take());
+    }
+    Ok(built)
 }
 
 /// What the runs queued goes out now; items it cannot send stay unsent (the state does not

@@ -223,7 +223,6 @@ impl TokenManager {
             min_ttl: config.min_ttl.get(),
             ..options
         };
-        let client = http_client(&options.network, options.request_timeout)?;
         let metrics = registry
             .map(TokenMetrics::register)
             .transpose()
@@ -233,6 +232,29 @@ impl TokenManager {
                     format!("cannot register token metrics: {e}"),
                 )
             })?;
+        TokenManager::spawn_with(config, options, metrics)
+    }
+
+    /// A manager for changed credentials (a reload), reporting in this one's metrics. It starts
+    /// fetching at once; this one runs on until it is [shut down](TokenManager::shutdown).
+    pub fn successor(
+        &self,
+        config: &IdpAuthenticationConfig,
+        options: TokenManagerOptions,
+    ) -> Result<TokenManager, AuthError> {
+        let options = TokenManagerOptions {
+            min_ttl: config.min_ttl.get(),
+            ..options
+        };
+        TokenManager::spawn_with(config, options, self.inner.metrics.clone())
+    }
+
+    fn spawn_with(
+        config: &IdpAuthenticationConfig,
+        options: TokenManagerOptions,
+        metrics: Option<TokenMetrics>,
+    ) -> Result<TokenManager, AuthError> {
+        let client = http_client(&options.network, options.request_timeout)?;
         let inner = Arc::new(Inner {
             current: ArcSwapOption::empty(),
             request: TokenRequest::from_config(config)?,

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::runtime::{Mode, Runtime};
+use crate::supervisor::{ReloadHandle, Trigger};
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, Code, Outcome};
@@ -32,7 +33,13 @@ pub(crate) fn run(
     if let Some(warning) = super::certificate_warning(&config) {
         tracing::warn!("{warning}");
     }
-    let runtime = Runtime::build(config, &registry)?.with_reset_state(reset_state);
+    let registry = std::sync::Arc::new(registry);
+    let options = crate::config::LoadOptions {
+        force_dry_run: dry_run,
+    };
+    let (runtime, reload) = Runtime::build(config, &registry)?
+        .with_reset_state(reset_state)
+        .reloadable(registry, path, shard, options);
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,7 +47,8 @@ pub(crate) fn run(
     let mode = if once { Mode::Once } else { Mode::Service };
     let report = tokio.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(on_signals(shutdown.clone()));
+        let reload = (mode == Mode::Service).then_some(reload);
+        tokio::spawn(on_signals(shutdown.clone(), reload));
         runtime.run(mode, shutdown).await
     });
     let report = report?;
@@ -82,9 +90,9 @@ pub(crate) fn run(
 }
 
 /// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once. SIGHUP
-/// (by default fatal, skipping every shutdown step) is logged and ignored: reloading the config
-/// is not supported, a restart applies a new one.
-async fn on_signals(shutdown: CancellationToken) {
+/// (by default fatal, skipping every shutdown step) reloads the config; with `--once` it is
+/// logged and ignored.
+async fn on_signals(shutdown: CancellationToken, reload: Option<ReloadHandle>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -94,14 +102,20 @@ async fn on_signals(shutdown: CancellationToken) {
         tracing::error!("cannot listen for signals");
         return;
     };
-    tracing::debug!("listening for SIGTERM and SIGINT (SIGHUP is logged and ignored)");
+    tracing::debug!("listening for SIGTERM, SIGINT and SIGHUP");
     let mut stops = 0;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
-                tracing::warn!(signal = "SIGHUP", "SIGHUP ignored: the config is not reloaded; restart the process to apply a new one");
+                match &reload {
+                    Some(r) => {
+                        tracing::info!(signal = "SIGHUP", "signal received: reloading the config");
+                        r.trigger(Trigger::Signal);
+                    }
+                    None => tracing::warn!(signal = "SIGHUP", "SIGHUP ignored: a --once run does not reload its config"),
+                }
                 continue;
             }
         };

@@ -43,11 +43,12 @@ pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConnectionConfig,
-    ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig, ExtractorConfigBlock, Flow,
-    IdpAuthenticationConfig, LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig,
-    MetricsConfig, MetricsServerConfig, OverlapPolicy, PushGatewayConfig, RawStateStoreConfig,
-    RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,
+    AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConfigKind,
+    ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
+    ExtractorConfigBlock, Flow, IdpAuthenticationConfig, IntegrationConfig,
+    LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
+    OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,
+    RemoteSource, RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,
 };
 pub use node::Node;
 pub use validate::parse_cron;
@@ -127,46 +128,79 @@ impl Config {
     }
 
     /// Loads a config from text. `file` names it in errors; `env` looks variables up.
+    ///
+    /// A `type: remote` document gives the config of its `cognite:` section alone (no tasks),
+    /// with [`remote`](Config::remote) set: what fetching the real one needs.
     pub fn from_yaml(
         text: &str,
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
         options: &LoadOptions,
     ) -> Result<Config, ConfigErrors> {
-        let file: Option<PathBuf> = file.map(Path::to_owned);
-        let in_file = |errors: Vec<ConfigError>| {
-            ConfigErrors(
-                errors
-                    .into_iter()
-                    .map(|e| e.in_file(file.clone()))
-                    .collect(),
-            )
-        };
+        let in_file = in_file_of(file);
         check_api_key(env).map_err(|e| in_file(vec![e]))?;
+        let tree = parse_substituted(text, env).map_err(&in_file)?;
+        if tree.get("type").and_then(Node::as_text) == Some("remote") {
+            return remote_bootstrap(tree, file, options);
+        }
+        Config::from_tree(tree, file, options)
+    }
 
-        let mut tree = Node::parse(text).map_err(|e| {
-            let mark = e.location().map(|l| Mark {
-                line: l.line() as u32,
-                column: l.column() as u32,
-            });
-            let message = plain_yaml_message(&strip_location_prefix(&e.to_string()));
-            in_file(vec![
-                ConfigError::new(ConfigErrorKind::Syntax, format!("invalid YAML: {message}"))
-                    .at(mark, ""),
-            ])
-        })?;
-        if tree.is_null() {
+    /// Where a `type: remote` file says the config is, if this config came from one.
+    pub fn remote(&self) -> Option<&Remote> {
+        self.remote.as_ref()
+    }
+
+    /// The config of a fetched remote document `text`, named `name` in errors (`extraction
+    /// pipeline `x` revision 7`), into which `remote`'s local `cognite:` section is injected
+    /// (replacing any there, as python-extractor-utils does) and its `reload:`, when given.
+    pub fn from_remote(
+        text: &str,
+        name: &str,
+        remote: &Remote,
+        env: &dyn Fn(&str) -> Option<String>,
+        options: &LoadOptions,
+    ) -> Result<Config, ConfigErrors> {
+        let file = PathBuf::from(name);
+        let in_file = in_file_of(Some(&file));
+        check_api_key(env).map_err(|e| in_file(vec![e]))?;
+        let mut tree = parse_substituted(text, env).map_err(&in_file)?;
+        if let Some(kind) = tree.get("type").filter(|t| t.as_text() != Some("local")) {
             return Err(in_file(vec![
-                ConfigError::new(ConfigErrorKind::Schema, "the config file is empty")
-                    .at(Some(tree.mark()), ""),
+                ConfigError::new(
+                    ConfigErrorKind::Invalid,
+                    "a config fetched from CDF must be the config itself, not another `type: remote` file",
+                )
+                .at(Some(kind.mark()), "type"),
             ]));
         }
-
-        let env_errors = env::substitute(&mut tree, &KeyPath::Root, env);
-        if !env_errors.is_empty() {
-            return Err(in_file(env_errors));
+        let node::NodeKind::Map(entries) = &mut tree.kind else {
+            return Err(in_file(vec![
+                ConfigError::new(ConfigErrorKind::Schema, "the config must be a mapping")
+                    .at(Some(tree.mark()), ""),
+            ]));
+        };
+        let mut set = |key: &str, value: &Node| {
+            entries.retain(|(k, _)| k.as_text() != Some(key));
+            entries.push((Node::text(key, value.mark()), value.clone()));
+        };
+        set("cognite", &remote.cognite);
+        if let Some(reload) = &remote.reload {
+            set("reload", reload);
         }
+        let mut config = Config::from_tree(tree, Some(&file), options)?;
+        config.remote = Some(remote.clone());
+        Ok(config)
+    }
 
+    /// A config from a document already parsed and substituted.
+    fn from_tree(
+        tree: Node,
+        file: Option<&Path>,
+        options: &LoadOptions,
+    ) -> Result<Config, ConfigErrors> {
+        let in_file = in_file_of(file);
+        let file: Option<PathBuf> = file.map(Path::to_owned);
         let mut config: Config = deserialize_node(&tree, &KeyPath::Root)
             .map_err(|first| in_file(every_schema_error::<Config>(tree.clone(), &KeyPath::Root, first)))?;
         if options.force_dry_run {
@@ -179,27 +213,44 @@ impl Config {
         }
 
         for (index, task) in config.tasks.iter_mut().enumerate() {
+            let entry = tree.get("tasks").and_then(|t| t.index(index));
             task.config = ExtractorConfigBlock {
-                node: tree
-                    .get("tasks")
-                    .and_then(|t| t.index(index))
+                node: entry
                     .and_then(|t| t.get("config"))
                     .filter(|n| !n.is_null())
                     .cloned(),
                 task_index: index,
-                task_mark: tree
-                    .get("tasks")
-                    .and_then(|t| t.index(index))
-                    .map(Node::mark),
-                type_mark: tree
-                    .get("tasks")
-                    .and_then(|t| t.index(index))
-                    .and_then(|t| t.get("type"))
-                    .map(Node::mark),
+                task_mark: entry.map(Node::mark),
+                type_mark: entry.and_then(|t| t.get("type")).map(Node::mark),
                 file: file.clone(),
             };
         }
+        config.tree = Some(std::sync::Arc::new(tree));
         Ok(config)
+    }
+
+    /// The section `key` as read (after substitution), if it was given.
+    pub(crate) fn section(&self, key: &str) -> Option<&Node> {
+        self.tree.as_deref().and_then(|t| t.get(key))
+    }
+
+    /// Whether section `key` reads the same in both configs (positions aside).
+    pub(crate) fn same_section(&self, other: &Config, key: &str) -> bool {
+        match (self.section(key), other.section(key)) {
+            (Some(a), Some(b)) => a.same_as(b, None),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the task at `index` here and the one at `other_index` in `other` read the same,
+    /// their `config:` blocks aside (the extractor's config type compares those).
+    pub(crate) fn same_task_settings(&self, index: usize, other: &Config, other_index: usize) -> bool {
+        let task = |c: &Config, i: usize| c.section("tasks").and_then(|t| t.index(i)).cloned();
+        match (task(self, index), task(other, other_index)) {
+            (Some(a), Some(b)) => a.same_as(&b, Some("config")),
+            _ => false,
+        }
     }
 
     /// The JSON Schema of the config file, for editors; `tasks[].config` is free-form (see
@@ -307,6 +358,120 @@ impl TaskConfig {
             .at(self.config.type_mark, format!("tasks[{index}].type"))
             .in_file(self.config.file.clone())
     }
+}
+
+/// Where a `type: remote` file points: the fetch's settings and the local `cognite:` section
+/// that is injected into every fetched document.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// `extraction-pipeline` or `integration`.
+    pub source: RemoteSource,
+    /// The external id of the pipeline or integration whose config is fetched.
+    pub external_id: String,
+    /// Where the last good fetched config is kept.
+    pub buffer_file: PathBuf,
+    /// The local file.
+    pub file: Option<PathBuf>,
+    cognite: Node,
+    reload: Option<Node>,
+}
+
+/// Errors of `file` named by it.
+fn in_file_of(file: Option<&Path>) -> impl Fn(Vec<ConfigError>) -> ConfigErrors + use<> {
+    let file = file.map(Path::to_owned);
+    move |errors: Vec<ConfigError>| {
+        ConfigErrors(errors.into_iter().map(|e| e.in_file(file.clone())).collect())
+    }
+}
+
+/// Parses `text` and substitutes `${VAR}`s.
+fn parse_substituted(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Node, Vec<ConfigError>> {
+    let mut tree = Node::parse(text).map_err(|e| {
+        let mark = e.location().map(|l| Mark {
+            line: l.line() as u32,
+            column: l.column() as u32,
+        });
+        let message = plain_yaml_message(&strip_location_prefix(&e.to_string()));
+        vec![ConfigError::new(ConfigErrorKind::Syntax, format!("invalid YAML: {message}")).at(mark, "")]
+    })?;
+    if tree.is_null() {
+        return Err(vec![
+            ConfigError::new(ConfigErrorKind::Schema, "the config file is empty")
+                .at(Some(tree.mark()), ""),
+        ]);
+    }
+    let env_errors = env::substitute(&mut tree, &KeyPath::Root, env);
+    if !env_errors.is_empty() {
+        return Err(env_errors);
+    }
+    Ok(tree)
+}
+
+/// A `type: remote` file: its keys checked, its `cognite:` section checked as a config with no
+/// tasks (so every error has its line and column), and the pipeline or integration it names
+/// required.
+fn remote_bootstrap(
+    tree: Node,
+    file: Option<&Path>,
+    options: &LoadOptions,
+) -> Result<Config, ConfigErrors> {
+    let in_file = in_file_of(file);
+    let stub: RemoteConfigFile = deserialize_node(&tree, &KeyPath::Root).map_err(|first| {
+        in_file(every_schema_error::<RemoteConfigFile>(tree.clone(), &KeyPath::Root, first))
+    })?;
+    let cognite = tree.get("cognite").cloned().expect("deserialized: present");
+    let reload = tree.get("reload").cloned();
+    let mark = tree.mark();
+    let mut entries = vec![
+        (Node::text("version", mark), Node::int(1, mark)),
+        (Node::text("cognite", mark), cognite.clone()),
+    ];
+    if let Some(r) = &reload {
+        entries.push((Node::text("reload", mark), r.clone()));
+    }
+    let mut config = Config::from_tree(Node::map(entries, mark), file, options)?;
+    config.kind = ConfigKind::Remote;
+    let (external_id, key) = match stub.source {
+        RemoteSource::ExtractionPipeline => (
+            config.cognite.extraction_pipeline.as_ref().map(|p| p.external_id.clone()),
+            "cognite.extraction-pipeline.external-id",
+        ),
+        RemoteSource::Integration => (
+            config.cognite.integration.as_ref().map(|i| i.external_id.clone()),
+            "cognite.integration.external-id",
+        ),
+    };
+    let Some(external_id) = external_id else {
+        return Err(in_file(vec![
+            ConfigError::new(
+                ConfigErrorKind::Invalid,
+                format!("a `type: remote` config needs {key}: the config is fetched from it"),
+            )
+            .at(Some(cognite.mark()), "cognite"),
+        ]));
+    };
+    let buffer_file = match (&stub.buffer_file, file) {
+        (Some(b), Some(f)) => f.parent().unwrap_or(Path::new(".")).join(b),
+        (Some(b), None) => PathBuf::from(b),
+        (None, Some(f)) => {
+            let mut name = f.file_name().unwrap_or_default().to_owned();
+            name.push(".last-good.json");
+            f.with_file_name(name)
+        }
+        (None, None) => PathBuf::from("config.last-good.json"),
+    };
+    config.remote = Some(Remote {
+        source: stub.source,
+        external_id,
+        buffer_file,
+        file: file.map(Path::to_owned),
+        cognite,
+        reload,
+    });
+    Ok(config)
 }
 
 fn deserialize_node<T: DeserializeOwned>(

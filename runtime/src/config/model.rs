@@ -38,6 +38,98 @@ pub struct Config {
     /// On SIGTERM or SIGINT, how long running tasks get to finish before they are aborted.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
+    /// `local`: this file is the config. A `type: remote` file is read by
+    /// [`ConfigFile::load`](super::ConfigFile::load) instead: CDF holds the config.
+    #[serde(default, rename = "type")]
+    pub kind: ConfigKind,
+    /// Reloading a changed config without a restart.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// The document as read (after `${VAR}` substitution): what a reload compares section by
+    /// section and task by task.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) tree: Option<std::sync::Arc<Node>>,
+    /// Set when this config came from a `type: remote` file.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) remote: Option<super::Remote>,
+}
+
+/// `type:`: where the config is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigKind {
+    /// This file.
+    #[default]
+    Local,
+    /// CDF: this file holds only `cognite:` (and `source`, `buffer-file`, `reload`); the rest
+    /// is the latest config revision of `cognite.extraction-pipeline` (or of
+    /// `cognite.integration` with `source: integration`).
+    Remote,
+}
+
+/// `reload:`.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReloadConfig {
+    /// How often a remote config's revisions are polled, and a local file re-read when no
+    /// change event came (a backstop for file systems without events).
+    #[serde(default = "default_reload_interval")]
+    pub interval: Duration,
+    /// Watch the config file's directory and reload when the file changes (also on SIGHUP).
+    #[serde(default = "yes")]
+    pub watch: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            interval: default_reload_interval(),
+            watch: true,
+        }
+    }
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Where a `type: remote` config is read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteSource {
+    /// `GET /extpipes/config` of `cognite.extraction-pipeline.external-id` (as
+    /// python-extractor-utils).
+    #[default]
+    ExtractionPipeline,
+    /// `GET /integrations/config` of `cognite.integration.external-id`.
+    Integration,
+}
+
+/// A `type: remote` file: how to reach CDF, and which config to fetch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RemoteConfigFile {
+    /// `remote`.
+    #[serde(rename = "type")]
+    pub kind: ConfigKind,
+    /// Version of the config format (optional here).
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// The CDF project, its authentication and the pipeline or integration whose config is
+    /// fetched; injected into the fetched config, replacing any `cognite:` there.
+    pub cognite: serde::de::IgnoredAny,
+    /// Where the config is read from.
+    #[serde(default)]
+    pub source: RemoteSource,
+    /// Where the last good fetched config is kept (mode 0600), to start from when CDF cannot be
+    /// reached. Default: beside this file, `<file name>.last-good.json`.
+    #[serde(default)]
+    pub buffer_file: Option<String>,
+    /// Overrides the fetched config's `reload:`.
+    #[serde(default)]
+    pub reload: Option<ReloadConfig>,
 }
 
 /// `upload-queue:`.
@@ -104,6 +196,24 @@ pub struct CogniteConfig {
     /// Retries and timeouts of requests to CDF (python-extractor-utils names).
     #[serde(default)]
     pub connection: ConnectionConfig,
+    /// The integration this process checks in to (`/integrations/startup`, `/checkin`).
+    #[serde(default)]
+    pub integration: Option<IntegrationConfig>,
+}
+
+/// `cognite.integration:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IntegrationConfig {
+    /// The integration's external id.
+    pub external_id: String,
+    /// How often the process checks in.
+    #[serde(default = "default_checkin_interval")]
+    pub checkin_interval: Duration,
+}
+
+fn default_checkin_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `cognite.connection:`.

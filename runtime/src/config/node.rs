@@ -86,6 +86,69 @@ impl Node {
     }
 
     /// An empty mapping at `mark`.
+    /// A string node.
+    pub(crate) fn text(value: &str, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Str {
+                value: value.to_owned(),
+                substituted: false,
+                from_env: false,
+            },
+            mark,
+        }
+    }
+
+    /// An integer node.
+    pub(crate) fn int(value: i64, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Scalar {
+                raw: value.to_string(),
+                value: ScalarValue::Int(value),
+            },
+            mark,
+        }
+    }
+
+    /// A mapping node.
+    pub(crate) fn map(entries: Vec<(Node, Node)>, mark: Mark) -> Node {
+        Node {
+            kind: NodeKind::Map(entries),
+            mark,
+        }
+    }
+
+    /// Whether two nodes hold the same document, positions aside; in a mapping at the top,
+    /// the entry `skip` (if any) is left out of the comparison. Mapping entries compare in
+    /// any order.
+    pub(crate) fn same_as(&self, other: &Node, skip: Option<&str>) -> bool {
+        match (&self.kind, &other.kind) {
+            (NodeKind::Null, NodeKind::Null) => true,
+            (NodeKind::Scalar { raw: a, .. }, NodeKind::Scalar { raw: b, .. }) => a == b,
+            (NodeKind::Str { value: a, .. }, NodeKind::Str { value: b, .. }) => a == b,
+            (NodeKind::Seq(a), NodeKind::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y, None))
+            }
+            (NodeKind::Map(a), NodeKind::Map(b)) => {
+                let kept = |entries: &'_ Vec<(Node, Node)>| {
+                    entries
+                        .iter()
+                        .filter(|(k, _)| skip.is_none() || k.as_text() != skip)
+                        .count()
+                };
+                kept(a) == kept(b)
+                    && a
+                        .iter()
+                        .filter(|(k, _)| skip.is_none() || k.as_text() != skip)
+                        .all(|(k, v)| {
+                            b.iter()
+                                .find(|(k2, _)| k2.same_as(k, None))
+                                .is_some_and(|(_, v2)| v.same_as(v2, None))
+                        })
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn empty_map(mark: Mark) -> Node {
         Node {
             kind: NodeKind::Map(Vec::new()),

@@ -14,6 +14,7 @@
 mod clock;
 mod run;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -249,7 +250,8 @@ impl Summary {
     }
 }
 
-/// Runs tasks. Cheap to share: a handle over the tasks and their runs.
+/// Runs tasks. Cheap to clone: a handle over the tasks and their runs.
+#[derive(Clone)]
 pub struct Scheduler {
     core: Arc<Core>,
 }
@@ -346,44 +348,53 @@ impl Scheduler {
         true
     }
 
-    /// Stops the task named `name` and removes it: no run is planned any more; a run in
-    /// progress gets `grace` to finish, then is cancelled and, after the task's
-    /// `timeout-grace`, aborted. Returns once none of its runs is left (`false`: no such task).
-    /// What its runs queued stays queued and is delivered; its metric series go.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the task is removed and its schedule stopped at the first poll; dropping
-    /// the future only stops waiting for its runs.
-    pub async fn remove(&self, name: &str, grace: Duration) -> bool {
-        let Some(task) = self.core.take(name) else {
-            return false;
-        };
-        self.core.retire(&task, grace).await;
-        self.core.metrics.remove(&task.metrics);
-        true
+    /// Stops the task named `name` and removes it: no run is planned any more (at once, before
+    /// the returned future is polled); a run in progress gets `grace` to finish, then is
+    /// cancelled and, after the task's `timeout-grace`, aborted. The future ends once none of
+    /// its runs is left (`false`: no such task). What its runs queued stays queued and is
+    /// delivered; its metric series go.
+    pub fn remove(
+        &self,
+        name: &str,
+        grace: Duration,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let core = self.core.clone();
+        let task = core.take(name);
+        async move {
+            let Some(task) = task else { return false };
+            core.retire(&task, grace).await;
+            core.metrics.remove(&task.metrics);
+            true
+        }
     }
 
     /// Replaces the task of `config`'s name with one built from `config` and `extractor`: the
-    /// old one stops as in [`remove`](Scheduler::remove), then the new one starts with the same
-    /// metric series and pending checkpoints. Without such a task, adds it.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe: dropping the future after the old task stopped leaves neither.
-    pub async fn replace(
+    /// old one stops as in [`remove`](Scheduler::remove) (at once), then, once its runs are
+    /// over, the new one starts with the same metric series and pending checkpoints. Without
+    /// such a task, adds it.
+    pub fn replace(
         &self,
         config: &TaskConfig,
         extractor: Arc<dyn DynExtractor>,
         grace: Duration,
-    ) {
-        let Some(old) = self.core.take(&config.name) else {
-            self.add(config, extractor);
-            return;
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let core = self.core.clone();
+        let old = core.take(&config.name);
+        let (metrics, ledger) = match &old {
+            Some(old) => (old.metrics.clone(), old.ledger.clone()),
+            None => {
+                let metrics = core.metrics.for_task(&config.name);
+                let ledger = ledger(&config.name, &core.state, &metrics);
+                (metrics, ledger)
+            }
         };
-        self.core.retire(&old, grace).await;
-        let task = Task::new(config, extractor, old.metrics.clone(), old.ledger.clone());
-        self.core.insert(Arc::new(task));
+        let task = Arc::new(Task::new(config, extractor, metrics, ledger));
+        async move {
+            if let Some(old) = old {
+                core.retire(&old, grace).await;
+            }
+            core.insert(task);
+        }
     }
 
     /// Checks that `run --once` can run every task: a continuous task must finish by itself.
@@ -576,16 +587,17 @@ impl Core {
             return;
         }
         let aborted: Vec<RunningRun> = task.running.lock().expect("running lock").drain(..).collect();
-        let mut summary = self.summary.lock().expect("summary lock");
-        for run in aborted {
-            run.abort.abort();
-            crate::internal_events::TaskRunAborted {
-                series: &task.metrics.series,
+        {
+            let mut summary = self.summary.lock().expect("summary lock");
+            for run in aborted {
+                run.abort.abort();
+                crate::internal_events::TaskRunAborted {
+                    series: &task.metrics.series,
+                }
+                .emit();
+                summary.record(&task.name, RunResult::Cancelled, true);
             }
-            .emit();
-            summary.record(&task.name, RunResult::Cancelled, true);
         }
-        drop(summary);
         task.runs.wait().await;
     }
 
