@@ -313,8 +313,7 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         for field in ["timestamp", "level", "target", "message"] {
             assert!(event.get(field).is_some(), "{field} missing in {line}");
         }
-        listening |=
-            event["message"] == "listening for SIGTERM, SIGINT and SIGHUP";
+        listening |= event["message"] == "listening for SIGTERM, SIGINT and SIGHUP";
         boot_done |= event["message"] == "run succeeded" && event["task"] == "boot";
         long_started |= event["message"] == "run started" && event["task"] == "long";
         seen.push(event);
@@ -338,7 +337,10 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
             .next()
             .expect("the process logs after SIGHUP")
             .unwrap();
-        assert!(!line.contains("config reloaded"), "an unchanged file reloaded: {line}");
+        assert!(
+            !line.contains("config reloaded"),
+            "an unchanged file reloaded: {line}"
+        );
         if line.contains("reloading the config") {
             break;
         }

@@ -633,7 +633,17 @@ impl Runtime {
                 tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline run: {e}");
             }
         };
-        let (state_error, ()) = tokio::join!(final_save(state.as_ref(), deadline), report);
+        let checkin = async {
+            let Some(r) = &reporter else { return };
+            if let Some(Err(e)) = deadline
+                .bound("the final check-in", Duration::ZERO, r.checkin())
+                .await
+            {
+                tracing::warn!(target: "extractor_runtime::checkin", "cannot check in to the integration at the stop: {e}");
+            }
+        };
+        let (state_error, (), ()) =
+            tokio::join!(final_save(state.as_ref(), deadline), report, checkin);
         if let Some(tokens) = tokens {
             tokens.shutdown();
         }

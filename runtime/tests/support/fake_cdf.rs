@@ -77,6 +77,19 @@ pub struct CdfState {
     /// Every CDF answer is delayed this long (after the request took effect, as when an answer
     /// is lost: a crash then leaves CDF with items the client does not know it delivered).
     pub delay: std::time::Duration,
+    /// The config revisions of the extraction pipeline or integration (revision `i + 1` is
+    /// `configs[i]`), served by `GET /extpipes/config` and `/integrations/config` (latest) and
+    /// their `/revisions`.
+    pub configs: Vec<String>,
+    /// While set, `GET` config requests get this status (403: no access, 404: no pipeline).
+    pub config_status: Option<u16>,
+    /// `/integrations/startup` bodies received.
+    pub startups: Vec<Value>,
+    /// `/integrations/checkin` bodies received.
+    pub checkins: Vec<Value>,
+    /// Every config and integrations request, as `(method, path and query after the project,
+    /// body)`: a contract test replays them to Prism.
+    pub recorded: Vec<(String, String, Value)>,
 }
 
 /// A file the fake holds.
@@ -187,6 +200,14 @@ impl FakeCdf {
             })
             .mount(&server)
             .await;
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path_regex(
+                "^/api/v1/projects/demo/(extpipes|integrations)/config",
+            ))
+            .respond_with(move |req: &Request| get_config(&mut s.lock().unwrap(), req))
+            .mount(&server)
+            .await;
         FakeCdf { server, state }
     }
 
@@ -279,6 +300,51 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET /extpipes/config`, `/integrations/config` (the latest revision) and their
+/// `/revisions` (newest first).
+fn get_config(state: &mut CdfState, req: &Request) -> ResponseTemplate {
+    let endpoint = req
+        .url
+        .path()
+        .trim_start_matches("/api/v1/projects/demo")
+        .to_owned();
+    *state.requests.entry(endpoint.clone()).or_default() += 1;
+    let query = req.url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    state
+        .recorded
+        .push(("GET".into(), format!("{endpoint}{query}"), Value::Null));
+    if state.down {
+        return error(503, "Service Unavailable", None);
+    }
+    if let Some(status) = state.config_status {
+        return error(status, "no access to the config", None);
+    }
+    let external_id = req
+        .url
+        .query_pairs()
+        .find(|(k, _)| k == "externalId")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let latest = state.configs.len();
+    if endpoint.ends_with("/revisions") {
+        let items: Vec<Value> = (1..=latest)
+            .rev()
+            .map(|r| json!({"externalId": external_id, "revision": r, "createdTime": 1_700_000_000_000_i64 + r as i64}))
+            .collect();
+        return ResponseTemplate::new(200).set_body_json(json!({ "items": items }));
+    }
+    if latest == 0 {
+        return error(404, "no config revision", None);
+    }
+    ResponseTemplate::new(200).set_body_json(json!({
+        "externalId": external_id,
+        "revision": latest,
+        "config": state.configs[latest - 1],
+        "createdTime": 1_700_000_000_000_i64,
+        "lastUpdatedTime": 1_700_000_000_000_i64,
+    }))
 }
 
 fn error(status: u16, message: &str, list: Option<(&str, Vec<Value>)>) -> ResponseTemplate {
@@ -452,6 +518,21 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         "/extpipes/runs" => {
             state.pipeline_runs.extend(items.iter().cloned());
             ResponseTemplate::new(201).set_body_json(json!({ "items": items }))
+        }
+        "/integrations/startup" | "/integrations/checkin" => {
+            state
+                .recorded
+                .push(("POST".into(), endpoint.clone(), body.clone()));
+            if endpoint.ends_with("startup") {
+                state.startups.push(body.clone());
+            } else {
+                state.checkins.push(body.clone());
+            }
+            let mut answer = json!({"externalId": body["externalId"]});
+            if !state.configs.is_empty() {
+                answer["lastConfigRevision"] = json!(state.configs.len());
+            }
+            ResponseTemplate::new(200).set_body_json(answer)
         }
         raw if raw.starts_with("/raw/dbs/") && raw.ends_with("/rows") => {
             if items
