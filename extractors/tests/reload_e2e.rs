@@ -578,3 +578,148 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_report_failed_runs_and_refused_items() {
+    let cdf = FakeCdf::start(&[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("rows.csv"), "key,v\nok-1,1\nbad-2,2\nok-3,3\n").unwrap();
+    let text = format!(
+        "version: 1\n\
+         cognite:\n  project: demo\n  host: {host}\n\
+         \x20 idp-authentication: {{client-id: c, secret: s, token-url: '{host}/token', scopes: [s]}}\n\
+         \x20 connection: {{max-retries: 0}}\n\
+         \x20 integration: {{external-id: my-integration, checkin-interval: 1s}}\n\
+         metrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\n\
+         upload-queue: {{max-upload-interval: 1s}}\n\
+         tasks:\n\
+         \x20 - {{name: rows, type: csv, schedule: {{type: interval, expression: 1h}}, config: {{path: '{data}', glob: '*.csv', destination: {{type: raw, database: d, table: t, key: '{{key}}'}}}}}}\n\
+         \x20 - {{name: broken, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [sh, -c, 'exit 3']}}}}\n",
+        host = cdf.uri(),
+        data = data.display()
+    );
+    let path = tmp.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let s = tokio::task::block_in_place(|| Service::start(&path, port, &[]));
+    let errors = |cdf: &FakeCdf| -> Vec<serde_json::Value> {
+        cdf.with(|st| {
+            st.checkins
+                .iter()
+                .flat_map(|c| c["errors"].as_array().cloned().unwrap_or_default())
+                .collect()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let errors = errors(&cdf);
+        let refused = errors
+            .iter()
+            .any(|e| e["description"] == "CDF refused 1 item(s) for good" && e["level"] == "error");
+        let failed = errors.iter().any(|e| {
+            e["task"] == "broken"
+                && e["description"] == "a run of task broken failed"
+                && e["activeConfigRevision"] == "local"
+        });
+        if refused && failed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "check-ins: {errors:?}; log:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let startups = cdf.with(|st| st.startups.clone());
+    assert_eq!(startups[0]["activeConfigRevision"], "local");
+    let (code, log) = tokio::task::block_in_place(|| s.stop());
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(cdf.with(|st| st.rows.get("ok-1").copied()), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_credentials_are_swapped_in_only_once_they_have_a_token() {
+    use wiremock::matchers::{body_string_contains, method, path};
+    let cdf = FakeCdf::start(&[]).await;
+    // The rotated client's token endpoint answers slowly: meanwhile requests keep the old token.
+    wiremock::Mock::given(method("POST"))
+        .and(path("/token-rotated"))
+        .and(body_string_contains("client_secret=s2"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"access_token": "rotated", "expires_in": 3600}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&cdf.server)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = |token_path: &str, secret: &str| {
+        format!(
+            "version: 1\n\
+             cognite:\n  project: demo\n  host: {host}\n\
+             \x20 idp-authentication: {{client-id: c, secret: {secret}, token-url: '{host}/{token_path}', scopes: [s]}}\n\
+             \x20 integration: {{external-id: my-integration, checkin-interval: 200ms}}\n\
+             metrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\n\
+             tasks:\n{}",
+            task("keep", "a"),
+            host = cdf.uri()
+        )
+    };
+    let path = tmp.path().join("config.yaml");
+    std::fs::write(&path, config("token", "s1")).unwrap();
+    let s = tokio::task::block_in_place(|| {
+        let s = Service::start(&path, port, &[]);
+        s.wait_for("the first run", |s| s.runs("keep") == 1.0);
+        s
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    replace(&path, &config("token-rotated", "s2"));
+    tokio::task::block_in_place(|| {
+        s.wait_for("the reload", |s| reloads(s, "applied") == 1.0);
+    });
+    let rotated_at = cdf.with(|st| st.bearers.len());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, log) = tokio::task::block_in_place(|| s.stop());
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("cognite: changed"), "{log}");
+    let bearers = cdf.with(|st| st.bearers.clone());
+    assert!(
+        bearers
+            .iter()
+            .all(|b| b == "Bearer t" || b == "Bearer rotated"),
+        "{bearers:?}"
+    );
+    let first_new = bearers
+        .iter()
+        .position(|b| b == "Bearer rotated")
+        .expect("the new token is used");
+    assert!(bearers[..first_new].iter().all(|b| b == "Bearer t"));
+    assert!(
+        bearers[first_new..].iter().all(|b| b == "Bearer rotated"),
+        "the old token came back: {bearers:?}"
+    );
+    assert!(
+        first_new > 2,
+        "requests went on with the old token while the new one was fetched: {bearers:?}"
+    );
+    assert!(
+        bearers.len() > rotated_at,
+        "requests after the swap: {bearers:?}"
+    );
+    assert_eq!(
+        s_runs_after(&log),
+        1,
+        "the unchanged task was not rerun by a credentials change"
+    );
+}
+
+/// How often `keep` ran, from the log.
+fn s_runs_after(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("run succeeded") && l.contains("task=keep"))
+        .count()
+}

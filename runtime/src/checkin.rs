@@ -388,11 +388,15 @@ impl Reporter {
 
     /// Checks in every `every` until `stop` fires; each `lastConfigRevision` above `active()`
     /// is handed to `newer` (a reload trigger).
+    ///
+    /// `before` runs before each check-in: it notes what is sampled rather than reported as
+    /// it happens (items CDF refused, a failing token).
     pub async fn run(
         self,
         every: Duration,
         active: impl Fn() -> i64 + Send,
         newer: impl Fn(i64) + Send,
+        mut before: impl FnMut(&Recorder) + Send,
         stop: CancellationToken,
     ) {
         loop {
@@ -400,6 +404,7 @@ impl Reporter {
                 () = tokio::time::sleep(every) => {}
                 () = stop.cancelled() => return,
             }
+            before(&self.recorder);
             let answered = tokio::select! {
                 r = self.checkin() => r,
                 () = stop.cancelled() => return,

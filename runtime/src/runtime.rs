@@ -556,6 +556,7 @@ impl Runtime {
                 .reloading
                 .as_ref()
                 .map(|r| ReloadHandle(r.sender.clone()));
+            let sample = sampler(queues.clone(), current_tokens.clone());
             periodic.spawn(reporter.run(
                 every,
                 move || recorder.revision().number(),
@@ -564,6 +565,7 @@ impl Runtime {
                         t.trigger(Trigger::Revision(n));
                     }
                 },
+                sample,
                 background.clone(),
             ));
         }
@@ -692,6 +694,40 @@ impl Runtime {
             services.spawn(report_seen(p.clone(), every, stop.clone()));
         }
         services
+    }
+}
+
+/// What each check-in samples: items CDF refused since the last one, and a token manager that
+/// turned from working to failing (noted once per failure, not at every check-in).
+fn sampler(queues: Queues, tokens: CurrentTokens) -> impl FnMut(&Recorder) + Send {
+    let (mut refused, mut failing) = (0, false);
+    move |recorder: &Recorder| {
+        let now = queues.refused();
+        if now > refused {
+            let kept = match queues.dead_letter() {
+                Some(path) => format!("kept in {}", path.display()),
+                None => "not kept: set upload-queue.dead-letter to keep them".to_owned(),
+            };
+            recorder.error(
+                crate::checkin::Level::Error,
+                &format!("CDF refused {} item(s) for good", now - refused),
+                Some(&format!("the log names them; {kept}")),
+                None,
+            );
+            refused = now;
+        }
+        let token = tokens.0.load();
+        let now_failing = token.as_ref().is_some_and(|t| !t.is_ready());
+        if now_failing && !failing {
+            let (_, why) = crate::metrics::ReadinessCheck::check(&**token.as_ref().expect("failing"));
+            recorder.error(
+                crate::checkin::Level::Error,
+                "no access token: the identity provider fails",
+                Some(&why),
+                None,
+            );
+        }
+        failing = now_failing;
     }
 }
 

@@ -11,12 +11,27 @@ use super::{CliError, Outcome};
 pub(crate) fn check_config(
     path: &Path,
     shard: Option<&str>,
+    fetch: bool,
     registry: &crate::extractor::Registry,
 ) -> Result<Outcome, CliError> {
+    let mut config = super::load(path, false)?;
+    if let Some(remote) = config.remote().cloned() {
+        let name = crate::source::remote_name(&remote);
+        if !fetch {
+            print!("{}", summary(path, &config));
+            println!(
+                "remote:   the config is {name}'s latest revision (checked here only with --fetch); last good copy kept in {}",
+                remote.buffer_file.display()
+            );
+            return Ok(Outcome::Success);
+        }
+        let document = fetch_remote(&config, &remote)?;
+        println!("fetched {name} {}", document.revision);
+        config = crate::source::config_of(&document, path, Some(&remote), &Default::default())?;
+    }
     // The extractors are built as `run` builds them (every task, whatever the shard), then
     // dropped: only their checks matter here.
-    let mut config =
-        crate::runtime::Runtime::build(super::load(path, false)?, registry)?.into_config();
+    let mut config = crate::runtime::Runtime::build(config, registry)?.into_config();
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     print!("{}", summary(path, &config));
@@ -30,6 +45,50 @@ pub(crate) fn check_config(
         );
     }
     Ok(Outcome::Success)
+}
+
+/// The latest revision of a remote config (`check-config --fetch`), with the credentials of its
+/// local `cognite:` section.
+fn fetch_remote(
+    config: &Config,
+    remote: &crate::config::Remote,
+) -> Result<crate::source::Document, CliError> {
+    let idp = super::idp(Path::new(&remote_file_name(remote)), config)?;
+    let network = super::network(Path::new(&remote_file_name(remote)), config)?;
+    super::current_thread()?.block_on(async {
+        let tokens = crate::auth::TokenManager::spawn(
+            idp,
+            crate::auth::TokenManagerOptions {
+                request_timeout: network.timeout(),
+                network: network.clone(),
+                ..Default::default()
+            },
+            None,
+        )?;
+        let cdf = crate::cdf::CdfClient::new(
+            &config.cognite,
+            Some(tokens.clone()),
+            None,
+            &prometheus::Registry::new(),
+        )
+        .map_err(|e| CliError::new(super::Code::Config, e))?;
+        let fetched = crate::source::fetch_latest(&cdf, remote).await;
+        tokens.shutdown();
+        fetched.map_err(|e| match e {
+            crate::source::SourceError::Unreachable { .. } => {
+                CliError::new(super::Code::TaskFailed, e)
+            }
+            e => CliError::new(super::Code::Config, e),
+        })
+    })
+}
+
+fn remote_file_name(remote: &crate::config::Remote) -> String {
+    remote
+        .file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_default()
 }
 
 fn secs(d: Duration) -> String {

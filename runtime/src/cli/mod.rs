@@ -171,10 +171,16 @@ enum Command {
         shard: Option<String>,
     },
     /// Validate a config fully, without touching the network, and summarise what would run.
+    ///
+    /// A `type: remote` file is checked offline (its `cognite:` section); with --fetch, its
+    /// latest revision is fetched from CDF and checked too.
     CheckConfig {
         /// The config file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// For a `type: remote` file: fetch the latest revision from CDF and check it.
+        #[arg(long)]
+        fetch: bool,
         /// Show the tasks this shard (INDEX/COUNT) would run.
         #[arg(long, value_name = "INDEX/COUNT")]
         shard: Option<String>,
@@ -250,9 +256,11 @@ fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliErr
             reset_state,
             shard.as_deref(),
         ),
-        Command::CheckConfig { config, shard } => {
-            check_config::check_config(&config, shard.as_deref(), &registry)
-        }
+        Command::CheckConfig {
+            config,
+            shard,
+            fetch,
+        } => check_config::check_config(&config, shard.as_deref(), fetch, &registry),
         Command::Healthcheck { url } => healthcheck::healthcheck(&url),
         Command::Schema => schema::schema(&registry),
         Command::Token { config } => token::token(&config),

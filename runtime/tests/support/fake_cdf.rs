@@ -90,6 +90,8 @@ pub struct CdfState {
     /// Every config and integrations request, as `(method, path and query after the project,
     /// body)`: a contract test replays them to Prism.
     pub recorded: Vec<(String, String, Value)>,
+    /// The `Authorization` header of every CDF POST, in order (`""` when there was none).
+    pub bearers: Vec<String>,
 }
 
 /// A file the fake holds.
@@ -378,6 +380,13 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         .trim_start_matches("/api/v1/projects/demo")
         .to_owned();
     *state.requests.entry(endpoint.clone()).or_default() += 1;
+    let bearer = req
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    state.bearers.push(bearer);
     if state.down {
         return error(503, "Service Unavailable", None);
     }
