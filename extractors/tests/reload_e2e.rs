@@ -534,6 +534,52 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
         "{stderr}"
     );
 
+    // `source: integration` reads the integration's config instead; `--once` runs it once.
+    cdf.with(|s| {
+        s.config_status = None;
+        s.configs.push(revision(port, &[task("keep", "a")]));
+    });
+    let text = std::fs::read_to_string(&path).unwrap() + "source: integration\n";
+    let integration = tmp.path().join("integration.yaml");
+    std::fs::write(&integration, text).unwrap();
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        util::run(bin().args(["run", "--once", "-c"]).arg(&integration))
+    });
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("remote config loaded") && stderr.contains("integration `my-integration`"),
+        "{stderr}"
+    );
+    assert!(
+        tmp.path().join("integration.yaml.last-good.json").exists(),
+        "each local file keeps its own last good copy"
+    );
+
+    // check-config: offline, the local part; with --fetch, the latest revision too.
+    let (code, out, err) = util::run(bin().args(["check-config", "-c"]).arg(&path));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("remote:   the config is extraction pipeline `my-pipeline`'s latest revision"),
+        "{out}"
+    );
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        util::run(bin().args(["check-config", "--fetch", "-c"]).arg(&path))
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("fetched extraction pipeline `my-pipeline` revision 4"),
+        "{out}"
+    );
+    assert!(out.contains("  - keep (command)"), "{out}");
+    let no_pipeline = tmp.path().join("no-pipeline.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("  extraction-pipeline: {external-id: my-pipeline}\n", "");
+    std::fs::write(&no_pipeline, text).unwrap();
+    let (code, _, err) = util::run(bin().args(["check-config", "-c"]).arg(&no_pipeline));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-pipeline.yaml:3:3: cognite: a `type: remote` config needs cognite.extraction-pipeline.external-id"), "{err}");
+
     // Every config and integrations request, replayed to Prism serving Cognite's spec.
     let recorded = cdf.with(|s| s.recorded.clone());
     assert!(

@@ -20,13 +20,21 @@ pub(crate) fn run(
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     crate::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
-    tracing::info!(
-        config = %path.display(),
-        project = %config.cognite.project,
-        dry_run = config.cognite.dry_run,
-        tasks = config.tasks.len(),
-        "config loaded"
-    );
+    match config.remote() {
+        Some(remote) => tracing::info!(
+            config = %path.display(),
+            project = %config.cognite.project,
+            source = %crate::source::remote_name(remote),
+            "remote config file loaded; fetching the config from CDF"
+        ),
+        None => tracing::info!(
+            config = %path.display(),
+            project = %config.cognite.project,
+            dry_run = config.cognite.dry_run,
+            tasks = config.tasks.len(),
+            "config loaded"
+        ),
+    }
     if let Some(shard) = shard {
         tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
     }
