@@ -16,8 +16,9 @@ use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
 #[serde(deny_unknown_fields)]
 struct Greeting {
     greeting: String,
-    /// Documentation only: not part of what the task does.
+    /// Documentation only: not part of what the task does (so never read).
     #[serde(default)]
+    #[allow(dead_code)]
     note: String,
 }
 
