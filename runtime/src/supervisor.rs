@@ -259,10 +259,12 @@ impl Supervisor {
             Ok(config) => config,
             Err(e) => return self.reject(&e.to_string(), Some(hash)),
         };
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
         match self.check(config, document, local_hash).await {
             Ok(plan) => {
+                let check_ms = started.elapsed().as_secs_f64() * 1000.0 - read_ms;
                 let summary = self.apply(plan).await;
-                tracing::info!(target: "extractor_runtime::reload", trigger = ?trigger, revision = %self.document.revision, took_ms = started.elapsed().as_secs_f64() * 1000.0, "config reloaded: {summary}");
+                tracing::info!(target: "extractor_runtime::reload", trigger = ?trigger, revision = %self.document.revision, took_ms = started.elapsed().as_secs_f64() * 1000.0, read_ms, check_ms, "config reloaded: {summary}");
             }
             Err(e) => self.reject(&e, Some(hash)),
         }
@@ -296,7 +298,7 @@ impl Supervisor {
             if local_hash == self.document.hash() || Some(local_hash) == self.last_rejected {
                 return Ok(None);
             }
-            let config = source::config_of(&local, &file, None, &self.reloading.options);
+            let config = parse(&local, &file, None, &self.reloading.options).await;
             if let Ok(c) = &config
                 && c.remote().is_some()
             {
@@ -307,7 +309,7 @@ impl Supervisor {
         // A remote config: its local file may have changed (credentials, reload settings).
         let local_changed = local_hash != self.local_hash;
         let remote = if local_changed {
-            match source::config_of(&local, &file, None, &self.reloading.options) {
+            match parse(&local, &file, None, &self.reloading.options).await {
                 Ok(c) => match c.remote() {
                     Some(r) => r.clone(),
                     None => {
@@ -355,7 +357,8 @@ impl Supervisor {
         if (!local_changed && document == self.document) || Some(hash) == self.last_rejected {
             return Ok(None);
         }
-        let config = source::config_of(&document, &file, Some(&remote), &self.reloading.options)
+        let config = parse(&document, &file, Some(&remote), &self.reloading.options)
+            .await
             .map_err(|e| (e.to_string(), Some(hash)));
         match config {
             Ok(c) => Ok(Some((document, local_hash, Ok(c)))),
@@ -384,6 +387,10 @@ impl Supervisor {
         let mut builds = Vec::with_capacity(config.tasks.len());
         let mut errors = Vec::new();
         for (i, task) in config.tasks.iter().enumerate() {
+            if i % 256 == 255 {
+                // Thousands of builds take tens of milliseconds: let the schedules run between.
+                tokio::task::yield_now().await;
+            }
             match self.reloading.registry.build(i, task, &self.metrics) {
                 Ok(built) => {
                     let unchanged = running.get(task.name.as_str()).is_some_and(|&old| {
@@ -533,7 +540,9 @@ impl Supervisor {
         {
             tracing::warn!(target: "extractor_runtime::reload", "cannot keep the config in {}: {e}", remote.buffer_file.display());
         }
-        self.config = config;
+        let old = std::mem::replace(&mut self.config, config);
+        // Freeing thousands of tasks' trees takes milliseconds: not on a runtime worker.
+        tokio::task::spawn_blocking(move || drop(old));
         self.document = document;
         self.local_hash = local_hash;
         self.last_rejected = None;
@@ -554,6 +563,32 @@ impl Supervisor {
             removed.len()
         )
     }
+}
+
+/// [`source::config_of`] on a blocking thread: parsing thousands of tasks takes a few hundred
+/// milliseconds, which must not hold a runtime worker (with one CPU, every task's schedule).
+async fn parse(
+    document: &Document,
+    file: &std::path::Path,
+    remote: Option<&crate::config::Remote>,
+    options: &LoadOptions,
+) -> Result<Config, ConfigErrors> {
+    let (document, file, remote, options) = (
+        document.clone(),
+        file.to_owned(),
+        remote.cloned(),
+        options.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        source::config_of(&document, &file, remote.as_ref(), &options)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(ConfigErrors(vec![crate::config::ConfigError::new(
+            crate::config::ConfigErrorKind::Invalid,
+            format!("the config parser failed: {e}"),
+        )]))
+    })
 }
 
 /// Watches the directory of `file` (a watch on the file itself ends at the first rename over
