@@ -342,21 +342,45 @@ fn revision(port: u16, tasks: &[String]) -> String {
     )
 }
 
-/// The local `type: remote` file.
-fn remote_file(dir: &Path, cdf: &FakeCdf) -> PathBuf {
-    let text = format!(
-        "type: remote\n\
-         cognite:\n  project: demo\n  host: {host}\n\
-         \x20 idp-authentication: {{client-id: c, secret: s, token-url: '{host}/token', scopes: [s]}}\n\
-         \x20 connection: {{max-retries: 0}}\n\
-         \x20 extraction-pipeline: {{external-id: my-pipeline}}\n\
-         \x20 integration: {{external-id: my-integration, checkin-interval: 1s}}\n\
-         reload: {{interval: 1s}}\n",
-        host = cdf.uri()
-    );
+/// `config-examples/remote.yaml`, copied to `dir` (its buffer file lands beside it), with no
+/// retries and with check-ins and polls every second.
+fn remote_file(dir: &Path) -> PathBuf {
     let path = dir.join("remote.yaml");
+    let example =
+        std::fs::read_to_string(util::repo().join("config-examples/remote.yaml")).unwrap();
+    let mut text = example.clone();
+    for (from, to) in [
+        ("max-retries: 10", "max-retries: 0"),
+        ("checkin-interval: 30s", "checkin-interval: 1s"),
+        ("reload: {interval: 5m}", "reload: {interval: 1s}"),
+    ] {
+        assert!(text.contains(from), "the example no longer says {from}");
+        text = text.replace(from, to);
+    }
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The example's variables for the fake CDF.
+fn remote_env(cdf: &FakeCdf) -> Vec<(&'static str, String)> {
+    vec![
+        ("COGNITE_BASE_URL", cdf.uri()),
+        ("COGNITE_TOKEN_URL", format!("{}/token", cdf.uri())),
+        ("COGNITE_PROJECT", "demo".into()),
+    ]
+}
+
+/// The binary with [`remote_env`].
+fn remote_bin(cdf: &FakeCdf) -> std::process::Command {
+    let mut cmd = bin();
+    cmd.envs(remote_env(cdf));
+    cmd
+}
+
+fn start_remote(path: &Path, port: u16, cdf: &FakeCdf) -> Service {
+    let env = remote_env(cdf);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Service::start(path, port, &env)
 }
 
 fn revision_gauge(s: &Service) -> f64 {
@@ -372,11 +396,11 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
         s.configs
             .push(revision(port, &[task("keep", "a"), task("change", "b")]))
     });
-    let path = remote_file(tmp.path(), &cdf);
+    let path = remote_file(tmp.path());
     let buffer = tmp.path().join("remote.yaml.last-good.json");
 
     let s = tokio::task::block_in_place(|| {
-        let s = Service::start(&path, port, &[]);
+        let s = start_remote(&path, port, &cdf);
         s.wait_for("the first runs", |s| {
             s.runs("keep") == 1.0 && s.runs("change") == 1.0
         });
@@ -505,7 +529,7 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     cdf.with(|s| s.down = true);
     let port2 = port;
     let s = tokio::task::block_in_place(|| {
-        let s = Service::start(&path, port2, &[]);
+        let s = start_remote(&path, port2, &cdf);
         s.wait_for("the runs from the buffer", |s| {
             s.runs("new") == 1.0 && s.runs("keep") == 1.0
         });
@@ -526,8 +550,9 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
         s.down = false;
         s.config_status = Some(403);
     });
-    let (code, _, stderr) =
-        tokio::task::block_in_place(|| util::run(bin().args(["run", "--once", "-c"]).arg(&path)));
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        util::run(remote_bin(&cdf).args(["run", "--once", "-c"]).arg(&path))
+    });
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("CDF refused the config of extraction pipeline `my-pipeline`"),
@@ -543,7 +568,12 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     let integration = tmp.path().join("integration.yaml");
     std::fs::write(&integration, text).unwrap();
     let (code, _, stderr) = tokio::task::block_in_place(|| {
-        util::run(bin().args(["run", "--once", "-c"]).arg(&integration))
+        util::run(
+            remote_bin(&cdf)
+                .env("BUFFER_FILE", "integration.yaml.last-good.json")
+                .args(["run", "--once", "-c"])
+                .arg(&integration),
+        )
     });
     assert_eq!(code, 0, "{stderr}");
     assert!(
@@ -552,18 +582,22 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     );
     assert!(
         tmp.path().join("integration.yaml.last-good.json").exists(),
-        "each local file keeps its own last good copy"
+        "buffer-file names where the last good copy goes"
     );
 
     // check-config: offline, the local part; with --fetch, the latest revision too.
-    let (code, out, err) = util::run(bin().args(["check-config", "-c"]).arg(&path));
+    let (code, out, err) = util::run(remote_bin(&cdf).args(["check-config", "-c"]).arg(&path));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("remote:   the config is extraction pipeline `my-pipeline`'s latest revision"),
         "{out}"
     );
     let (code, out, err) = tokio::task::block_in_place(|| {
-        util::run(bin().args(["check-config", "--fetch", "-c"]).arg(&path))
+        util::run(
+            remote_bin(&cdf)
+                .args(["check-config", "--fetch", "-c"])
+                .arg(&path),
+        )
     });
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -572,13 +606,18 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     );
     assert!(out.contains("  - keep (command)"), "{out}");
     let no_pipeline = tmp.path().join("no-pipeline.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("  extraction-pipeline: {external-id: my-pipeline}\n", "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "  extraction-pipeline: {external-id: \"${PIPELINE:-my-pipeline}\"}\n",
+        "",
+    );
     std::fs::write(&no_pipeline, text).unwrap();
-    let (code, _, err) = util::run(bin().args(["check-config", "-c"]).arg(&no_pipeline));
+    let (code, _, err) = util::run(
+        remote_bin(&cdf)
+            .args(["check-config", "-c"])
+            .arg(&no_pipeline),
+    );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no-pipeline.yaml:3:3: cognite: a `type: remote` config needs cognite.extraction-pipeline.external-id"), "{err}");
+    assert!(err.contains("no-pipeline.yaml:18:3: cognite: a `type: remote` config needs cognite.extraction-pipeline.external-id"), "{err}");
 
     // Every config and integrations request, replayed to Prism serving Cognite's spec.
     let recorded = cdf.with(|s| s.recorded.clone());

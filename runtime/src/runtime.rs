@@ -716,14 +716,13 @@ fn sampler(queues: Queues, tokens: CurrentTokens) -> impl FnMut(&Recorder) + Sen
             );
             refused = now;
         }
-        let token = tokens.0.load();
-        let now_failing = token.as_ref().is_some_and(|t| !t.is_ready());
-        if now_failing && !failing {
-            let (_, why) = crate::metrics::ReadinessCheck::check(&**token.as_ref().expect("failing"));
+        let failure = tokens.0.load().as_ref().and_then(|t| t.failure());
+        let now_failing = failure.is_some();
+        if let Some(why) = failure.filter(|_| !failing) {
             recorder.error(
                 crate::checkin::Level::Error,
                 "no access token: the identity provider fails",
-                Some(&why),
+                Some(&why.to_string()),
                 None,
             );
         }
@@ -891,5 +890,42 @@ async fn report_seen(pipeline: PipelineReporter, every: Duration, stop: Cancella
         if let Err(e) = reported {
             tracing::warn!(target: "extractor_runtime::cdf", "cannot report the extraction pipeline as seen: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_check_in_notes_a_token_failure_once() {
+        use wiremock::matchers::method;
+        let idp = wiremock::MockServer::start().await;
+        wiremock::Mock::given(method("POST"))
+            .respond_with(wiremock::ResponseTemplate::new(401).set_body_json(
+                serde_json::json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."}),
+            ))
+            .mount(&idp)
+            .await;
+        let yaml = format!(
+            "version: 1\ncognite:\n  project: demo\n  idp-authentication: {{client-id: c, secret: s, token-url: '{}/token', scopes: [s]}}\n",
+            idp.uri()
+        );
+        let config = Config::from_yaml(&yaml, None, &|_| None, &Default::default()).unwrap();
+        let idp_config = config.cognite.idp_authentication.as_ref().unwrap();
+        let tokens = TokenManager::spawn(idp_config, TokenManagerOptions::default(), None).unwrap();
+        let registry = prometheus::Registry::new();
+        let recorder = Recorder::new(&registry).unwrap();
+        let queues = Queues::new(CdfClient::discarding(), 10, &registry).unwrap();
+        let current = CurrentTokens::default();
+        current.0.store(Some(Arc::new(tokens.clone())));
+        let mut sample = sampler(queues, current);
+        while tokens.failure().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sample(&recorder);
+        sample(&recorder);
+        assert_eq!(recorder.pending(), (0, 1), "one failure, noted once");
+        tokens.shutdown();
     }
 }

@@ -580,3 +580,71 @@ fn tagged_enums_are_read_as_variants_with_positions() {
         ".type: expected one of `none`, `bearer`, `basic`, found a list",
     );
 }
+
+#[test]
+fn a_remote_file_is_checked_offline_and_a_fetched_revision_gets_its_cognite_section() {
+    let remote = "type: remote\ncognite:\n  project: demo\n  dry-run: true\n  extraction-pipeline: {external-id: p}\nbuffer-file: kept.json\n";
+    let stub = load_with(remote, &[]).unwrap();
+    let r = stub.remote().expect("a remote file");
+    assert_eq!(r.external_id, "p");
+    assert_eq!(r.buffer_file, Path::new("kept.json"));
+    assert!(stub.tasks.is_empty());
+    // A fetched revision: its own `cognite:` is replaced by the local one; its errors name the
+    // revision with line:column inside it.
+    let fetched = "version: 1\ncognite: {project: other}\ntasks:\n  - {name: a, type: t, schedule: {type: continuous}}\n";
+    let config = Config::from_remote(
+        fetched,
+        "extraction pipeline `p` revision 7",
+        r,
+        &|_| None,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(config.cognite.project, "demo");
+    assert!(config.cognite.dry_run);
+    assert_eq!(config.tasks.len(), 1);
+    let broken = "version: 1\ntasks:\n  - {name: a, type: t, schedule: {type: sometimes}}\n";
+    let err = Config::from_remote(
+        broken,
+        "extraction pipeline `p` revision 8",
+        r,
+        &|_| None,
+        &LoadOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("extraction pipeline `p` revision 8:3:"),
+        "{err}"
+    );
+    // A fetched document is never another pointer.
+    let err = Config::from_remote(
+        "type: remote\ncognite: {project: x}\n",
+        "r9",
+        r,
+        &|_| None,
+        &LoadOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not another `type: remote` file"), "{err}");
+    // `source` and `buffer-file` belong to a remote file only.
+    let err = load_with(
+        "version: 1\ncognite: {project: demo, dry-run: true}\nsource: integration\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("test.yaml:3:9: source: `source` applies only to a `type: remote` file"),
+        "{err}"
+    );
+    // A remote file's own keys are checked as strictly as any.
+    let err = load_with(&remote.replace("buffer-file", "bufer-file"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown key `bufer-file`, did you mean `buffer-file`?"),
+        "{err}"
+    );
+}

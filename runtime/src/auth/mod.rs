@@ -417,6 +417,13 @@ impl TokenManager {
             .is_some_and(AuthError::is_permanent)
     }
 
+    /// Why tokens are failing now, if they are: the last request's error, when it failed for
+    /// good or no valid token is left.
+    pub fn failure(&self) -> Option<AuthError> {
+        let last = self.inner.status.borrow().last_error.clone()?;
+        (last.is_permanent() || self.try_get().is_none()).then_some(last)
+    }
+
     /// Stops the background task. Callers waiting for a token get [`AuthErrorKind::ShutDown`].
     pub fn shutdown(&self) {
         self.inner.cancel.cancel();

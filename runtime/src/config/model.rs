@@ -45,6 +45,14 @@ pub struct Config {
     /// Reloading a changed config without a restart.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// With `type: remote`: where the config is read from (`extraction-pipeline`, the
+    /// default, or `integration`).
+    #[serde(default)]
+    pub source: Option<RemoteSource>,
+    /// With `type: remote`: where the last good fetched config is kept (mode 0600), relative to
+    /// this file's folder. Default: `<file name>.last-good.json` beside it.
+    #[serde(default)]
+    pub buffer_file: Option<String>,
     /// The document as read (after `${VAR}` substitution): what a reload compares section by
     /// section and task by task.
     #[serde(skip)]

@@ -177,6 +177,18 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
         );
     }
 
+    for (key, given) in [
+        ("source", config.source.is_some()),
+        ("buffer-file", config.buffer_file.is_some()),
+    ] {
+        if given {
+            p.push(
+                key,
+                format!("`{key}` applies only to a `type: remote` file (the config is then fetched from CDF)"),
+            );
+        }
+    }
+
     let c = &config.cognite;
     if c.project.trim().is_empty() {
         p.push("cognite.project", "must not be empty");
