@@ -117,8 +117,8 @@ impl Inner {
     }
 }
 
-/// The process's CDF client. Cheap to clone; every clone follows a
-/// [`replace_with`](CdfClient::replace_with) (a reload that changed `cognite:`).
+/// The process's CDF client. Cheap to clone; every clone follows the runtime's swap to new
+/// credentials (a reload that changed `cognite:`).
 #[derive(Clone)]
 pub struct CdfClient {
     inner: Arc<arc_swap::ArcSwap<Inner>>,
@@ -159,9 +159,8 @@ impl CdfClient {
     }
 
     /// A client for a changed `cognite:` section with new `tokens`, sharing this one's metrics
-    /// and dry-run sink; it becomes live for every clone of `self` only at
-    /// [`replace_with`](CdfClient::replace_with).
-    pub fn rebuilt(
+    /// and dry-run sink; it becomes live for every clone of `self` only at `replace_with`.
+    pub(crate) fn rebuilt(
         &self,
         config: &CogniteConfig,
         tokens: Option<TokenManager>,
@@ -177,7 +176,7 @@ impl CdfClient {
 
     /// Makes every clone of `self` send as `other` does from now on (requests in flight finish
     /// as they started).
-    pub fn replace_with(&self, other: &CdfClient) {
+    pub(crate) fn replace_with(&self, other: &CdfClient) {
         self.inner.store(other.inner.load_full());
     }
 
