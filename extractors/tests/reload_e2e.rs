@@ -195,19 +195,26 @@ fn assert_only_the_difference_applied(s: &Service, keep_next: f64) {
     );
 }
 
-#[test]
-fn sighup_applies_only_the_difference_and_rejects_broken_configs_at_each_stage() {
+/// A service on a local config of `keep`, `change` and `gone`, each run once: its folder, the
+/// config's path, the metrics port, the service, and `keep`'s next-run time.
+fn three_tasks(watch: bool) -> (tempfile::TempDir, PathBuf, u16, Service, f64) {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = tmp.path().join("config.yaml");
     let first = [task("keep", "a"), task("change", "b"), task("gone", "c")];
-    std::fs::write(&path, local_config(port, false, &first)).unwrap();
+    std::fs::write(&path, local_config(port, watch, &first)).unwrap();
     let s = Service::start(&path, port, &[]);
     s.wait_for("the first runs", |s| {
         ["keep", "change", "gone"].iter().all(|t| s.runs(t) == 1.0)
     });
     let keep_next = next_run(&s, "keep");
     assert!(keep_next > 0.0);
+    (tmp, path, port, s, keep_next)
+}
+
+#[test]
+fn sighup_applies_only_the_difference_and_rejects_broken_configs_at_each_stage() {
+    let (_tmp, path, port, s, keep_next) = three_tasks(false);
 
     // watch: false: the file changing alone does nothing; SIGHUP applies it.
     let second = [task("keep", "a"), task("change", "B"), task("new", "d")];
@@ -262,16 +269,7 @@ fn sighup_applies_only_the_difference_and_rejects_broken_configs_at_each_stage()
 
 #[test]
 fn a_file_renamed_over_the_config_is_applied_without_a_signal() {
-    let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let path = tmp.path().join("config.yaml");
-    let first = [task("keep", "a"), task("change", "b"), task("gone", "c")];
-    std::fs::write(&path, local_config(port, true, &first)).unwrap();
-    let s = Service::start(&path, port, &[]);
-    s.wait_for("the first runs", |s| {
-        ["keep", "change", "gone"].iter().all(|t| s.runs(t) == 1.0)
-    });
-    let keep_next = next_run(&s, "keep");
+    let (_tmp, path, port, s, keep_next) = three_tasks(true);
     replace(
         &path,
         &local_config(
@@ -807,4 +805,36 @@ fn s_runs_after(log: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("run succeeded") && l.contains("task=keep"))
         .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_that_names_a_newer_revision_triggers_the_reload() {
+    let cdf = FakeCdf::start(&[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    cdf.with(|s| s.configs.push(revision(port, &[task("keep", "a")])));
+    let path = remote_file(tmp.path());
+    // No revision polls within the test: only the check-in can tell of revision 2.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("reload: {interval: 1s}", "reload: {interval: 1h}");
+    std::fs::write(&path, text).unwrap();
+    let s = tokio::task::block_in_place(|| {
+        let s = start_remote(&path, port, &cdf);
+        s.wait_for("the first run", |s| s.runs("keep") == 1.0);
+        s
+    });
+    cdf.with(|st| {
+        st.configs
+            .push(revision(port, &[task("keep", "a"), task("new", "n")]))
+    });
+    tokio::task::block_in_place(|| {
+        s.wait_for("revision 2", |s| {
+            revision_gauge(s) == 2.0 && s.runs("new") == 1.0
+        });
+    });
+    assert_eq!(cdf.requests("/extpipes/config/revisions"), 0);
+    assert_eq!(s.runs("keep"), 1.0);
+    let (code, log) = tokio::task::block_in_place(|| s.stop());
+    assert_eq!(code, 0, "{log}");
 }

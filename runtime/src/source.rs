@@ -101,6 +101,22 @@ fn endpoints(source: RemoteSource) -> (&'static str, &'static str) {
     }
 }
 
+/// `GET endpoint?externalId=<remote's>` plus `more` of the query.
+async fn ask(
+    cdf: &CdfClient,
+    remote: &Remote,
+    endpoint: &'static str,
+    more: &str,
+) -> Result<serde_json::Value, SourceError> {
+    let path = format!(
+        "{endpoint}?externalId={}{more}",
+        crate::percent::encode_segment(&remote.external_id)
+    );
+    cdf.get(endpoint, &path)
+        .await
+        .map_err(|e| classify(remote, e))
+}
+
 /// Fetches the latest config revision of `remote`.
 ///
 /// # Cancel safety
@@ -108,14 +124,7 @@ fn endpoints(source: RemoteSource) -> (&'static str, &'static str) {
 /// Cancel safe.
 pub async fn fetch_latest(cdf: &CdfClient, remote: &Remote) -> Result<Document, SourceError> {
     let (endpoint, _) = endpoints(remote.source);
-    let path = format!(
-        "{endpoint}?externalId={}",
-        crate::percent::encode_segment(&remote.external_id)
-    );
-    let answer = cdf
-        .get(endpoint, &path)
-        .await
-        .map_err(|e| classify(remote, e))?;
+    let answer = ask(cdf, remote, endpoint, "").await?;
     let bad = |message: String| {
         SourceError::Config(ConfigErrors(vec![
             ConfigError::new(ConfigErrorKind::Invalid, message)
@@ -143,14 +152,7 @@ pub async fn fetch_latest(cdf: &CdfClient, remote: &Remote) -> Result<Document, 
 /// Cancel safe.
 pub async fn latest_revision(cdf: &CdfClient, remote: &Remote) -> Result<Option<i64>, SourceError> {
     let (_, endpoint) = endpoints(remote.source);
-    let path = format!(
-        "{endpoint}?externalId={}&limit=1",
-        crate::percent::encode_segment(&remote.external_id)
-    );
-    let answer = cdf
-        .get(endpoint, &path)
-        .await
-        .map_err(|e| classify(remote, e))?;
+    let answer = ask(cdf, remote, endpoint, "&limit=1").await?;
     Ok(answer
         .get("items")
         .and_then(serde_json::Value::as_array)
