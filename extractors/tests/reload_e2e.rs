@@ -428,11 +428,11 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     assert_eq!(s.runs("keep"), 1.0, "the unchanged task ran again");
     assert_eq!(next_run(&s, "keep"), keep_next);
 
-    // Revision 3 is broken: rejected, revision 2 runs on, and the next check-in says so.
+    // Revision 3 is broken (its extractor's constructor refuses it): rejected, revision 2
+    // runs on, and the next check-in says so.
     cdf.with(|st| {
-        st.configs.push(
-            revision(port, &[task("keep", "a")]).replace("expression: 1h", "expression: soon"),
-        )
+        st.configs
+            .push(revision(port, &[task("keep", "a")]).replace("[echo, a]", "[\"\"]"))
     });
     tokio::task::block_in_place(|| {
         s.wait_for("the rejection", |s| reloads(s, "rejected") >= 1.0);
@@ -464,6 +464,9 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Polled again (every second), the same broken revision is not tried or logged again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(reloads(&s, "rejected"), 1.0);
     let (code, log) = tokio::task::block_in_place(|| s.stop());
     assert_eq!(code, 0, "{log}");
     let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&buffer).unwrap()).unwrap();

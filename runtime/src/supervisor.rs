@@ -253,8 +253,7 @@ impl Supervisor {
             Ok(None) => return,
             Err((error, hash)) => return self.reject(&error, hash),
         };
-        let (document, local_hash, config) = read;
-        let hash = document.hash();
+        let (document, local_hash, hash, config) = read;
         let config = match config {
             Ok(config) => config,
             Err(e) => return self.reject(&e.to_string(), Some(hash)),
@@ -284,13 +283,15 @@ impl Supervisor {
         }
     }
 
-    /// The new document and its config, or `None` when nothing changed (or it is the document
-    /// rejected last).
+    /// The new document, the local file's hash, the hash that identifies what was read (the
+    /// local file; for a remote config, the revision's text with the local file), and its
+    /// config; or `None` when nothing changed (or it is what was rejected last).
     #[allow(clippy::type_complexity)]
     async fn read(
         &mut self,
         trigger: Trigger,
-    ) -> Result<Option<(Document, u64, Result<Config, ConfigErrors>)>, (String, Option<u64>)> {
+    ) -> Result<Option<(Document, u64, u64, Result<Config, ConfigErrors>)>, (String, Option<u64>)>
+    {
         let file = self.reloading.file.clone();
         let local = source::read_local(&file).map_err(|e| (e.to_string(), None))?;
         let local_hash = local.hash();
@@ -304,7 +305,7 @@ impl Supervisor {
             {
                 return Err((format!("{}: the file now says `type: remote`; switching between a local and a remote config needs a restart", file.display()), Some(local_hash)));
             }
-            return Ok(Some((local, local_hash, config)));
+            return Ok(Some((local, local_hash, local_hash, config)));
         };
         // A remote config: its local file may have changed (credentials, reload settings).
         let local_changed = local_hash != self.local_hash;
@@ -361,7 +362,7 @@ impl Supervisor {
             .await
             .map_err(|e| (e.to_string(), Some(hash)));
         match config {
-            Ok(c) => Ok(Some((document, local_hash, Ok(c)))),
+            Ok(c) => Ok(Some((document, local_hash, hash, Ok(c)))),
             Err(e) => Err(e),
         }
     }
