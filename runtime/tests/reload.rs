@@ -1,7 +1,7 @@
-//! A custom extractor gets the built-ins' reload semantics through the library API: its config
-//! type's `PartialEq` decides whether its task changed. Here `note` is left out of equality,
-//! so a reload that changes only `note` leaves the task running untouched, and one that changes
-//! `greeting` restarts it.
+//! Reloads through the library API: a custom extractor's config type's `PartialEq` decides
+//! whether its task changed (here `note` is left out of equality, so a reload that changes only
+//! `note` leaves the task running untouched, and one that changes `greeting` restarts it); and
+//! what a removed task queued is still delivered.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,8 @@ use extractor_runtime::config::{Config, LoadOptions};
 use extractor_runtime::runtime::{Mode, Runtime};
 use extractor_runtime::supervisor::Trigger;
 use extractor_runtime::{Extractor, Registry, RunContext, TaskError};
+
+mod support;
 
 #[derive(Clone, Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -131,4 +133,97 @@ async fn the_config_types_partial_eq_decides_what_a_reload_restarts() {
     shutdown.cancel();
     let report = running.await.unwrap().unwrap();
     assert_eq!(report.summary.failed, 0);
+}
+
+/// Queues one RAW row and returns without waiting for it to be delivered.
+struct Queuer;
+
+impl Extractor for Queuer {
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let row = extractor_runtime::upload::RawRow {
+            database: "db".into(),
+            table: "t".into(),
+            key: format!("from-{}", ctx.task()),
+            columns: serde_json::Map::new(),
+        };
+        ctx.upload().raw(row).await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_tasks_queued_items_still_arrive() {
+    let cdf = support::fake_cdf::FakeCdf::start(&[]).await;
+    let mut registry = Registry::new();
+    registry.register("queuer", |_: serde_json::Value| Ok(Queuer));
+    let registry = Arc::new(registry);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let config = |tasks: &str| {
+        format!(
+            "version: 1\ncognite:\n  project: demo\n  host: {host}\n  idp-authentication: {{client-id: c, secret: s, token-url: '{host}/token', scopes: [s]}}\n\
+             upload-queue: {{max-upload-interval: 3s}}\nreload: {{watch: false, interval: 1h}}\ntasks:\n{tasks}",
+            host = cdf.uri()
+        )
+    };
+    let queuer = |name: &str| {
+        format!(
+            "  - {{name: {name}, type: queuer, schedule: {{type: interval, expression: 1h}}}}\n"
+        )
+    };
+    std::fs::write(&path, config(&(queuer("stays") + &queuer("goes")))).unwrap();
+    let env = |_: &str| None;
+    let loaded = Config::from_yaml(
+        &std::fs::read_to_string(&path).unwrap(),
+        Some(&path),
+        &env,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let runtime = Runtime::build(loaded, &registry).unwrap();
+    let metrics = runtime.metrics().clone();
+    let (runtime, reload) = runtime.reloadable(registry, &path, None, LoadOptions::default());
+    let shutdown = extractor_runtime::CancellationToken::new();
+    let running = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
+    let runs = |task: &str| {
+        metrics
+            .value(
+                "extractor_task_runs_total",
+                &[("task", task), ("result", "success")],
+            )
+            .unwrap_or(0.0)
+    };
+    until("both tasks ran", || {
+        runs("stays") == 1.0 && runs("goes") == 1.0
+    })
+    .await;
+    std::fs::write(&path, config(&queuer("stays"))).unwrap();
+    assert!(reload.trigger(Trigger::Signal));
+    until("the reload", || {
+        metrics
+            .value("extractor_config_reloads_total", &[("result", "applied")])
+            .unwrap_or(0.0)
+            == 1.0
+    })
+    .await;
+    assert_eq!(
+        metrics.value(
+            "extractor_task_runs_total",
+            &[("task", "goes"), ("result", "success")]
+        ),
+        None,
+        "the removed task is gone"
+    );
+    assert_eq!(
+        cdf.with(|s| s.rows.get("from-goes").copied()),
+        None,
+        "the row was still queued when its task was removed"
+    );
+    until("the removed task's row arrives", || {
+        cdf.with(|s| s.rows.get("from-goes").copied()) == Some(1)
+    })
+    .await;
+    shutdown.cancel();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.unsent, 0);
 }
