@@ -841,3 +841,46 @@ async fn a_check_in_that_names_a_newer_revision_triggers_the_reload() {
     let (code, log) = tokio::task::block_in_place(|| s.stop());
     assert_eq!(code, 0, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_a_secret_file_again_though_the_config_text_is_unchanged() {
+    let cdf = FakeCdf::start(&[]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "s3cr3t-one\n").unwrap();
+    let text = format!(
+        "version: 1\n\
+         cognite:\n  project: demo\n  host: {host}\n\
+         \x20 idp-authentication: {{client-id: c, secret: !file '{}', token-url: '{host}/token', scopes: [s]}}\n\
+         metrics: {{server: {{host: 127.0.0.1, port: {port}}}}}\n\
+         reload: {{watch: false, interval: 1h}}\n\
+         tasks:\n{}",
+        secret.display(),
+        task("keep", "a"),
+        host = cdf.uri()
+    );
+    let path = tmp.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let s = tokio::task::block_in_place(|| {
+        let s = Service::start(&path, port, &[]);
+        s.wait_for("the first run", |s| s.runs("keep") == 1.0);
+        // Nothing changed: SIGHUP applies nothing.
+        s.signal("HUP");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(reloads(&s, "applied"), 0.0);
+        // The mounted secret rotates; the config text does not: SIGHUP applies it.
+        std::fs::write(&secret, "s3cr3t-two\n").unwrap();
+        s.signal("HUP");
+        s.wait_for("the reload", |s| reloads(s, "applied") == 1.0);
+        s
+    });
+    assert_eq!(s.runs("keep"), 1.0, "a credentials change restarts no task");
+    let (code, log) = tokio::task::block_in_place(|| s.stop());
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("cognite: changed"), "{log}");
+    assert!(
+        !log.contains("first") && !log.contains("second"),
+        "a secret was logged: {log}"
+    );
+}

@@ -333,6 +333,9 @@ impl Runtime {
             }
         };
         let mut config = crate::source::config_of(&document, &file, Some(&remote), &options)?;
+        for warning in config.warnings() {
+            tracing::warn!(target: "extractor_runtime::reload", "{warning}");
+        }
         if let Some(shard) = shard {
             config.tasks.retain(|t| shard.owns(&t.name));
         }

@@ -255,7 +255,12 @@ impl Supervisor {
         };
         let (document, local_hash, hash, config) = read;
         let config = match config {
-            Ok(config) => config,
+            Ok(config) => {
+                for warning in config.warnings() {
+                    tracing::warn!(target: "extractor_runtime::reload", "{warning}");
+                }
+                config
+            }
             Err(e) => return self.reject(&e.to_string(), Some(hash)),
         };
         let read_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -296,10 +301,20 @@ impl Supervisor {
         let local = source::read_local(&file).map_err(|e| (e.to_string(), None))?;
         let local_hash = local.hash();
         let Some(remote) = self.config.remote().cloned() else {
-            if local_hash == self.document.hash() || Some(local_hash) == self.last_rejected {
+            let same_text = local_hash == self.document.hash();
+            // SIGHUP reads `!file` and `!env` secrets again even when the text is unchanged.
+            let reread = same_text && trigger == Trigger::Signal;
+            if (same_text && !reread) || Some(local_hash) == self.last_rejected {
                 return Ok(None);
             }
             let config = parse(&local, &file, None, &self.reloading.options).await;
+            if reread
+                && config
+                    .as_ref()
+                    .is_ok_and(|c| c.same_document(&self.config))
+            {
+                return Ok(None);
+            }
             if let Ok(c) = &config
                 && c.remote().is_some()
             {

@@ -648,3 +648,81 @@ fn a_remote_file_is_checked_offline_and_a_fetched_revision_gets_its_cognite_sect
         "{err}"
     );
 }
+
+#[test]
+fn tags_name_where_a_secret_comes_from_and_unknown_tags_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "from a file\r\n").unwrap();
+    let yaml = format!(
+        "version: 1\ncognite:\n  project: !env PROJECT\n  idp-authentication:\n    client-id: c\n    secret: !file {}\n    token-url: https://login.example.com/token\n    scopes: [s]\n",
+        file.display()
+    );
+    let config = load_with(&yaml, &[("PROJECT", "from-env")]).unwrap();
+    assert_eq!(config.cognite.project, "from-env");
+    let idp = config.cognite.idp_authentication.as_ref().unwrap();
+    assert_eq!(
+        idp.secret.as_ref().unwrap().expose_secret(),
+        "from a file",
+        "one trailing newline trimmed"
+    );
+    assert!(!format!("{config:?}").contains("from a file"));
+    // `${VAR}` works inside a `!file` path.
+    let via_var = yaml.replace(&file.display().to_string(), "${DIR}/secret");
+    let config = load_with(
+        &via_var,
+        &[("PROJECT", "p"), ("DIR", &dir.path().display().to_string())],
+    )
+    .unwrap();
+    assert_eq!(
+        config
+            .cognite
+            .idp_authentication
+            .unwrap()
+            .secret
+            .unwrap()
+            .expose_secret(),
+        "from a file"
+    );
+
+    let err = load_with(
+        "version: 1\ncognite: {project: !secret x, dry-run: true}\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("test.yaml:2:28: cognite.project: unknown YAML tag `!secret`: a value may carry `!env NAME`"),
+        "{err}"
+    );
+    let err = load_with(
+        "version: 1\ncognite: {project: !keyvault p, dry-run: true}\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`!keyvault` (Azure Key Vault) is not supported by this build"),
+        "{err}"
+    );
+    let err = load_with(
+        "version: 1\ncognite: {project: !file {a: 1}, dry-run: true}\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cognite.project: `!file` takes a name"),
+        "{err}"
+    );
+    let err = load_with(
+        "version: 1\ncognite: {project: !file /no/such/file, dry-run: true}\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`!file /no/such/file`: cannot read it"),
+        "{err}"
+    );
+}

@@ -271,7 +271,17 @@ fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliErr
 
 /// Loads a config: the one way every command reads one, so that each refuses when
 /// `COGNITE_API_KEY` is set.
+/// Its warnings are printed on standard error (`run` logs them instead: [`load_quiet`]).
 fn load(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
+    let config = load_quiet(path, force_dry_run)?;
+    for warning in config.warnings() {
+        eprintln!("warning: {}", crate::text::escape_lines(warning));
+    }
+    Ok(config)
+}
+
+/// [`load`], leaving the warnings to the caller.
+fn load_quiet(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
     Ok(Config::load(path, &LoadOptions { force_dry_run })?)
 }
 

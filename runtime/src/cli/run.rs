@@ -16,7 +16,7 @@ pub(crate) fn run(
     reset_state: bool,
     shard: Option<&str>,
 ) -> Result<Outcome, CliError> {
-    let mut config = super::load(path, dry_run)?;
+    let mut config = super::load_quiet(path, dry_run)?;
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     crate::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
@@ -37,6 +37,9 @@ pub(crate) fn run(
     }
     if let Some(shard) = shard {
         tracing::info!(%shard, tasks = config.tasks.len(), of = all, "running this shard's tasks");
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     if let Some(warning) = super::certificate_warning(&config) {
         tracing::warn!("{warning}");

@@ -15,19 +15,38 @@ use super::path::KeyPath;
 /// Looks a variable up; `None` when it is unset.
 pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Substitutes every string value of `node` in place; returns every problem found.
+/// Substitutes every string value of `node` in place and resolves its tags; returns every
+/// problem found, and warnings (each as a located [`ConfigError`] to print, not to fail on).
 pub(crate) fn substitute(
     node: &mut Node,
     path: &KeyPath<'_>,
     lookup: Lookup<'_>,
-) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    walk(node, path, lookup, &mut errors);
-    errors
+) -> (Vec<ConfigError>, Vec<ConfigError>) {
+    let mut found = Found::default();
+    walk(node, path, lookup, &mut found);
+    (found.errors, found.warnings)
 }
 
-fn walk(node: &mut Node, path: &KeyPath<'_>, lookup: Lookup<'_>, errors: &mut Vec<ConfigError>) {
+#[derive(Default)]
+struct Found {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
+
+fn walk(node: &mut Node, path: &KeyPath<'_>, lookup: Lookup<'_>, found: &mut Found) {
     let mark = node.mark;
+    if let Some(tag) = node.tag.take() {
+        let located = |message: String| {
+            ConfigError::new(ConfigErrorKind::Environment, message).at(Some(mark), path.to_string())
+        };
+        match resolve_tag(node, &tag, lookup) {
+            Ok(Some(warning)) => found.warnings.push(located(warning)),
+            Ok(None) => {}
+            Err(message) => found.errors.push(located(message)),
+        }
+        return;
+    }
+    let errors = &mut found.errors;
     match &mut node.kind {
         NodeKind::Str {
             value,
@@ -55,17 +74,81 @@ fn walk(node: &mut Node, path: &KeyPath<'_>, lookup: Lookup<'_>, errors: &mut Ve
         }
         NodeKind::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &KeyPath::Index(path, i), lookup, errors);
+                walk(item, &KeyPath::Index(path, i), lookup, found);
             }
         }
         NodeKind::Map(entries) => {
             for (key, value) in entries.iter_mut() {
                 let key_text = key.as_text().unwrap_or("?").to_owned();
-                walk(value, &KeyPath::Key(path, &key_text), lookup, errors);
+                walk(value, &KeyPath::Key(path, &key_text), lookup, found);
             }
         }
         NodeKind::Null | NodeKind::Scalar { .. } => {}
     }
+}
+
+/// The tags a value may carry.
+const TAGS: &str = "`!env NAME` (an environment variable) and `!file PATH` (a file's content)";
+
+/// Replaces a tagged value by what it names: `!env NAME` by the variable's value, `!file PATH`
+/// by the file's content (one trailing newline trimmed; `${VAR}` in PATH is substituted
+/// first). Either value is treated as a secret: never quoted in an error, printed as `***`.
+/// Returns a warning when there is one.
+fn resolve_tag(node: &mut Node, tag: &str, lookup: Lookup<'_>) -> Result<Option<String>, String> {
+    let NodeKind::Str { value, .. } = &node.kind else {
+        let written = match tag {
+            "!env" | "!file" => format!("`{tag}` takes a name, like `{tag} {}`", if tag == "!env" { "MY_SECRET" } else { "/run/secrets/my-secret" }),
+            _ => format!("unknown YAML tag `{tag}`: a value may carry {TAGS}"),
+        };
+        return Err(written);
+    };
+    let mut warning = None;
+    let text = match tag {
+        "!env" => lookup(value).ok_or_else(|| {
+            format!("`!env {value}`: the environment variable {value} is not set")
+        })?,
+        "!file" => {
+            let path = match expand(value, lookup) {
+                Ok(e) => e.text,
+                Err(message) => return Err(message),
+            };
+            let (text, open) = read_secret_file(std::path::Path::new(&path))?;
+            if open {
+                warning = Some(format!("`!file {path}`: the file is readable by every user of this machine: `chmod o-r` it"));
+            }
+            text
+        }
+        "!keyvault" => {
+            return Err(
+                "`!keyvault` (Azure Key Vault) is not supported by this build: write the secret with `!file PATH` (a mounted secret) or `!env NAME`".to_owned(),
+            );
+        }
+        _ => return Err(format!("unknown YAML tag `{tag}`: a value may carry {TAGS}")),
+    };
+    node.kind = NodeKind::Str {
+        value: text,
+        substituted: true,
+        from_env: true,
+    };
+    Ok(warning)
+}
+
+/// A secret file's content, one trailing newline (`\n` or `\r\n`) trimmed, as Kubernetes and
+/// Docker secrets are written, and whether every user may read it (accepted, with a warning).
+fn read_secret_file(path: &std::path::Path) -> Result<(String, bool), String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("`!file {}`: cannot read it: {e}", path.display()))?;
+    let mut text = String::from_utf8(bytes)
+        .map_err(|_| format!("`!file {}`: the file is not UTF-8 text", path.display()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    Ok((text, open))
 }
 
 /// The result of expanding one string.

@@ -139,11 +139,20 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let in_file = in_file_of(file);
         check_api_key(env).map_err(|e| in_file(vec![e]))?;
-        let tree = parse_substituted(text, env).map_err(&in_file)?;
-        if tree.get("type").and_then(Node::as_text) == Some("remote") {
-            return remote_bootstrap(tree, file, options);
-        }
-        Config::from_tree(tree, file, options)
+        let (tree, warnings) = parse_substituted(text, env).map_err(&in_file)?;
+        let mut config = if tree.get("type").and_then(Node::as_text) == Some("remote") {
+            remote_bootstrap(tree, file, options)?
+        } else {
+            Config::from_tree(tree, file, options)?
+        };
+        config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
+        Ok(config)
+    }
+
+    /// What loading it found worth saying but not refusing (a secret file every user may read),
+    /// each with its file:line:column and key path: print them once logging is set up.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Where a `type: remote` file says the config is, if this config came from one.
@@ -164,7 +173,7 @@ impl Config {
         let file = PathBuf::from(name);
         let in_file = in_file_of(Some(&file));
         check_api_key(env).map_err(|e| in_file(vec![e]))?;
-        let mut tree = parse_substituted(text, env).map_err(&in_file)?;
+        let (mut tree, warnings) = parse_substituted(text, env).map_err(&in_file)?;
         if let Some(kind) = tree.get("type").filter(|t| t.as_text() != Some("local")) {
             return Err(in_file(vec![
                 ConfigError::new(
@@ -190,6 +199,7 @@ impl Config {
         }
         let mut config = Config::from_tree(tree, Some(&file), options)?;
         config.remote = Some(remote.clone());
+        config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
         Ok(config)
     }
 
@@ -232,6 +242,14 @@ impl Config {
     /// The section `key` as read (after substitution), if it was given.
     pub(crate) fn section(&self, key: &str) -> Option<&Node> {
         self.tree.as_deref().and_then(|t| t.get(key))
+    }
+
+    /// Whether both configs read the same, every value substituted (positions aside).
+    pub(crate) fn same_document(&self, other: &Config) -> bool {
+        match (self.tree.as_deref(), other.tree.as_deref()) {
+            (Some(a), Some(b)) => a.same_as(b, None),
+            _ => false,
+        }
     }
 
     /// Whether section `key` reads the same in both configs (positions aside).
@@ -388,7 +406,7 @@ fn in_file_of(file: Option<&Path>) -> impl Fn(Vec<ConfigError>) -> ConfigErrors 
 fn parse_substituted(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Node, Vec<ConfigError>> {
+) -> Result<(Node, Vec<ConfigError>), Vec<ConfigError>> {
     let mut tree = Node::parse(text).map_err(|e| {
         let mark = e.location().map(|l| Mark {
             line: l.line() as u32,
@@ -403,11 +421,11 @@ fn parse_substituted(
                 .at(Some(tree.mark()), ""),
         ]);
     }
-    let env_errors = env::substitute(&mut tree, &KeyPath::Root, env);
+    let (env_errors, warnings) = env::substitute(&mut tree, &KeyPath::Root, env);
     if !env_errors.is_empty() {
         return Err(env_errors);
     }
-    Ok(tree)
+    Ok((tree, warnings))
 }
 
 /// A `type: remote` file: its keys checked, its `cognite:` section checked as a config with no

@@ -62,6 +62,10 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub(crate) remote: Option<super::Remote>,
+    /// Located warnings found while loading.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) warnings: Vec<String>,
 }
 
 /// `type:`: where the config is.

@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
-use serde_saphyr::Spanned;
+use serde_saphyr::{Spanned, Tagged};
 
 use super::error::Mark;
 use super::path::KeyPath;
@@ -22,6 +22,8 @@ use super::suggest::did_you_mean;
 pub struct Node {
     pub(crate) kind: NodeKind,
     pub(crate) mark: Mark,
+    /// A local tag written on the value (`!file`, `!env`), resolved by the substitution step.
+    pub(crate) tag: Option<String>,
 }
 
 /// The shape of a [`Node`].
@@ -95,6 +97,7 @@ impl Node {
                 from_env: false,
             },
             mark,
+            tag: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl Node {
                 value: ScalarValue::Int(value),
             },
             mark,
+            tag: None,
         }
     }
 
@@ -114,6 +118,7 @@ impl Node {
         Node {
             kind: NodeKind::Map(entries),
             mark,
+            tag: None,
         }
     }
 
@@ -153,6 +158,7 @@ impl Node {
         Node {
             kind: NodeKind::Map(Vec::new()),
             mark,
+            tag: None,
         }
     }
 
@@ -197,11 +203,12 @@ impl Node {
             leading_zero_numbers_as_strings: true,
             with_snippet: false,
         };
-        let spanned: Spanned<RawKind> = serde_saphyr::from_str_with_options(source, options)?;
+        let spanned: Spanned<Tagged<RawKind>> =
+            serde_saphyr::from_str_with_options(source, options)?;
         Ok(Node::from_spanned(spanned, source))
     }
 
-    fn from_spanned(spanned: Spanned<RawKind>, source: &str) -> Node {
+    fn from_spanned(spanned: Spanned<Tagged<RawKind>>, source: &str) -> Node {
         let loc = spanned.referenced;
         let mark = Mark {
             line: loc.line() as u32,
@@ -216,7 +223,11 @@ impl Node {
                 _ => None,
             }
         };
-        let kind = match spanned.value {
+        let Tagged(value, tag) = spanned.value;
+        // The core schema's own tags (`!!str`, `!!int`) are the YAML's business; any other is
+        // kept for the config to resolve (`!env`, `!file`) or refuse.
+        let tag = tag.filter(|t| !t.starts_with("tag:yaml.org,2002:") && !t.starts_with("!!"));
+        let kind = match value {
             RawKind::Null => NodeKind::Null,
             RawKind::Scalar(value) => {
                 let fallback = match value {
@@ -248,7 +259,7 @@ impl Node {
                     .collect(),
             ),
         };
-        Node { kind, mark }
+        Node { kind, mark, tag }
     }
 }
 
@@ -257,8 +268,8 @@ enum RawKind {
     Null,
     Scalar(ScalarValue),
     Str(String),
-    Seq(Vec<Spanned<RawKind>>),
-    Map(Vec<(Spanned<RawKind>, Spanned<RawKind>)>),
+    Seq(Vec<Spanned<Tagged<RawKind>>>),
+    Map(Vec<(Spanned<Tagged<RawKind>>, Spanned<Tagged<RawKind>>)>),
 }
 
 impl<'de> de::Deserialize<'de> for RawKind {
