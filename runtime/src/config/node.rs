@@ -203,12 +203,11 @@ impl Node {
             leading_zero_numbers_as_strings: true,
             with_snippet: false,
         };
-        let spanned: Spanned<Tagged<RawKind>> =
-            serde_saphyr::from_str_with_options(source, options)?;
+        let spanned: RawNode = serde_saphyr::from_str_with_options(source, options)?;
         Ok(Node::from_spanned(spanned, source))
     }
 
-    fn from_spanned(spanned: Spanned<Tagged<RawKind>>, source: &str) -> Node {
+    fn from_spanned(spanned: RawNode, source: &str) -> Node {
         let loc = spanned.referenced;
         let mark = Mark {
             line: loc.line() as u32,
@@ -263,13 +262,16 @@ impl Node {
     }
 }
 
+/// A value as serde-saphyr reads it: its position, its tag, and the value.
+type RawNode = Spanned<Tagged<RawKind>>;
+
 /// What serde-saphyr hands us through `deserialize_any`.
 enum RawKind {
     Null,
     Scalar(ScalarValue),
     Str(String),
-    Seq(Vec<Spanned<Tagged<RawKind>>>),
-    Map(Vec<(Spanned<Tagged<RawKind>>, Spanned<Tagged<RawKind>>)>),
+    Seq(Vec<RawNode>),
+    Map(Vec<(RawNode, RawNode)>),
 }
 
 impl<'de> de::Deserialize<'de> for RawKind {
