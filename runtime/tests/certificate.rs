@@ -266,14 +266,29 @@ fn certificate_problems_are_config_errors_at_their_key() {
             && !e.contains("not-the-pw-77"),
         "{e}"
     );
-    let e = load(&format!(
-        "{base}    secret: s\n    certificate: {{path: '{}'}}\n",
-        files.pem.display()
-    ))
-    .unwrap_err();
+    // Both: the certificate is used, as python-extractor-utils does, and the load says so.
+    let env = |_: &str| None;
+    let both = Config::from_yaml(
+        &format!(
+            "{base}    secret: s\n    certificate: {{path: '{}'}}\n",
+            files.pem.display()
+        ),
+        None,
+        &env,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert!(
-        e.contains("cognite.idp-authentication.certificate: give either `secret` or `certificate`, not both"),
-        "{e}"
+        both.warnings()[0].contains("cognite.idp-authentication.secret: both `secret` and `certificate` are given: the certificate is used"),
+        "{:?}",
+        both.warnings()
+    );
+    assert!(
+        both.cognite
+            .idp_authentication
+            .unwrap()
+            .certificate
+            .is_some()
     );
     let e = load(base).unwrap_err();
     assert!(

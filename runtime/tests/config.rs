@@ -181,7 +181,7 @@ metrics:
     // Errors from a config holding the same secret, with another problem in it.
     let broken = yaml.replace(
         "tenant: my-tenant",
-        "tenant: my-tenant\n    token-url: https://x.example/t",
+        "tenant: my-tenant\n    min-ttl: forever",
     );
     let err = load_with(&broken, &[]).unwrap_err();
     for text in [err.to_string(), format!("{err:?}")] {
@@ -725,4 +725,75 @@ fn tags_name_where_a_secret_comes_from_and_unknown_tags_are_located() {
         err.contains("`!file /no/such/file`: cannot read it"),
         "{err}"
     );
+}
+
+#[test]
+fn a_python_extractor_utils_config_loads_with_its_spellings_version_and_precedence() {
+    // No `version`, underscore keys, both `token_url` and `tenant`, an upper-case level.
+    let pxu = r#"
+cognite:
+  project: demo
+  host: https://api.cognitedata.com
+  idp_authentication:
+    client_id: c
+    secret: s
+    token_url: https://login.example.com/token
+    tenant: my-tenant
+    scopes: ["https://api.cognitedata.com/.default"]
+    min_ttl: 30
+  extraction_pipeline: {external_id: my-pipeline}
+logger:
+  console: {level: INFO}
+state_store:
+  local: {path: states.json, save_interval: 30}
+"#;
+    let config = load_with(pxu, &[]).unwrap();
+    assert_eq!(config.version, None);
+    let idp = config.cognite.idp_authentication.as_ref().unwrap();
+    assert_eq!(idp.token_endpoint(), "https://login.example.com/token");
+    assert_eq!(
+        config
+            .cognite
+            .extraction_pipeline
+            .as_ref()
+            .unwrap()
+            .external_id,
+        "my-pipeline"
+    );
+    assert!(config.state_store.is_some());
+    let warnings = config.warnings().join("\n");
+    assert!(
+        warnings.contains("test.yaml:9:13: cognite.idp-authentication.tenant: both `token-url` and `tenant` are given: `token-url` is used"),
+        "{warnings}"
+    );
+    // `version` as a number or a string of one; another version is refused.
+    for v in ["1", "\"1\"", "'1'"] {
+        let config = load_with(&format!("version: {v}\n{pxu}"), &[]).unwrap();
+        assert_eq!(config.version, Some(1), "{v}");
+    }
+    let err = load_with(&format!("version: \"2\"\n{pxu}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version: unsupported config version 2"),
+        "{err}"
+    );
+    let err = load_with(&format!("version: one\n{pxu}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`one` is not a version"), "{err}");
+    // Both spellings of one key: an error at the second.
+    let twice = pxu.replace("    min_ttl: 30\n", "    min_ttl: 30\n    min-ttl: 20\n");
+    let err = load_with(&twice, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "test.yaml:12:5: cognite.idp-authentication.min-ttl: `min-ttl` is given twice"
+        ),
+        "{err}"
+    );
+    // Task blocks keep their names as written (free-form keys such as environment variables).
+    let task = "version: 1\ncognite: {project: demo, dry-run: true}\ntasks:\n  - {name: t, type: x, schedule: {type: continuous}, config: {env: {MY_VAR: v}}}\n";
+    let config = load_with(task, &[]).unwrap();
+    let block = config.tasks[0].config.node().unwrap();
+    assert!(block.get("env").unwrap().get("MY_VAR").is_some());
 }

@@ -110,6 +110,12 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
     let mut out = String::new();
     let c = &config.cognite;
     let _ = writeln!(out, "config {} is valid", path.display());
+    if config.version.is_none() && config.remote().is_none() {
+        let _ = writeln!(
+            out,
+            "version:  not given; read as 1 (the only version, as python-extractor-utils does)"
+        );
+    }
     let _ = writeln!(out, "cdf:      project {} at {}", c.project, c.host);
     if c.dry_run {
         let _ = writeln!(

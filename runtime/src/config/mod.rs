@@ -145,7 +145,9 @@ impl Config {
         } else {
             Config::from_tree(tree, file, options)?
         };
-        config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
+        let mut found: Vec<String> = in_file(warnings).0.iter().map(ToString::to_string).collect();
+        found.append(&mut config.warnings);
+        config.warnings = found;
         Ok(config)
     }
 
@@ -199,7 +201,9 @@ impl Config {
         }
         let mut config = Config::from_tree(tree, Some(&file), options)?;
         config.remote = Some(remote.clone());
-        config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
+        let mut found: Vec<String> = in_file(warnings).0.iter().map(ToString::to_string).collect();
+        found.append(&mut config.warnings);
+        config.warnings = found;
         Ok(config)
     }
 
@@ -217,10 +221,11 @@ impl Config {
             config.cognite.dry_run = true;
         }
 
-        let problems = validate::validate(&mut config, &tree);
+        let (problems, warnings) = validate::validate(&mut config, &tree);
         if !problems.is_empty() {
             return Err(in_file(problems));
         }
+        config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
 
         for (index, task) in config.tasks.iter_mut().enumerate() {
             let entry = tree.get("tasks").and_then(|t| t.index(index));
@@ -421,11 +426,77 @@ fn parse_substituted(
                 .at(Some(tree.mark()), ""),
         ]);
     }
-    let (env_errors, warnings) = env::substitute(&mut tree, &KeyPath::Root, env);
-    if !env_errors.is_empty() {
-        return Err(env_errors);
+    let mut errors = hyphenate(&mut tree);
+    let (mut env_errors, warnings) = env::substitute(&mut tree, &KeyPath::Root, env);
+    errors.append(&mut env_errors);
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok((tree, warnings))
+}
+
+/// The sections whose keys python-extractor-utils also reads with underscores
+/// (`token_url`, `extraction_pipeline`): in them, and at the top, `a_b` is read as `a-b`.
+/// (Not in `tasks:`, whose extractor blocks may hold free-form names.)
+const PYTHON_SECTIONS: [&str; 6] = [
+    "cognite",
+    "logger",
+    "metrics",
+    "state-store",
+    "upload-queue",
+    "reload",
+];
+
+/// Reads underscore spellings of keys as their hyphen-case names, as python-extractor-utils
+/// does; a mapping that gives both spellings of one key is an error at the second.
+fn hyphenate(tree: &mut Node) -> Vec<ConfigError> {
+    fn rename(map: &mut Node, path: &str, deep: bool, errors: &mut Vec<ConfigError>) {
+        let node::NodeKind::Map(entries) = &mut map.kind else {
+            return;
+        };
+        let mut seen: Vec<String> = Vec::with_capacity(entries.len());
+        for (key, value) in entries.iter_mut() {
+            let Some(text) = key.as_text().map(str::to_owned) else {
+                continue;
+            };
+            let hyphenated = text.replace('_', "-");
+            if seen.contains(&hyphenated) {
+                let at = if path.is_empty() { hyphenated.clone() } else { format!("{path}.{hyphenated}") };
+                errors.push(
+                    ConfigError::new(
+                        ConfigErrorKind::Schema,
+                        format!("`{hyphenated}` is given twice (as `{hyphenated}` and with underscores): write it once"),
+                    )
+                    .at(Some(key.mark()), at),
+                );
+                continue;
+            }
+            seen.push(hyphenated.clone());
+            if hyphenated != text {
+                *key = Node::text(&hyphenated, key.mark());
+            }
+            if deep {
+                let child = if path.is_empty() { hyphenated.clone() } else { format!("{path}.{hyphenated}") };
+                rename(value, &child, true, errors);
+                if let node::NodeKind::Seq(items) = &mut value.kind {
+                    for item in items {
+                        rename(item, &child, true, errors);
+                    }
+                }
+            }
+        }
+    }
+    let mut errors = Vec::new();
+    rename(tree, "", false, &mut errors);
+    if let node::NodeKind::Map(entries) = &mut tree.kind {
+        for (key, value) in entries.iter_mut() {
+            if key.as_text().is_some_and(|k| PYTHON_SECTIONS.contains(&k)) {
+                let section = key.as_text().unwrap_or_default().to_owned();
+                rename(value, &section, true, &mut errors);
+            }
+        }
+    }
+    errors
 }
 
 /// A `type: remote` file: its keys checked, its `cognite:` section checked as a config with no

@@ -16,8 +16,11 @@ use crate::secret::Secret;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[schemars(title = "extractor-runtime config")]
 pub struct Config {
-    /// Version of the config format. Only `1` exists.
-    pub version: u32,
+    /// Version of the config format: `1`, the only one (as a number or a string; optional, as
+    /// in python-extractor-utils: left out, it is read as 1).
+    #[serde(default, deserialize_with = "super::validate::deserialize_version")]
+    #[schemars(with = "Option<VersionSchema>")]
+    pub version: Option<u32>,
     /// The CDF project and how to authenticate against it.
     pub cognite: CogniteConfig,
     /// The Prometheus endpoint and Pushgateways.
@@ -66,6 +69,15 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub(crate) warnings: Vec<String>,
+}
+
+/// How a version may be written: `1` or `"1"`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the schema's shape only
+enum VersionSchema {
+    Number(u32),
+    Text(String),
 }
 
 /// `type:`: where the config is.
@@ -127,7 +139,7 @@ pub struct RemoteConfigFile {
     #[serde(rename = "type")]
     pub kind: ConfigKind,
     /// Version of the config format (optional here).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::validate::deserialize_version")]
     pub version: Option<u32>,
     /// The CDF project, its authentication and the pipeline or integration whose config is
     /// fetched; injected into the fetched config, replacing any `cognite:` there.

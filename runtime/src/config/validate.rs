@@ -71,9 +71,20 @@ pub(crate) fn locate(tree: &Node, path: &str) -> Option<Mark> {
 struct Problems<'a> {
     tree: &'a Node,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Problems<'_> {
+    /// Something to say, not to refuse, about the value at `path` (located as [`push`] does).
+    ///
+    /// [`push`]: Problems::push
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let before = self.errors.len();
+        self.push(path, message);
+        let located = self.errors.split_off(before);
+        self.warnings.extend(located);
+    }
+
     /// A problem with the value at `path`; its position is looked up in the tree, falling back to
     /// the nearest parent that exists (for a missing key, the mapping that lacks it).
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -158,22 +169,41 @@ fn read_files(config: &mut Config, p: &mut Problems<'_>) {
     }
 }
 
+/// `version:` as python-extractor-utils reads it: a whole number, or a string of one (`"1"`).
+pub(crate) fn deserialize_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u32),
+        Text(String),
+    }
+    match <Option<Raw> as serde::Deserialize>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Number(n)) => Ok(Some(n)),
+        Some(Raw::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("`{t}` is not a version: write a whole number, like 1"))
+        }),
+    }
+}
+
 /// Checks everything that deserialization cannot, reading the files the config names (once,
-/// kept in the config); returns every problem found.
-pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
+/// kept in the config); returns every problem found, and the warnings.
+pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut p = Problems {
         tree,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     read_files(config, &mut p);
     let config = &*config;
-    if config.version != 1 {
+    if let Some(version) = config.version
+        && version != 1
+    {
         p.push(
             "version",
-            format!(
-                "unsupported config version {}: this build reads version 1",
-                config.version
-            ),
+            format!("unsupported config version {version}: this build reads version 1"),
         );
     }
 
@@ -260,11 +290,14 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
                     format!("{base}.secret"),
                     "missing required key `secret` (or `certificate`, to sign in with a certificate)",
                 ),
-                (Some(_), Some(_)) => p.push(
-                    format!("{base}.certificate"),
-                    "give either `secret` or `certificate`, not both",
-                ),
-                (None, Some(cert)) => {
+                (secret, Some(cert)) => {
+                    if secret.is_some() {
+                        // python-extractor-utils' precedence.
+                        p.warn(
+                            format!("{base}.secret"),
+                            "both `secret` and `certificate` are given: the certificate is used (as python-extractor-utils does) and the secret is not",
+                        );
+                    }
                     if let Some(url) = &cert.authority_url {
                         if !is_http_url(url) {
                             p.push(format!("{base}.certificate.authority-url"), format!("`{url}` is not an http:// or https:// URL"));
@@ -275,11 +308,15 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
                 }
             }
             let authority_url = idp.certificate.as_ref().and_then(|c| c.authority_url.as_ref());
-            match (&idp.token_url, &idp.tenant) {
-                (Some(_), Some(_)) => p.push(
+            if idp.token_url.is_some() && idp.tenant.is_some() {
+                p.warn(
                     format!("{base}.tenant"),
-                    "give either `token-url` or `tenant` (with `authority`), not both",
-                ),
+                    "both `token-url` and `tenant` are given: `token-url` is used (as python-extractor-utils does) and `tenant` is not",
+                );
+            }
+            // `tenant` counts only without `token-url`.
+            let tenant = idp.tenant.as_ref().filter(|_| idp.token_url.is_none());
+            match (&idp.token_url, tenant) {
                 (None, None) if authority_url.is_none() => p.push(
                     base,
                     "missing the token endpoint: give `token-url`, or `tenant` (and optionally `authority`)",
@@ -423,7 +460,7 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> Vec<ConfigError> {
             p.push(format!("{base}.timeout"), "must be longer than zero");
         }
     }
-    p.errors
+    (p.errors, p.warnings)
 }
 
 #[cfg(test)]
