@@ -421,3 +421,106 @@ async fn requests_identify_the_client() {
         .expect("the headers matched");
     tokens.shutdown();
 }
+
+/// A client with `connection` (flow-style YAML keys) for `cdf`.
+fn client_with(
+    cdf: &str,
+    idp: &MockServer,
+    connection: &str,
+    registry: &prometheus::Registry,
+) -> (CdfClient, TokenManager) {
+    let tokens = support::token_manager(&idp.uri());
+    let config = support::cognite(
+        cdf,
+        &format!(", connection: {{max-retry-backoff: 10ms, timeout: 2s, {connection}}}"),
+    );
+    let client = CdfClient::new(&config, Some(tokens.clone()), None, registry).unwrap();
+    (client, tokens)
+}
+
+#[tokio::test]
+async fn status_forcelist_and_max_retries_decide_what_is_retried() {
+    let (idp, _) = idp().await;
+    // Default: 500 is retried (max-retries 2: three requests in all).
+    let (cdf, seen) = cdf_answering(vec![(500, None), (500, None), (500, None)]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = client_with(&cdf.uri(), &idp, "max-retries: 2", &registry);
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), CdfErrorKind::RetriesExhausted);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    tokens.shutdown();
+
+    // python-extractor-utils' status-forcelist without 500: not retried, refused at once.
+    let (cdf, seen) = cdf_answering(vec![(500, None), (500, None)]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = client_with(
+        &cdf.uri(),
+        &idp,
+        "max-retries: 2, status-forcelist: [429, 502, 503, 504]",
+        &registry,
+    );
+    let err = client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap_err();
+    assert_eq!(*err.kind(), CdfErrorKind::Rejected);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    tokens.shutdown();
+
+    // A status on the list is retried, even one outside the default (418).
+    let (cdf, seen) = cdf_answering(vec![(418, None), (418, None)]).await;
+    let registry = prometheus::Registry::new();
+    let (client, tokens) = client_with(
+        &cdf.uri(),
+        &idp,
+        "max-retries: 3, status_forcelist: [418]",
+        &registry,
+    );
+    client
+        .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3, "two 418s retried, then 200");
+    assert_eq!(
+        metric(
+            &registry,
+            "extractor_cdf_retries_total",
+            &[("reason", "forcelist")]
+        ),
+        2.0
+    );
+    tokens.shutdown();
+}
+
+#[tokio::test]
+async fn max_retries_connect_counts_requests_that_got_no_answer() {
+    let (idp, _) = idp().await;
+    // Nothing listens on this port: every attempt fails to connect.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for (connect, retried) in [(0, 0.0), (2, 2.0)] {
+        let registry = prometheus::Registry::new();
+        let (client, tokens) = client_with(
+            &closed,
+            &idp,
+            &format!("max-retries: 5, max-retries-connect: {connect}"),
+            &registry,
+        );
+        let err = client
+            .post(ROWS, "/raw/dbs/db/tables/t/rows", &body())
+            .await
+            .unwrap_err();
+        assert_eq!(*err.kind(), CdfErrorKind::RetriesExhausted);
+        assert_eq!(
+            metric(&registry, "extractor_cdf_retries_total", &[]),
+            retried,
+            "max-retries-connect: {connect}"
+        );
+        tokens.shutdown();
+    }
+}

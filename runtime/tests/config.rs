@@ -797,3 +797,75 @@ state_store:
     let block = config.tasks[0].config.node().unwrap();
     assert!(block.get("env").unwrap().get("MY_VAR").is_some());
 }
+
+#[test]
+fn python_connection_settings_map_onto_ours() {
+    let base = |connection: &str, cognite: &str| {
+        format!(
+            "version: 1\ncognite:\n  project: demo\n  dry-run: true\n{cognite}  connection:\n{connection}"
+        )
+    };
+    let config = load_with(
+        &base(
+            "    disable_gzip: true\n    status_forcelist: [429, 503]\n    max_retries_connect: 3\n    max_connection_pool_size: 8\n    proxies: {https: 'http://user:pw@proxy.example:3128', http: 'http://other:3128'}\n",
+            "  timeout: 45\n",
+        ),
+        &[],
+    )
+    .unwrap();
+    let c = &config.cognite.connection;
+    assert_eq!(
+        c.timeout.get(),
+        std::time::Duration::from_secs(45),
+        "cognite.timeout is the request timeout"
+    );
+    assert_eq!(c.status_forcelist, Some(vec![429, 503]));
+    assert_eq!(c.max_retries_connect, Some(3));
+    assert_eq!(c.max_connection_pool_size, Some(8));
+    assert_eq!(
+        c.proxy.as_ref().unwrap().expose_secret(),
+        "http://user:pw@proxy.example:3128",
+        "the https proxy is the one used"
+    );
+    assert!(
+        !format!("{config:?}").contains("user:pw"),
+        "a proxy's password is a secret"
+    );
+
+    let err = load_with(&base("    disable-ssl: true\n", ""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "cognite.connection.disable-ssl: certificate checks cannot be turned off: give the CA"
+        ),
+        "{err}"
+    );
+    let err = load_with(&base("    timeout: 10s\n", "  timeout: 30\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cognite.timeout: give the request timeout once"),
+        "{err}"
+    );
+    let err = load_with(
+        &base(
+            "    proxy: http://a:1\n    proxies: {https: 'http://b:2'}\n",
+            "",
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cognite.connection.proxies: give the proxy once"),
+        "{err}"
+    );
+    let err = load_with(&base("    proxies: {ftp: 'http://b:2'}\n", ""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cognite.connection.proxies.ftp: unknown scheme `ftp`"),
+        "{err}"
+    );
+}

@@ -93,11 +93,11 @@ impl Inner {
         metrics: crate::metrics::CdfMetrics,
     ) -> Result<Inner, ClientError> {
         let network = config.connection.network()?;
-        let http = network
-            .client_builder()
-            .timeout(network.timeout())
-            .build()
-            .map_err(ClientError::Http)?;
+        let mut builder = network.client_builder().timeout(network.timeout());
+        if let Some(pool) = config.connection.max_connection_pool_size {
+            builder = builder.pool_max_idle_per_host(pool);
+        }
+        let http = builder.build().map_err(ClientError::Http)?;
         if dry_run.is_none() && tokens.is_none() {
             return Err(ClientError::NoTokens);
         }
@@ -307,6 +307,8 @@ impl CdfClient {
         .backoff();
         let mut refreshed = false;
         let mut retries = 0;
+        // Retries of requests that got no answer, when `max-retries-connect` counts them apart.
+        let mut connect_retries = 0;
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
         loop {
             let started = Instant::now();
@@ -341,6 +343,16 @@ impl CdfClient {
                             inner.network.explain(e),
                         ));
                     };
+                    if let Some(max) = inner.connection.max_retries_connect {
+                        if connect_retries >= max {
+                            return Err(CdfError::new(
+                                CdfErrorKind::RetriesExhausted,
+                                endpoint,
+                                inner.network.explain(e),
+                            ));
+                        }
+                        connect_retries += 1;
+                    }
                     (
                         reason,
                         None,
@@ -404,7 +416,8 @@ impl CdfClient {
                         None if status == 407 => inner.network.proxy_refused(),
                         None => text.chars().take(300).collect(),
                     };
-                    let kind = if crate::retry::retryable_status(status, auto).is_some() {
+                    let retryable = retryable(&inner.connection, status, auto);
+                    let kind = if retryable.is_some() {
                         CdfErrorKind::RetriesExhausted
                     } else {
                         CdfErrorKind::Rejected
@@ -437,7 +450,7 @@ impl CdfClient {
                             .map_err(|e| auth_error(endpoint, e))?;
                         continue;
                     }
-                    match crate::retry::retryable_status(status, auto) {
+                    match retryable {
                         Some(reason) => (reason, retry_after, err),
                         None => return Err(err),
                     }
@@ -459,6 +472,18 @@ impl CdfClient {
             // The token may have been refreshed in the meantime.
             token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
         }
+    }
+}
+
+/// Whether a CDF answer with `status` is tried again: a status of `connection.status-forcelist`
+/// when one is given, else 408, 429 and 5xx; and any answer CDF marks auto-retryable.
+fn retryable(connection: &ConnectionConfig, status: u16, auto: bool) -> Option<&'static str> {
+    match &connection.status_forcelist {
+        None => crate::retry::retryable_status(status, auto),
+        Some(list) if list.contains(&status) => {
+            Some(crate::retry::retryable_status(status, false).unwrap_or("forcelist"))
+        }
+        Some(_) => auto.then_some("auto_retryable"),
     }
 }
 

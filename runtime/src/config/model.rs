@@ -223,6 +223,9 @@ pub struct CogniteConfig {
     /// The integration this process checks in to (`/integrations/startup`, `/checkin`).
     #[serde(default)]
     pub integration: Option<IntegrationConfig>,
+    /// python-extractor-utils' request timeout: the same as `connection.timeout` (give one).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 /// `cognite.integration:`.
@@ -266,6 +269,30 @@ pub struct ConnectionConfig {
     /// (a domain and its subdomains), `10.0.0.0/8`, `*`.
     #[serde(default)]
     pub no_proxy: Vec<String>,
+    /// python-extractor-utils' `status-forcelist`: the HTTP statuses retried, in place of 408,
+    /// 429 and 5xx (`cdf-is-auto-retryable: true` answers are retried either way).
+    #[serde(default)]
+    pub status_forcelist: Option<Vec<u16>>,
+    /// Retries of a request that got no answer (connection refused or reset, TLS, timeout);
+    /// without it `max-retries` counts those too.
+    #[serde(default)]
+    pub max_retries_connect: Option<u32>,
+    /// Idle connections kept open to CDF at most (python-extractor-utils'
+    /// `max-connection-pool-size`).
+    #[serde(default)]
+    pub max_connection_pool_size: Option<usize>,
+    /// python-extractor-utils' switch for gzip request bodies. Requests are sent uncompressed
+    /// here, so `true` changes nothing; accepted so that existing files load.
+    #[serde(default)]
+    pub disable_gzip: bool,
+    /// python-extractor-utils' switch that turns certificate checks off: refused here (`true`
+    /// is an error that says to give the CA in `ca-file` instead).
+    #[serde(default)]
+    pub disable_ssl: bool,
+    /// python-extractor-utils' proxies by scheme (`{https: http://proxy:3128}`): the `https`
+    /// one (CDF and the identity provider are https), else the `http` one, becomes `proxy`.
+    #[serde(default)]
+    pub proxies: std::collections::BTreeMap<String, Secret>,
     /// `ca-file`, `proxy` and `no-proxy` as read when the config was loaded (the CA file is read
     /// once, then shared by every client).
     #[serde(skip)]
@@ -298,6 +325,12 @@ impl Default for ConnectionConfig {
             ca_file: None,
             proxy: None,
             no_proxy: Vec::new(),
+            status_forcelist: None,
+            max_retries_connect: None,
+            max_connection_pool_size: None,
+            disable_gzip: false,
+            disable_ssl: false,
+            proxies: std::collections::BTreeMap::new(),
             parsed: None,
         }
     }

@@ -145,6 +145,7 @@ pub(crate) fn is_cleartext_remote(url: &str) -> bool {
 /// bundle and proxy of `cognite.connection`, and the sign-in certificate. Problems are reported
 /// at their key.
 fn read_files(config: &mut Config, p: &mut Problems<'_>) {
+    python_connection(config, p);
     let connection = &mut config.cognite.connection;
     match connection.network() {
         Ok(network) => connection.parsed = Some(network),
@@ -156,7 +157,6 @@ fn read_files(config: &mut Config, p: &mut Problems<'_>) {
     }
     if let Some(idp) = &mut config.cognite.idp_authentication
         && !idp.flow.is_user()
-        && idp.secret.is_none()
         && let Some(cert) = &mut idp.certificate
     {
         match cert.load() {
@@ -166,6 +166,50 @@ fn read_files(config: &mut Config, p: &mut Problems<'_>) {
                 e.message,
             ),
         }
+    }
+}
+
+/// python-extractor-utils' spellings of the connection settings, mapped onto ours before the
+/// network settings are read: `cognite.timeout`, `connection.proxies`, `disable-ssl`.
+fn python_connection(config: &mut Config, p: &mut Problems<'_>) {
+    let base = "cognite.connection";
+    if let Some(timeout) = config.cognite.timeout {
+        if locate(p.tree, "cognite.connection.timeout").is_some() {
+            p.push("cognite.timeout", "give the request timeout once: `cognite.timeout` (python-extractor-utils) or `cognite.connection.timeout`");
+        } else {
+            config.cognite.connection.timeout = timeout;
+        }
+    }
+    let connection = &mut config.cognite.connection;
+    if connection.disable_ssl {
+        p.push(
+            format!("{base}.disable-ssl"),
+            "certificate checks cannot be turned off: give the CA that signs your server's or proxy's certificate in `cognite.connection.ca-file` instead",
+        );
+    }
+    for scheme in connection.proxies.keys() {
+        if scheme != "http" && scheme != "https" {
+            p.push(format!("{base}.proxies.{scheme}"), format!("unknown scheme `{scheme}`: give `https` (and `http`)"));
+        }
+    }
+    if !connection.proxies.is_empty() {
+        if connection.proxy.is_some() {
+            p.push(format!("{base}.proxies"), "give the proxy once: `proxy` or `proxies` (python-extractor-utils)");
+        } else {
+            connection.proxy = connection
+                .proxies
+                .get("https")
+                .or_else(|| connection.proxies.get("http"))
+                .cloned();
+        }
+    }
+    if connection.max_connection_pool_size == Some(0) {
+        p.push(format!("{base}.max-connection-pool-size"), "must be at least 1");
+    }
+    if let Some(list) = &connection.status_forcelist
+        && let Some(bad) = list.iter().find(|s| !(100..=599).contains(*s))
+    {
+        p.push(format!("{base}.status-forcelist"), format!("{bad} is not an HTTP status"));
     }
 }
 
