@@ -846,3 +846,100 @@ fn the_kubernetes_configmap_holds_a_valid_config() {
     );
     assert!(!stdout.contains("from-the-secret"));
 }
+
+#[test]
+fn logger_file_is_rotated_by_size_keeps_its_retention_and_has_its_own_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\n\
+         logger:\n  console: {{level: error}}\n\
+         \x20 file: {{path: '{}', level: debug, rotation: size, max-size: 2KiB, retention: 2, format: json}}\n\
+         tasks:\n\
+         \x20 - {{name: chatty, type: command, schedule: {{type: interval, expression: 50ms}}, config: {{command: [echo, hello]}}}}\n",
+        logs.join("app.log").display()
+    );
+    let config = write_config(tmp.path(), &text);
+    let child = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Enough runs to fill several 2 KiB files with debug lines.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rotated = |logs: &Path| {
+        std::fs::read_dir(logs)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("app.log."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    while rotated(&logs) < 2 {
+        assert!(Instant::now() < deadline, "no rotation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The console's level is its own: nothing below error there.
+    let console = String::from_utf8_lossy(&out.stderr);
+    assert!(!console.contains("run succeeded"), "{console}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        3,
+        "app.log and two rotated files (retention 2): {files:?}"
+    );
+    let mut lines = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.len() <= 2048,
+            "{} has {} bytes",
+            file.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(event.get("level").is_some(), "{line}");
+            lines += 1;
+        }
+    }
+    assert!(lines > 10);
+    let all: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(
+        all.contains("\"level\":\"DEBUG\""),
+        "the file's level is debug"
+    );
+
+    // A log file that cannot be written is a config error at start.
+    let blocked = tmp.path().join("not-a-dir");
+    std::fs::write(&blocked, "a file").unwrap();
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\nlogger: {{file: {{path: '{}'}}}}\n",
+        blocked.join("app.log").display()
+    );
+    let config = write_config(tmp.path(), &text);
+    let (code, _, stderr) = run(bin().args(["run", "--once", "-c"]).arg(&config));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("logger.file.path: cannot write the log file"),
+        "{stderr}"
+    );
+}

@@ -134,6 +134,7 @@ mod deadline;
 mod error_chain;
 mod extractor;
 mod internal_events;
+mod log_file;
 pub mod net;
 mod percent;
 pub mod retry;

@@ -1,8 +1,10 @@
-//! Logging with `tracing`: `logger.console.level` and `format: text|json`; `RUST_LOG` overrides
-//! the level. Logs go to standard error, so standard output stays free for data (dry-run NDJSON).
+//! Logging with `tracing`: `logger.console.level` and `format: text|json`, and `logger.file`
+//! (rotated, with its own level and format); `RUST_LOG` overrides the levels. Logs go to standard error, so standard output stays free for data (dry-run NDJSON).
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{LogFormat, LoggerConfig};
 use crate::text::EscapingWriter;
@@ -32,89 +34,132 @@ pub enum LoggingError {
     /// A global subscriber is already installed.
     #[error("logging was already set up")]
     AlreadySet,
+    /// `logger.file.path` cannot be written (its folder cannot be made, or the file opened).
+    #[error("logger.file.path: cannot write the log file {}: {source}", .path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Changes the level of the installed subscriber (unless `RUST_LOG` set it).
+/// Changes the level of one destination (console, then file) of the installed subscriber.
 type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-static SET_LEVEL: std::sync::OnceLock<SetLevel> = std::sync::OnceLock::new();
+static SET_LEVELS: std::sync::OnceLock<(SetLevel, Option<SetLevel>)> = std::sync::OnceLock::new();
 
-/// Applies `logger:`'s level to the running process (a reload). `false` when it cannot change
-/// live: `RUST_LOG` set the level, or logging was not set up by [`init`]. The format and the
-/// destination are kept until a restart.
+/// Applies `logger:`'s levels (console and file) to the running process (a reload). `false`
+/// when they cannot change live: `RUST_LOG` set them, or logging was not set up by [`init`].
+/// The formats and destinations are kept until a restart.
 pub fn set_level(config: &LoggerConfig) -> bool {
-    let level = match &config.console {
-        Some(console) => console.level.as_str(),
-        None => "off",
+    let Some((console, file)) = SET_LEVELS.get() else {
+        return false;
     };
-    match SET_LEVEL.get() {
-        Some(set) => set(level).is_ok(),
-        None => false,
+    let level = config.console.as_ref().map_or("off", |c| c.level.as_str());
+    let mut ok = console(level).is_ok();
+    if let Some(file) = file {
+        ok &= file(config.file.as_ref().map_or("off", |f| f.level.as_str())).is_ok();
     }
+    ok
 }
 
 /// Installs the global subscriber described by `logger:`. Call once, early.
 ///
-/// With a `logger:` section but no `console:` nothing is logged unless `RUST_LOG` is set;
-/// without a `logger:` section the default is `info` (see [`LoggerConfig`]).
+/// With a `logger:` section but no `console:` nothing is logged to the console unless
+/// `RUST_LOG` is set; without a `logger:` section the default is `info` (see
+/// [`LoggerConfig`]). `logger.file` adds a rotated file with its own level; a file that cannot
+/// be opened (its folder cannot be made) is an error.
 pub fn init(config: &LoggerConfig) -> Result<(), LoggingError> {
     init_with_writer(config, BoxMakeWriter::new(std::io::stderr))
 }
 
-/// [`init`] with another writer (tests capture the output with it).
-pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<(), LoggingError> {
-    let (level, format) = match &config.console {
-        Some(console) => (console.level.as_str(), console.format),
-        None => ("off", LogFormat::Text),
-    };
-    let from_env = std::env::var("RUST_LOG")
-        .ok()
-        .filter(|d| !d.trim().is_empty());
-    let filter = match &from_env {
+type Layers = Vec<Box<dyn Layer<Registry> + Send + Sync>>;
+
+/// One destination: its writer in `format`, under its own level (or `RUST_LOG`).
+fn destination(
+    writer: BoxMakeWriter,
+    format: LogFormat,
+    level: &str,
+    from_env: Option<&str>,
+    layers: &mut Layers,
+) -> Result<SetLevel, LoggingError> {
+    let filter = match from_env {
         Some(directives) => {
             EnvFilter::try_new(directives).map_err(|e| LoggingError::BadFilter(e.to_string()))?
         }
         None => EnvFilter::new(level),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
-    // The filter's handle, boxed: its type names the format.
-    fn setter<L, S>(handle: tracing_subscriber::reload::Handle<L, S>) -> SetLevel
-    where
-        L: From<EnvFilter> + Send + Sync + 'static,
-        S: Send + Sync + 'static,
-    {
-        Box::new(move |level: &str| {
-            handle
-                .reload(EnvFilter::new(level))
-                .map_err(|e| e.to_string())
-        })
-    }
-    let (result, set) = match format {
+    let (filter, handle) = reload::Layer::new(filter);
+    let layer = match format {
         // A file name, a CDF answer or a message of the identity provider may hold newlines or
         // escape sequences: each text line is one line, with nothing a terminal acts on.
-        LogFormat::Text => {
-            let b = builder
-                .with_writer(EscapingMakeWriter(writer))
-                .with_ansi(false)
-                .with_filter_reloading();
-            let set = setter(b.reload_handle());
-            (b.try_init(), set)
-        }
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_writer(EscapingMakeWriter(writer))
+            .with_ansi(false)
+            .with_filter(filter)
+            .boxed(),
         // JSON strings escape control characters already.
-        LogFormat::Json => {
-            let b = builder
-                .with_writer(writer)
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_filter_reloading();
-            let set = setter(b.reload_handle());
-            (b.try_init(), set)
-        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed(),
     };
-    if result.is_ok() && from_env.is_none() {
-        let _ = SET_LEVEL.set(set);
+    layers.push(layer);
+    Ok(Box::new(move |level: &str| {
+        handle
+            .reload(EnvFilter::new(level))
+            .map_err(|e| e.to_string())
+    }))
+}
+
+/// [`init`] with another console writer (tests capture the output with it).
+pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<(), LoggingError> {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| !d.trim().is_empty());
+    let (level, format) = match &config.console {
+        Some(console) => (console.level.as_str(), console.format),
+        None => ("off", LogFormat::Text),
+    };
+    let mut layers: Layers = Vec::new();
+    let console = destination(writer, format, level, from_env.as_deref(), &mut layers)?;
+    let file = match &config.file {
+        Some(file) => {
+            let path = std::path::Path::new(&file.path);
+            let rotating = crate::log_file::RotatingFile::open(
+                path,
+                file.rotation,
+                file.max_bytes,
+                file.retention,
+                jiff::Timestamp::now,
+            )
+            .map_err(|source| LoggingError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+            let writer = BoxMakeWriter::new(std::sync::Mutex::new(rotating));
+            Some(destination(
+                writer,
+                file.format,
+                file.level.as_str(),
+                from_env.as_deref(),
+                &mut layers,
+            )?)
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|_| LoggingError::AlreadySet)?;
+    if from_env.is_none() {
+        let _ = SET_LEVELS.set((console, file));
     }
-    result.map_err(|_| LoggingError::AlreadySet)
+    Ok(())
 }

@@ -45,7 +45,8 @@ pub use model::Config;
 pub use model::{
     AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
-    ExtractorConfigBlock, Flow, IdpAuthenticationConfig, IntegrationConfig,
+    ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig, IntegrationConfig,
+    LogRotation,
     LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
     OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,
     RemoteSource, RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,

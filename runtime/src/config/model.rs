@@ -670,6 +670,9 @@ pub struct LoggerConfig {
     /// Log to standard error.
     #[serde(default)]
     pub console: Option<ConsoleLoggerConfig>,
+    /// Log to a file, rotated (python-extractor-utils' `logger.file`).
+    #[serde(default)]
+    pub file: Option<FileLoggerConfig>,
 }
 
 impl Default for LoggerConfig {
@@ -677,8 +680,54 @@ impl Default for LoggerConfig {
     fn default() -> Self {
         LoggerConfig {
             console: Some(ConsoleLoggerConfig::default()),
+            file: None,
         }
     }
+}
+
+/// `logger.file:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileLoggerConfig {
+    /// The log file; its folder is made when missing.
+    pub path: String,
+    /// The lowest level written to the file (apart from the console's).
+    #[serde(default)]
+    pub level: LogLevel,
+    /// Rotated files kept (the oldest beyond are removed).
+    #[serde(default = "default_retention")]
+    pub retention: usize,
+    /// When the file is rotated: `daily` at midnight UTC (python-extractor-utils), `hourly`,
+    /// or `size` (with `max-size`).
+    #[serde(default)]
+    pub rotation: LogRotation,
+    /// With `rotation: size`: the largest file, like `10MiB` (bytes, or `KiB`, `MiB`, `GiB`).
+    #[serde(default)]
+    pub max_size: Option<String>,
+    /// `text` or `json`, as the console.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `max-size` in bytes, as read.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) max_bytes: u64,
+}
+
+fn default_retention() -> usize {
+    7
+}
+
+/// `logger.file.rotation:`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    /// At midnight UTC.
+    #[default]
+    Daily,
+    /// At every hour (UTC).
+    Hourly,
+    /// When the file would pass `max-size`.
+    Size,
 }
 
 /// `logger.console:`.

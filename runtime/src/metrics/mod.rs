@@ -19,7 +19,8 @@ use prometheus::{
 };
 
 /// Registers the process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
-/// `process_open_fds`, `process_start_time_seconds`, ...) and `extractor_build_info{version}`.
+/// `process_open_fds`, `process_start_time_seconds`, ...), `extractor_build_info{version}` and
+/// `extractor_log_lines_dropped_total`.
 pub fn register_process_and_build_info(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -32,7 +33,8 @@ pub fn register_process_and_build_info(registry: &Registry) -> prometheus::Resul
         &["version"],
     )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    registry.register(Box::new(build))
+    registry.register(Box::new(build))?;
+    registry.register(Box::new(crate::log_file::DROPPED.clone()))
 }
 
 /// The token manager's metrics.
