@@ -943,3 +943,38 @@ fn logger_file_is_rotated_by_size_keeps_its_retention_and_has_its_own_level() {
         "{stderr}"
     );
 }
+
+#[test]
+fn state_saves_failing_max_failures_times_in_a_row_stop_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let text = format!(
+        "version: 1\ncognite: {{project: demo, dry-run: true}}\n\
+         state-store: {{local: {{path: '{}', save-interval: 200ms, max-failures: 3}}}}\n\
+         tasks:\n\
+         \x20 - {{name: t, type: command, schedule: {{type: interval, expression: 1h}}, config: {{command: [echo, hi]}}}}\n",
+        state_dir.join("state.json").display()
+    );
+    let config = write_config(tmp.path(), &text);
+    let child = bin()
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A save writes beside the file and renames: without the folder every save fails.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(15), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("state saves failed 3 times in a row (state-store max-failures): stopping"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failed_in_a_row=2"), "{stderr}");
+}

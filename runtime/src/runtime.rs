@@ -540,7 +540,20 @@ impl Runtime {
             }
         }
         let background = root.child_token();
-        let periodic = self.start_periodic(mode, &queues, &state, &pipeline, &background);
+        let saves = match &state {
+            Some(store) => Some(
+                Saves::new(
+                    store.clone(),
+                    &self.config,
+                    self.metrics.prometheus(),
+                    recorder.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(|e| RuntimeError::setup("the state metrics", e))?,
+            ),
+            None => None,
+        };
+        let periodic = self.start_periodic(mode, &queues, &saves, &pipeline, &background);
         if let Some(reporter) = &reporter {
             let tasks = crate::supervisor::task_infos(&self.config);
             let reporter = reporter.clone();
@@ -667,24 +680,24 @@ impl Runtime {
         &self,
         mode: Mode,
         queues: &Queues,
-        state: &Option<StateStore>,
+        saves: &Option<Saves>,
         pipeline: &Option<PipelineReporter>,
         stop: &CancellationToken,
     ) -> TaskTracker {
         let services = TaskTracker::new();
         services.spawn(flush_periodically(
             queues.clone(),
-            state.clone(),
+            saves.clone(),
             self.config.upload_queue.max_upload_interval.get(),
             stop.clone(),
         ));
-        if let Some(store) = state {
+        if let Some(saves) = saves {
             let every = match &self.config.state_store {
                 Some(StateStoreConfig::Local(l)) => l.save_interval.get(),
                 Some(StateStoreConfig::Raw(r)) => r.upload_interval.get(),
                 None => Duration::from_secs(30),
             };
-            services.spawn(save_periodically(store.clone(), every, stop.clone()));
+            services.spawn(save_periodically(saves.clone(), every, stop.clone()));
         }
         if let (Some(p), Mode::Service) = (pipeline, mode) {
             let every = self
@@ -838,7 +851,7 @@ fn run_report(summary: &Summary, unsent: usize, stopped: bool) -> (RunStatus, St
 /// Flushes every `every`; after a flush that sent something, saves the state too.
 async fn flush_periodically(
     queues: Queues,
-    state: Option<StateStore>,
+    saves: Option<Saves>,
     every: Duration,
     stop: CancellationToken,
 ) {
@@ -855,10 +868,8 @@ async fn flush_periodically(
         match flushed {
             Ok(0) => {}
             Ok(_) => {
-                if let Some(store) = &state
-                    && let Err(e) = store.save().await
-                {
-                    tracing::error!(target: "extractor_runtime::state", "{e}");
+                if let Some(saves) = &saves {
+                    saves.save().await;
                 }
             }
             Err(e) => {
@@ -868,14 +879,78 @@ async fn flush_periodically(
     }
 }
 
-async fn save_periodically(store: StateStore, every: Duration, stop: CancellationToken) {
+async fn save_periodically(saves: Saves, every: Duration, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        if let Err(e) = store.save().await {
-            tracing::error!(target: "extractor_runtime::state", "{e}");
+        saves.save().await;
+    }
+}
+
+/// The state saves a running process makes (periodic, after flushes): a failure is logged,
+/// counted (`extractor_state_save_failures_total`) and noted for the next check-in; with
+/// `max-failures`, that many in a row stop the process (the final save is tried again, and the
+/// exit code is 1).
+#[derive(Clone)]
+struct Saves {
+    store: StateStore,
+    failures: prometheus::IntCounter,
+    in_a_row: Arc<std::sync::atomic::AtomicU32>,
+    max: Option<u32>,
+    recorder: Option<Recorder>,
+    stop_process: CancellationToken,
+}
+
+impl Saves {
+    fn new(
+        store: StateStore,
+        config: &Config,
+        registry: &prometheus::Registry,
+        recorder: Option<Recorder>,
+        stop_process: CancellationToken,
+    ) -> prometheus::Result<Saves> {
+        let failures = prometheus::IntCounter::new(
+            "extractor_state_save_failures_total",
+            "State saves (periodic, after flushes) that failed.",
+        )?;
+        registry.register(Box::new(failures.clone()))?;
+        let max = match &config.state_store {
+            Some(StateStoreConfig::Local(l)) => l.max_failures,
+            Some(StateStoreConfig::Raw(r)) => r.max_failures,
+            None => None,
+        };
+        Ok(Saves {
+            store,
+            failures,
+            in_a_row: Arc::default(),
+            max,
+            recorder,
+            stop_process,
+        })
+    }
+
+    async fn save(&self) {
+        use std::sync::atomic::Ordering;
+        let Err(e) = self.store.save().await else {
+            self.in_a_row.store(0, Ordering::Relaxed);
+            return;
+        };
+        self.failures.inc();
+        let n = self.in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(target: "extractor_runtime::state", failed_in_a_row = n, "{e}");
+        if let Some(r) = &self.recorder {
+            r.error(
+                crate::checkin::Level::Error,
+                "the state could not be saved",
+                Some(&e.to_string()),
+                None,
+            );
+        }
+        if self.max.is_some_and(|max| n >= max) {
+            tracing::error!(target: "extractor_runtime::state", "state saves failed {n} times in a row (state-store max-failures): stopping, so that no more is read than can be kept");
+            self.stop_process.cancel();
         }
     }
 }

@@ -818,6 +818,11 @@ pub struct LocalStateStoreConfig {
     /// How often the state is saved (it is also saved after each flush and at shutdown).
     #[serde(default = "default_save_interval")]
     pub save_interval: Duration,
+    /// After this many saves failed in a row, the process stops instead of running on with state
+    /// it cannot keep (exit 1 unless the last save, at the stop, succeeds). Without it, failures
+    /// are logged, counted and reported only.
+    #[serde(default)]
+    pub max_failures: Option<u32>,
 }
 
 /// `state-store.raw:`.
@@ -831,6 +836,9 @@ pub struct RawStateStoreConfig {
     /// How often the state is uploaded.
     #[serde(default = "default_save_interval")]
     pub upload_interval: Duration,
+    /// After this many uploads failed in a row, the process stops (as `local.max-failures`).
+    #[serde(default)]
+    pub max_failures: Option<u32>,
 }
 
 fn default_save_interval() -> Duration {
