@@ -58,6 +58,40 @@ fn config(greeting: &str, note: &str) -> String {
     )
 }
 
+/// A service running the config at `path`, reloadable.
+struct Service {
+    metrics: extractor_runtime::metrics::MetricsRegistry,
+    reload: extractor_runtime::supervisor::ReloadHandle,
+    shutdown: extractor_runtime::CancellationToken,
+    running: tokio::task::JoinHandle<
+        Result<extractor_runtime::runtime::Report, extractor_runtime::runtime::RuntimeError>,
+    >,
+}
+
+impl Service {
+    fn start(registry: Arc<Registry>, path: &std::path::Path) -> Service {
+        let env = |_: &str| None;
+        let loaded = Config::from_yaml(
+            &std::fs::read_to_string(path).unwrap(),
+            Some(path),
+            &env,
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let runtime = Runtime::build(loaded, &registry).unwrap();
+        let metrics = runtime.metrics().clone();
+        let (runtime, reload) = runtime.reloadable(registry, path, None, LoadOptions::default());
+        let shutdown = extractor_runtime::CancellationToken::new();
+        let running = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
+        Service {
+            metrics,
+            reload,
+            shutdown,
+            running,
+        }
+    }
+}
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !check() {
@@ -81,19 +115,12 @@ async fn the_config_types_partial_eq_decides_what_a_reload_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, config("hello", "first")).unwrap();
-    let env = |_: &str| None;
-    let loaded = Config::from_yaml(
-        &std::fs::read_to_string(&path).unwrap(),
-        Some(&path),
-        &env,
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let runtime = Runtime::build(loaded, &registry).unwrap();
-    let metrics = runtime.metrics().clone();
-    let (runtime, reload) = runtime.reloadable(registry, &path, None, LoadOptions::default());
-    let shutdown = extractor_runtime::CancellationToken::new();
-    let running = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
+    let Service {
+        metrics,
+        reload,
+        shutdown,
+        running,
+    } = Service::start(registry, &path);
     let count = |task: &str, greeting: &str| {
         runs.lock()
             .unwrap()
@@ -172,19 +199,12 @@ async fn a_removed_tasks_queued_items_still_arrive() {
         )
     };
     std::fs::write(&path, config(&(queuer("stays") + &queuer("goes")))).unwrap();
-    let env = |_: &str| None;
-    let loaded = Config::from_yaml(
-        &std::fs::read_to_string(&path).unwrap(),
-        Some(&path),
-        &env,
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let runtime = Runtime::build(loaded, &registry).unwrap();
-    let metrics = runtime.metrics().clone();
-    let (runtime, reload) = runtime.reloadable(registry, &path, None, LoadOptions::default());
-    let shutdown = extractor_runtime::CancellationToken::new();
-    let running = tokio::spawn(runtime.run(Mode::Service, shutdown.clone()));
+    let Service {
+        metrics,
+        reload,
+        shutdown,
+        running,
+    } = Service::start(registry, &path);
     let runs = |task: &str| {
         metrics
             .value(
