@@ -285,8 +285,6 @@ pub struct Reporter {
     extractor: String,
     version: String,
     recorder: Recorder,
-    /// The highest `lastConfigRevision` CDF has answered.
-    latest: Arc<AtomicI64>,
 }
 
 impl Reporter {
@@ -305,7 +303,6 @@ impl Reporter {
             extractor: extractor.to_owned(),
             version: version.to_owned(),
             recorder,
-            latest: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -314,15 +311,9 @@ impl Reporter {
         &self.recorder
     }
 
-    /// The highest config revision CDF said exists (`lastConfigRevision`), 0 before any.
-    pub fn latest_revision(&self) -> i64 {
-        self.latest.load(Ordering::Relaxed)
-    }
-
-    fn note_answer(&self, answer: &serde_json::Value) -> Option<i64> {
-        let last = answer.get("lastConfigRevision")?.as_i64()?;
-        self.latest.fetch_max(last, Ordering::Relaxed);
-        Some(last)
+    /// CDF's `lastConfigRevision` in a check-in's answer, if it gave one.
+    fn last_revision(answer: &serde_json::Value) -> Option<i64> {
+        answer.get("lastConfigRevision")?.as_i64()
     }
 
     /// `POST /integrations/startup`: the extractor, `tasks` and the active revision. Returns
@@ -343,7 +334,7 @@ impl Reporter {
             .client
             .post("/integrations/startup", "/integrations/startup", &body)
             .await?;
-        Ok(self.note_answer(&answer))
+        Ok(Reporter::last_revision(&answer))
     }
 
     /// `POST /integrations/checkin` with everything noted since the last one (split into
@@ -374,7 +365,7 @@ impl Reporter {
                 .post("/integrations/checkin", "/integrations/checkin", &body)
                 .await
             {
-                Ok(answer) => last = self.note_answer(&answer).or(last),
+                Ok(answer) => last = Reporter::last_revision(&answer).or(last),
                 Err(e) => {
                     self.recorder.put_back(events, errors);
                     return Err(e);

@@ -12,8 +12,9 @@ use crate::cdf::{CdfClient, CdfError, CdfErrorKind};
 use crate::checkin::Revision;
 use crate::config::{Config, ConfigError, ConfigErrorKind, ConfigErrors, LoadOptions, Remote, RemoteSource};
 
-/// A config document as read, before it is checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A config document as read, before it is checked. Its `Debug` shows the revision and the
+/// text's size and hash, never the text (a config may hold secrets written in it).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Document {
     /// The YAML text.
     pub text: String,
@@ -28,6 +29,16 @@ impl Document {
         self.text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
+    }
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("revision", &self.revision)
+            .field("bytes", &self.text.len())
+            .field("hash", &self.hash())
+            .finish()
     }
 }
 
@@ -172,7 +183,7 @@ pub fn config_of(
     remote: Option<&Remote>,
     options: &LoadOptions,
 ) -> Result<Config, ConfigErrors> {
-    let env = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    let env = crate::config::process_env;
     match (remote, document.revision) {
         (Some(remote), revision @ Revision::Remote(_)) => Config::from_remote(
             &document.text,
@@ -277,5 +288,21 @@ impl Buffer {
         file.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_documents_debug_never_shows_its_text() {
+        let document = Document {
+            text: "cognite: {idp-authentication: {secret: written-in-the-config}}".into(),
+            revision: Revision::Remote(3),
+        };
+        let shown = format!("{document:?}");
+        assert!(!shown.contains("written-in-the-config"), "{shown}");
+        assert!(shown.contains("Remote(3)"), "{shown}");
     }
 }

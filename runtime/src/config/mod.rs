@@ -89,7 +89,8 @@ pub struct LoadOptions {
     pub force_dry_run: bool,
 }
 
-fn process_env(name: &str) -> Option<String> {
+/// The process environment, as a config's variables are looked up.
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }
 

@@ -125,11 +125,6 @@ impl Task {
     pub fn name(&self) -> &str {
         &self.name
     }
-
-    /// How many runs of it are in progress.
-    pub fn running(&self) -> usize {
-        self.running.lock().expect("running lock").len()
-    }
 }
 
 struct RunningRun {
