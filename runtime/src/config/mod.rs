@@ -271,9 +271,11 @@ impl Config {
     /// Whether the task at `index` here and the one at `other_index` in `other` read the same,
     /// their `config:` blocks aside (the extractor's config type compares those).
     pub(crate) fn same_task_settings(&self, index: usize, other: &Config, other_index: usize) -> bool {
-        let task = |c: &Config, i: usize| c.section("tasks").and_then(|t| t.index(i)).cloned();
+        fn task(c: &Config, i: usize) -> Option<&Node> {
+            c.section("tasks").and_then(|t| t.index(i))
+        }
         match (task(self, index), task(other, other_index)) {
-            (Some(a), Some(b)) => a.same_as(&b, Some("config")),
+            (Some(a), Some(b)) => a.same_as(b, Some("config")),
             _ => false,
         }
     }
