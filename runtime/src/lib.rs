@@ -133,6 +133,7 @@ pub mod cli;
 mod deadline;
 mod error_chain;
 mod extractor;
+mod fnv;
 mod internal_events;
 mod log_file;
 pub mod net;

@@ -132,7 +132,7 @@ pub struct Runtime {
     reset_state: bool,
     reloading: Option<Reloading>,
     reload_metrics: ReloadMetrics,
-    /// The document the config was read from (its hash and revision), once known.
+    /// The remote revision the config was fetched from (`None`: a local file).
     document: Option<Document>,
 }
 
@@ -173,10 +173,8 @@ impl Runtime {
         options: crate::config::LoadOptions,
     ) -> (Runtime, ReloadHandle) {
         let (sender, triggers) = tokio::sync::mpsc::channel(4);
-        if self.config.remote().is_none() {
-            self.document = crate::source::read_local(file).ok();
-        }
         self.reloading = Some(Reloading {
+            local_hash: self.config.source_hash,
             registry,
             file: file.to_owned(),
             shard,
@@ -594,7 +592,6 @@ impl Runtime {
             (Mode::Once, _) => scheduler.run_once(shutdown.clone(), runs_grace).await,
             (Mode::Service, None) => scheduler.run(shutdown.clone(), runs_grace).await,
             (Mode::Service, Some(reloading)) => {
-                let file = reloading.file.clone();
                 let token_options = self.token_options();
                 let built = self
                     .config
@@ -616,9 +613,6 @@ impl Runtime {
                         text: String::new(),
                         revision: Revision::Local,
                     }),
-                    local_hash: crate::source::read_local(&file)
-                        .map(|d| d.hash())
-                        .unwrap_or(0),
                     reload_metrics: self.reload_metrics.clone(),
                     reporter: reporter.clone(),
                     recorder: recorder.clone(),

@@ -25,10 +25,7 @@ pub struct Document {
 impl Document {
     /// A stable hash of the text: a reload of the same text is no change.
     pub fn hash(&self) -> u64 {
-        // FNV-1a: stable across runs and builds.
-        self.text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
+        crate::fnv::hash(self.text.as_bytes())
     }
 }
 

@@ -148,6 +148,9 @@ pub(crate) struct Reloading {
     pub(crate) options: LoadOptions,
     pub(crate) triggers: mpsc::Receiver<Trigger>,
     pub(crate) sender: mpsc::Sender<Trigger>,
+    /// The hash of the config file's text as last applied (for a remote config, of the local
+    /// file that points to it).
+    pub(crate) local_hash: u64,
 }
 
 /// The running config and the parts it configures.
@@ -161,10 +164,9 @@ pub(crate) struct Supervisor {
     pub(crate) cdf: CdfClient,
     pub(crate) tokens: CurrentTokens,
     pub(crate) token_options: TokenManagerOptions,
-    /// The running document.
+    /// The running document: a remote revision's text, or (a local config) only `Local`, the
+    /// file's hash being [`Reloading::local_hash`].
     pub(crate) document: Document,
-    /// A `type: remote` file's own text hash.
-    pub(crate) local_hash: u64,
     pub(crate) reload_metrics: ReloadMetrics,
     pub(crate) reporter: Option<Reporter>,
     pub(crate) recorder: Option<Recorder>,
@@ -301,7 +303,7 @@ impl Supervisor {
         let local = source::read_local(&file).map_err(|e| (e.to_string(), None))?;
         let local_hash = local.hash();
         let Some(remote) = self.config.remote().cloned() else {
-            let same_text = local_hash == self.document.hash();
+            let same_text = local_hash == self.reloading.local_hash;
             // SIGHUP reads `!file` and `!env` secrets again even when the text is unchanged.
             let reread = same_text && trigger == Trigger::Signal;
             if (same_text && !reread) || Some(local_hash) == self.last_rejected {
@@ -323,7 +325,7 @@ impl Supervisor {
             return Ok(Some((local, local_hash, local_hash, config)));
         };
         // A remote config: its local file may have changed (credentials, reload settings).
-        let local_changed = local_hash != self.local_hash;
+        let local_changed = local_hash != self.reloading.local_hash;
         let remote = if local_changed {
             match parse(&local, &file, None, &self.reloading.options).await {
                 Ok(c) => match c.remote() {
@@ -560,7 +562,7 @@ impl Supervisor {
         // Freeing thousands of tasks' trees takes milliseconds: not on a runtime worker.
         tokio::task::spawn_blocking(move || drop(old));
         self.document = document;
-        self.local_hash = local_hash;
+        self.reloading.local_hash = local_hash;
         self.last_rejected = None;
         self.reload_metrics.applied(self.document.revision, true);
         if let Some(r) = &self.recorder {

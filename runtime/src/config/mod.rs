@@ -150,6 +150,7 @@ impl Config {
         let mut found: Vec<String> = in_file(warnings).0.iter().map(ToString::to_string).collect();
         found.append(&mut config.warnings);
         config.warnings = found;
+        config.source_hash = crate::fnv::hash(text.as_bytes());
         Ok(config)
     }
 

@@ -65,6 +65,10 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub(crate) remote: Option<super::Remote>,
+    /// The hash of the text it was read from (a reload of the same text is no change).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub(crate) source_hash: u64,
     /// Located warnings found while loading.
     #[serde(skip)]
     #[schemars(skip)]

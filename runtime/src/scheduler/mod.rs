@@ -43,10 +43,7 @@ const MAX_START_OFFSET: Duration = Duration::from_secs(1);
 /// then wake spread over a second instead of in the same millisecond, as Prometheus spreads
 /// its scrapes; each task still runs exactly `every` apart.
 fn start_offset(name: &str, every: Duration) -> Duration {
-    // FNV-1a: stable across runs and builds, unlike the std hasher.
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = crate::fnv::hash(name.as_bytes());
     let window = every.min(MAX_START_OFFSET).as_micros().max(1) as u64;
     Duration::from_micros(hash % window)
 }
