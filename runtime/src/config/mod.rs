@@ -143,13 +143,10 @@ impl Config {
         check_api_key(env).map_err(|e| in_file(vec![e]))?;
         let (tree, warnings) = parse_substituted(text, env).map_err(&in_file)?;
         let mut config = if tree.get("type").and_then(Node::as_text) == Some("remote") {
-            remote_bootstrap(tree, file, options)?
+            remote_bootstrap(tree, file, options, warnings)?
         } else {
-            Config::from_tree(tree, file, options)?
+            Config::from_tree(tree, file, options, warnings)?
         };
-        let mut found: Vec<String> = in_file(warnings).0.iter().map(ToString::to_string).collect();
-        found.append(&mut config.warnings);
-        config.warnings = found;
         config.source_hash = crate::fnv::hash(text.as_bytes());
         Ok(config)
     }
@@ -202,19 +199,17 @@ impl Config {
         if let Some(reload) = &remote.reload {
             set("reload", reload);
         }
-        let mut config = Config::from_tree(tree, Some(&file), options)?;
+        let mut config = Config::from_tree(tree, Some(&file), options, warnings)?;
         config.remote = Some(remote.clone());
-        let mut found: Vec<String> = in_file(warnings).0.iter().map(ToString::to_string).collect();
-        found.append(&mut config.warnings);
-        config.warnings = found;
         Ok(config)
     }
 
-    /// A config from a document already parsed and substituted.
+    /// A config from a document already parsed and substituted, with the warnings found so far.
     fn from_tree(
         tree: Node,
         file: Option<&Path>,
         options: &LoadOptions,
+        mut warnings: Vec<ConfigError>,
     ) -> Result<Config, ConfigErrors> {
         let in_file = in_file_of(file);
         let file: Option<PathBuf> = file.map(Path::to_owned);
@@ -224,10 +219,11 @@ impl Config {
             config.cognite.dry_run = true;
         }
 
-        let (problems, warnings) = validate::validate(&mut config, &tree);
+        let (problems, mut found) = validate::validate(&mut config, &tree);
         if !problems.is_empty() {
             return Err(in_file(problems));
         }
+        warnings.append(&mut found);
         config.warnings = in_file(warnings).0.iter().map(ToString::to_string).collect();
 
         for (index, task) in config.tasks.iter_mut().enumerate() {
@@ -511,6 +507,7 @@ fn remote_bootstrap(
     tree: Node,
     file: Option<&Path>,
     options: &LoadOptions,
+    warnings: Vec<ConfigError>,
 ) -> Result<Config, ConfigErrors> {
     let in_file = in_file_of(file);
     let stub: RemoteConfigFile = deserialize_node(&tree, &KeyPath::Root).map_err(|first| {
@@ -526,7 +523,7 @@ fn remote_bootstrap(
     if let Some(r) = &reload {
         entries.push((Node::text("reload", mark), r.clone()));
     }
-    let mut config = Config::from_tree(Node::map(entries, mark), file, options)?;
+    let mut config = Config::from_tree(Node::map(entries, mark), file, options, warnings)?;
     config.kind = ConfigKind::Remote;
     let (external_id, key) = match stub.source {
         RemoteSource::ExtractionPipeline => (

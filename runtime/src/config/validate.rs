@@ -80,26 +80,32 @@ impl Problems<'_> {
     ///
     /// [`push`]: Problems::push
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        let before = self.errors.len();
-        self.push(path, message);
-        let located = self.errors.split_off(before);
-        self.warnings.extend(located);
+        let path = path.into();
+        let mark = self.mark_of(&path);
+        self.warnings
+            .push(ConfigError::new(ConfigErrorKind::Invalid, message).at(mark, path));
+    }
+
+    /// Where the value at `path` is, else the nearest parent that exists (for a missing key,
+    /// the mapping that lacks it).
+    fn mark_of(&self, path: &str) -> Option<Mark> {
+        let mut probe = path;
+        loop {
+            if let Some(m) = locate(self.tree, probe) {
+                return Some(m);
+            }
+            match probe.rfind(['.', '[']) {
+                Some(i) => probe = &probe[..i],
+                None => return locate(self.tree, ""),
+            }
+        }
     }
 
     /// A problem with the value at `path`; its position is looked up in the tree, falling back to
     /// the nearest parent that exists (for a missing key, the mapping that lacks it).
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
-        let mut probe = path.as_str();
-        let mark = loop {
-            if let Some(m) = locate(self.tree, probe) {
-                break Some(m);
-            }
-            match probe.rfind(['.', '[']) {
-                Some(i) => probe = &probe[..i],
-                None => break locate(self.tree, ""),
-            }
-        };
+        let mark = self.mark_of(&path);
         self.errors
             .push(ConfigError::new(ConfigErrorKind::Invalid, message).at(mark, path));
     }
