@@ -8,7 +8,6 @@ pub mod files;
 mod folder;
 pub mod http;
 pub mod postgres;
-pub mod size;
 #[cfg(test)]
 mod testing;
 

@@ -140,6 +140,7 @@ pub mod net;
 mod percent;
 pub mod retry;
 mod secret;
+pub mod size;
 mod task_error;
 #[cfg(feature = "testing")]
 pub mod testing;

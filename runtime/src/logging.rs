@@ -135,7 +135,7 @@ pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<
             let rotating = crate::log_file::RotatingFile::open(
                 path,
                 file.rotation,
-                file.max_bytes,
+                file.max_size.unwrap_or(u64::MAX),
                 file.retention,
                 jiff::Timestamp::now,
             )

@@ -42,9 +42,9 @@ pub struct CsvConfig {
     /// `file:line` like a malformed line, never held whole.
     #[serde(
         default = "default_max_line_size",
-        deserialize_with = "crate::size::deserialize_size"
+        deserialize_with = "extractor_runtime::size::deserialize_size"
     )]
-    #[schemars(with = "crate::http::config::SizeSchema")]
+    #[schemars(with = "extractor_runtime::size::SizeSchema")]
     pub max_line_size: u64,
     /// Rows between checkpoints (flush, then record progress in the state store).
     #[serde(default = "default_batch_size")]

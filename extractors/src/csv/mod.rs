@@ -380,7 +380,7 @@ impl std::fmt::Display for LineTooLong {
         write!(
             f,
             "the line is longer than max-line-size ({})",
-            crate::size::show_size(self.max)
+            extractor_runtime::size::show_size(self.max)
         )
     }
 }

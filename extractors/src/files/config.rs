@@ -25,7 +25,7 @@ pub struct FilesConfig {
     /// restart); at least 5 MiB (CDF's smallest part), at most 4000 MiB. Default 64 MiB.
     #[serde(
         default = "default_part_size",
-        deserialize_with = "crate::size::deserialize_size"
+        deserialize_with = "extractor_runtime::size::deserialize_size"
     )]
     #[schemars(with = "String")]
     pub part_size: u64,

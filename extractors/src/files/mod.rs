@@ -91,7 +91,7 @@ impl Files {
                 "part-size",
                 format!(
                     "must be from 5 MiB to 4000 MiB (CDF's part sizes), not {}",
-                    crate::size::show_size(config.part_size)
+                    extractor_runtime::size::show_size(config.part_size)
                 ),
             );
         }
@@ -424,8 +424,8 @@ impl Files {
             return Err(TaskError::permanent(format!(
                 "`{}` is {}: more than {MAX_PARTS} parts of {}; raise part-size",
                 file.relative,
-                crate::size::show_size(file.size),
-                crate::size::show_size(part)
+                extractor_runtime::size::show_size(file.size),
+                extractor_runtime::size::show_size(part)
             ))
             .into());
         }

@@ -49,9 +49,9 @@ pub struct HttpConfig {
     /// instead of filling the memory.
     #[serde(
         default = "default_max_response_size",
-        deserialize_with = "crate::size::deserialize_size"
+        deserialize_with = "extractor_runtime::size::deserialize_size"
     )]
-    #[schemars(with = "SizeSchema")]
+    #[schemars(with = "extractor_runtime::size::SizeSchema")]
     pub max_response_size: u64,
     /// Retries on connection errors, timeouts, 408, 429 and 5xx.
     #[serde(default)]
@@ -188,17 +188,6 @@ fn default_timeout() -> Duration {
 
 fn default_max_response_size() -> u64 {
     64 << 20
-}
-
-/// A size: bytes, or a number with a unit.
-#[derive(schemars::JsonSchema)]
-#[schemars(untagged)]
-#[allow(dead_code)] // the schema's shape only
-pub enum SizeSchema {
-    /// Bytes.
-    Bytes(u64),
-    /// Like `64MiB`, `512KiB`, `1GB`.
-    Text(String),
 }
 
 fn default_max_pages() -> u64 {

@@ -317,7 +317,7 @@ impl Http {
                 extractor_runtime::net::ReadError::TooLarge { .. } => TaskError::permanent(format!(
                     "{} {shown}: the answer is larger than max-response-size ({}); raise it or ask for smaller pages",
                     self.method(),
-                    crate::size::show_size(max)
+                    extractor_runtime::size::show_size(max)
                 )),
                 extractor_runtime::net::ReadError::Transport(e) => TaskError::transient(format!(
                     "{} {shown}: reading the answer: {}",

@@ -706,15 +706,12 @@ pub struct FileLoggerConfig {
     #[serde(default)]
     pub rotation: LogRotation,
     /// With `rotation: size`: the largest file, like `10MiB` (bytes, or `KiB`, `MiB`, `GiB`).
-    #[serde(default)]
-    pub max_size: Option<String>,
+    #[serde(default, deserialize_with = "crate::size::deserialize_optional_size")]
+    #[schemars(with = "Option<crate::size::SizeSchema>")]
+    pub max_size: Option<u64>,
     /// `text` or `json`, as the console.
     #[serde(default)]
     pub format: LogFormat,
-    /// `max-size` in bytes, as read.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub(crate) max_bytes: u64,
 }
 
 fn default_retention() -> usize {

@@ -176,9 +176,9 @@ fn read_files(config: &mut Config, p: &mut Problems<'_>) {
     }
 }
 
-/// `logger.file`: a size to rotate at when `rotation: size`, read into bytes.
-fn log_file(config: &mut Config, p: &mut Problems<'_>) {
-    let Some(file) = &mut config.logger.file else {
+/// `logger.file`: a size to rotate at exactly when `rotation: size`.
+fn log_file(config: &Config, p: &mut Problems<'_>) {
+    let Some(file) = &config.logger.file else {
         return;
     };
     let base = "logger.file";
@@ -188,39 +188,15 @@ fn log_file(config: &mut Config, p: &mut Problems<'_>) {
     if file.retention == 0 {
         p.push(format!("{base}.retention"), "must be at least 1 (the rotated files kept)");
     }
-    match (&file.max_size, file.rotation) {
-        (Some(size), LogRotation::Size) => match parse_size(size) {
-            Ok(bytes) if bytes >= 1024 => file.max_bytes = bytes,
-            Ok(_) => p.push(format!("{base}.max-size"), "must be at least 1KiB"),
-            Err(e) => p.push(format!("{base}.max-size"), e),
-        },
+    match (file.max_size, file.rotation) {
+        (Some(bytes), LogRotation::Size) if bytes < 1024 => {
+            p.push(format!("{base}.max-size"), "must be at least 1KiB")
+        }
+        (Some(_), LogRotation::Size) => {}
         (None, LogRotation::Size) => p.push(format!("{base}.max-size"), "`rotation: size` needs `max-size`, like `10MiB`"),
         (Some(_), _) => p.push(format!("{base}.max-size"), "`max-size` applies to `rotation: size`"),
         (None, _) => {}
     }
-}
-
-/// `10MiB` as bytes: a whole number of bytes, or one with `KiB`, `MiB`, `GiB` (or `KB`, `MB`,
-/// `GB`).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(digits);
-    let unit: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => return Err(format!("unknown size unit `{other}`: use KiB, MiB or GiB")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("`{text}` is not a size, like `10MiB`"))
 }
 
 /// python-extractor-utils' spellings of the connection settings, mapped onto ours before the

@@ -1,5 +1,7 @@
-//! Sizes in the built-ins' config blocks (`max-response-size: 64MiB`, `max-line-size: 1MiB`):
-//! a whole number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`).
+//! Sizes in config blocks (`max-response-size: 64MiB`, `logger.file.max-size: 10MiB`): a whole
+//! number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`). A config
+//! type reads one with `#[serde(deserialize_with = "extractor_runtime::size::deserialize_size")]`
+//! and `#[schemars(with = "extractor_runtime::size::SizeSchema")]`.
 
 use serde::{Deserialize, Deserializer};
 
@@ -15,6 +17,26 @@ pub fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error
         Raw::Bytes(n) => Ok(n),
         Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
     }
+}
+
+/// [`deserialize_size`] for an optional key (`None` when it is left out).
+pub(crate) fn deserialize_optional_size<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Size(#[serde(deserialize_with = "deserialize_size")] u64);
+    Ok(Option::<Size>::deserialize(d)?.map(|s| s.0))
+}
+
+/// How a size is written, for a config type's JSON Schema.
+#[derive(schemars::JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)] // the schema's shape only
+pub enum SizeSchema {
+    /// Bytes.
+    Bytes(u64),
+    /// Like `64MiB`, `512KiB`, `1GB`.
+    Text(String),
 }
 
 /// `64MiB` as bytes.
