@@ -70,18 +70,7 @@ impl Service {
             .ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find(|l| {
-                let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
-                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-            })
-            .and_then(|l| l.rsplit_once(' '))
-            .and_then(|(_, v)| v.parse().ok())
+        extractor_runtime::metrics::sample(&text, name, labels)
     }
 
     fn runs(&self, task: &str) -> f64 {

@@ -5,8 +5,7 @@
 //! level. Where `../shared` is absent the test says that it skipped; with `CI=true` it fails.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 mod util;
 
@@ -16,36 +15,6 @@ mod prism;
 use util::{bin, run};
 
 const SECRET: &str = "file-secret-Zq9#: not YAML";
-
-/// The token server for client `c` with [`SECRET`]: its process and port.
-fn token_server(dir: &Path) -> Option<(prism::Proc, u16)> {
-    let (shared, modules) = prism::shared_peers("tools/token-server.mjs", "oauth2-mock-server")?;
-    let port_file = dir.join("port");
-    let server = prism::Proc(
-        Command::new("node")
-            .arg(shared.join("tools/token-server.mjs"))
-            .arg("--node-modules")
-            .arg(&modules)
-            .args(["--port", "0", "--client-id", "c", "--client-secret", SECRET])
-            .args(["--scope", "https://api.cognitedata.com/.default"])
-            .arg("--port-file")
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs"),
-    );
-    for _ in 0..200 {
-        if let Some(port) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return Some((server, port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the token server wrote no port");
-}
 
 fn config(dir: &Path, port: u16, secret_file: &Path) -> std::path::PathBuf {
     let text = format!(
@@ -62,7 +31,14 @@ fn config(dir: &Path, port: u16, secret_file: &Path) -> std::path::PathBuf {
 #[test]
 fn a_secret_from_a_file_signs_in_and_is_never_shown() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some((_server, port)) = token_server(tmp.path()) else {
+    let Some((_server, port)) = prism::token_server(&[
+        "--client-id",
+        "c",
+        "--client-secret",
+        SECRET,
+        "--scope",
+        "https://api.cognitedata.com/.default",
+    ]) else {
         return;
     };
     let secret_file = tmp.path().join("client-secret");

@@ -6,7 +6,6 @@
 //! `TOKEN_SERVER_NODE_MODULES`). Where they are absent (a user's clone) the test says that it
 //! skipped; with `CI=true` it fails instead.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use extractor_runtime::Secret;
@@ -14,8 +13,6 @@ use extractor_runtime::auth::{TokenManager, TokenManagerOptions};
 use extractor_runtime::config::IdpAuthenticationConfig;
 
 mod support;
-
-use support::{Proc, shared_peers};
 
 async fn stats(port: u16) -> serde_json::Value {
     reqwest::get(format!("http://127.0.0.1:{port}/__stats"))
@@ -28,53 +25,25 @@ async fn stats(port: u16) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_second_tokens_over_a_minute() {
-    let Some((shared, modules)) = shared_peers("tools/token-server.mjs", "oauth2-mock-server")
-    else {
-        return;
-    };
-    let script = shared.join("tools/token-server.mjs");
+    let scope = "https://api.cognitedata.com/.default";
     let run_for = Duration::from_secs(
         std::env::var("E2E_TOKEN_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(60),
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let port_file = tmp.path().join("port");
-    let scope = "https://api.cognitedata.com/.default";
-    let server = Proc(
-        Command::new("node")
-            .arg(&script)
-            .arg("--node-modules")
-            .arg(&modules)
-            .args([
-                "--port",
-                "0",
-                "--expires-in",
-                "5",
-                "--client-id",
-                "e2e-client",
-            ])
-            .args(["--client-secret", "e2e-secret", "--scope", scope])
-            .arg("--port-file")
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs"),
-    );
-    let mut port = None;
-    for _ in 0..200 {
-        if let Some(p) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-        {
-            port = Some(p);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let port = port.expect("the token server wrote its port");
+    let Some((server, port)) = support::prism::token_server(&[
+        "--expires-in",
+        "5",
+        "--client-id",
+        "e2e-client",
+        "--client-secret",
+        "e2e-secret",
+        "--scope",
+        scope,
+    ]) else {
+        return;
+    };
 
     let min_ttl = Duration::from_secs(1);
     let config = IdpAuthenticationConfig {

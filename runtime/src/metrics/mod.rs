@@ -295,20 +295,25 @@ impl MetricsRegistry {
     /// The value of one series in [`render`](Self::render)'s output, found by name and labels
     /// (for tests and tools).
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = String::from_utf8(self.render()).ok()?;
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find(|l| {
-                let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
-                let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-            })
-            .and_then(|l| l.rsplit_once(' '))
-            .and_then(|(_, v)| v.parse().ok())
+        sample(&String::from_utf8(self.render()).ok()?, name, labels)
     }
+}
+
+/// The value of one series in text-format `text` (a scrape of `/metrics`), found by name and
+/// labels (for tests and tools).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// The scheduler's metrics, for all tasks.

@@ -1,4 +1,5 @@
-//! Test peers from `../shared`: finding them, processes stopped by PID, and Prism serving
+//! Test peers from `../shared`: finding them, processes stopped by PID, the OAuth2 token server,
+//! and Prism serving
 //! Cognite's own OpenAPI spec (derived with `--strict --fix-oneof --uniform-422`), its canary
 //! passed. A standalone file: the runtime's tests use it through `support`, the built-ins'
 //! tests `#[path]`-include it.
@@ -41,6 +42,40 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `../shared/tools/token-server.mjs` (oauth2-mock-server) on 127.0.0.1 with `args` (client id,
+/// secret, scope, expiry): its process and port. `None` (after saying why) where `../shared` or
+/// the npm packages are missing.
+pub fn token_server(args: &[&str]) -> Option<(Proc, u16)> {
+    let (shared, modules) = shared_peers("tools/token-server.mjs", "oauth2-mock-server")?;
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let server = Proc(
+        Command::new("node")
+            .arg(shared.join("tools/token-server.mjs"))
+            .arg("--node-modules")
+            .arg(&modules)
+            .args(["--port", "0"])
+            .args(args)
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(port) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return Some((server, port));
+        }
+        assert!(Instant::now() < deadline, "the token server wrote no port");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
