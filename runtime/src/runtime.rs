@@ -291,21 +291,10 @@ impl Runtime {
         let (tokens, cdf) = self.clients()?;
         let name = crate::source::remote_name(&remote);
         let fetched = tokio::select! {
-            r = tokio::time::timeout(START_FETCH_TIMEOUT, crate::source::fetch_latest(&cdf, &remote)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(SourceError::Unreachable {
-                    what: name.clone(),
-                    source: crate::cdf::CdfError::new(
-                        crate::cdf::CdfErrorKind::RetriesExhausted,
-                        "/extpipes/config",
-                        format!("no answer within {}s", START_FETCH_TIMEOUT.as_secs()),
-                    ),
-                }),
-            },
-            () = shutdown.cancelled() => Err(SourceError::Unreachable {
-                what: name.clone(),
-                source: crate::cdf::CdfError::new(crate::cdf::CdfErrorKind::RetriesExhausted, "/extpipes/config", "stopped"),
-            }),
+            r = tokio::time::timeout(START_FETCH_TIMEOUT, crate::source::fetch_latest(&cdf, &remote)) => {
+                r.unwrap_or_else(|_| Err(SourceError::unanswered(&remote, format!("no answer within {}s", START_FETCH_TIMEOUT.as_secs()))))
+            }
+            () = shutdown.cancelled() => Err(SourceError::unanswered(&remote, "stopped")),
         };
         let buffer = Buffer::of(&remote);
         let (document, from_buffer) = match fetched {

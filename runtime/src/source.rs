@@ -69,6 +69,14 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// CDF gave no answer for `remote`'s config (`why`: a timeout, a stop).
+    pub(crate) fn unanswered(remote: &Remote, why: impl Into<String>) -> SourceError {
+        SourceError::Unreachable {
+            what: remote_name(remote),
+            source: CdfError::new(CdfErrorKind::RetriesExhausted, endpoints(remote.source).0, why),
+        }
+    }
+
     /// Whether starting from the buffer file is right: CDF could not be reached at all.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, SourceError::Unreachable { .. })

@@ -1,6 +1,5 @@
 //! Test peers from `../shared`: finding them, processes stopped by PID, the OAuth2 token server,
-//! and Prism serving
-//! Cognite's own OpenAPI spec (derived with `--strict --fix-oneof --uniform-422`), its canary
+//! and Prism serving Cognite's own OpenAPI spec (derived with `--strict --fix-oneof --uniform-422`), its canary
 //! passed. A standalone file: the runtime's tests use it through `support`, the built-ins'
 //! tests `#[path]`-include it.
 #![allow(dead_code)]
