@@ -293,13 +293,7 @@ fn run_logs_json_runs_tasks_and_exits_zero_on_sigterm() {
         marker.display()
     );
     let config = write_config(tmp.path(), &text);
-    let mut child = bin()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_service(&config);
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     let (mut listening, mut boot_done, mut long_started) = (false, false, false);
@@ -440,13 +434,7 @@ fn a_second_process_on_the_same_state_file_refuses_to_start() {
         state.display()
     );
     let config = write_config(tmp.path(), &text);
-    let mut first = bin()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_service(&config);
     // Started (and holding the lock) once it has logged its first run.
     let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -862,13 +850,7 @@ fn logger_file_is_rotated_by_size_keeps_its_retention_and_has_its_own_level() {
         logs.join("app.log").display()
     );
     let config = write_config(tmp.path(), &text);
-    let child = bin()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_service(&config);
     // Enough runs to fill several 2 KiB files with debug lines.
     let deadline = Instant::now() + Duration::from_secs(20);
     let rotated = |logs: &Path| {
@@ -959,13 +941,7 @@ fn state_saves_failing_max_failures_times_in_a_row_stop_the_process() {
         state_dir.join("state.json").display()
     );
     let config = write_config(tmp.path(), &text);
-    let child = bin()
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_service(&config);
     // A save writes beside the file and renames: without the folder every save fails.
     std::thread::sleep(Duration::from_millis(500));
     std::fs::remove_dir_all(&state_dir).unwrap();
@@ -1013,4 +989,15 @@ fn the_python_extractor_utils_shaped_configs_pass_check_config() {
         checked += 1;
     }
     assert!(checked >= 3, "{checked} files");
+}
+
+/// `run -c config` as a service, its standard error piped (stop it with a signal).
+fn spawn_service(config: &Path) -> std::process::Child {
+    bin()
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
