@@ -66,6 +66,16 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A data set or extraction pipeline named by the other kind of id could not be looked up
+    /// at start (it does not exist, or CDF could not be reached).
+    #[error("{key}: the lookup in CDF failed")]
+    Lookup {
+        /// The config key of what was looked up.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: crate::cdf::CdfError,
+    },
     /// A part could not be set up (a metric that cannot be registered, an HTTP client that
     /// cannot be built).
     #[error("cannot set up {what}")]
@@ -493,11 +503,31 @@ impl Runtime {
             (None, _) => None,
         };
         let queues = self.queues(&cdf)?;
-        let pipeline = match &self.config.cognite.extraction_pipeline {
-            Some(p) => Some(
-                PipelineReporter::new(cdf.clone(), &p.external_id, self.metrics.prometheus())
-                    .map_err(|e| RuntimeError::setup("the extraction pipeline reports", e))?,
-            ),
+        cdf.resolve_defaults(&self.config.cognite)
+            .await
+            .map_err(|source| RuntimeError::Lookup {
+                key: "cognite.data-set",
+                source,
+            })?;
+        let pipeline = match self
+            .config
+            .cognite
+            .extraction_pipeline
+            .as_ref()
+            .and_then(|p| p.either_id())
+        {
+            Some(id) => {
+                let external_id = crate::cdf::pipeline_external_id(&cdf, &id)
+                    .await
+                    .map_err(|source| RuntimeError::Lookup {
+                        key: "cognite.extraction-pipeline.id",
+                        source,
+                    })?;
+                Some(
+                    PipelineReporter::new(cdf.clone(), &external_id, self.metrics.prometheus())
+                        .map_err(|e| RuntimeError::setup("the extraction pipeline reports", e))?,
+                )
+            }
             None => None,
         };
         let scheduler = Scheduler::new(

@@ -481,10 +481,22 @@ impl Supervisor {
             }
             _ => None,
         };
-        let cdf = self
-            .cdf
-            .rebuilt(cognite, tokens.clone())
-            .map_err(|e| format!("cognite: {e}"))?;
+        let shut = |tokens: &Option<TokenManager>| {
+            if let Some(t) = tokens {
+                t.shutdown();
+            }
+        };
+        let cdf = match self.cdf.rebuilt(cognite, tokens.clone()) {
+            Ok(cdf) => cdf,
+            Err(e) => {
+                shut(&tokens);
+                return Err(format!("cognite: {e}"));
+            }
+        };
+        if let Err(e) = cdf.resolve_defaults(cognite).await {
+            shut(&tokens);
+            return Err(format!("cognite.data-set: {e}"));
+        }
         Ok((tokens, cdf))
     }
 

@@ -100,7 +100,7 @@ cognite:
     assert_eq!(config.cognite.project, "proj-x1");
     assert_eq!(
         config.cognite.extraction_pipeline.unwrap().external_id,
-        "pipe-${literal}-x1-$"
+        Some("pipe-${literal}-x1-$".to_owned())
     );
 }
 
@@ -757,8 +757,9 @@ state_store:
             .extraction_pipeline
             .as_ref()
             .unwrap()
-            .external_id,
-        "my-pipeline"
+            .external_id
+            .as_deref(),
+        Some("my-pipeline")
     );
     assert!(config.state_store.is_some());
     let warnings = config.warnings().join("\n");

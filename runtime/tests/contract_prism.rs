@@ -51,6 +51,21 @@ async fn the_clients_requests_match_cognites_spec() {
             json!({"items": [{"externalId": "my-pipeline", "status": "success", "message": "3 rows"}]}),
         ),
     ];
+    // The lookups of `cognite.data-set: {external-id}` and `extraction-pipeline: {id}`: Prism
+    // answers them with the spec's example, whose ids are read.
+    let data_set = extractor_runtime::cdf::data_set_id(
+        &client,
+        &extractor_runtime::cdf::EitherId::ExternalId("plant-data".into()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("/datasets/byids was refused: {e}"));
+    assert!(data_set > 0, "{data_set}");
+    extractor_runtime::cdf::pipeline_external_id(
+        &client,
+        &extractor_runtime::cdf::EitherId::Id(42),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("/extpipes/byids was refused: {e}"));
     for (endpoint, path, body) in &accepted {
         client
             .post(endpoint, path, body)
@@ -93,6 +108,7 @@ async fn the_clients_requests_match_cognites_spec() {
         subtype: Some("temperature".into()),
         description: Some("high".into()),
         metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+        data_set_id: Some(123),
     };
     let events = Events::next_request(&[event.clone()].into());
     // Data Modeling nodes through a view, with a direct relation; and one with no properties.
@@ -169,7 +185,14 @@ async fn the_clients_requests_match_cognites_spec() {
         description: Some("created by create-missing".into()),
         metadata: [("site".to_owned(), "oslo".to_owned())].into(),
     }));
-    let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>());
+    // With `cognite.data-set` and `security-categories`.
+    let defaults = extractor_runtime::cdf::Defaults {
+        data_set_id: Some(123),
+        security_categories: vec![5, 6],
+        external_id_prefix: String::new(),
+    };
+    let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>(), &defaults);
+    assert_eq!(create[0].json()["items"][0]["dataSetId"], 123);
     assert_eq!(create.len(), 1);
     // Datapoints by instanceId (CogniteTimeSeries), and the nodes create-missing writes.
     let mut by_node = [
@@ -199,7 +222,7 @@ async fn the_clients_requests_match_cognites_spec() {
         node_points.json()["items"][0]["instanceId"],
         json!({"space": "plant", "externalId": "boiler-1:temperature"})
     );
-    let node_series = Datapoints::create_missing(&by_node.iter().collect::<Vec<_>>());
+    let node_series = Datapoints::create_missing(&by_node.iter().collect::<Vec<_>>(), &defaults);
     assert_eq!(node_series.len(), 1);
     assert_eq!(node_series[0].endpoint, "/models/instances");
     assert_eq!(create[0].json()["items"][1]["isString"], true);

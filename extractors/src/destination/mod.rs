@@ -503,6 +503,8 @@ impl Destination {
                     subtype: opt_text(&m.subtype, record, "subtype")?,
                     description: opt_text(&m.description, record, "description")?,
                     metadata: metadata(&m.metadata, record, "metadata")?,
+                    // `cognite.data-set`, put here by the upload.
+                    data_set_id: None,
                 }))
             }
         }

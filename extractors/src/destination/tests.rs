@@ -196,6 +196,7 @@ fn events_map_optional_fields_and_metadata() {
             subtype: Some("high".into()),
             description: None,
             metadata: [("site".into(), "oslo".into()), ("level".into(), "4".into())].into(),
+            data_set_id: None,
         }
     );
     // The external id is required per record.

@@ -225,9 +225,17 @@ impl Files {
         let multi = parts > 1;
         let answer = match self.config.target.kind {
             TargetKind::Classic => {
-                let mut body = json!({"externalId": external_id, "name": name});
+                // `cognite.external-id-prefix`, `data-set` and `security-categories`.
+                let defaults = cdf.defaults();
+                let mut body = json!({"externalId": defaults.prefixed(external_id), "name": name});
                 if let Some(m) = &mime {
                     body["mimeType"] = json!(m);
+                }
+                if let Some(id) = defaults.data_set_id {
+                    body["dataSetId"] = json!(id);
+                }
+                if !defaults.security_categories.is_empty() {
+                    body["securityCategories"] = json!(defaults.security_categories);
                 }
                 if !self.metadata.is_empty() {
                     let mut metadata = serde_json::Map::new();

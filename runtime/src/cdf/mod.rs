@@ -6,6 +6,7 @@
 //! `cognite.connection.max-retry-backoff`, `Retry-After` honoured. A 401 gets one forced token
 //! refresh and one more try, then fails: never a loop.
 
+mod defaults;
 mod error;
 pub mod extpipes;
 pub mod raw;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 
+pub use defaults::{Defaults, EitherId, data_set_id, pipeline_external_id};
 pub use error::{CdfError, CdfErrorKind, ClientError};
 
 use crate::auth::TokenManager;
@@ -83,6 +85,9 @@ struct Inner {
     dry_run: Option<Arc<DryRunSink>>,
     connection: ConnectionConfig,
     metrics: crate::metrics::CdfMetrics,
+    /// What created items get; a data set named by external id is resolved by
+    /// [`CdfClient::resolve_defaults`].
+    defaults: arc_swap::ArcSwap<Defaults>,
 }
 
 impl Inner {
@@ -113,6 +118,7 @@ impl Inner {
             dry_run,
             connection: config.connection.clone(),
             metrics,
+            defaults: arc_swap::ArcSwap::from_pointee(config.defaults()),
         })
     }
 }
@@ -192,7 +198,34 @@ impl CdfClient {
             connection: crate::config::ConnectionConfig::default(),
             metrics: crate::metrics::CdfMetrics::register(&prometheus::Registry::new())
                 .expect("fresh metrics register"),
+            defaults: Default::default(),
         })
+    }
+
+    /// What the runtime puts on what it creates in CDF (`cognite.data-set`,
+    /// `external-id-prefix`, `security-categories`): see [`Defaults`].
+    pub fn defaults(&self) -> Arc<Defaults> {
+        self.inner.load().defaults.load_full()
+    }
+
+    /// Looks up the internal id of `cognite.data-set` when it is named by external id (one
+    /// request), so that [`defaults`](Self::defaults) carries it. Nothing is sent in dry-run
+    /// (the data set is then left out, with a warning).
+    pub(crate) async fn resolve_defaults(&self, config: &CogniteConfig) -> Result<(), CdfError> {
+        let Some(EitherId::ExternalId(external_id)) = config.data_set() else {
+            return Ok(());
+        };
+        if self.is_dry_run() {
+            tracing::warn!(data_set = %external_id, "dry-run: the data set named by external id is not looked up, so nothing written carries it");
+            return Ok(());
+        }
+        let id = data_set_id(self, &EitherId::ExternalId(external_id.clone())).await?;
+        let inner = self.inner.load();
+        let mut defaults = Defaults::clone(&inner.defaults.load());
+        defaults.data_set_id = Some(id);
+        inner.defaults.store(Arc::new(defaults));
+        tracing::info!(data_set = %external_id, id, "data set resolved");
+        Ok(())
     }
 
     /// Whether requests are written to the dry-run sink instead of sent.

@@ -170,8 +170,25 @@ pub(crate) fn summary(path: &Path, config: &Config) -> String {
     if let Ok(network) = c.connection.network() {
         let _ = writeln!(out, "network:  {}", network.describe());
     }
-    if let Some(p) = &c.extraction_pipeline {
-        let _ = writeln!(out, "pipeline: {}", p.external_id);
+    let shown = |id: crate::cdf::EitherId| match id {
+        crate::cdf::EitherId::ExternalId(x) => x,
+        id => format!("{id} (its external id is looked up at start)"),
+    };
+    if let Some(id) = c.extraction_pipeline.as_ref().and_then(|p| p.either_id()) {
+        let _ = writeln!(out, "pipeline: {}", shown(id));
+    }
+    if let Some(id) = c.data_set() {
+        let shown = match id {
+            crate::cdf::EitherId::Id(id) => id.to_string(),
+            id => format!("{id} (its id is looked up at start)"),
+        };
+        let _ = writeln!(
+            out,
+            "data set: {shown}, on created time series, events and classic files"
+        );
+    }
+    if !c.external_id_prefix.is_empty() {
+        let _ = writeln!(out, "prefix:   {}", c.external_id_prefix);
     }
     match &config.metrics.server {
         Some(s) => {

@@ -527,7 +527,7 @@ fn remote_bootstrap(
     config.kind = ConfigKind::Remote;
     let (external_id, key) = match stub.source {
         RemoteSource::ExtractionPipeline => (
-            config.cognite.extraction_pipeline.as_ref().map(|p| p.external_id.clone()),
+            config.cognite.extraction_pipeline.as_ref().and_then(|p| p.external_id.clone()),
             "cognite.extraction-pipeline.external-id",
         ),
         RemoteSource::Integration => (

@@ -230,6 +230,75 @@ pub struct CogniteConfig {
     /// python-extractor-utils' request timeout: the same as `connection.timeout` (give one).
     #[serde(default)]
     pub timeout: Option<Duration>,
+    /// The data set of what the runtime creates: time series created by `create-missing`,
+    /// events, classic files (`{id}` or `{external-id}`; see [`crate::cdf::Defaults`]).
+    #[serde(default)]
+    pub data_set: Option<EitherIdConfig>,
+    /// python-extractor-utils' older spelling of `data-set: {id: ..}`.
+    #[serde(default)]
+    pub data_set_id: Option<i64>,
+    /// python-extractor-utils' older spelling of `data-set: {external-id: ..}`.
+    #[serde(default)]
+    pub data_set_external_id: Option<String>,
+    /// Put before the external id of every classic time series, event and classic file
+    /// written (see [`crate::cdf::Defaults`]).
+    #[serde(default)]
+    pub external_id_prefix: String,
+    /// Security categories of created time series and classic files.
+    #[serde(default)]
+    pub security_categories: Vec<i64>,
+}
+
+impl CogniteConfig {
+    /// The data set, from whichever of `data-set`, `data-set-id`, `data-set-external-id` is
+    /// given (validation allows one).
+    pub fn data_set(&self) -> Option<crate::cdf::EitherId> {
+        use crate::cdf::EitherId;
+        if let Some(d) = &self.data_set {
+            return d.either_id();
+        }
+        if let Some(id) = self.data_set_id {
+            return Some(EitherId::Id(id));
+        }
+        self.data_set_external_id.clone().map(EitherId::ExternalId)
+    }
+
+    /// What the runtime puts on what it creates, before a data set named by external id is
+    /// looked up.
+    pub(crate) fn defaults(&self) -> crate::cdf::Defaults {
+        crate::cdf::Defaults {
+            data_set_id: match self.data_set() {
+                Some(crate::cdf::EitherId::Id(id)) => Some(id),
+                _ => None,
+            },
+            external_id_prefix: self.external_id_prefix.clone(),
+            security_categories: self.security_categories.clone(),
+        }
+    }
+}
+
+/// A CDF resource by `id` or by `external-id` (one of them), as python-extractor-utils'
+/// `EitherIdConfig`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EitherIdConfig {
+    /// The internal id.
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// The external id.
+    #[serde(default)]
+    pub external_id: Option<String>,
+}
+
+impl EitherIdConfig {
+    /// The id given (`id` when both are, which validation refuses).
+    pub fn either_id(&self) -> Option<crate::cdf::EitherId> {
+        match (&self.id, &self.external_id) {
+            (Some(id), _) => Some(crate::cdf::EitherId::Id(*id)),
+            (None, Some(x)) => Some(crate::cdf::EitherId::ExternalId(x.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// `cognite.integration:`.
@@ -602,11 +671,27 @@ pub enum AuthMethod {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ExtractionPipelineConfig {
-    /// The extraction pipeline's external id.
-    pub external_id: String,
+    /// The extraction pipeline's external id (or give its `id`).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// The extraction pipeline's internal id, looked up to its external id at start
+    /// (python-extractor-utils' `EitherIdConfig`; give one of the two).
+    #[serde(default)]
+    pub id: Option<i64>,
     /// A long-running process reports `seen` this often.
     #[serde(default = "default_seen_interval")]
     pub seen_interval: Duration,
+}
+
+impl ExtractionPipelineConfig {
+    /// The pipeline's id given (`external-id` when both are, which validation refuses).
+    pub fn either_id(&self) -> Option<crate::cdf::EitherId> {
+        match (&self.external_id, self.id) {
+            (Some(x), _) => Some(crate::cdf::EitherId::ExternalId(x.clone())),
+            (None, Some(id)) => Some(crate::cdf::EitherId::Id(id)),
+            (None, None) => None,
+        }
+    }
 }
 
 fn default_seen_interval() -> Duration {

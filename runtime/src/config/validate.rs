@@ -264,6 +264,61 @@ pub(crate) fn deserialize_version<'de, D: serde::Deserializer<'de>>(
 
 /// Checks everything that deserialization cannot, reading the files the config names (once,
 /// kept in the config); returns every problem found, and the warnings.
+/// `{id}` or `{external-id}` at `base`: exactly one, and not empty.
+fn either_id(p: &mut Problems<'_>, base: &str, id: Option<i64>, external_id: Option<&str>) {
+    match (id, external_id) {
+        (Some(_), Some(_)) => p.push(
+            format!("{base}.id"),
+            "give `id` or `external-id`, not both",
+        ),
+        (None, None) => p.push(base, "give `id` or `external-id`"),
+        (None, Some(x)) if x.trim().is_empty() => {
+            p.push(format!("{base}.external-id"), "must not be empty")
+        }
+        _ => {}
+    }
+}
+
+/// `cognite.data-set`, or one of its two older spellings (python-extractor-utils warns that
+/// they are deprecated, and so do we).
+fn data_set(p: &mut Problems<'_>, c: &crate::config::CogniteConfig) {
+    let given: Vec<&str> = [
+        ("data-set", c.data_set.is_some()),
+        ("data-set-id", c.data_set_id.is_some()),
+        ("data-set-external-id", c.data_set_external_id.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, g)| *g)
+    .map(|(k, _)| k)
+    .collect();
+    if given.len() > 1 {
+        p.push(
+            format!("cognite.{}", given[1]),
+            format!("give one of `{}`, not several", given.join("`, `")),
+        );
+        return;
+    }
+    if let Some(d) = &c.data_set {
+        either_id(p, "cognite.data-set", d.id, d.external_id.as_deref());
+    }
+    if c.data_set_id.is_some() {
+        p.warn(
+            "cognite.data-set-id",
+            "`data-set-id` is an older spelling: write `data-set: {id: ..}`",
+        );
+    }
+    if let Some(x) = &c.data_set_external_id {
+        if x.trim().is_empty() {
+            p.push("cognite.data-set-external-id", "must not be empty");
+        } else {
+            p.warn(
+                "cognite.data-set-external-id",
+                "`data-set-external-id` is an older spelling: write `data-set: {external-id: ..}`",
+            );
+        }
+    }
+}
+
 pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut p = Problems {
         tree,
@@ -424,14 +479,10 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, V
             }
         }
     }
-    if let Some(pipe) = &c.extraction_pipeline
-        && pipe.external_id.trim().is_empty()
-    {
-        p.push(
-            "cognite.extraction-pipeline.external-id",
-            "must not be empty",
-        );
+    if let Some(pipe) = &c.extraction_pipeline {
+        either_id(&mut p, "cognite.extraction-pipeline", pipe.id, pipe.external_id.as_deref());
     }
+    data_set(&mut p, c);
 
     for (i, gw) in config.metrics.push_gateways.iter().enumerate() {
         let base = format!("metrics.push-gateways[{i}]");

@@ -205,10 +205,12 @@ impl Kind for Datapoints {
     /// Modeling time series (`instanceId`): CogniteTimeSeries nodes (`type` numeric or string
     /// from the value, `isStep: false`, and `name`, `description`, `sourceUnit` from
     /// [`NewSeries`]; the core model has no metadata).
-    fn create_missing(items: &[&StoredPoint]) -> Vec<Request> {
+    ///
+    /// Classic series get `defaults`' data set and security categories.
+    fn create_missing(items: &[&StoredPoint], defaults: &crate::cdf::Defaults) -> Vec<Request> {
         let (nodes, classic): (Vec<&StoredPoint>, Vec<&StoredPoint>) =
             items.iter().copied().partition(|s| s.node.is_some());
-        let mut requests = create_classic(&classic);
+        let mut requests = create_classic(&classic, defaults);
         requests.extend(create_nodes(&nodes));
         requests
     }
@@ -263,7 +265,7 @@ fn create_nodes(items: &[&StoredPoint]) -> Vec<Request> {
 }
 
 /// Classic time series for datapoints addressed by external id.
-fn create_classic(items: &[&StoredPoint]) -> Vec<Request> {
+fn create_classic(items: &[&StoredPoint], defaults: &crate::cdf::Defaults) -> Vec<Request> {
     {
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
@@ -277,6 +279,10 @@ fn create_classic(items: &[&StoredPoint]) -> Vec<Request> {
             description: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             metadata: Option<&'a std::collections::BTreeMap<String, String>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data_set_id: Option<i64>,
+            #[serde(skip_serializing_if = "<[i64]>::is_empty")]
+            security_categories: &'a [i64],
         }
         let mut seen = std::collections::HashSet::new();
         let series: Vec<Create<'_>> = items
@@ -293,6 +299,8 @@ fn create_classic(items: &[&StoredPoint]) -> Vec<Request> {
                     unit: new.and_then(|n| n.unit.as_deref()),
                     description: new.and_then(|n| n.description.as_deref()),
                     metadata: new.map(|n| &n.metadata).filter(|m| !m.is_empty()),
+                    data_set_id: defaults.data_set_id,
+                    security_categories: &defaults.security_categories,
                 }
             })
             .collect();
@@ -372,13 +380,28 @@ mod tests {
             metadata: [("site".to_owned(), "oslo".to_owned())].into(),
         }));
         let again = dp(2, 2);
-        let r = Datapoints::create_missing(&[&plain, &described, &again]);
+        let r = Datapoints::create_missing(
+            &[&plain, &described, &again],
+            &crate::cdf::Defaults::default(),
+        );
         assert_eq!(r.len(), 1);
         assert_eq!(
             r[0].json(),
             serde_json::json!({"items": [
                 {"externalId": "ts1", "name": "ts1", "isString": false},
                 {"externalId": "ts2", "name": "Boiler 2", "isString": false, "unit": "C", "metadata": {"site": "oslo"}},
+            ]})
+        );
+        let defaults = crate::cdf::Defaults {
+            data_set_id: Some(42),
+            security_categories: vec![7],
+            external_id_prefix: "unused-here:".into(),
+        };
+        let r = Datapoints::create_missing(&[&plain], &defaults);
+        assert_eq!(
+            r[0].json(),
+            serde_json::json!({"items": [
+                {"externalId": "ts1", "name": "ts1", "isString": false, "dataSetId": 42, "securityCategories": [7]},
             ]})
         );
     }

@@ -193,7 +193,7 @@ async fn resolve_missing<K: Kind>(
         return Ok(());
     }
     let items: Vec<&K::Stored> = create.iter().map(|i| &batch[*i].item).collect();
-    let requests = K::create_missing(&items);
+    let requests = K::create_missing(&items, &client.defaults());
     for &i in &create {
         created.insert(K::id(&batch[i].item).unwrap_or_default().into_owned());
     }

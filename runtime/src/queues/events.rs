@@ -34,6 +34,10 @@ pub struct Event {
     /// Metadata.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// The data set; when `None`, [`Upload::event`](crate::upload::Upload::event) puts
+    /// `cognite.data-set` here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_set_id: Option<i64>,
 }
 
 /// The events queue kind.

@@ -114,9 +114,9 @@ pub trait Kind: Send + Sync + 'static {
     /// The item as JSON, for the dead-letter file.
     fn to_json(item: &Self::Stored) -> serde_json::Value;
 
-    /// Requests that create what `items` refer to but CDF does not have (`create-missing`);
-    /// empty when this kind cannot.
-    fn create_missing(_items: &[&Self::Stored]) -> Vec<Request> {
+    /// Requests that create what `items` refer to but CDF does not have (`create-missing`),
+    /// with the data set and security categories of `defaults`; empty when this kind cannot.
+    fn create_missing(_items: &[&Self::Stored], _defaults: &crate::cdf::Defaults) -> Vec<Request> {
         Vec::new()
     }
 

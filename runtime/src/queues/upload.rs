@@ -75,6 +75,12 @@ impl Upload {
         }
     }
 
+    /// `cognite.data-set`, `external-id-prefix` and `security-categories`, as the CDF client
+    /// holds them now.
+    fn defaults(&self) -> Arc<crate::cdf::Defaults> {
+        self.queues.client().defaults()
+    }
+
     /// The process's queues.
     pub(crate) fn queues(&self) -> &Queues {
         &self.queues
@@ -96,12 +102,14 @@ impl Upload {
             .await
     }
 
-    /// Queues a datapoint (waits while the queue is full).
+    /// Queues a datapoint (waits while the queue is full). `cognite.external-id-prefix` is put
+    /// before its external id.
     ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: a cancelled call has not queued the datapoint.
-    pub async fn datapoint(&self, datapoint: Datapoint) -> Result<(), CdfError> {
+    pub async fn datapoint(&self, mut datapoint: Datapoint) -> Result<(), CdfError> {
+        self.defaults().prefix(&mut datapoint.external_id);
         self.queues.datapoints
             .add_entry(
                 Datapoints::store(datapoint),
@@ -124,6 +132,8 @@ impl Upload {
         datapoint: Datapoint,
         series: Arc<NewSeries>,
     ) -> Result<(), CdfError> {
+        let mut datapoint = datapoint;
+        self.defaults().prefix(&mut datapoint.external_id);
         let stored = StoredPoint {
             point: datapoint,
             series: Some(series),
@@ -158,12 +168,20 @@ impl Upload {
             .await
     }
 
-    /// Queues an event (waits while the queue is full).
+    /// Queues an event (waits while the queue is full). `cognite.external-id-prefix` is put
+    /// before its external id, and `cognite.data-set` becomes its data set unless it names one.
     ///
     /// # Cancel safety
     ///
     /// This method is cancel safe: a cancelled call has not queued the event.
-    pub async fn event(&self, event: Event) -> Result<(), CdfError> {
+    pub async fn event(&self, mut event: Event) -> Result<(), CdfError> {
+        let defaults = self.defaults();
+        if let Some(x) = &mut event.external_id {
+            defaults.prefix(x);
+        }
+        if event.data_set_id.is_none() {
+            event.data_set_id = defaults.data_set_id;
+        }
         self.queues.events
             .add_entry(Events::store(event), Some(&self.ledger), self.policy)
             .await

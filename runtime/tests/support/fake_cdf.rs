@@ -16,7 +16,9 @@
 //!   (`PUT /upload/{file}/{part}`, no CDF token accepted there); `/files/completemultipartupload`
 //!   joins the parts in order; a file's content is what its last upload gave it;
 //! - any request whose body is larger than `max_body`: 413;
-//! - `POST /extpipes/runs`: recorded.
+//! - `POST /extpipes/runs`: recorded;
+//! - `POST /datasets/byids` (by external id) and `/extpipes/byids` (by id): the data sets and
+//!   pipelines it holds, 400 with `missing` for others.
 //!
 //! Every error answer carries an `x-request-id`. Shared by the runtime's and the built-ins'
 //! tests and the upload bench (`#[path]`-included), so it depends on wiremock and serde_json only.
@@ -92,6 +94,10 @@ pub struct CdfState {
     pub recorded: Vec<(String, String, Value)>,
     /// The `Authorization` header of every CDF POST, in order (`""` when there was none).
     pub bearers: Vec<String>,
+    /// Data sets by external id (their internal ids), for `/datasets/byids`.
+    pub data_sets: BTreeMap<String, i64>,
+    /// Extraction pipelines by internal id (their external ids), for `/extpipes/byids`.
+    pub pipelines: BTreeMap<i64, String>,
 }
 
 /// A file the fake holds.
@@ -523,6 +529,35 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                 state.event_updates += 1;
             }
             ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
+        }
+        "/datasets/byids" | "/extpipes/byids" => {
+            let mut found = Vec::new();
+            let mut missing = Vec::new();
+            for item in items {
+                let hit = if endpoint == "/datasets/byids" {
+                    item["externalId"].as_str().and_then(|x| {
+                        state
+                            .data_sets
+                            .get(x)
+                            .map(|id| json!({"id": id, "externalId": x}))
+                    })
+                } else {
+                    item["id"].as_i64().and_then(|id| {
+                        state
+                            .pipelines
+                            .get(&id)
+                            .map(|x| json!({"id": id, "externalId": x}))
+                    })
+                };
+                match hit {
+                    Some(h) => found.push(h),
+                    None => missing.push(item.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                return error(400, "Ids not found", Some(("missing", missing)));
+            }
+            ResponseTemplate::new(200).set_body_json(json!({ "items": found }))
         }
         "/extpipes/runs" => {
             state.pipeline_runs.extend(items.iter().cloned());

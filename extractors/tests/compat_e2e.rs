@@ -1,0 +1,159 @@
+//! python-extractor-utils' `cognite:` keys through the built binary, against the stateful fake
+//! CDF: `data-set` (by external id, looked up once), `external-id-prefix` and
+//! `security-categories` land on what the runtime creates and writes (time series, events,
+//! classic files), and `extraction-pipeline: {id}` reports to the pipeline it names.
+
+use std::path::{Path, PathBuf};
+
+mod util;
+
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+
+use fake_cdf::FakeCdf;
+use util::{bin, repo, run};
+
+/// A data folder with the delivery example's readings and alarms, and a file to upload.
+fn data(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("files")).unwrap();
+    for f in ["readings.csv", "alarms.csv"] {
+        std::fs::copy(
+            repo().join("config-examples/delivery-data").join(f),
+            data.join(f),
+        )
+        .unwrap();
+    }
+    std::fs::write(data.join("files/report.txt"), b"monthly report").unwrap();
+    data
+}
+
+/// A config in python-extractor-utils' shape with `cognite_keys` under `cognite:`, a csv task
+/// creating time series, one writing events and a files task.
+fn config(dir: &Path, cdf: &FakeCdf, cognite_keys: &str) -> PathBuf {
+    let data = data(dir);
+    let text = format!(
+        r#"cognite:
+  project: demo
+  host: {uri}
+  idp_authentication:
+    client_id: c
+    secret: s
+    token_url: {uri}/token
+    scopes: [s]
+{cognite_keys}
+tasks:
+  - name: readings
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: {data}
+      glob: "readings*.csv"
+      types: {{value: float, time: timestamp}}
+      destination:
+        type: datapoints
+        external-id: "{{sensor}}:temperature"
+        timestamp: time
+        value: value
+        create-missing: true
+  - name: alarms
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: {data}
+      glob: "alarms*.csv"
+      types: {{time: timestamp}}
+      destination:
+        type: events
+        external-id: "alarm:{{sensor}}@{{time}}"
+        start-time: time
+  - name: reports
+    type: files
+    schedule: {{type: interval, expression: 1h}}
+    config: {{path: {files}, target: {{type: classic}}}}
+"#,
+        uri = cdf.uri(),
+        data = data.display(),
+        files = data.join("files").display(),
+    );
+    util::write_config(dir, &text)
+}
+
+async fn run_once(config: &Path) -> (i32, String) {
+    let mut cmd = bin();
+    cmd.args(["run", "--once", "-c"]).arg(config);
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    (code, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_set_prefix_and_security_categories_land_on_what_is_created() {
+    // boiler-1's series exists (under the prefix); boiler-7's readings are out of range.
+    let cdf = FakeCdf::start(&["site-a:boiler-1:temperature"]).await;
+    cdf.with(|c| {
+        c.data_sets.insert("plant-data".into(), 991);
+        c.pipelines.insert(77, "plant-pipeline".into());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &cdf,
+        "  data_set:\n    external_id: plant-data\n  external_id_prefix: 'site-a:'\n  security_categories: [3, 4]\n  extraction_pipeline:\n    id: 77",
+    );
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "boiler-7 is refused: {stderr}");
+    cdf.with(|c| {
+        assert_eq!(c.requests["/datasets/byids"], 1, "looked up once");
+        assert_eq!(c.requests["/extpipes/byids"], 1);
+        let created = &c.series["site-a:boiler-2:temperature"];
+        assert_eq!(created["dataSetId"], 991, "{created}");
+        assert_eq!(created["securityCategories"], serde_json::json!([3, 4]));
+        assert_eq!(c.datapoints["site-a:boiler-1:temperature"].len(), 3);
+        assert!(
+            c.series.keys().all(|k| k.starts_with("site-a:")),
+            "{:?}",
+            c.series.keys()
+        );
+        assert_eq!(c.events.len(), 2);
+        for (id, event) in &c.events {
+            assert!(id.starts_with("site-a:alarm:"), "{id}");
+            assert_eq!(event["dataSetId"], 991, "{event}");
+        }
+        let file = &c.files["site-a:report.txt"].meta;
+        assert_eq!(file["dataSetId"], 991, "{file}");
+        assert_eq!(file["securityCategories"], serde_json::json!([3, 4]));
+        assert!(
+            c.pipeline_runs
+                .iter()
+                .all(|r| r["externalId"] == "plant-pipeline"),
+            "{:?}",
+            c.pipeline_runs
+        );
+        assert!(!c.pipeline_runs.is_empty());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_set_that_does_not_exist_stops_the_start_naming_it() {
+    let cdf = FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &cdf, "  data-set-external-id: nowhere");
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cognite.data-set")
+            && stderr.contains("external id `nowhere` does not exist"),
+        "{stderr}"
+    );
+    // The older spelling is read, with a warning naming the newer one.
+    assert!(
+        stderr.contains("write `data-set: {external-id: ..}`"),
+        "{stderr}"
+    );
+    cdf.with(|c| {
+        assert!(c.series.is_empty() && c.events.is_empty() && c.files.is_empty());
+        assert!(!c.requests.contains_key("/timeseries/data"));
+    });
+}
