@@ -105,3 +105,146 @@ fn a_secret_from_a_file_signs_in_and_is_never_shown() {
         "{err}"
     );
 }
+
+/// The client secret CDF's sign-in needs, as the vault holds it.
+const VAULT_SECRET: &str = "from-the-vault-7#x";
+
+/// A fake Azure Key Vault holding `cdf-client-secret`, that answers only a bearer token issued
+/// for `https://vault.azure.net/.default` (the JWT's `scope` claim) and `api-version=7.4`, as
+/// Key Vault's REST API asks.
+async fn fake_vault() -> wiremock::MockServer {
+    use wiremock::{Mock, Request, ResponseTemplate, matchers::method};
+    let vault = wiremock::MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(|req: &Request| {
+            let version = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "api-version")
+                .map(|(_, v)| v.into_owned());
+            if version.as_deref() != Some("7.4") {
+                return ResponseTemplate::new(400).set_body_json(serde_json::json!(
+                    {"error": {"code": "BadParameter", "message": "api-version 7.4 is required"}}));
+            }
+            let bearer = req
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            use base64::Engine as _;
+            let claims: serde_json::Value = bearer
+                .split('.')
+                .nth(1)
+                .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            if claims["scope"] != "https://vault.azure.net/.default" {
+                return ResponseTemplate::new(401).set_body_json(serde_json::json!(
+                    {"error": {"code": "Unauthorized", "message": "AKV10022: Invalid audience"}}));
+            }
+            match req.url.path() {
+                "/secrets/cdf-client-secret" => ResponseTemplate::new(200).set_body_json(
+                    serde_json::json!({"value": VAULT_SECRET, "id": "https://x/secrets/cdf-client-secret/1", "attributes": {"enabled": true}}),
+                ),
+                other => ResponseTemplate::new(404).set_body_json(serde_json::json!(
+                    {"error": {"code": "SecretNotFound", "message": format!("A secret with (name/id) {} was not found in this key vault.", other.trim_start_matches("/secrets/"))}})),
+            }
+        })
+        .mount(&vault)
+        .await;
+    vault
+}
+
+/// python-extractor-utils' `!keyvault NAME` with `azure-keyvault: {authentication-method:
+/// client-secret}`: the vault's token comes from the real OAuth2 test server (which checks the
+/// client and the vault's scope), the secret from a fake vault (which checks the token and the
+/// API version), and CDF's sign-in then works with it; the secret reaches no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_from_azure_key_vault_signs_in_and_is_never_shown() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The identity provider of both sign-ins: one app reads the vault, the other CDF.
+    let Some((_entra, entra)) = prism::token_server(&[
+        "--client-id",
+        "vault-reader",
+        "--client-secret",
+        "vault-reader-secret",
+        "--scope",
+        "https://vault.azure.net/.default",
+    ]) else {
+        return;
+    };
+    let Some((_idp, idp)) = prism::token_server(&[
+        "--client-id",
+        "c",
+        "--client-secret",
+        VAULT_SECRET,
+        "--scope",
+        "https://api.cognitedata.com/.default",
+    ]) else {
+        return;
+    };
+    let vault = fake_vault().await;
+    let write = |name: &str, reader_secret: &str| {
+        let text = format!(
+            "azure-keyvault:\n  keyvault-name: plant-vault\n  authentication-method: client-secret\n  client-id: vault-reader\n  tenant-id: plant-tenant\n  secret: ${{KV_SECRET:-{reader_secret}}}\n  vault-url: {vault}\n  token-url: http://127.0.0.1:{entra}/token\n\
+             cognite:\n  project: demo\n  host: https://api.cognitedata.com\n  idp-authentication:\n    client-id: c\n    secret: !keyvault {name}\n    token-url: http://127.0.0.1:{idp}/token\n    scopes: [\"https://api.cognitedata.com/.default\"]\n",
+            vault = vault.uri(),
+        );
+        util::write_config(tmp.path(), &text)
+    };
+    let path = write("cdf-client-secret", "vault-reader-secret");
+    let token = |path: &Path| {
+        let mut cmd = bin();
+        cmd.args(["token", "-c"]).arg(path).env("RUST_LOG", "debug");
+        run(&mut cmd)
+    };
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || token(&path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.to_lowercase().contains("bearer"), "{out}");
+    for shown in [&out, &err] {
+        assert!(
+            !shown.contains("from-the-vault"),
+            "the secret was shown: {shown}"
+        );
+    }
+    assert_eq!(
+        vault.received_requests().await.unwrap().len(),
+        1,
+        "one secret, one read"
+    );
+
+    // A secret the vault does not hold: a config error at the tag, naming the vault's answer.
+    let path = write("no-such-secret", "vault-reader-secret");
+    let (code, _, err) = tokio::task::spawn_blocking(move || token(&path))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("config.yaml:14:23: cognite.idp-authentication.secret: Key Vault")
+            && err.contains("secret `no-such-secret`: it does not exist in this vault")
+            && err.contains("SecretNotFound"),
+        "{err}"
+    );
+
+    // The vault reader's own secret is wrong: the identity provider's refusal, at the section.
+    let path = write("cdf-client-secret", "wrong");
+    let (code, _, err) = tokio::task::spawn_blocking(move || token(&path))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("azure-keyvault: the Key Vault token request (client secret of client vault-reader) was refused")
+            && err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong\n") && !err.contains("vault-reader-secret"),
+        "{err}"
+    );
+}

@@ -870,3 +870,128 @@ fn python_connection_settings_map_onto_ours() {
         "{err}"
     );
 }
+
+/// `azure-keyvault: {authentication-method: default}` signs in as Azure's default credential
+/// chain does: Kubernetes workload identity when `AZURE_FEDERATED_TOKEN_FILE` is set (the file's
+/// token as the client assertion, at `AZURE_AUTHORITY_HOST`), else the managed identity
+/// (`Metadata: true` to the instance metadata service, here `AZURE_POD_IDENTITY_AUTHORITY_HOST`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_vault_default_credentials_are_workload_then_managed_identity() {
+    use wiremock::matchers::{body_string_contains, header, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let entra = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/plant-tenant/oauth2/v2.0/token"))
+        .and(body_string_contains("client_assertion=projected-sa-token"))
+        .and(body_string_contains("scope=https%3A%2F%2Fvault.azure.net%2F.default"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"access_token": "workload-token", "token_type": "Bearer", "expires_in": 3600}),
+        ))
+        .mount(&entra)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/metadata/identity/oauth2/token"))
+        .and(header("Metadata", "true"))
+        .and(query_param("resource", "https://vault.azure.net"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "imds-token", "expires_in": "3599"}),
+            ),
+        )
+        .mount(&entra)
+        .await;
+    let vault = MockServer::start().await;
+    for (token, value) in [
+        ("workload-token", "via-workload"),
+        ("imds-token", "via-imds"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path("/secrets/cdf-secret"))
+            .and(query_param("api-version", "7.4"))
+            .and(header("authorization", format!("Bearer {token}").as_str()))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": value})),
+            )
+            .mount(&vault)
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "projected-sa-token\n").unwrap();
+    let yaml = format!(
+        "azure-keyvault: {{keyvault-name: plant, authentication-method: default, vault-url: '{}'}}\ncognite:\n  project: p\n  idp-authentication:\n    client-id: c\n    secret: !keyvault cdf-secret\n    token-url: https://login.example.com/token\n    scopes: [s]\n",
+        vault.uri()
+    );
+    let entra_uri = entra.uri();
+    let token_path = token_file.display().to_string();
+    let yaml2 = yaml.clone();
+    let workload = tokio::task::spawn_blocking(move || {
+        load_with(
+            &yaml2,
+            &[
+                ("AZURE_CLIENT_ID", "app"),
+                ("AZURE_TENANT_ID", "plant-tenant"),
+                ("AZURE_FEDERATED_TOKEN_FILE", &token_path),
+                ("AZURE_AUTHORITY_HOST", &entra_uri),
+            ],
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let secret = |c: &Config| {
+        c.cognite
+            .idp_authentication
+            .as_ref()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_owned()
+    };
+    assert_eq!(secret(&workload), "via-workload");
+    assert!(!format!("{workload:?}").contains("via-workload"));
+    let entra_uri = entra.uri();
+    let managed = tokio::task::spawn_blocking(move || {
+        load_with(&yaml, &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &entra_uri)])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(secret(&managed), "via-imds");
+}
+
+#[test]
+fn a_keyvault_tag_without_a_vault_or_in_the_vault_section_is_located() {
+    let e = load_with(
+        "cognite:\n  project: p\n  idp-authentication:\n    client-id: c\n    secret: !keyvault cdf-secret\n    token-url: https://l/t\n    scopes: [s]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("5:23: cognite.idp-authentication.secret: `!keyvault` needs a top-level `azure-keyvault:` section"),
+        "{e}"
+    );
+    let e = load_with(
+        "azure-keyvault:\n  keyvault-name: v\n  authentication-method: client-secret\n  client-id: a\n  tenant-id: t\n  secret: !keyvault other\ncognite:\n  project: p\n  idp-authentication:\n    client-id: c\n    secret: !keyvault cdf-secret\n    token-url: https://l/t\n    scopes: [s]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("azure-keyvault.secret: the vault's own credentials cannot come from the vault"),
+        "{e}"
+    );
+    let e = load_with(
+        "cognite:\n  project: p\n  idp-authentication:\n    client-id: c\n    secret: !keyvault bad_name\n    token-url: https://l/t\n    scopes: [s]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("a Key Vault secret name is 1 to 127 letters"),
+        "{e}"
+    );
+}

@@ -355,16 +355,6 @@ struct SuccessBody {
     id_token: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    error: Option<String>,
-    error_description: Option<String>,
-    #[serde(default)]
-    error_codes: Vec<u32>,
-    trace_id: Option<String>,
-    correlation_id: Option<String>,
-}
-
 /// OAuth `error` values that retrying will not fix.
 const PERMANENT_ERRORS: &[&str] = &[
     "invalid_client",
@@ -445,17 +435,10 @@ pub(crate) fn classify(
         });
     }
 
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let parsed = crate::idp_error::ErrorBody::parse(body);
     let oauth_error = parsed.error.clone();
-    let description = parsed
-        .error_description
-        .as_deref()
-        .map(|d| redact(d.lines().next().unwrap_or(d), secret));
-    let aadsts_code = parsed
-        .error_codes
-        .first()
-        .copied()
-        .or_else(|| description.as_deref().and_then(aadsts_from_text));
+    let description = parsed.description(Some(secret));
+    let aadsts_code = parsed.aadsts(description.as_deref());
     let kind = if status == 429 || retry_after.is_some() {
         AuthErrorKind::Throttled
     } else if crate::retry::retryable_status(status, false).is_some()
@@ -488,23 +471,6 @@ pub(crate) fn classify(
     error.0.correlation_id = parsed.correlation_id;
     error.0.retry_after = retry_after;
     Err(error)
-}
-
-fn aadsts_from_text(text: &str) -> Option<u32> {
-    let start = text.find("AADSTS")? + "AADSTS".len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-fn redact(text: &str, secret: &Secret) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret.expose_secret(), crate::secret::REDACTED)
-    }
 }
 
 /// The wall-clock time `expires_in` after now, for display and the expiry metric.

@@ -88,7 +88,7 @@ fn walk(node: &mut Node, path: &KeyPath<'_>, lookup: Lookup<'_>, found: &mut Fou
 }
 
 /// The tags a value may carry.
-const TAGS: &str = "`!env NAME` (an environment variable) and `!file PATH` (a file's content)";
+const TAGS: &str = "`!env NAME` (an environment variable), `!file PATH` (a file's content) and `!keyvault NAME` (an Azure Key Vault secret)";
 
 /// Replaces a tagged value by what it names: `!env NAME` by the variable's value, `!file PATH`
 /// by the file's content (one trailing newline trimmed; `${VAR}` in PATH is substituted
@@ -97,7 +97,7 @@ const TAGS: &str = "`!env NAME` (an environment variable) and `!file PATH` (a fi
 fn resolve_tag(node: &mut Node, tag: &str, lookup: Lookup<'_>) -> Result<Option<String>, String> {
     let NodeKind::Str { value, .. } = &node.kind else {
         let written = match tag {
-            "!env" | "!file" => format!("`{tag}` takes a name, like `{tag} {}`", if tag == "!env" { "MY_SECRET" } else { "/run/secrets/my-secret" }),
+            "!env" | "!file" | "!keyvault" => format!("`{tag}` takes a name, like `{tag} {}`", if tag == "!file" { "/run/secrets/my-secret" } else { "MY_SECRET" }),
             _ => format!("unknown YAML tag `{tag}`: a value may carry {TAGS}"),
         };
         return Err(written);
@@ -119,9 +119,19 @@ fn resolve_tag(node: &mut Node, tag: &str, lookup: Lookup<'_>) -> Result<Option<
             text
         }
         "!keyvault" => {
-            return Err(
-                "`!keyvault` (Azure Key Vault) is not supported by this build: write the secret with `!file PATH` (a mounted secret) or `!env NAME`".to_owned(),
-            );
+            // Read from the vault once the whole tree is substituted (`super::vault`): the
+            // name, substituted, stays with its tag until then.
+            let name = expand(value, lookup)?.text;
+            if !crate::keyvault::valid_name(&name) {
+                return Err(format!("`!keyvault {name}`: a Key Vault secret name is 1 to 127 letters, digits and dashes"));
+            }
+            node.kind = NodeKind::Str {
+                value: name,
+                substituted: true,
+                from_env: true,
+            };
+            node.tag = Some(tag.to_owned());
+            return Ok(None);
         }
         _ => return Err(format!("unknown YAML tag `{tag}`: a value may carry {TAGS}")),
     };

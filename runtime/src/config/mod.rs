@@ -34,6 +34,7 @@ mod path;
 mod suggest;
 mod validate;
 mod value;
+mod vault;
 
 use std::path::{Path, PathBuf};
 
@@ -43,10 +44,10 @@ pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AssertionAlgorithm, AuthMethod, CertificateConfig, CogniteConfig, ConfigKind,
+    AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, CertificateConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
-    ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig, IntegrationConfig,
-    LogRotation,
+    EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
+    IntegrationConfig, KeyVaultAuthentication, LogRotation,
     LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
     OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,
     RemoteSource, RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,
@@ -430,6 +431,11 @@ fn parse_substituted(
     let mut errors = hyphenate(&mut tree);
     let (mut env_errors, warnings) = env::substitute(&mut tree, &KeyPath::Root, env);
     errors.append(&mut env_errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // `!keyvault` values last: the `azure-keyvault:` section they need is substituted now.
+    let errors = vault::resolve(&mut tree, env);
     if !errors.is_empty() {
         return Err(errors);
     }

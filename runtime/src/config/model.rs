@@ -56,6 +56,10 @@ pub struct Config {
     /// this file's folder. Default: `<file name>.last-good.json` beside it.
     #[serde(default)]
     pub buffer_file: Option<String>,
+    /// The Azure Key Vault that `!keyvault NAME` values are read from (python-extractor-utils'
+    /// section; `key-vault` is read too).
+    #[serde(default, alias = "key-vault")]
+    pub azure_keyvault: Option<AzureKeyVaultConfig>,
     /// The document as read (after `${VAR}` substitution): what a reload compares section by
     /// section and task by task.
     #[serde(skip)]
@@ -73,6 +77,50 @@ pub struct Config {
     #[serde(skip)]
     #[schemars(skip)]
     pub(crate) warnings: Vec<String>,
+}
+
+/// `azure-keyvault:`: where `!keyvault NAME` values come from, as python-extractor-utils
+/// reads it, plus address overrides for sovereign clouds and tests.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AzureKeyVaultConfig {
+    /// The vault's name: `https://<keyvault-name>.vault.azure.net`.
+    pub keyvault_name: String,
+    /// How to sign in: `default` (the `AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET`
+    /// variables, else Kubernetes workload identity, else the managed identity) or
+    /// `client-secret` (`client-id`, `tenant-id`, `secret`).
+    pub authentication_method: KeyVaultAuthentication,
+    /// With `client-secret`: the app registration's client id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// With `client-secret`: the Microsoft Entra tenant.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// With `client-secret`: the client secret.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// The vault's address instead of `https://<keyvault-name>.vault.azure.net` (another
+    /// cloud: `https://<name>.vault.azure.cn`).
+    #[serde(default)]
+    pub vault_url: Option<String>,
+    /// The sign-in authority instead of `https://login.microsoftonline.com` (or
+    /// `AZURE_AUTHORITY_HOST`).
+    #[serde(default)]
+    pub authority_url: Option<String>,
+    /// The token endpoint instead of `<authority-url>/<tenant>/oauth2/v2.0/token` (a private
+    /// endpoint, a test server).
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+/// `azure-keyvault.authentication-method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyVaultAuthentication {
+    /// The environment's credentials, workload identity or the managed identity.
+    Default,
+    /// `client-id`, `tenant-id` and `secret`.
+    ClientSecret,
 }
 
 /// How a version may be written: `1` or `"1"`.
@@ -158,6 +206,9 @@ pub struct RemoteConfigFile {
     /// Overrides the fetched config's `reload:`.
     #[serde(default)]
     pub reload: Option<ReloadConfig>,
+    /// The vault of this file's `!keyvault` values (read while it loads).
+    #[serde(default, alias = "key-vault")]
+    pub azure_keyvault: Option<serde::de::IgnoredAny>,
 }
 
 /// `upload-queue:`.
