@@ -702,7 +702,7 @@ fn tags_name_where_a_secret_comes_from_and_unknown_tags_are_located() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("`!keyvault` (Azure Key Vault) is not supported by this build"),
+        err.contains("test.yaml:2:30: cognite.project: `!keyvault` needs a top-level `azure-keyvault:` section"),
         "{err}"
     );
     let err = load_with(
