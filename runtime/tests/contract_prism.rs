@@ -184,6 +184,9 @@ async fn the_clients_requests_match_cognites_spec() {
         unit: Some("kPa".into()),
         description: Some("created by create-missing".into()),
         metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+        // As the metrics.cognite series are created.
+        asset_id: Some(7),
+        data_set_id: Some(8),
     }));
     // With `cognite.data-set` and `security-categories`.
     let defaults = extractor_runtime::cdf::Defaults {
@@ -216,6 +219,7 @@ async fn the_clients_requests_match_cognites_spec() {
         unit: Some("degC".into()),
         description: Some("created by create-missing".into()),
         metadata: Default::default(),
+        ..NewSeries::default()
     }));
     let node_points = Datapoints::next_request(&by_node.clone().into());
     assert_eq!(

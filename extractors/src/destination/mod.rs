@@ -413,6 +413,7 @@ impl Destination {
                         unit: opt_text(&m.unit, record, "new-series.unit")?,
                         description: opt_text(&m.description, record, "new-series.description")?,
                         metadata: metadata(&m.metadata, record, "new-series.metadata")?,
+                        ..NewSeries::default()
                     })),
                     None => None,
                 };

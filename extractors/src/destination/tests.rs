@@ -224,6 +224,7 @@ fn new_series_maps_each_record_and_needs_create_missing() {
             unit: Some("kPa".into()),
             description: None,
             metadata: [("site".into(), "oslo".into()), ("line".into(), "2".into())].into(),
+            ..NewSeries::default()
         }
     );
     // A record without a metadata field leaves that key out; a missing name field is an error.

@@ -40,6 +40,10 @@ pub struct NewSeries {
     pub description: Option<String>,
     /// Metadata.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Its data set, instead of `cognite.data-set` (classic time series).
+    pub data_set_id: Option<i64>,
+    /// The asset it belongs to (classic time series).
+    pub asset_id: Option<i64>,
 }
 
 /// A queued datapoint, with how its time series is created if CDF does not have it.
@@ -281,6 +285,8 @@ fn create_classic(items: &[&StoredPoint], defaults: &crate::cdf::Defaults) -> Ve
             metadata: Option<&'a std::collections::BTreeMap<String, String>>,
             #[serde(skip_serializing_if = "Option::is_none")]
             data_set_id: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            asset_id: Option<i64>,
             #[serde(skip_serializing_if = "<[i64]>::is_empty")]
             security_categories: &'a [i64],
         }
@@ -299,7 +305,8 @@ fn create_classic(items: &[&StoredPoint], defaults: &crate::cdf::Defaults) -> Ve
                     unit: new.and_then(|n| n.unit.as_deref()),
                     description: new.and_then(|n| n.description.as_deref()),
                     metadata: new.map(|n| &n.metadata).filter(|m| !m.is_empty()),
-                    data_set_id: defaults.data_set_id,
+                    data_set_id: new.and_then(|n| n.data_set_id).or(defaults.data_set_id),
+                    asset_id: new.and_then(|n| n.asset_id),
                     security_categories: &defaults.security_categories,
                 }
             })
@@ -378,6 +385,7 @@ mod tests {
             unit: Some("C".into()),
             description: None,
             metadata: [("site".to_owned(), "oslo".to_owned())].into(),
+            ..NewSeries::default()
         }));
         let again = dp(2, 2);
         let r = Datapoints::create_missing(
