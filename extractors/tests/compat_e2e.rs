@@ -157,3 +157,65 @@ async fn a_data_set_that_does_not_exist_stops_the_start_naming_it() {
         assert!(!c.requests.contains_key("/timeseries/data"));
     });
 }
+
+/// `metrics.cognite` as python-extractor-utils writes it: each metric becomes a time series
+/// `<prefix><name>{labels}` created once (named, described by its help text, under the asset,
+/// in the data set), and each run's values arrive as datapoints at the end of `--once`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_become_time_series_created_once_with_datapoints_each_run() {
+    let cdf = FakeCdf::start(&["site-a:boiler-1:temperature"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &cdf,
+        "  external-id-prefix: 'site-a:'\nmetrics:\n  cognite:\n    external_id_prefix: 'extractor-metrics:'\n    asset_name: Plant extractor\n    asset_external_id: plant-extractor\n    data_set:\n      id: 55\n    push_interval: 1h",
+    );
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "boiler-7 is refused: {stderr}");
+    let runs = "extractor-metrics:extractor_task_runs_total{result=\"failure\",task=\"readings\"}";
+    let created = cdf.with(|c| {
+        let asset = &c.assets["plant-extractor"];
+        assert_eq!(asset["name"], "Plant extractor");
+        let series = &c.series[runs];
+        assert_eq!(
+            series["name"],
+            runs.trim_start_matches("extractor-metrics:"),
+            "{series}"
+        );
+        assert_eq!(series["assetId"], asset["id"], "{series}");
+        assert_eq!(series["dataSetId"], 55, "its own data set: {series}");
+        assert!(
+            series["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "the help text: {series}"
+        );
+        assert_eq!(c.datapoints[runs].len(), 1, "one value per push");
+        assert!(
+            !c.series
+                .keys()
+                .any(|k| k.starts_with("site-a:extractor-metrics")),
+            "cognite.external-id-prefix does not apply to the metrics' own prefix"
+        );
+        c.series
+            .keys()
+            .filter(|k| k.starts_with("extractor-metrics:"))
+            .count()
+    });
+    assert!(created > 10, "{created} series");
+
+    // A second run: nothing created again (the asset neither), one more value each.
+    let (code, stderr) = run_once(&config).await;
+    assert_eq!(code, 1, "{stderr}");
+    cdf.with(|c| {
+        assert_eq!(c.assets.len(), 1);
+        assert_eq!(c.requests["/assets"], 2, "asked twice, created once");
+        assert_eq!(c.datapoints[runs].len(), 2);
+        let now = c
+            .series
+            .keys()
+            .filter(|k| k.starts_with("extractor-metrics:"))
+            .count();
+        assert!(now >= created, "{now} {created}");
+    });
+}

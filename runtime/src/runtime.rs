@@ -530,6 +530,19 @@ impl Runtime {
             }
             None => None,
         };
+        let cognite_metrics = match &self.config.metrics.cognite {
+            Some(m) => Some(
+                crate::cognite_metrics::CognitePusher::start(
+                    m,
+                    &cdf,
+                    queues.clone(),
+                    self.metrics.clone(),
+                )
+                .await
+                .map_err(|(key, source)| RuntimeError::Lookup { key, source })?,
+            ),
+            None => None,
+        };
         let scheduler = Scheduler::new(
             &self.config.tasks,
             self.built.iter().map(|b| b.extractor.clone()).collect(),
@@ -571,6 +584,9 @@ impl Runtime {
             None => None,
         };
         let periodic = self.start_periodic(mode, &queues, &saves, &pipeline, &background);
+        if let (Some(pusher), Some(m)) = (&cognite_metrics, &self.config.metrics.cognite) {
+            periodic.spawn(pusher.clone().run(m.push_interval.get(), background.clone()));
+        }
         if let Some(reporter) = &reporter {
             let tasks = crate::supervisor::task_infos(&self.config);
             let reporter = reporter.clone();
@@ -648,6 +664,14 @@ impl Runtime {
         background.cancel();
         periodic.close();
         periodic.wait().await;
+        // The metrics' last values go with the final flush (`--once` ends here too).
+        if let Some(pusher) = &cognite_metrics
+            && let Some(Err(e)) = deadline
+                .bound("the last metrics push", reserve, pusher.push())
+                .await
+        {
+            tracing::warn!(target: "extractor_runtime::metrics", "metrics.cognite: cannot queue the last metrics: {e}");
+        }
         let unsent = final_upload(&queues, deadline, reserve).await;
         let stopped = shutdown.is_cancelled();
         let report = async {

@@ -50,6 +50,17 @@ async fn the_clients_requests_match_cognites_spec() {
             "/extpipes/runs",
             json!({"items": [{"externalId": "my-pipeline", "status": "success", "message": "3 rows"}]}),
         ),
+        // metrics.cognite's asset: created, then looked up when it existed already.
+        (
+            "/assets",
+            "/assets",
+            json!({"items": [{"externalId": "plant-extractor", "name": "Plant extractor", "dataSetId": 55}]}),
+        ),
+        (
+            "/assets/byids",
+            "/assets/byids",
+            json!({"items": [{"externalId": "plant-extractor"}]}),
+        ),
     ];
     // The lookups of `cognite.data-set: {external-id}` and `extraction-pipeline: {id}`: Prism
     // answers them with the spec's example, whose ids are read.
@@ -195,7 +206,9 @@ async fn the_clients_requests_match_cognites_spec() {
         external_id_prefix: String::new(),
     };
     let create = Datapoints::create_missing(&series.iter().collect::<Vec<_>>(), &defaults);
-    assert_eq!(create[0].json()["items"][0]["dataSetId"], 123);
+    // The series' own data set wins over `cognite.data-set`; the other takes the default.
+    assert_eq!(create[0].json()["items"][0]["dataSetId"], 8);
+    assert_eq!(create[0].json()["items"][1]["dataSetId"], 123);
     assert_eq!(create.len(), 1);
     // Datapoints by instanceId (CogniteTimeSeries), and the nodes create-missing writes.
     let mut by_node = [

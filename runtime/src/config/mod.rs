@@ -44,7 +44,7 @@ pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, CertificateConfig, CogniteConfig, ConfigKind,
+    AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, CertificateConfig, CogniteMetricsConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
     EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
     IntegrationConfig, KeyVaultAuthentication, LogRotation,

@@ -759,6 +759,30 @@ pub struct MetricsConfig {
     /// Pushgateways to push metrics to (for batch jobs).
     #[serde(default)]
     pub push_gateways: Vec<PushGatewayConfig>,
+    /// The metrics as CDF time series, pushed through the datapoints queue (as
+    /// python-extractor-utils' `CognitePusher`).
+    #[serde(default)]
+    pub cognite: Option<CogniteMetricsConfig>,
+}
+
+/// `metrics.cognite:`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CogniteMetricsConfig {
+    /// Put before each series' name to make its external id (`<prefix><metric>{labels}`).
+    pub external_id_prefix: String,
+    /// With `asset-external-id`: the asset is created with this name when CDF does not have it.
+    #[serde(default)]
+    pub asset_name: Option<String>,
+    /// The asset the series belong to (created with `asset-name` when given and missing).
+    #[serde(default)]
+    pub asset_external_id: Option<String>,
+    /// The series' data set (default: `cognite.data-set`).
+    #[serde(default)]
+    pub data_set: Option<EitherIdConfig>,
+    /// How often the values are pushed (and once more at the end).
+    #[serde(default = "default_push_interval")]
+    pub push_interval: Duration,
 }
 
 /// `metrics.server:`.

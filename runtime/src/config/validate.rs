@@ -506,6 +506,28 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, V
         }
     }
 
+    if let Some(m) = &config.metrics.cognite {
+        let base = "metrics.cognite";
+        if m.push_interval.is_zero() {
+            p.push(format!("{base}.push-interval"), "must be longer than zero");
+        }
+        if m.asset_name.is_some() && m.asset_external_id.is_none() {
+            p.push(
+                format!("{base}.asset-name"),
+                "`asset-name` needs `asset-external-id` (the asset is found or created by it)",
+            );
+        }
+        if let Some(d) = &m.data_set {
+            either_id(&mut p, &format!("{base}.data-set"), d.id, d.external_id.as_deref());
+        }
+        if m.external_id_prefix.len() > 200 {
+            p.push(
+                format!("{base}.external-id-prefix"),
+                "is longer than 200 bytes (an external id holds at most 255)",
+            );
+        }
+    }
+
     if config.upload_queue.max_queue_size == 0 {
         p.push("upload-queue.max-queue-size", "must be at least 1");
     }

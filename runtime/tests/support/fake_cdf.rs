@@ -17,6 +17,8 @@
 //!   joins the parts in order; a file's content is what its last upload gave it;
 //! - any request whose body is larger than `max_body`: 413;
 //! - `POST /extpipes/runs`: recorded;
+//! - `POST /assets`: creates assets, 409 with `duplicated` for ones it has; `/assets/byids`
+//!   by external id;
 //! - `POST /datasets/byids` (by external id) and `/extpipes/byids` (by id): the data sets and
 //!   pipelines it holds, 400 with `missing` for others.
 //!
@@ -98,6 +100,8 @@ pub struct CdfState {
     pub data_sets: BTreeMap<String, i64>,
     /// Extraction pipelines by internal id (their external ids), for `/extpipes/byids`.
     pub pipelines: BTreeMap<i64, String>,
+    /// Assets by external id (the create request's item, with its `id`).
+    pub assets: BTreeMap<String, Value>,
 }
 
 /// A file the fake holds.
@@ -529,6 +533,45 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
                 state.event_updates += 1;
             }
             ResponseTemplate::new(200).set_body_json(json!({ "items": items }))
+        }
+        "/assets" => {
+            let all = ids(items);
+            let duplicated: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| state.assets.contains_key(*id))
+                .collect();
+            if !duplicated.is_empty() {
+                return error(
+                    409,
+                    "Duplicate external ids",
+                    Some(("duplicated", named(&duplicated))),
+                );
+            }
+            let mut created = Vec::new();
+            for item in items {
+                let mut asset = item.clone();
+                asset["id"] = json!(1000 + state.assets.len() as i64);
+                state.assets.insert(
+                    item["externalId"].as_str().unwrap().to_owned(),
+                    asset.clone(),
+                );
+                created.push(asset);
+            }
+            ResponseTemplate::new(201).set_body_json(json!({ "items": created }))
+        }
+        "/assets/byids" => {
+            let all = ids(items);
+            let missing: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|id| !state.assets.contains_key(*id))
+                .collect();
+            if !missing.is_empty() {
+                return error(400, "Ids not found", Some(("missing", named(&missing))));
+            }
+            let found: Vec<Value> = all.iter().map(|id| state.assets[*id].clone()).collect();
+            ResponseTemplate::new(200).set_body_json(json!({ "items": found }))
         }
         "/datasets/byids" | "/extpipes/byids" => {
             let mut found = Vec::new();
