@@ -168,7 +168,7 @@ async fn metrics_become_time_series_created_once_with_datapoints_each_run() {
     let config = config(
         dir.path(),
         &cdf,
-        "  external-id-prefix: 'site-a:'\nmetrics:\n  cognite:\n    external_id_prefix: 'extractor-metrics:'\n    asset_name: Plant extractor\n    asset_external_id: plant-extractor\n    data_set:\n      id: 55\n    push_interval: 1h",
+        "  external-id-prefix: 'site-a:'\nmetrics:\n  cognite:\n    external_id_prefix: 'extractor-metrics:'\n    asset_name: Plant extractor\n    asset_external_id: plant-extractor\n    data_set:\n      id: 55\n    push_interval: 1h\nlogger:\n  metrics: true\n  console:\n    level: INFO",
     );
     let (code, stderr) = run_once(&config).await;
     assert_eq!(code, 1, "boiler-7 is refused: {stderr}");
@@ -191,6 +191,16 @@ async fn metrics_become_time_series_created_once_with_datapoints_each_run() {
             "the help text: {series}"
         );
         assert_eq!(c.datapoints[runs].len(), 1, "one value per push");
+        // logger.metrics: the log messages counted by level, pushed with the rest.
+        assert!(
+            c.series
+                .contains_key("extractor-metrics:extractor_log_messages_total{level=\"info\"}"),
+            "{:?}",
+            c.series
+                .keys()
+                .filter(|k| k.contains("log"))
+                .collect::<Vec<_>>()
+        );
         assert!(
             !c.series
                 .keys()

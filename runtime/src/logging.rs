@@ -76,6 +76,36 @@ pub fn init(config: &LoggerConfig) -> Result<(), LoggingError> {
 
 type Layers = Vec<Box<dyn Layer<Registry> + Send + Sync>>;
 
+/// Log messages written, by level: `extractor_log_messages_total{level}` (`logger.metrics`),
+/// registered with the process metrics.
+pub(crate) static MESSAGES: std::sync::LazyLock<prometheus::IntCounterVec> =
+    std::sync::LazyLock::new(|| {
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "extractor_log_messages_total",
+                "Log messages written, by level (logger.metrics).",
+            ),
+            &["level"],
+        )
+        .expect("a valid metric")
+    });
+
+/// Counts each event in [`MESSAGES`].
+struct CountMessages;
+
+impl<S: tracing::Subscriber> Layer<S> for CountMessages {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warn",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        MESSAGES.with_label_values(&[level]).inc();
+    }
+}
+
 /// One destination: its writer in `format`, under its own level (or `RUST_LOG`).
 fn destination(
     writer: BoxMakeWriter,
@@ -154,6 +184,20 @@ pub fn init_with_writer(config: &LoggerConfig, writer: BoxMakeWriter) -> Result<
         }
         None => None,
     };
+    if config.metrics {
+        // Counted at the most verbose level any destination writes.
+        let levels = [
+            config.console.as_ref().map(|c| c.level),
+            config.file.as_ref().map(|f| f.level),
+        ];
+        let most = levels
+            .into_iter()
+            .flatten()
+            .map(|l| l.as_str().parse::<tracing_subscriber::filter::LevelFilter>().unwrap_or(tracing_subscriber::filter::LevelFilter::INFO))
+            .max()
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::OFF);
+        layers.push(CountMessages.with_filter(most).boxed());
+    }
     tracing_subscriber::registry()
         .with(layers)
         .try_init()

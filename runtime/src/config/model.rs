@@ -837,6 +837,10 @@ pub struct LoggerConfig {
     /// Log to a file, rotated (python-extractor-utils' `logger.file`).
     #[serde(default)]
     pub file: Option<FileLoggerConfig>,
+    /// Count the log messages written, by level, in `extractor_log_messages_total{level}`
+    /// (python-extractor-utils' `logger.metrics`).
+    #[serde(default)]
+    pub metrics: bool,
 }
 
 impl Default for LoggerConfig {
@@ -845,6 +849,7 @@ impl Default for LoggerConfig {
         LoggerConfig {
             console: Some(ConsoleLoggerConfig::default()),
             file: None,
+            metrics: false,
         }
     }
 }

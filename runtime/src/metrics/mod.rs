@@ -19,8 +19,8 @@ use prometheus::{
 };
 
 /// Registers the process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
-/// `process_open_fds`, `process_start_time_seconds`, ...), `extractor_build_info{version}` and
-/// `extractor_log_lines_dropped_total`.
+/// `process_open_fds`, `process_start_time_seconds`, ...), `extractor_build_info{version}`,
+/// `extractor_log_lines_dropped_total` and `extractor_log_messages_total{level}`.
 pub fn register_process_and_build_info(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -34,7 +34,8 @@ pub fn register_process_and_build_info(registry: &Registry) -> prometheus::Resul
     )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     registry.register(Box::new(build))?;
-    registry.register(Box::new(crate::log_file::DROPPED.clone()))
+    registry.register(Box::new(crate::log_file::DROPPED.clone()))?;
+    registry.register(Box::new(crate::logging::MESSAGES.clone()))
 }
 
 /// The token manager's metrics.
