@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::{CdfClient, CdfError, CdfErrorKind};
+pub use crate::config::EitherId;
 
 /// What the runtime puts on what it creates or writes in CDF (python-extractor-utils'
 /// `cognite.data-set`, `external-id-prefix` and `security-categories`). Read it with
@@ -30,6 +31,19 @@ pub struct Defaults {
 }
 
 impl Defaults {
+    /// What `cognite:` says, before a data set named by external id is looked up
+    /// ([`CdfClient::resolve_defaults`](super::CdfClient)).
+    pub(crate) fn of(config: &crate::config::CogniteConfig) -> Defaults {
+        Defaults {
+            data_set_id: match config.data_set() {
+                Some(EitherId::Id(id)) => Some(id),
+                _ => None,
+            },
+            external_id_prefix: config.external_id_prefix.clone(),
+            security_categories: config.security_categories.clone(),
+        }
+    }
+
     /// `external_id` with the prefix before it.
     pub fn prefixed(&self, external_id: &str) -> String {
         let mut s = String::with_capacity(self.external_id_prefix.len() + external_id.len());
@@ -46,30 +60,11 @@ impl Defaults {
     }
 }
 
-/// A CDF resource named by one of its two ids (python-extractor-utils' `EitherId`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EitherId {
-    /// The internal id.
-    Id(i64),
-    /// The external id.
-    ExternalId(String),
-}
-
-impl std::fmt::Display for EitherId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            EitherId::Id(id) => write!(f, "id {id}"),
-            EitherId::ExternalId(x) => write!(f, "external id `{x}`"),
-        }
-    }
-}
-
-impl EitherId {
-    fn item(&self) -> serde_json::Value {
-        match self {
-            EitherId::Id(id) => json!({"id": id}),
-            EitherId::ExternalId(x) => json!({"externalId": x}),
-        }
+/// The `{id}` or `{externalId}` item of a `/byids` request.
+fn item(id: &EitherId) -> serde_json::Value {
+    match id {
+        EitherId::Id(id) => json!({"id": id}),
+        EitherId::ExternalId(x) => json!({"externalId": x}),
     }
 }
 
@@ -81,7 +76,7 @@ async fn by_id(
     id: &EitherId,
 ) -> Result<serde_json::Value, CdfError> {
     let answer = client
-        .post(endpoint, endpoint, &json!({"items": [id.item()]}))
+        .post(endpoint, endpoint, &json!({"items": [item(id)]}))
         .await
         .map_err(|mut e| {
             if e.status() == Some(400) && !e.missing().is_empty() {

@@ -118,7 +118,7 @@ impl Inner {
             dry_run,
             connection: config.connection.clone(),
             metrics,
-            defaults: arc_swap::ArcSwap::from_pointee(config.defaults()),
+            defaults: arc_swap::ArcSwap::from_pointee(Defaults::of(config)),
         })
     }
 }

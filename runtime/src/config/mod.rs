@@ -46,7 +46,7 @@ pub use model::Config;
 pub use model::{
     AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, CertificateConfig, CogniteMetricsConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
-    EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
+    EitherId, EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
     IntegrationConfig, KeyVaultAuthentication, LogRotation,
     LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
     OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,

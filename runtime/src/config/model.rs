@@ -282,7 +282,7 @@ pub struct CogniteConfig {
     #[serde(default)]
     pub timeout: Option<Duration>,
     /// The data set of what the runtime creates: time series created by `create-missing`,
-    /// events, classic files (`{id}` or `{external-id}`; see [`crate::cdf::Defaults`]).
+    /// events, classic files (`{id}` or `{external-id}`; the CDF client's `Defaults` say where).
     #[serde(default)]
     pub data_set: Option<EitherIdConfig>,
     /// python-extractor-utils' older spelling of `data-set: {id: ..}`.
@@ -292,7 +292,7 @@ pub struct CogniteConfig {
     #[serde(default)]
     pub data_set_external_id: Option<String>,
     /// Put before the external id of every classic time series, event and classic file
-    /// written (see [`crate::cdf::Defaults`]).
+    /// written (the CDF client's `Defaults` say where).
     #[serde(default)]
     pub external_id_prefix: String,
     /// Security categories of created time series and classic files.
@@ -303,8 +303,7 @@ pub struct CogniteConfig {
 impl CogniteConfig {
     /// The data set, from whichever of `data-set`, `data-set-id`, `data-set-external-id` is
     /// given (validation allows one).
-    pub fn data_set(&self) -> Option<crate::cdf::EitherId> {
-        use crate::cdf::EitherId;
+    pub fn data_set(&self) -> Option<EitherId> {
         if let Some(d) = &self.data_set {
             return d.either_id();
         }
@@ -313,17 +312,22 @@ impl CogniteConfig {
         }
         self.data_set_external_id.clone().map(EitherId::ExternalId)
     }
+}
 
-    /// What the runtime puts on what it creates, before a data set named by external id is
-    /// looked up.
-    pub(crate) fn defaults(&self) -> crate::cdf::Defaults {
-        crate::cdf::Defaults {
-            data_set_id: match self.data_set() {
-                Some(crate::cdf::EitherId::Id(id)) => Some(id),
-                _ => None,
-            },
-            external_id_prefix: self.external_id_prefix.clone(),
-            security_categories: self.security_categories.clone(),
+/// A CDF resource named by one of its two ids (python-extractor-utils' `EitherId`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EitherId {
+    /// The internal id.
+    Id(i64),
+    /// The external id.
+    ExternalId(String),
+}
+
+impl std::fmt::Display for EitherId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EitherId::Id(id) => write!(f, "id {id}"),
+            EitherId::ExternalId(x) => write!(f, "external id `{x}`"),
         }
     }
 }
@@ -343,10 +347,10 @@ pub struct EitherIdConfig {
 
 impl EitherIdConfig {
     /// The id given (`id` when both are, which validation refuses).
-    pub fn either_id(&self) -> Option<crate::cdf::EitherId> {
+    pub fn either_id(&self) -> Option<EitherId> {
         match (&self.id, &self.external_id) {
-            (Some(id), _) => Some(crate::cdf::EitherId::Id(*id)),
-            (None, Some(x)) => Some(crate::cdf::EitherId::ExternalId(x.clone())),
+            (Some(id), _) => Some(EitherId::Id(*id)),
+            (None, Some(x)) => Some(EitherId::ExternalId(x.clone())),
             (None, None) => None,
         }
     }
@@ -736,10 +740,10 @@ pub struct ExtractionPipelineConfig {
 
 impl ExtractionPipelineConfig {
     /// The pipeline's id given (`external-id` when both are, which validation refuses).
-    pub fn either_id(&self) -> Option<crate::cdf::EitherId> {
+    pub fn either_id(&self) -> Option<EitherId> {
         match (&self.external_id, self.id) {
-            (Some(x), _) => Some(crate::cdf::EitherId::ExternalId(x.clone())),
-            (None, Some(id)) => Some(crate::cdf::EitherId::Id(id)),
+            (Some(x), _) => Some(EitherId::ExternalId(x.clone())),
+            (None, Some(id)) => Some(EitherId::Id(id)),
             (None, None) => None,
         }
     }
