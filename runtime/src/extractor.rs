@@ -389,6 +389,7 @@ impl fmt::Display for Rejection {
 pub struct Registry {
     factories: BTreeMap<String, Factory>,
     schemas: BTreeMap<String, SchemaFn>,
+    versions: Vec<u32>,
 }
 
 impl fmt::Debug for Registry {
@@ -401,6 +402,30 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// Declares the config versions (`version:`) this program reads, `[1]` unless declared: a
+    /// file with another version is refused naming these, and a file without one is read
+    /// (python-extractor-utils' rule). Read [`Config::version`](crate::config::Config::version)
+    /// to tell them apart.
+    ///
+    /// ```
+    /// let mut registry = extractor_runtime::Registry::new();
+    /// registry.config_versions(&[1, 2]);
+    /// assert_eq!(registry.versions(), &[1, 2]);
+    /// ```
+    pub fn config_versions(&mut self, versions: &[u32]) -> &mut Self {
+        self.versions = versions.to_vec();
+        self
+    }
+
+    /// The config versions this program reads (`[1]` unless declared).
+    pub fn versions(&self) -> &[u32] {
+        if self.versions.is_empty() {
+            &[1]
+        } else {
+            &self.versions
+        }
     }
 
     /// Registers `type_name`: its constructor and its config type, in one call. `build`

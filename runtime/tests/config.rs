@@ -331,6 +331,7 @@ fn dry_run_can_be_forced_and_then_needs_no_credentials() {
         &env,
         &LoadOptions {
             force_dry_run: true,
+            ..LoadOptions::default()
         },
     )
     .unwrap();
@@ -994,4 +995,34 @@ fn a_keyvault_tag_without_a_vault_or_in_the_vault_section_is_located() {
         e.contains("a Key Vault secret name is 1 to 127 letters"),
         "{e}"
     );
+}
+
+/// A program declares the config versions it reads (a custom extractor:
+/// `Registry::config_versions`); other versions are refused naming them, and a file without
+/// one is read.
+#[test]
+fn the_versions_a_program_reads_are_its_own() {
+    let load = |version: &str, versions: Vec<u32>| {
+        Config::from_yaml(
+            &format!("{version}cognite: {{project: p, dry-run: true}}\n"),
+            Some(Path::new("v.yaml")),
+            &|_| None,
+            &LoadOptions {
+                versions,
+                ..LoadOptions::default()
+            },
+        )
+    };
+    assert_eq!(load("version: 2\n", vec![1, 2]).unwrap().version, Some(2));
+    assert_eq!(load("version: '2'\n", vec![1, 2]).unwrap().version, Some(2));
+    assert_eq!(load("", vec![1, 2]).unwrap().version, None);
+    let e = load("version: 3\n", vec![1, 2]).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "v.yaml:1:10: version: unsupported config version 3: this build reads versions 1, 2"
+        ),
+        "{e}"
+    );
+    let e = load("version: 2\n", vec![]).unwrap_err().to_string();
+    assert!(e.contains("this build reads version 1"), "{e}");
 }

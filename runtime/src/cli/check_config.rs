@@ -13,12 +13,13 @@ pub(crate) fn check_config(
     shard: Option<&str>,
     fetch: bool,
     registry: &crate::extractor::Registry,
+    options: &crate::config::LoadOptions,
 ) -> Result<Outcome, CliError> {
-    let mut config = super::load(path, false)?;
+    let mut config = super::load(path, options)?;
     if let Some(remote) = config.remote().cloned() {
         let name = crate::source::remote_name(&remote);
         if !fetch {
-            print!("{}", summary(path, &config));
+            print!("{}", summary(path, &config, options.versions()));
             println!(
                 "remote:   the config is {name}'s latest revision (checked here only with --fetch); last good copy kept in {}",
                 remote.buffer_file.display()
@@ -34,7 +35,7 @@ pub(crate) fn check_config(
     let mut config = crate::runtime::Runtime::build(config, registry)?.into_config();
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
-    print!("{}", summary(path, &config));
+    print!("{}", summary(path, &config, options.versions()));
     if let Some(warning) = super::certificate_warning(&config) {
         eprintln!("warning: {warning}");
     }
@@ -106,15 +107,25 @@ fn secs(d: Duration) -> String {
 }
 
 /// The one-screen summary. Secrets appear only as `***`.
-pub(crate) fn summary(path: &Path, config: &Config) -> String {
+pub(crate) fn summary(path: &Path, config: &Config, versions: &[u32]) -> String {
     let mut out = String::new();
     let c = &config.cognite;
     let _ = writeln!(out, "config {} is valid", path.display());
     if config.version.is_none() && config.remote().is_none() {
-        let _ = writeln!(
-            out,
-            "version:  not given; read as 1 (the only version, as python-extractor-utils does)"
-        );
+        let _ = match versions {
+            [1] => writeln!(
+                out,
+                "version:  not given; read as 1 (the only version, as python-extractor-utils does)"
+            ),
+            many => writeln!(
+                out,
+                "version:  not given (this program reads versions {}; its extractors decide)",
+                many.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
     }
     let _ = writeln!(out, "cdf:      project {} at {}", c.project, c.host);
     if c.dry_run {

@@ -25,8 +25,11 @@ fn user_flow<'a>(
     }
 }
 
-pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
-    let config = super::load(path, false)?;
+pub(crate) fn login(
+    path: &Path,
+    options: &crate::config::LoadOptions,
+) -> Result<Outcome, CliError> {
+    let config = super::load(path, options)?;
     let idp = user_flow(path, &config)?;
     let network = super::network(path, &config)?;
     let runtime = super::current_thread()?;
@@ -66,8 +69,11 @@ pub(crate) fn login(path: &Path) -> Result<Outcome, CliError> {
     Ok(Outcome::Success)
 }
 
-pub(crate) fn logout(path: &Path) -> Result<Outcome, CliError> {
-    let config = super::load(path, false)?;
+pub(crate) fn logout(
+    path: &Path,
+    options: &crate::config::LoadOptions,
+) -> Result<Outcome, CliError> {
+    let config = super::load(path, options)?;
     let idp = user_flow(path, &config)?;
     match auth::logout(idp) {
         Ok(Some(file)) => println!("signed out: removed {}", file.display()),

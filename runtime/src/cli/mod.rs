@@ -241,6 +241,10 @@ pub fn main(registry: crate::extractor::Registry) -> ExitCode {
 
 /// Runs one command.
 fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliError> {
+    let options = LoadOptions {
+        force_dry_run: false,
+        versions: registry.versions().to_vec(),
+    };
     match cli.command {
         Command::Run {
             config,
@@ -260,20 +264,20 @@ fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliErr
             config,
             shard,
             fetch,
-        } => check_config::check_config(&config, shard.as_deref(), fetch, &registry),
+        } => check_config::check_config(&config, shard.as_deref(), fetch, &registry, &options),
         Command::Healthcheck { url } => healthcheck::healthcheck(&url),
         Command::Schema => schema::schema(&registry),
-        Command::Token { config } => token::token(&config),
-        Command::Login { config } => login::login(&config),
-        Command::Logout { config } => login::logout(&config),
+        Command::Token { config } => token::token(&config, &options),
+        Command::Login { config } => login::login(&config, &options),
+        Command::Logout { config } => login::logout(&config, &options),
     }
 }
 
 /// Loads a config: the one way every command reads one, so that each refuses when
 /// `COGNITE_API_KEY` is set.
 /// Its warnings are printed on standard error (`run` logs them instead: [`load_quiet`]).
-fn load(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
-    let config = load_quiet(path, force_dry_run)?;
+fn load(path: &std::path::Path, options: &LoadOptions) -> Result<Config, CliError> {
+    let config = load_quiet(path, options)?;
     for warning in config.warnings() {
         eprintln!("warning: {}", crate::text::escape_lines(warning));
     }
@@ -281,8 +285,8 @@ fn load(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError>
 }
 
 /// [`load`], leaving the warnings to the caller.
-fn load_quiet(path: &std::path::Path, force_dry_run: bool) -> Result<Config, CliError> {
-    Ok(Config::load(path, &LoadOptions { force_dry_run })?)
+fn load_quiet(path: &std::path::Path, options: &LoadOptions) -> Result<Config, CliError> {
+    Ok(Config::load(path, options)?)
 }
 
 /// The shard from `--shard` or the environment, if any.

@@ -16,7 +16,11 @@ pub(crate) fn run(
     reset_state: bool,
     shard: Option<&str>,
 ) -> Result<Outcome, CliError> {
-    let mut config = super::load_quiet(path, dry_run)?;
+    let options = crate::config::LoadOptions {
+        force_dry_run: dry_run,
+        versions: registry.versions().to_vec(),
+    };
+    let mut config = super::load_quiet(path, &options)?;
     let shard = super::shard(shard)?;
     let all = super::apply_shard(&mut config, shard);
     crate::logging::init(&config.logger).map_err(|e| CliError::new(Code::Config, e))?;
@@ -45,9 +49,6 @@ pub(crate) fn run(
         tracing::warn!("{warning}");
     }
     let registry = std::sync::Arc::new(registry);
-    let options = crate::config::LoadOptions {
-        force_dry_run: dry_run,
-    };
     let (runtime, reload) = Runtime::build(config, &registry)?
         .with_reset_state(reset_state)
         .reloadable(registry, path, shard, options);

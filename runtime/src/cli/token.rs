@@ -8,8 +8,11 @@ use crate::config::Flow;
 
 use super::{CliError, Outcome};
 
-pub(crate) fn token(path: &Path) -> Result<Outcome, CliError> {
-    let config = super::load(path, false)?;
+pub(crate) fn token(
+    path: &Path,
+    options: &crate::config::LoadOptions,
+) -> Result<Outcome, CliError> {
+    let config = super::load(path, options)?;
     let idp = super::idp(path, &config)?;
     let network = super::network(path, &config)?;
     if let Some(warning) = super::certificate_warning(&config) {

@@ -88,6 +88,20 @@ pub fn check_api_key(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), Conf
 pub struct LoadOptions {
     /// Treat the config as `cognite.dry-run: true` (the `--dry-run` flag).
     pub force_dry_run: bool,
+    /// The config versions the program reads (`version:`); empty means `[1]`. A custom
+    /// extractor declares its own with [`Registry::config_versions`](crate::Registry::config_versions).
+    pub versions: Vec<u32>,
+}
+
+impl LoadOptions {
+    /// The versions read: [`versions`](Self::versions), or `[1]`.
+    pub fn versions(&self) -> &[u32] {
+        if self.versions.is_empty() {
+            &[1]
+        } else {
+            &self.versions
+        }
+    }
 }
 
 /// The process environment, as a config's variables are looked up.
@@ -220,7 +234,7 @@ impl Config {
             config.cognite.dry_run = true;
         }
 
-        let (problems, mut found) = validate::validate(&mut config, &tree);
+        let (problems, mut found) = validate::validate(&mut config, &tree, options.versions());
         if !problems.is_empty() {
             return Err(in_file(problems));
         }

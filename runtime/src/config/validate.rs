@@ -319,7 +319,11 @@ fn data_set(p: &mut Problems<'_>, c: &crate::config::CogniteConfig) {
     }
 }
 
-pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, Vec<ConfigError>) {
+pub(crate) fn validate(
+    config: &mut Config,
+    tree: &Node,
+    versions: &[u32],
+) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut p = Problems {
         tree,
         errors: Vec::new(),
@@ -329,11 +333,18 @@ pub(crate) fn validate(config: &mut Config, tree: &Node) -> (Vec<ConfigError>, V
     log_file(config, &mut p);
     let config = &*config;
     if let Some(version) = config.version
-        && version != 1
+        && !versions.contains(&version)
     {
+        let read = match versions {
+            [one] => format!("version {one}"),
+            many => format!(
+                "versions {}",
+                many.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        };
         p.push(
             "version",
-            format!("unsupported config version {version}: this build reads version 1"),
+            format!("unsupported config version {version}: this build reads {read}"),
         );
     }
 
