@@ -445,10 +445,13 @@ impl de::Error for DeError {
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        let mut e = DeError::new(format!(
-            "unknown key `{field}`{}",
-            did_you_mean(field, expected)
-        ));
+        let mut e = match crate::config::suggest::foreign_key(field, expected) {
+            Some(what_instead) => DeError::new(format!("`{field}` {what_instead}")),
+            None => DeError::new(format!(
+                "unknown key `{field}`{}",
+                did_you_mean(field, expected)
+            )),
+        };
         e.unknown_key = Some((field.to_owned(), expected));
         e
     }
