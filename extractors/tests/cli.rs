@@ -965,15 +965,21 @@ fn the_python_extractor_utils_shaped_configs_pass_check_config() {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut checked = 0;
+    // An unencrypted certificate and key, as `openssl` makes them (None where it is missing).
+    let certificate = util::openssl_client_pem(tmp.path(), "client");
     for entry in std::fs::read_dir(repo().join("config-examples/compat")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        if path.ends_with("certificate.yaml") && certificate.is_none() {
             continue;
         }
         let (code, out, err) = run(bin()
             .args(["check-config", "-c"])
             .arg(&path)
             .env("CLIENT_SECRET_FILE", &secret)
+            .env("CERTIFICATE_FILE", certificate.clone().unwrap_or_default())
             .env("COGNITE_CLIENT_ID", "c"));
         assert_eq!(code, 0, "{}: {err}", path.display());
         assert!(out.contains("is valid"), "{out}");
@@ -986,9 +992,119 @@ fn the_python_extractor_utils_shaped_configs_pass_check_config() {
             );
             assert!(out.contains("pipeline: my-pipeline"), "{out}");
         }
+        if path.ends_with("every-key.yaml") {
+            assert!(
+                out.contains("data set: external id `plant-data` (its id is looked up at start)")
+                    && out.contains("prefix:   plant-a:")
+                    && out
+                        .contains("push to CDF as time series plant-a-metrics:<metric> every 30s"),
+                "{out}"
+            );
+        }
+        if path.ends_with("certificate.yaml") {
+            assert!(out.contains("(certificate "), "{out}");
+            assert!(
+                err.contains("the certificate is used (as python-extractor-utils does)"),
+                "{err}"
+            );
+        }
+        if path.ends_with("older-spellings.yaml") {
+            assert!(
+                out.contains("pipeline: id 42 (its external id is looked up at start)"),
+                "{out}"
+            );
+            assert!(err.contains("write `data-set: {id: ..}`"), "{err}");
+        }
         checked += 1;
     }
-    assert!(checked >= 3, "{checked} files");
+    assert!(checked >= 5, "{checked} files");
+}
+
+/// Every key of python-extractor-utils' BaseConfig family (its `configtools` elements:
+/// CogniteConfig, AuthenticatorConfig, CertificateConfig, ConnectionConfig, LoggingConfig,
+/// MetricsConfig, StateStoreConfig, and the azure-keyvault loader) appears in a file of
+/// `config-examples/compat/`, which the test above checks with check-config.
+#[test]
+fn the_compat_examples_cover_every_python_extractor_utils_key() {
+    const KEYS: &[&str] = &[
+        "type",
+        "version",
+        "azure-keyvault",
+        "keyvault-name",
+        "authentication-method",
+        "tenant-id",
+        "cognite",
+        "project",
+        "host",
+        "idp-authentication",
+        "client-id",
+        "secret",
+        "tenant",
+        "token-url",
+        "resource",
+        "audience",
+        "authority",
+        "min-ttl",
+        "scopes",
+        "certificate",
+        "authority-url",
+        "data-set",
+        "data-set-id",
+        "external-id",
+        "extraction-pipeline",
+        "id",
+        "timeout",
+        "connection",
+        "disable-gzip",
+        "status-forcelist",
+        "max-retries",
+        "max-retries-connect",
+        "max-retry-backoff",
+        "max-connection-pool-size",
+        "disable-ssl",
+        "proxies",
+        "security-categories",
+        "external-id-prefix",
+        "logger",
+        "console",
+        "level",
+        "file",
+        "path",
+        "retention",
+        "metrics",
+        "push-gateways",
+        "job-name",
+        "username",
+        "password",
+        "clear-after",
+        "push-interval",
+        "asset-name",
+        "asset-external-id",
+        "server",
+        "port",
+        "state-store",
+        "raw",
+        "database",
+        "table",
+        "upload-interval",
+        "local",
+        "save-interval",
+    ];
+    let mut text = String::new();
+    for entry in std::fs::read_dir(repo().join("config-examples/compat")).unwrap() {
+        text += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    }
+    let missing: Vec<&&str> = KEYS
+        .iter()
+        .filter(|k| {
+            let underscored = k.replace('-', "_");
+            !text.lines().any(|l| {
+                let l = l.trim_start().trim_start_matches("- ");
+                l.starts_with(&format!("{k}:")) || l.starts_with(&format!("{underscored}:"))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "not in any compat example: {missing:?}");
 }
 
 /// `run -c config` as a service, its standard error piped (stop it with a signal).

@@ -209,6 +209,14 @@ pub(crate) fn summary(path: &Path, config: &Config, versions: &[u32]) -> String 
             let _ = writeln!(out, "metrics:  no server");
         }
     }
+    if let Some(m) = &config.metrics.cognite {
+        let _ = writeln!(
+            out,
+            "          push to CDF as time series {}<metric> every {}",
+            m.external_id_prefix,
+            secs(m.push_interval.get())
+        );
+    }
     for gw in &config.metrics.push_gateways {
         let _ = writeln!(
             out,

@@ -459,7 +459,9 @@ fn parse_substituted(
 /// The sections whose keys python-extractor-utils also reads with underscores
 /// (`token_url`, `extraction_pipeline`): in them, and at the top, `a_b` is read as `a-b`.
 /// (Not in `tasks:`, whose extractor blocks may hold free-form names.)
-const PYTHON_SECTIONS: [&str; 6] = [
+const PYTHON_SECTIONS: [&str; 8] = [
+    "azure-keyvault",
+    "key-vault",
     "cognite",
     "logger",
     "metrics",

@@ -912,8 +912,8 @@ pub struct ConsoleLoggerConfig {
     pub format: LogFormat,
 }
 
-/// A log level. Any letter case is accepted (`INFO` as python-extractor-utils writes it), and
-/// `warning` for `warn`.
+/// A log level. Any letter case is accepted (`INFO` as python-extractor-utils writes it),
+/// `warning` for `warn` and `critical` for `error` (python's names).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
@@ -939,7 +939,8 @@ impl<'de> Deserialize<'de> for LogLevel {
             "debug" => Ok(LogLevel::Debug),
             "info" => Ok(LogLevel::Info),
             "warn" | "warning" => Ok(LogLevel::Warn),
-            "error" => Ok(LogLevel::Error),
+            // python's logging has CRITICAL above ERROR.
+            "error" | "critical" => Ok(LogLevel::Error),
             _ => Err(serde::de::Error::unknown_variant(&text, LEVELS)),
         }
     }
