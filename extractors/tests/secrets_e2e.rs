@@ -12,6 +12,9 @@ mod util;
 #[path = "../../runtime/tests/support/prism.rs"]
 mod prism;
 
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+
 use util::{bin, run};
 
 const SECRET: &str = "file-secret-Zq9#: not YAML";
@@ -247,4 +250,131 @@ async fn a_secret_from_azure_key_vault_signs_in_and_is_never_shown() {
         !err.contains("wrong\n") && !err.contains("vault-reader-secret"),
         "{err}"
     );
+}
+
+/// The issue's whole promise in one python-extractor-utils-shaped file, run unchanged through
+/// the binary: the vault reader's secret from a mounted file (`!file`), CDF's client secret from
+/// Key Vault (`!keyvault`), signing in at the real OAuth2 test server; a rotated log file
+/// (`logger.file`) and the metrics as time series (`metrics.cognite`); the data arrives, and no
+/// secret reaches the log file or the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_extractor_utils_config_with_file_and_vault_secrets_runs_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((_entra, entra)) = prism::token_server(&[
+        "--client-id",
+        "vault-reader",
+        "--client-secret",
+        "vault-reader-secret",
+        "--scope",
+        "https://vault.azure.net/.default",
+    ]) else {
+        return;
+    };
+    let Some((_idp, idp)) = prism::token_server(&[
+        "--client-id",
+        "c",
+        "--client-secret",
+        VAULT_SECRET,
+        "--scope",
+        "https://api.cognitedata.com/.default",
+    ]) else {
+        return;
+    };
+    let vault = fake_vault().await;
+    let cdf = fake_cdf::FakeCdf::start(&[]).await;
+    let reader_secret = tmp.path().join("vault-reader-secret");
+    std::fs::write(&reader_secret, "vault-reader-secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&reader_secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("readings.csv"),
+        "time,sensor,value\n2026-11-30T08:00:00Z,boiler-1,71.5\n2026-11-30T08:01:00Z,boiler-1,71.9\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("logs/extractor.log");
+    let text = format!(
+        r#"azure-keyvault:
+  keyvault_name: plant-vault
+  authentication_method: client-secret
+  client_id: vault-reader
+  tenant_id: plant-tenant
+  secret: !file {reader_secret}
+  vault_url: {vault}
+  token_url: http://127.0.0.1:{entra}/token
+cognite:
+  project: demo
+  host: {cdf}
+  idp_authentication:
+    client_id: c
+    secret: !keyvault cdf-client-secret
+    token_url: http://127.0.0.1:{idp}/token
+    scopes: ["https://api.cognitedata.com/.default"]
+logger:
+  console:
+    level: WARNING
+  file:
+    level: DEBUG
+    path: {log}
+    retention: 7
+metrics:
+  cognite:
+    external_id_prefix: "plant-metrics:"
+    push_interval: 1h
+tasks:
+  - name: readings
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: {data}
+      types: {{value: float, time: timestamp}}
+      destination: {{type: datapoints, external-id: "{{sensor}}", timestamp: time, value: value, create-missing: true}}
+"#,
+        reader_secret = reader_secret.display(),
+        vault = vault.uri(),
+        cdf = cdf.uri(),
+        log = log.display(),
+        data = data.display(),
+    );
+    let config = util::write_config(tmp.path(), &text);
+    let mut cmd = bin();
+    cmd.args(["run", "--once", "-c"]).arg(&config);
+    let (code, out, err) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    cdf.with(|c| {
+        assert_eq!(c.datapoints["boiler-1"].len(), 2);
+        assert!(
+            c.series
+                .keys()
+                .any(|k| k.starts_with("plant-metrics:extractor_task_runs_total")),
+            "{:?}",
+            c.series.keys()
+        );
+        // Every CDF request carried a token of the real test server (a signed JWT).
+        assert!(
+            c.bearers
+                .iter()
+                .all(|b| b.starts_with("Bearer ey") && b.matches('.').count() == 2),
+            "{:?}",
+            c.bearers
+        );
+    });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("DEBUG"),
+        "the file has its own level: {logged}"
+    );
+    for shown in [&out, &err, &logged] {
+        assert!(
+            !shown.contains("from-the-vault"),
+            "a secret was shown: {shown}"
+        );
+        assert!(
+            !shown.contains("vault-reader-secret"),
+            "a secret was shown: {shown}"
+        );
+    }
 }
