@@ -7,6 +7,7 @@
 //! that a [`checkpoint`](Upload::checkpoint) becomes durable only once CDF has everything
 //! queued before it.
 
+pub use crate::cdf::Defaults;
 pub use crate::queues::{
     Datapoint, DatapointValue, EdgeEnds, Event, InstanceRef, NewSeries, Node, OnDuplicate, Policy,
     RawRow, Refusals, Upload, ViewRef,
