@@ -109,6 +109,29 @@ fn a_secret_from_a_file_signs_in_and_is_never_shown() {
     );
 }
 
+/// The real OAuth2 test server twice: the vault reader's identity provider (client
+/// `vault-reader`, scope `https://vault.azure.net/.default`) and CDF's (client `c` with the
+/// vault's secret); `None` where `../shared` is absent.
+fn identity_providers() -> Option<((prism::Proc, u16), (prism::Proc, u16))> {
+    let entra = prism::token_server(&[
+        "--client-id",
+        "vault-reader",
+        "--client-secret",
+        "vault-reader-secret",
+        "--scope",
+        "https://vault.azure.net/.default",
+    ])?;
+    let idp = prism::token_server(&[
+        "--client-id",
+        "c",
+        "--client-secret",
+        VAULT_SECRET,
+        "--scope",
+        "https://api.cognitedata.com/.default",
+    ])?;
+    Some((entra, idp))
+}
+
 /// The client secret CDF's sign-in needs, as the vault holds it.
 const VAULT_SECRET: &str = "from-the-vault-7#x";
 
@@ -167,24 +190,7 @@ async fn fake_vault() -> wiremock::MockServer {
 async fn a_secret_from_azure_key_vault_signs_in_and_is_never_shown() {
     let tmp = tempfile::tempdir().unwrap();
     // The identity provider of both sign-ins: one app reads the vault, the other CDF.
-    let Some((_entra, entra)) = prism::token_server(&[
-        "--client-id",
-        "vault-reader",
-        "--client-secret",
-        "vault-reader-secret",
-        "--scope",
-        "https://vault.azure.net/.default",
-    ]) else {
-        return;
-    };
-    let Some((_idp, idp)) = prism::token_server(&[
-        "--client-id",
-        "c",
-        "--client-secret",
-        VAULT_SECRET,
-        "--scope",
-        "https://api.cognitedata.com/.default",
-    ]) else {
+    let Some(((_entra, entra), (_idp, idp))) = identity_providers() else {
         return;
     };
     let vault = fake_vault().await;
@@ -260,24 +266,7 @@ async fn a_secret_from_azure_key_vault_signs_in_and_is_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_extractor_utils_config_with_file_and_vault_secrets_runs_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some((_entra, entra)) = prism::token_server(&[
-        "--client-id",
-        "vault-reader",
-        "--client-secret",
-        "vault-reader-secret",
-        "--scope",
-        "https://vault.azure.net/.default",
-    ]) else {
-        return;
-    };
-    let Some((_idp, idp)) = prism::token_server(&[
-        "--client-id",
-        "c",
-        "--client-secret",
-        VAULT_SECRET,
-        "--scope",
-        "https://api.cognitedata.com/.default",
-    ]) else {
+    let Some(((_entra, entra), (_idp, idp))) = identity_providers() else {
         return;
     };
     let vault = fake_vault().await;

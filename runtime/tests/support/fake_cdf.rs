@@ -367,6 +367,30 @@ fn error(status: u16, message: &str, list: Option<(&str, Vec<Value>)>) -> Respon
     ResponseTemplate::new(status).set_body_json(json!({ "error": error }))
 }
 
+/// A 409 naming the ids of `all` that `held` has already, if any.
+fn duplicated<V>(
+    all: &[&str],
+    held: &BTreeMap<String, V>,
+    message: &str,
+) -> Option<ResponseTemplate> {
+    let hit: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|id| held.contains_key(*id))
+        .collect();
+    (!hit.is_empty()).then(|| error(409, message, Some(("duplicated", named(&hit)))))
+}
+
+/// A 400 naming the ids of `all` that `held` does not have, if any.
+fn missing<V>(all: &[&str], held: &BTreeMap<String, V>, message: &str) -> Option<ResponseTemplate> {
+    let hit: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|id| !held.contains_key(*id))
+        .collect();
+    (!hit.is_empty()).then(|| error(400, message, Some(("missing", named(&hit)))))
+}
+
 fn ids(items: &[Value]) -> Vec<&str> {
     items
         .iter()
@@ -443,17 +467,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/timeseries/data" => {
             let all = ids(items);
-            let missing: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| !state.series.contains_key(*id))
-                .collect();
-            if !missing.is_empty() {
-                return error(
-                    400,
-                    "Time series not found",
-                    Some(("missing", named(&missing))),
-                );
+            if let Some(refusal) = missing(&all, &state.series, "Time series not found") {
+                return refusal;
             }
             let out_of_range = items
                 .iter()
@@ -473,17 +488,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/timeseries" => {
             let all = ids(items);
-            let duplicated: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| state.series.contains_key(*id))
-                .collect();
-            if !duplicated.is_empty() {
-                return error(
-                    409,
-                    "Duplicate external ids",
-                    Some(("duplicated", named(&duplicated))),
-                );
+            if let Some(refusal) = duplicated(&all, &state.series, "Duplicate external ids") {
+                return refusal;
             }
             for item in items {
                 let id = item["externalId"].as_str().unwrap().to_owned();
@@ -493,17 +499,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/events" => {
             let all = ids(items);
-            let duplicated: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| state.events.contains_key(*id))
-                .collect();
-            if !duplicated.is_empty() {
-                return error(
-                    409,
-                    "Resource already exists",
-                    Some(("duplicated", named(&duplicated))),
-                );
+            if let Some(refusal) = duplicated(&all, &state.events, "Resource already exists") {
+                return refusal;
             }
             if all.iter().any(|id| id.starts_with(BAD)) {
                 return error(400, "Invalid event", None);
@@ -516,13 +513,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/events/update" => {
             let all = ids(items);
-            let missing: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| !state.events.contains_key(*id))
-                .collect();
-            if !missing.is_empty() {
-                return error(400, "Events not found", Some(("missing", named(&missing))));
+            if let Some(refusal) = missing(&all, &state.events, "Events not found") {
+                return refusal;
             }
             for item in items {
                 let id = item["externalId"].as_str().unwrap();
@@ -536,17 +528,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/assets" => {
             let all = ids(items);
-            let duplicated: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| state.assets.contains_key(*id))
-                .collect();
-            if !duplicated.is_empty() {
-                return error(
-                    409,
-                    "Duplicate external ids",
-                    Some(("duplicated", named(&duplicated))),
-                );
+            if let Some(refusal) = duplicated(&all, &state.assets, "Duplicate external ids") {
+                return refusal;
             }
             let mut created = Vec::new();
             for item in items {
@@ -562,13 +545,8 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         "/assets/byids" => {
             let all = ids(items);
-            let missing: Vec<&str> = all
-                .iter()
-                .copied()
-                .filter(|id| !state.assets.contains_key(*id))
-                .collect();
-            if !missing.is_empty() {
-                return error(400, "Ids not found", Some(("missing", named(&missing))));
+            if let Some(refusal) = missing(&all, &state.assets, "Ids not found") {
+                return refusal;
             }
             let found: Vec<Value> = all.iter().map(|id| state.assets[*id].clone()).collect();
             ResponseTemplate::new(200).set_body_json(json!({ "items": found }))
