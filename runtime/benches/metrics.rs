@@ -57,6 +57,16 @@ fn render_metrics(c: &mut Criterion) {
     c.bench_function("gather only, 1000 tasks", |b| {
         b.iter(|| black_box(registry.prometheus().gather()))
     });
+    // metrics.cognite's push reads what /metrics serves: the series and their external ids.
+    use extractor_runtime::cognite_metrics::{MAX_SERIES, external_id, series};
+    let text = String::from_utf8(registry.render()).unwrap();
+    c.bench_function("metrics.cognite series and external ids, 1000 tasks", |b| {
+        b.iter(|| {
+            let (all, _) = series(black_box(&text), MAX_SERIES);
+            let ids: usize = all.iter().map(|s| external_id("m:", &s.name).len()).sum();
+            black_box((all.len(), ids))
+        })
+    });
 }
 
 criterion_group!(benches, render_metrics);

@@ -23,23 +23,24 @@ use crate::metrics::MetricsRegistry;
 use crate::queues::{Datapoint, DatapointValue, NewSeries, Policy, Queues, StoredPoint};
 
 /// The most series one push sends.
-pub(crate) const MAX_SERIES: usize = 10_000;
+pub const MAX_SERIES: usize = 10_000;
 /// CDF's longest external id, in bytes.
 const MAX_EXTERNAL_ID: usize = 255;
 
 /// One series read from the text format.
 #[derive(Debug, PartialEq)]
-pub(crate) struct Series {
+pub struct Series {
     /// `<name>` or `<name>{labels}`.
-    pub(crate) name: String,
+    pub name: String,
     /// The family's help text.
-    pub(crate) help: String,
-    pub(crate) value: f64,
+    pub help: String,
+    /// The value.
+    pub value: f64,
 }
 
 /// The counter, gauge and untyped series of `text` (the Prometheus text format), at most
 /// `max`; values that are not finite are left out (CDF takes none).
-pub(crate) fn series(text: &str, max: usize) -> (Vec<Series>, usize) {
+pub fn series(text: &str, max: usize) -> (Vec<Series>, usize) {
     let mut out = Vec::new();
     let mut left_out = 0;
     let mut help: HashMap<&str, String> = HashMap::new();
@@ -94,7 +95,7 @@ pub(crate) fn series(text: &str, max: usize) -> (Vec<Series>, usize) {
 }
 
 /// `prefix` + `name`, cut to CDF's 255 bytes with a hash of the whole at the end when longer.
-pub(crate) fn external_id(prefix: &str, name: &str) -> String {
+pub fn external_id(prefix: &str, name: &str) -> String {
     let whole = format!("{prefix}{name}");
     if whole.len() <= MAX_EXTERNAL_ID {
         return whole;
