@@ -106,6 +106,8 @@ building_blocks! {
     mod cdf;
     /// Integrations check-ins: startup, task events and errors.
     mod checkin;
+    /// A durable FIFO of records in segment files: the storage of a disk buffer.
+    mod disk_log;
     /// `metrics.cognite`: the metrics as CDF time series, through the datapoints queue.
     mod cognite_metrics;
     /// Loading and checking the YAML config, with `file:line:column: key.path` errors.
