@@ -257,7 +257,8 @@ async fn a_file_changed_during_its_upload_is_not_joined_from_two_versions() {
     std::fs::write(data.join("growing.bin"), &first).unwrap();
     let extractor = files(&data, serde_json::json!({"type": "classic"}));
     let (ctx, tokens) = context(&cdf, &dir.path().join("state.json"));
-    cdf.with(|s| s.put_delay = Duration::from_millis(300));
+    // Long enough that the rewrite lands before the last part, even on a loaded machine.
+    cdf.with(|s| s.put_delay = Duration::from_millis(1000));
     let run = {
         let ctx = ctx.clone();
         let extractor = files(&data, serde_json::json!({"type": "classic"}));

@@ -459,13 +459,38 @@ impl Runtime {
             })?),
             None => None,
         };
-        Queues::with_dead_letter(
-            cdf.clone(),
-            self.config.upload_queue.max_queue_size,
-            self.metrics.prometheus(),
-            dead_letter,
-        )
-        .map_err(|e| RuntimeError::setup("the upload queues", e))
+        let queue = &self.config.upload_queue;
+        match &queue.buffer {
+            crate::config::BufferConfig::Memory => Queues::with_dead_letter(
+                cdf.clone(),
+                queue.max_queue_size,
+                self.metrics.prometheus(),
+                dead_letter,
+            )
+            .map_err(|e| RuntimeError::setup("the upload queues", e)),
+            crate::config::BufferConfig::Disk {
+                path,
+                max_size,
+                when_full,
+            } => Queues::with_disk_buffer(
+                cdf.clone(),
+                queue.max_queue_size,
+                self.metrics.prometheus(),
+                dead_letter,
+                Path::new(path),
+                crate::disk_log::Options {
+                    max_size: *max_size,
+                    when_full: match when_full {
+                        crate::config::WhenFull::Block => crate::disk_log::WhenFull::Block,
+                        crate::config::WhenFull::DropNewest => {
+                            crate::disk_log::WhenFull::DropNewest
+                        }
+                    },
+                    ..crate::disk_log::Options::default()
+                },
+            )
+            .map_err(|e| RuntimeError::setup("the upload queues' disk buffer", e)),
+        }
     }
 
     async fn run_tasks(
@@ -813,10 +838,17 @@ fn build_tasks(
 /// What the runs queued goes out now; items it cannot send stay unsent (the state does not
 /// move past them: the next start sends them again). Returns how many are unsent.
 async fn final_upload(queues: &Queues, deadline: &Deadline, reserve: Duration) -> usize {
-    match deadline
+    let flushed = deadline
         .bound("the final upload", reserve / 2, queues.flush())
-        .await
-    {
+        .await;
+    if queues.is_durable() {
+        queues.sync_buffers();
+        let left = queues.pending();
+        if left > 0 {
+            tracing::warn!(target: "extractor_runtime::queues", pending = left, "items not uploaded yet stay in the disk buffer and are sent at the next start");
+        }
+    }
+    match flushed {
         Some(Ok(_)) => {
             let held = queues.held();
             if held > 0 {

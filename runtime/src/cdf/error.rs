@@ -18,6 +18,9 @@ pub enum CdfErrorKind {
     RetriesExhausted,
     /// The answer was not JSON.
     BadResponse,
+    /// The queue's disk buffer did not take the item (full with `when-full: drop-newest`, or
+    /// its files cannot be written).
+    Buffer,
 }
 
 /// Why a CDF client could not be built.

@@ -44,13 +44,13 @@ pub use duration::{Duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors, Mark};
 pub use model::Config;
 pub use model::{
-    AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, CertificateConfig, CogniteMetricsConfig, CogniteConfig, ConfigKind,
+    AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, BufferConfig, CertificateConfig, CogniteMetricsConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
     EitherId, EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
     IntegrationConfig, KeyVaultAuthentication, LogRotation,
     LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
     OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,
-    RemoteSource, RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig,
+    RemoteSource, RetryConfig, Schedule, StateStoreConfig, TaskConfig, UploadQueueConfig, WhenFull,
 };
 pub use node::Node;
 pub use validate::parse_cron;

@@ -226,6 +226,11 @@ pub struct UploadQueueConfig {
     /// items are only logged and counted.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// Where queued items are kept until CDF settles them: `memory` (the default; lost with
+    /// the process) or `disk` (an item is accepted once it is synced to disk, and replayed
+    /// after a crash or restart).
+    #[serde(default)]
+    pub buffer: BufferConfig,
 }
 
 impl Default for UploadQueueConfig {
@@ -234,8 +239,48 @@ impl Default for UploadQueueConfig {
             max_queue_size: default_max_queue_size(),
             max_upload_interval: default_max_upload_interval(),
             dead_letter: None,
+            buffer: BufferConfig::default(),
         }
     }
+}
+
+/// `upload-queue.buffer:` (`{type: disk, path: buffer}`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", rename_all_fields = "kebab-case")]
+#[schemars(tag = "type")]
+pub enum BufferConfig {
+    /// Items wait in memory (up to `max-queue-size` per queue).
+    #[default]
+    Memory,
+    /// Items wait in segment files under `path` (one folder per queue), synced before they are
+    /// accepted; the queue's memory is fed from them.
+    Disk {
+        /// The folder (made when missing).
+        path: String,
+        /// The most bytes the files of one queue may hold, like `1GiB`.
+        #[serde(default = "default_buffer_size", deserialize_with = "crate::size::deserialize_size")]
+        #[schemars(with = "crate::size::SizeSchema")]
+        max_size: u64,
+        /// Past `max-size` or on a full disk: `block` (the producer waits: backpressure to
+        /// the source) or `drop-newest` (the item is refused and counted).
+        #[serde(default)]
+        when_full: WhenFull,
+    },
+}
+
+fn default_buffer_size() -> u64 {
+    1024 * 1024 * 1024
+}
+
+/// `upload-queue.buffer.when-full`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    /// The producer waits for room.
+    #[default]
+    Block,
+    /// The item is refused and counted.
+    DropNewest,
 }
 
 fn default_max_queue_size() -> usize {

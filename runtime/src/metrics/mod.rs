@@ -145,6 +145,66 @@ pub struct QueueMetrics {
     pub(crate) dead_letter_held: IntGaugeVec,
     /// Failed writes of the dead-letter file.
     pub(crate) dead_letter_failures: prometheus::IntCounter,
+    /// The disk buffer's figures, by queue (`upload-queue.buffer: {type: disk}`): bytes,
+    /// records, age of the oldest record, records dropped and corrupt.
+    pub(crate) buffer: BufferMetrics,
+}
+
+/// `extractor_buffer_*{queue}`: the disk buffer of each queue.
+#[derive(Clone, Debug)]
+pub(crate) struct BufferMetrics {
+    pub(crate) bytes: IntGaugeVec,
+    pub(crate) records: IntGaugeVec,
+    pub(crate) oldest_age: prometheus::GaugeVec,
+    pub(crate) dropped: IntCounterVec,
+    pub(crate) corrupt: IntCounterVec,
+}
+
+impl BufferMetrics {
+    fn new() -> prometheus::Result<Self> {
+        Ok(BufferMetrics {
+            bytes: IntGaugeVec::new(
+                Opts::new("extractor_buffer_bytes", "Bytes in a queue's disk buffer files."),
+                &["queue"],
+            )?,
+            records: IntGaugeVec::new(
+                Opts::new(
+                    "extractor_buffer_records",
+                    "Records in a queue's disk buffer not settled yet (accepted by CDF or dead-lettered).",
+                ),
+                &["queue"],
+            )?,
+            oldest_age: prometheus::GaugeVec::new(
+                Opts::new(
+                    "extractor_buffer_oldest_record_age_seconds",
+                    "Age of the oldest disk buffer file holding unsettled records (0: none).",
+                ),
+                &["queue"],
+            )?,
+            dropped: IntCounterVec::new(
+                Opts::new(
+                    "extractor_buffer_dropped_total",
+                    "Records refused because the disk buffer was full (when-full: drop-newest).",
+                ),
+                &["queue"],
+            )?,
+            corrupt: IntCounterVec::new(
+                Opts::new(
+                    "extractor_buffer_corrupt_total",
+                    "Records of the disk buffer skipped or cut as corrupt (a torn tail after a crash, a damaged file).",
+                ),
+                &["queue"],
+            )?,
+        })
+    }
+
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.bytes.clone()))?;
+        registry.register(Box::new(self.records.clone()))?;
+        registry.register(Box::new(self.oldest_age.clone()))?;
+        registry.register(Box::new(self.dropped.clone()))?;
+        registry.register(Box::new(self.corrupt.clone()))
+    }
 }
 
 impl QueueMetrics {
@@ -177,11 +237,13 @@ impl QueueMetrics {
                 "extractor_dead_letter_write_failures_total",
                 "Writes of the dead-letter file that failed (nothing of a failed write is kept in the file).",
             )?,
+            buffer: BufferMetrics::new()?,
         };
         registry.register(Box::new(m.size.clone()))?;
         registry.register(Box::new(m.items.clone()))?;
         registry.register(Box::new(m.dead_letter_held.clone()))?;
         registry.register(Box::new(m.dead_letter_failures.clone()))?;
+        m.buffer.register(registry)?;
         Ok(m)
     }
 

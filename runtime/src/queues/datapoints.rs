@@ -46,6 +46,32 @@ pub struct NewSeries {
     pub asset_id: Option<i64>,
 }
 
+/// A datapoint as the disk buffer keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OnDisk {
+    x: String,
+    t: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    series: Option<OnDiskSeries>,
+}
+
+/// [`NewSeries`] as the disk buffer keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OnDiskSeries {
+    name: Option<String>,
+    unit: Option<String>,
+    description: Option<String>,
+    metadata: std::collections::BTreeMap<String, String>,
+    data_set_id: Option<i64>,
+    asset_id: Option<i64>,
+}
+
 /// A queued datapoint, with how its time series is created if CDF does not have it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredPoint {
@@ -181,6 +207,57 @@ impl Kind for Datapoints {
         Some(match &item.node {
             Some(space) => super::instances::instance_id(space, &item.point.external_id).into(),
             None => item.point.external_id.as_str().into(),
+        })
+    }
+
+    fn encode(stored: &StoredPoint) -> Vec<u8> {
+        let (n, s) = match &stored.point.value {
+            Value::Numeric(v) => (Some(*v), None),
+            Value::String(s) => (None, Some(s.as_str())),
+        };
+        let series = stored.series.as_deref().map(|new| OnDiskSeries {
+            name: new.name.clone(),
+            unit: new.unit.clone(),
+            description: new.description.clone(),
+            metadata: new.metadata.clone(),
+            data_set_id: new.data_set_id,
+            asset_id: new.asset_id,
+        });
+        serde_json::to_vec(&OnDisk {
+            x: stored.point.external_id.clone(),
+            t: stored.point.timestamp,
+            n,
+            s: s.map(str::to_owned),
+            node: stored.node.as_deref().map(str::to_owned),
+            series,
+        })
+        .expect("a datapoint serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StoredPoint, serde_json::Error> {
+        let d: OnDisk = serde_json::from_slice(bytes)?;
+        let value = match (d.n, d.s) {
+            (Some(v), _) => Value::Numeric(v),
+            (None, Some(s)) => Value::String(s),
+            (None, None) => return Err(serde::de::Error::custom("a datapoint without a value")),
+        };
+        Ok(StoredPoint {
+            point: Datapoint {
+                external_id: d.x,
+                timestamp: d.t,
+                value,
+            },
+            series: d.series.map(|s| {
+                std::sync::Arc::new(NewSeries {
+                    name: s.name,
+                    unit: s.unit,
+                    description: s.description,
+                    metadata: s.metadata,
+                    data_set_id: s.data_set_id,
+                    asset_id: s.asset_id,
+                })
+            }),
+            node: d.node.map(Into::into),
         })
     }
 

@@ -10,8 +10,8 @@ use super::{Kind, Request};
 pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;
 
 /// An event, as CDF's `POST /events` takes it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Event {
     /// The event's external id.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -68,6 +68,14 @@ impl Kind for Events {
 
     fn id(item: &Event) -> Option<std::borrow::Cow<'_, str>> {
         item.external_id.as_deref().map(Into::into)
+    }
+
+    fn encode(item: &Event) -> Vec<u8> {
+        serde_json::to_vec(item).expect("an event serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Event, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     fn to_json(item: &Event) -> serde_json::Value {

@@ -66,7 +66,7 @@ pub struct Node {
 }
 
 /// A node as the queue keeps it: its id, and its JSON ready to send.
-#[derive(Debug)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct StoredNode {
     id: String,
     json: Box<RawValue>,
@@ -171,6 +171,14 @@ impl Kind for Instances {
 
     fn id(item: &StoredNode) -> Option<std::borrow::Cow<'_, str>> {
         Some(item.id.as_str().into())
+    }
+
+    fn encode(item: &StoredNode) -> Vec<u8> {
+        serde_json::to_vec(item).expect("a stored node serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StoredNode, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     fn to_json(item: &StoredNode) -> serde_json::Value {

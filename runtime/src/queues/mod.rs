@@ -24,6 +24,7 @@
 mod datapoints;
 mod dead_letter;
 mod deliver;
+mod disk;
 mod events;
 mod instances;
 pub(crate) mod ledger;
@@ -114,6 +115,12 @@ pub trait Kind: Send + Sync + 'static {
     /// The item as JSON, for the dead-letter file.
     fn to_json(item: &Self::Stored) -> serde_json::Value;
 
+    /// The item as the disk buffer keeps it (JSON).
+    fn encode(item: &Self::Stored) -> Vec<u8>;
+
+    /// An item from [`encode`](Self::encode)'s bytes.
+    fn decode(bytes: &[u8]) -> Result<Self::Stored, serde_json::Error>;
+
     /// Requests that create what `items` refer to but CDF does not have (`create-missing`),
     /// with the data set and security categories of `defaults`; empty when this kind cannot.
     fn create_missing(_items: &[&Self::Stored], _defaults: &crate::cdf::Defaults) -> Vec<Request> {
@@ -158,6 +165,8 @@ pub(crate) struct Entry<S> {
     pub(crate) item: S,
     pub(crate) tag: Option<Tag>,
     pub(crate) policy: Policy,
+    /// With a disk buffer: the record's sequence number, acknowledged once the item settles.
+    pub(crate) disk: Option<u64>,
 }
 
 struct Slots<S> {
@@ -185,6 +194,8 @@ struct Inner<K: Kind> {
     client: CdfClient,
     dead_letter: Option<Arc<DeadLetter>>,
     metrics: Metrics,
+    /// `upload-queue.buffer: {type: disk}`: items are accepted once on disk, and fed from it.
+    disk: Option<disk::Disk>,
 }
 
 /// A bounded upload queue. Cheap to clone; clones share the queue.
@@ -236,14 +247,37 @@ impl<K: Kind> UploadQueue<K> {
                     held: metrics.dead_letter_held.with_label_values(&[K::NAME]),
                     write_failures: metrics.dead_letter_failures.clone(),
                 },
+                disk: None,
             }),
         }
+    }
+
+    /// A queue whose items are kept in `log` (a disk buffer): an item is accepted once it is
+    /// on disk, and the queue's memory is fed from the log (what was not settled before a
+    /// restart first, in order). Starts the feeding task: call within a Tokio runtime.
+    pub(crate) fn with_disk(
+        client: CdfClient,
+        capacity: usize,
+        metrics: &QueueMetrics,
+        dead_letter: Option<Arc<DeadLetter>>,
+        log: crate::disk_log::DiskLog,
+    ) -> Self {
+        let mut queue = Self::with_dead_letter(client, capacity, metrics, dead_letter);
+        let reader = log.reader();
+        let inner = Arc::get_mut(&mut queue.inner).expect("a new queue has one owner");
+        inner.disk = Some(disk::Disk::new(log, metrics, K::NAME));
+        tokio::spawn(disk::feed(Arc::downgrade(&queue.inner), reader));
+        queue
     }
 
     /// Items waiting (including those of a flush in progress, and refused items held until
     /// the dead-letter file can be written).
     pub fn len(&self) -> usize {
-        self.inner.slots.lock().expect("queue lock").len()
+        match &self.inner.disk {
+            // Every item not settled is a record on disk (those in memory too).
+            Some(disk) => disk.unsettled(),
+            None => self.inner.slots.lock().expect("queue lock").len(),
+        }
     }
 
     /// Refused items held until the dead-letter file can be written.
@@ -276,12 +310,26 @@ impl<K: Kind> UploadQueue<K> {
         ledger: Option<&Arc<Ledger>>,
         policy: Policy,
     ) -> Result<(), CdfError> {
+        if let Some(disk) = &self.inner.disk {
+            disk.append::<K>(&item, policy).await?;
+            // On disk, it survives a crash: its task's watermark may move past it.
+            if let Some(ledger) = ledger {
+                let tag = ledger.enter();
+                ledger.settle(&tag, Settled::Accepted, None);
+            }
+            return Ok(());
+        }
         loop {
             {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
                 if slots.len() < self.inner.capacity {
                     let tag = ledger.map(Ledger::enter);
-                    slots.items.push_back(Entry { item, tag, policy });
+                    slots.items.push_back(Entry {
+                        item,
+                        tag,
+                        policy,
+                        disk: None,
+                    });
                     self.inner.metrics.size.set(slots.len() as i64);
                     return Ok(());
                 }
@@ -315,10 +363,31 @@ impl<K: Kind> UploadQueue<K> {
             _ => 0,
         };
         loop {
+            // With a disk buffer, records not yet in memory are fed in while this waits.
+            let fed = self.inner.disk.as_ref().map(|d| d.fed.notified());
+            let behind = {
+                let slots = self.inner.slots.lock().expect("queue lock");
+                slots.items.is_empty().then(|| {
+                    self.inner
+                        .disk
+                        .as_ref()
+                        .is_some_and(|d| d.unsettled() > slots.len())
+                })
+            };
+            match (behind, fed) {
+                (Some(true), Some(fed)) => {
+                    if tokio::time::timeout(disk::FEED_WAIT, fed).await.is_err() {
+                        return Ok(sent);
+                    }
+                    continue;
+                }
+                (Some(_), _) => return Ok(sent),
+                (None, _) => {}
+            }
             let mut batch = {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
                 if slots.items.is_empty() {
-                    return Ok(sent);
+                    continue;
                 }
                 let n = K::batch_len(slots.items.iter().map(|e| &e.item)).max(1);
                 let entries: Vec<Entry<K::Stored>> = slots.items.drain(..n).collect();
@@ -339,6 +408,13 @@ impl<K: Kind> UploadQueue<K> {
 }
 
 impl<K: Kind> Inner<K> {
+    /// Acknowledges a settled entry's record to the disk buffer, if it has one.
+    fn ack(&self, entry: &Entry<K::Stored>) {
+        if let (Some(disk), Some(seq)) = (&self.disk, entry.disk) {
+            disk.log.ack(seq);
+        }
+    }
+
     /// Writes the dead-letter lines of every held refused item, oldest first, in one write
     /// (whole or not at all). Written, they are settled as refused; otherwise they stay held
     /// for a later flush, and the first failure of a burst is logged. `None` when nothing is
@@ -366,6 +442,7 @@ impl<K: Kind> Inner<K> {
                         tag.ledger
                             .settle(tag, Settled::Refused, K::id(&entry.item).as_deref());
                     }
+                    self.ack(entry);
                 }
                 self.metrics.count(K::NAME, "rejected", n);
                 self.metrics.refused.fetch_add(n, Ordering::Relaxed);
@@ -439,6 +516,7 @@ impl<K: Kind> InFlight<'_, K> {
             if let Some(tag) = &entry.tag {
                 tag.ledger.settle(tag, how, K::id(&entry.item).as_deref());
             }
+            self.inner.ack(&entry);
         }
         for (i, result) in ["uploaded", "skipped", "rejected", "failed"]
             .iter()
@@ -490,6 +568,23 @@ impl<K: Kind> Drop for InFlight<'_, K> {
         }
         slots.in_flight = 0;
     }
+}
+
+/// Why the disk buffer could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// Its folder or files cannot be opened.
+    #[error("upload-queue.buffer: cannot open the disk buffer {}: {source}", .path.display())]
+    Open {
+        /// The queue's folder.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its metrics cannot be registered.
+    #[error("cannot register the queue metrics")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// The process's queues, one per kind of item, shared by every task run.
@@ -567,6 +662,65 @@ impl Queues {
             dead_letter,
             metrics,
         })
+    }
+
+    /// Queues as [`with_dead_letter`](Self::with_dead_letter) whose items are kept on disk
+    /// under `dir` (a folder per queue) until CDF settles them; what a crash or a stop left
+    /// there is sent first. Call within a Tokio runtime (each queue starts its feeding task).
+    pub(crate) fn with_disk_buffer(
+        client: CdfClient,
+        capacity: usize,
+        registry: &prometheus::Registry,
+        dead_letter: Option<DeadLetter>,
+        dir: &std::path::Path,
+        options: crate::disk_log::Options,
+    ) -> Result<Self, BufferError> {
+        let metrics = QueueMetrics::register(registry).map_err(BufferError::Metrics)?;
+        let dead_letter = dead_letter.map(Arc::new);
+        fn queue<K: Kind>(
+            client: &CdfClient,
+            capacity: usize,
+            metrics: &QueueMetrics,
+            dead_letter: &Option<Arc<DeadLetter>>,
+            dir: &std::path::Path,
+            options: &crate::disk_log::Options,
+        ) -> Result<UploadQueue<K>, BufferError> {
+            let path = dir.join(K::NAME);
+            let (log, recovered) = disk::open(dir, K::NAME, options.clone())
+                .map_err(|source| BufferError::Open { path: path.clone(), source })?;
+            if recovered.unacknowledged > 0 || recovered.truncated_bytes > 0 {
+                tracing::info!(target: "extractor_runtime::disk_buffer", queue = K::NAME, records = recovered.unacknowledged, truncated_bytes = recovered.truncated_bytes, "the disk buffer holds items not yet settled; they are sent first");
+            }
+            Ok(UploadQueue::with_disk(
+                client.clone(),
+                capacity,
+                metrics,
+                dead_letter.clone(),
+                log,
+            ))
+        }
+        Ok(Queues {
+            raw: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
+            datapoints: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
+            events: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
+            instances: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
+            dead_letter,
+            metrics,
+        })
+    }
+
+    /// Writes the disk buffers' ledgers (at a stop): the next start sends only what was not
+    /// settled.
+    pub(crate) fn sync_buffers(&self) {
+        self.raw.sync_buffer();
+        self.datapoints.sync_buffer();
+        self.events.sync_buffer();
+        self.instances.sync_buffer();
+    }
+
+    /// Whether items are kept on disk until CDF settles them.
+    pub fn is_durable(&self) -> bool {
+        self.raw.is_durable()
     }
 
     /// The dead-letter file, if one is configured.

@@ -19,7 +19,7 @@ pub struct RawRow {
 
 /// A RAW row as the queue keeps it: the columns serialized (a few times smaller than a
 /// `serde_json::Map`, and serialized once).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StoredRow {
     database: String,
     table: String,
@@ -80,6 +80,14 @@ impl Kind for RawRows {
 
     fn id(item: &StoredRow) -> Option<std::borrow::Cow<'_, str>> {
         Some(item.key.as_str().into())
+    }
+
+    fn encode(item: &StoredRow) -> Vec<u8> {
+        serde_json::to_vec(item).expect("a stored row serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<StoredRow, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     fn to_json(item: &StoredRow) -> serde_json::Value {
