@@ -10,6 +10,7 @@ pub mod http;
 pub mod postgres;
 #[cfg(test)]
 mod testing;
+pub mod webhook;
 
 use extractor_runtime::Registry;
 
@@ -21,5 +22,6 @@ pub fn builtins() -> Registry {
     registry.register("files", files::Files::new);
     registry.register("http", http::Http::new);
     registry.register("postgres", postgres::Postgres::new);
+    registry.register("webhook", webhook::Webhook::new);
     registry
 }

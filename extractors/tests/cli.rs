@@ -179,7 +179,10 @@ fn schema_matches_the_checked_in_copy() {
         .iter()
         .map(|r| r["if"]["properties"]["type"]["const"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["command", "csv", "files", "http", "postgres"]);
+    assert_eq!(
+        kinds,
+        ["command", "csv", "files", "http", "postgres", "webhook"]
+    );
 }
 
 /// Every example validates against the schema (Python's `jsonschema`, as an editor's YAML

@@ -546,6 +546,17 @@ impl Destination {
                 return Err(SendError::Record(e));
             }
         };
+        self.queue(ctx, upload, item).await
+    }
+
+    /// Queues a mapped item through `upload` (waiting while the queue is full), counting it
+    /// in the task's `extractor_task_records_total` as queued.
+    pub async fn queue(
+        &self,
+        ctx: &RunContext,
+        upload: &Upload,
+        item: Item,
+    ) -> Result<(), SendError> {
         match item {
             Item::Raw(row) => upload.raw(row).await,
             Item::Datapoint(dp, None) => upload.datapoint(dp).await,
