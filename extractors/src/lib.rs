@@ -7,6 +7,7 @@ pub mod destination;
 pub mod files;
 mod folder;
 pub mod http;
+pub mod mqtt;
 pub mod postgres;
 #[cfg(test)]
 mod testing;
@@ -21,6 +22,7 @@ pub fn builtins() -> Registry {
     registry.register("csv", csv::Csv::new);
     registry.register("files", files::Files::new);
     registry.register("http", http::Http::new);
+    registry.register("mqtt", mqtt::Mqtt::new);
     registry.register("postgres", postgres::Postgres::new);
     registry.register("webhook", webhook::Webhook::new);
     registry

@@ -181,7 +181,9 @@ fn schema_matches_the_checked_in_copy() {
         .collect();
     assert_eq!(
         kinds,
-        ["command", "csv", "files", "http", "postgres", "webhook"]
+        [
+            "command", "csv", "files", "http", "mqtt", "postgres", "webhook"
+        ]
     );
 }
 

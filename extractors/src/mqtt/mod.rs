@@ -1,0 +1,320 @@
+//! The `mqtt` extractor (`schedule: {type: continuous}`): subscribes to topics on a broker with
+//! a persistent session (`clean session: false`, so the broker keeps messages while the process
+//! is down) and manual acknowledgements: a QoS 1 message is acknowledged (PUBACK) only once
+//! every record it holds is accepted by the upload queue (on disk with a disk buffer), and
+//! acknowledgements go in the order messages came. Messages are queued concurrently (up to
+//! `max-in-flight`), so a disk buffer syncs many with one fsync.
+//!
+//! A message's payload is a JSON object or an array of objects; each object gets the field
+//! `topic` and is mapped by the shared `destination:` block. A payload that is not that, or a
+//! record the destination cannot map, is logged with its topic and counted as rejected, then
+//! acknowledged: it would never map better. A queue that refuses (a full buffer with
+//! `drop-newest`) ends the run with a transient error: the broker sends what was not
+//! acknowledged again after the reconnect.
+
+pub mod config;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use extractor_runtime::upload::Upload;
+use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
+use rumqttc_next::{AsyncClient, Event, Incoming, MqttOptions, Publish, QoS};
+use serde_json::Value;
+
+pub use config::MqttConfig;
+
+/// Messages received and not yet taken by the run, at most.
+const MAX_WAITING: usize = 10_000;
+
+use crate::destination::{Destination, SendError};
+
+/// The `mqtt` extractor.
+#[derive(Debug)]
+pub struct Mqtt {
+    config: MqttConfig,
+    destination: Arc<Destination>,
+    host: String,
+    port: u16,
+}
+
+impl Mqtt {
+    /// Checks the config: the URL, the topics, the QoS and the destination.
+    pub fn new(config: MqttConfig) -> Result<Self, Rejection> {
+        let mut problems = Rejection::new();
+        let address = match config.url.split_once("://") {
+            Some(("mqtt", rest)) => {
+                let rest = rest.trim_end_matches('/');
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
+                    None => (rest.to_owned(), Some(1883)),
+                };
+                match port {
+                    Some(p) if !host.is_empty() => Some((host, p)),
+                    _ => {
+                        problems.push("url", format!("`{}` is not `mqtt://host:port`", config.url));
+                        None
+                    }
+                }
+            }
+            Some(("mqtts", _)) => {
+                problems.push("url", "TLS to the broker (`mqtts://`) is not built yet: reach the broker through a TLS tunnel, or over `mqtt://` on a trusted network");
+                None
+            }
+            _ => {
+                problems.push("url", format!("`{}` is not `mqtt://host:port`", config.url));
+                None
+            }
+        };
+        if config.client_id.trim().is_empty() {
+            problems.push(
+                "client-id",
+                "must not be empty (the broker keeps this client's session)",
+            );
+        }
+        if config.topics.is_empty() {
+            problems.push("topics", "must list at least one topic filter");
+        }
+        for (i, t) in config.topics.iter().enumerate() {
+            if t.is_empty() || t.contains('#') && !t.ends_with('#') {
+                problems.push(
+                    format!("topics[{i}]"),
+                    format!("`{t}` is not a topic filter (`#` only at the end)"),
+                );
+            }
+        }
+        if config.qos > 1 {
+            problems.push("qos", "must be 0 or 1");
+        }
+        if config.password.is_some() && config.username.is_none() {
+            problems.push("password", "a `password` needs a `username`");
+        }
+        if config.max_in_flight == 0 {
+            problems.push("max-in-flight", "must be at least 1");
+        }
+        let destination = Destination::new(&config.destination)
+            .map_err(|r| problems.extend_under("destination", r))
+            .ok();
+        match (address, destination) {
+            (Some((host, port)), Some(destination)) if problems.is_empty() => Ok(Mqtt {
+                config,
+                destination: Arc::new(destination),
+                host,
+                port,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    fn qos(&self) -> QoS {
+        if self.config.qos == 0 {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        }
+    }
+}
+
+/// Queues every record of one message; `Err` only when the queue refused (the message is then
+/// not acknowledged).
+async fn queue_message(
+    destination: &Destination,
+    ctx: &RunContext,
+    upload: &Upload,
+    publish: &Publish,
+) -> Result<(), SendError> {
+    let records = match serde_json::from_slice::<Value>(&publish.payload) {
+        Ok(Value::Object(o)) => vec![Value::Object(o)],
+        Ok(Value::Array(items)) if items.iter().all(Value::is_object) => items,
+        Ok(_) => {
+            ctx.records_rejected(1);
+            tracing::warn!(task = %ctx.task(), topic = %publish.topic, "an MQTT message that is not a JSON object or an array of objects; skipped");
+            return Ok(());
+        }
+        Err(e) => {
+            ctx.records_rejected(1);
+            tracing::warn!(task = %ctx.task(), topic = %publish.topic, "an MQTT message that is not JSON ({e}); skipped");
+            return Ok(());
+        }
+    };
+    for mut record in records {
+        if let Value::Object(o) = &mut record {
+            o.insert("topic".into(), Value::String(publish.topic.clone()));
+        }
+        match destination.send(ctx, upload, record).await {
+            Ok(()) => {}
+            Err(SendError::Record(e)) => {
+                tracing::warn!(task = %ctx.task(), topic = %publish.topic, "an MQTT record the destination cannot map: {e}; skipped");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Drives the connection: (re)connects with backoff, subscribes after each connect (harmless
+/// in a persistent session), and hands each message to `tx` (waiting while the run is busy).
+async fn poll(
+    mut events: rumqttc_next::EventLoop,
+    client: AsyncClient,
+    topics: Vec<String>,
+    qos: QoS,
+    tx: tokio::sync::mpsc::Sender<Publish>,
+    task: String,
+    url: String,
+) {
+    let mut failures = 0u32;
+    // Messages not yet taken by the run: polling goes on meanwhile, so that acknowledgements
+    // go out (the broker caps unacknowledged QoS 1 messages, which bounds this; QoS 0 ones
+    // are capped here).
+    let mut waiting: VecDeque<Publish> = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            permit = tx.reserve(), if !waiting.is_empty() => match permit {
+                Ok(permit) => permit.send(waiting.pop_front().expect("one waits")),
+                Err(_) => return,
+            },
+            event = events.poll(), if waiting.len() < MAX_WAITING => match event {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    failures = 0;
+                    tracing::info!(task = %task, broker = %url, "connected to the MQTT broker");
+                    for t in &topics {
+                        let _ = client.try_subscribe(t.clone(), qos);
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(publish))) => waiting.push_back(publish),
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    let wait = Duration::from_millis(250 * 2u64.pow(failures.min(7)))
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(task = %task, broker = %url, "the MQTT connection failed: {e}; again in {:.1}s", wait.as_secs_f32());
+                    tokio::time::sleep(wait).await;
+                }
+            },
+        }
+    }
+}
+
+/// A message being queued, and its queuing.
+type Queuing = VecDeque<(Publish, tokio::task::JoinHandle<Result<(), SendError>>)>;
+
+/// Acknowledges the messages at the front whose records are all queued, in order; stops at the
+/// first still being queued. An error when the queue refused a message (it stays
+/// unacknowledged, so the broker sends it again).
+async fn ack_ready(client: &AsyncClient, queuing: &mut Queuing) -> Result<(), TaskError> {
+    while queuing.front().is_some_and(|(_, h)| h.is_finished()) {
+        let (publish, handle) = queuing.pop_front().expect("a front");
+        match handle.await {
+            Ok(Ok(())) if publish.qos == QoS::AtMostOnce => {}
+            Ok(Ok(())) => client.ack(&publish).await.map_err(|e| {
+                TaskError::transient(format!("cannot acknowledge an MQTT message: {e}"))
+            })?,
+            Ok(Err(e)) => return Err(TaskError::from(e)),
+            Err(e) => {
+                return Err(TaskError::transient(format!(
+                    "queuing an MQTT message failed: {e}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Extractor for Mqtt {
+    async fn run(&self, ctx: RunContext) -> Result<(), TaskError> {
+        let mut options = MqttOptions::new(&self.config.client_id, &self.host, self.port);
+        options
+            .set_keep_alive(30)
+            .set_manual_acks(true)
+            .set_clean_session(false)
+            .set_inflight(self.config.max_in_flight);
+        if let Some(user) = &self.config.username {
+            let password = self
+                .config
+                .password
+                .as_ref()
+                .map_or("", |p| p.expose_secret());
+            options.set_credentials(user, password);
+        }
+        let (client, events) = AsyncClient::new(options, 1024);
+        // One task drives the connection and hands messages over: polling it is never cut
+        // short by the other branches below, and acknowledgements go out while we wait.
+        let (tx, mut messages) = tokio::sync::mpsc::channel(self.config.max_in_flight as usize);
+        let poller = tokio::spawn(poll(
+            events,
+            client.clone(),
+            self.config.topics.clone(),
+            self.qos(),
+            tx,
+            ctx.task().to_owned(),
+            self.config.url.clone(),
+        ));
+        let upload = self.destination.upload(&ctx);
+        let done = Arc::new(tokio::sync::Notify::new());
+        // Messages being queued, in the order they came: acknowledged from the front.
+        let mut queuing: Queuing = VecDeque::new();
+        let result = loop {
+            // Registered first: a queuing that ends after the check below still wakes us.
+            let finished = done.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            // Acknowledge, in order, what is queued.
+            if let Err(e) = ack_ready(&client, &mut queuing).await {
+                break Err(e);
+            }
+            tokio::select! {
+                () = ctx.cancellation_token().cancelled() => break Ok(()),
+                () = &mut finished, if !queuing.is_empty() => {}
+                message = messages.recv(), if queuing.len() < self.config.max_in_flight as usize => {
+                    let Some(publish) = message else {
+                        break Err(TaskError::transient("the MQTT connection ended"));
+                    };
+                    let (destination, ctx2, upload, done) =
+                        (self.destination.clone(), ctx.clone(), upload.clone(), done.clone());
+                    let p = publish.clone();
+                    let handle = tokio::spawn(async move {
+                        let r = queue_message(&destination, &ctx2, &upload, &p).await;
+                        done.notify_waiters();
+                        r
+                    });
+                    queuing.push_back((publish, handle));
+                }
+            }
+        };
+        poller.abort();
+        let _ = client.disconnect().await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str, topics: &[&str], qos: u8) -> MqttConfig {
+        serde_json::from_value(serde_json::json!({
+            "url": url, "client-id": "c", "topics": topics, "qos": qos,
+            "destination": {"type": "raw", "database": "d", "table": "t", "key": "{id}"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_broker_address_and_topics_are_checked() {
+        let m = Mqtt::new(config("mqtt://broker.plant:1884", &["a/+/b", "c/#"], 1)).unwrap();
+        assert_eq!((m.host.as_str(), m.port), ("broker.plant", 1884));
+        assert_eq!(
+            Mqtt::new(config("mqtt://broker", &["a"], 0)).unwrap().port,
+            1883
+        );
+        let problems = |c| format!("{:?}", Mqtt::new(c).unwrap_err().problems());
+        assert!(problems(config("mqtts://b:8883", &["a"], 1)).contains("not built yet"));
+        assert!(problems(config("http://b:1", &["a"], 1)).contains("not `mqtt://host:port`"));
+        assert!(problems(config("mqtt://b:1", &["a/#/b"], 1)).contains("topics[0]"));
+        assert!(problems(config("mqtt://b:1", &[], 1)).contains("at least one topic"));
+        assert!(problems(config("mqtt://b:1", &["a"], 2)).contains("0 or 1"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Push sources that lose nothing, through the built binary: with a disk buffer and CDF
+//! answering 503, 500 MQTT messages (a real Debian `mosquitto`, QoS 1, persistent session) and
+//! 500 webhook records are accepted (PUBACKed, answered 200), the process is killed with
+//! SIGKILL, restarted after CDF recovers, and all 1000 arrive, each once. Where `mosquitto` is
+//! missing the test says that it skipped; with `CI=true` it fails (`.ci/run` installs it).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod util;
+
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+
+use fake_cdf::FakeCdf;
+use util::bin;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A mosquitto of this test's own, stopped (by PID) when dropped.
+struct Broker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Option<Broker> {
+        let present = Command::new("mosquitto").arg("-h").output().is_ok()
+            && Command::new("mosquitto_pub").arg("--help").output().is_ok();
+        if !util::available(
+            present,
+            "mosquitto",
+            "apt-get install mosquitto mosquitto-clients",
+        ) {
+            return None;
+        }
+        let port = free_port();
+        let log = dir.join("mosquitto.log");
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                // Its log to standard error (unbuffered), into a file of ours: mosquitto started
+                // as root drops to its own user, which may not write in our folder.
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\nlog_type all\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Broker { child, port, log })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Publishes each line of `lines` as one QoS 1 message to `topic`.
+    fn publish(&self, topic: &str, lines: &str) {
+        let mut child = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-l",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+fn config(dir: &Path, cdf: &FakeCdf, broker: u16, hook: u16, metrics: u16) -> PathBuf {
+    util::write_config(
+        dir,
+        &format!(
+            "version: 1
+cognite:
+  project: demo
+  host: {uri}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
+  connection: {{max-retries: 1, max-retry-backoff: 1s}}
+metrics:
+  server: {{host: 127.0.0.1, port: {metrics}}}
+upload-queue:
+  max-upload-interval: 1s
+  buffer: {{type: disk, path: '{buffer}'}}
+shutdown-grace: 5s
+tasks:
+  - name: plant
+    type: mqtt
+    schedule: {{type: continuous}}
+    config:
+      url: mqtt://127.0.0.1:{broker}
+      client-id: extractor-e2e
+      topics: ['plant/#']
+      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
+  - name: hooks
+    type: webhook
+    schedule: {{type: continuous}}
+    config:
+      listen: 127.0.0.1:{hook}
+      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
+",
+            uri = cdf.uri(),
+            buffer = dir.join("buffer").display(),
+        ),
+    )
+}
+
+fn spawn(config: &Path) -> Child {
+    bin()
+        .args(["run", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `extractor_buffer_records{queue="raw"}` as the metrics server says.
+async fn buffered(metrics: u16) -> f64 {
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics")).await else {
+        return -1.0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    extractor_runtime::metrics::sample(&text, "extractor_buffer_records", &[("queue", "raw")])
+        .unwrap_or(-1.0)
+}
+
+async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ready().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start(dir.path()) else {
+        return;
+    };
+    let cdf = FakeCdf::start(&[]).await;
+    cdf.with(|c| c.down = true);
+    let (hook, metrics) = (free_port(), free_port());
+    let config = config(dir.path(), &cdf, broker.port, hook, metrics);
+    let mut child = spawn(&config);
+    wait_for("the subscription", async || {
+        broker
+            .log()
+            .contains("Received SUBSCRIBE from extractor-e2e")
+    })
+    .await;
+
+    let messages: String = (0..500)
+        .map(|i| format!("{{\"id\": \"m-{i}\", \"v\": {i}}}\n"))
+        .collect();
+    let publisher = {
+        let lines = messages.clone();
+        let port = broker.port;
+        std::thread::spawn(move || {
+            let b = Broker {
+                child: Command::new("true").spawn().unwrap(),
+                port,
+                log: PathBuf::new(),
+            };
+            b.publish("plant/line-1", &lines);
+        })
+    };
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let body: String = (i * 100..(i + 1) * 100)
+            .map(|j| format!("{{\"id\": \"h-{j}\"}}\n"))
+            .collect();
+        let r = client
+            .post(format!("http://127.0.0.1:{hook}/"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    }
+    publisher.join().unwrap();
+    // Every message PUBACKed and every record answered 200 is on disk.
+    let started = Instant::now();
+    loop {
+        let seen = buffered(metrics).await;
+        if seen == 1000.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{seen} records buffered; broker log: {}",
+            broker
+                .log()
+                .lines()
+                .filter(|l| l.contains("extractor-e2e"))
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        broker.log().contains("Received PUBACK from extractor-e2e"),
+        "acknowledged to the broker"
+    );
+    child.kill().unwrap(); // SIGKILL, by PID
+    child.wait().unwrap();
+    assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
+
+    cdf.with(|c| c.down = false);
+    let mut child = spawn(&config);
+    wait_for("every row in CDF", async || {
+        cdf.with(|c| c.rows.len()) >= 1000
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    cdf.with(|c| {
+        for i in 0..500 {
+            assert_eq!(c.rows.get(&format!("m-{i}")), Some(&1), "m-{i}");
+            assert_eq!(c.rows.get(&format!("h-{i}")), Some(&1), "h-{i}");
+        }
+        assert_eq!(c.rows.len(), 1000);
+    });
+}
