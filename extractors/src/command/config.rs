@@ -14,4 +14,23 @@ pub struct CommandConfig {
     /// The program's working directory.
     #[serde(default)]
     pub working_dir: Option<String>,
+    /// `ndjson`: each line of standard output is a JSON object, a record for `destination`
+    /// (like Telegraf's exec with JSON); `none` (the default): output is only logged.
+    #[serde(default)]
+    pub records: Records,
+    /// With `records: ndjson`: how each record becomes a RAW row, a datapoint, an event or a
+    /// node.
+    #[serde(default)]
+    pub destination: Option<crate::destination::DestinationConfig>,
+}
+
+/// `tasks[].config.records` of `type: command`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Records {
+    /// Output is logged.
+    #[default]
+    None,
+    /// Each line of standard output is a JSON object for `destination`.
+    Ndjson,
 }

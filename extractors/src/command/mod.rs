@@ -23,7 +23,9 @@ use std::process::Stdio;
 use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-pub use config::CommandConfig;
+pub use config::{CommandConfig, Records};
+
+use crate::destination::{Destination, SendError};
 
 /// Exit status meaning "try again later" (sysexits.h).
 const EX_TEMPFAIL: i32 = 75;
@@ -31,17 +33,128 @@ const EX_TEMPFAIL: i32 = 75;
 /// The `command` extractor.
 pub struct Command {
     config: CommandConfig,
+    /// With `records: ndjson`.
+    destination: Option<Destination>,
 }
 
 impl Command {
-    /// Checks the config: a program must be named.
+    /// Checks the config: a program must be named; `records: ndjson` needs a `destination`.
     pub fn new(config: CommandConfig) -> Result<Self, Rejection> {
-        match config.command.first() {
-            Some(program) if !program.trim().is_empty() => Ok(Command { config }),
-            _ => Err(Rejection::at(
+        let mut problems = Rejection::new();
+        if config.command.first().is_none_or(|p| p.trim().is_empty()) {
+            problems.push(
                 "command",
                 "must name a program, like [\"/bin/echo\", \"hello\"]",
-            )),
+            );
+        }
+        let destination = match (config.records, &config.destination) {
+            (Records::Ndjson, Some(d)) => Destination::new(d)
+                .map_err(|r| problems.extend_under("destination", r))
+                .ok(),
+            (Records::Ndjson, None) => {
+                problems.push(
+                    "destination",
+                    "`records: ndjson` needs a `destination` for the records",
+                );
+                None
+            }
+            (Records::None, Some(_)) => {
+                problems.push(
+                    "destination",
+                    "a `destination` applies to `records: ndjson`",
+                );
+                None
+            }
+            (Records::None, None) => None,
+        };
+        if problems.is_empty() {
+            Ok(Command {
+                config,
+                destination,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// The longest record line read; a longer one is rejected (counted), never held whole.
+const MAX_RECORD_LINE: usize = 1024 * 1024;
+
+/// Sends each line of `reader` (a JSON object) through `destination`; a line that is not one
+/// is logged with its number and counted as rejected. Reads to the end, so the program never
+/// dies of SIGPIPE. `Err` when the queue refused a record.
+async fn send_lines(
+    ctx: &RunContext,
+    destination: &Destination,
+    reader: impl tokio::io::AsyncRead + Unpin,
+) -> Result<(), TaskError> {
+    let upload = destination.upload(ctx);
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let mut too_long = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let (part, end) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        if line.len() + part.len() > MAX_RECORD_LINE {
+            too_long = true;
+        } else {
+            line.extend_from_slice(part);
+        }
+        let used = end.unwrap_or(buf.len());
+        reader.consume(used);
+        if end.is_some() {
+            number += 1;
+            send_line(ctx, destination, &upload, &line, number, too_long).await?;
+            line.clear();
+            too_long = false;
+        }
+    }
+    if !line.is_empty() || too_long {
+        send_line(ctx, destination, &upload, &line, number + 1, too_long).await?;
+    }
+    Ok(())
+}
+
+async fn send_line(
+    ctx: &RunContext,
+    destination: &Destination,
+    upload: &extractor_runtime::upload::Upload,
+    line: &[u8],
+    number: u64,
+    too_long: bool,
+) -> Result<(), TaskError> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() && !too_long {
+        return Ok(());
+    }
+    let record = match serde_json::from_str::<serde_json::Value>(text) {
+        _ if too_long => Err(format!("longer than {MAX_RECORD_LINE} bytes")),
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err("not a JSON object".to_owned()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    };
+    match record {
+        Ok(record) => match destination.send(ctx, upload, record).await {
+            Ok(()) => Ok(()),
+            Err(SendError::Record(e)) => {
+                tracing::warn!(target: "extractors::command", task = %ctx.task(), line = number, "an output record the destination cannot map: {e}; skipped");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
+        Err(why) => {
+            ctx.records_rejected(1);
+            tracing::warn!(target: "extractors::command", task = %ctx.task(), line = number, "an output line is {why}; skipped");
+            Ok(())
         }
     }
 }
@@ -130,19 +243,22 @@ impl Extractor for Command {
                 .id()
                 .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
         );
-        let out = child
-            .stdout
-            .take()
-            .map(|s| log_lines(ctx.task().to_owned(), "stdout", s));
+        let stdout = child.stdout.take();
         let err = child
             .stderr
             .take()
             .map(|s| log_lines(ctx.task().to_owned(), "stderr", s));
+        let sent = std::sync::Mutex::new(Ok(()));
         let logging = async {
             let (out, err) = (
                 async {
-                    if let Some(o) = out {
-                        o.await;
+                    match (stdout, &self.destination) {
+                        (Some(o), Some(d)) => {
+                            let r = send_lines(&ctx, d, o).await;
+                            *sent.lock().expect("sent lock") = r;
+                        }
+                        (Some(o), None) => log_lines(ctx.task().to_owned(), "stdout", o).await,
+                        (None, _) => {}
                     }
                 },
                 async {
@@ -166,7 +282,13 @@ impl Extractor for Command {
                 }
             };
             if !logged {
-                let _ = tokio::time::timeout(OUTPUT_GRACE, &mut logging).await;
+                if self.destination.is_some() {
+                    // Every record the program printed is read (the pipe ends when it does;
+                    // the task's timeout bounds a child that keeps it open).
+                    (&mut logging).await;
+                } else {
+                    let _ = tokio::time::timeout(OUTPUT_GRACE, &mut logging).await;
+                }
             }
             status
         };
@@ -177,6 +299,11 @@ impl Extractor for Command {
             }
         };
         drop(group);
+        std::mem::replace(&mut *sent.lock().expect("sent lock"), Ok(()))?;
+        if let Some(d) = &self.destination {
+            // The records are on their way: the run succeeds once CDF settled them.
+            d.upload(&ctx).settled().await?;
+        }
         match status.code() {
             Some(0) => Ok(()),
             Some(EX_TEMPFAIL) => Err(TaskError::transient(format!(

@@ -5,6 +5,8 @@ fn command(args: &[&str]) -> Command {
         command: args.iter().map(|s| s.to_string()).collect(),
         env: [("GREETING".to_owned(), "hi".to_owned())].into(),
         working_dir: None,
+        records: Records::None,
+        destination: None,
     })
     .unwrap()
 }
@@ -60,6 +62,8 @@ fn an_empty_command_is_rejected() {
         command: vec![],
         env: Default::default(),
         working_dir: None,
+        records: Records::None,
+        destination: None,
     })
     .err()
     .unwrap();
@@ -96,4 +100,30 @@ async fn children_left_behind_end_with_the_run() {
     );
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
     assert!(!marker.exists(), "the child was killed with the group");
+}
+
+/// `records: ndjson`: each output line is a record for the destination, every one sent before
+/// the run ends; lines that are not JSON objects are skipped and counted, never fatal.
+#[tokio::test]
+async fn ndjson_output_lines_become_records() {
+    let config: CommandConfig = serde_json::from_value(serde_json::json!({
+        "command": ["sh", "-c", "for i in $(seq 1 300); do echo \"{\\\"id\\\": \\\"r$i\\\", \\\"v\\\": $i}\"; done; echo 'not json'; echo '[1]'; printf '{\"id\": \"last\"}'"],
+        "records": "ndjson",
+        "destination": {"type": "raw", "database": "d", "table": "t", "key": "{id}"},
+    }))
+    .unwrap();
+    let c = Command::new(config).unwrap();
+    let (ctx, capture) = crate::testing::context("t", None, 1000);
+    c.run(ctx).await.unwrap();
+    let keys = capture.raw_keys();
+    assert_eq!(keys.len(), 301, "{keys:?}");
+    assert_eq!(keys[0], "r1");
+    assert_eq!(keys[300], "last", "a last line without a newline too");
+
+    let config: CommandConfig = serde_json::from_value(serde_json::json!({
+        "command": ["true"], "records": "ndjson",
+    }))
+    .unwrap();
+    let e = Command::new(config).err().unwrap();
+    assert!(e.to_string().contains("needs a `destination`"), "{e}");
 }
