@@ -72,6 +72,18 @@ fn example() -> PathBuf {
     repo().join("config-examples/delivery.yaml")
 }
 
+/// The example with `create-missing: false` (and without its `new-series` block), in `files`.
+fn without_create_missing(files: &Files) -> PathBuf {
+    let example = std::fs::read_to_string(example()).unwrap();
+    let new_series = example.find("        # How a created series").unwrap();
+    let end = example.find("metadata: [sensor]\n").unwrap() + "metadata: [sensor]\n".len();
+    let text = format!("{}{}", &example[..new_series], &example[end..])
+        .replace("create-missing: true", "create-missing: false");
+    let config = files.path("delivery.yaml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_items_never_block_the_rest_and_the_run_names_them() {
     let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
@@ -138,13 +150,7 @@ async fn refused_items_never_block_the_rest_and_the_run_names_them() {
 async fn without_create_missing_the_unknown_series_goes_to_the_dead_letter_file() {
     let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
     let files = Files::new();
-    let example = std::fs::read_to_string(example()).unwrap();
-    let new_series = example.find("        # How a created series").unwrap();
-    let end = example.find("metadata: [sensor]\n").unwrap() + "metadata: [sensor]\n".len();
-    let text = format!("{}{}", &example[..new_series], &example[end..])
-        .replace("create-missing: true", "create-missing: false");
-    let config = files.path("delivery.yaml");
-    std::fs::write(&config, text).unwrap();
+    let config = without_create_missing(&files);
     let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
 
     assert_eq!(code, 1, "{stderr}");
@@ -298,4 +304,56 @@ tasks:
             .sum();
         assert_eq!(points, 10, "the two files' 10 readings, each once");
     });
+}
+
+/// `replay` after the cause is fixed: the unknown series' readings were dead-lettered
+/// (`create-missing: false`); once the series exists, a replay of the file sends them, and the
+/// out-of-range reading, refused again, goes to a new file beside it (the file itself is left
+/// as it is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_sends_what_was_refused_once_the_cause_is_fixed() {
+    let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
+    let files = Files::new();
+    let config = without_create_missing(&files);
+    let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    let dead = files.path("refused.ndjson");
+    let before = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(files.dead_letters().len(), 3);
+
+    // The cause is fixed: the series exists now.
+    cdf.with(|c| {
+        c.series
+            .insert("boiler-2:temperature".into(), serde_json::json!({}));
+    });
+    let mut cmd = bin();
+    cmd.args(["replay", "-c"])
+        .arg(&config)
+        .arg(&dead)
+        .current_dir(repo())
+        .env("COGNITE_BASE_URL", cdf.uri())
+        .env("COGNITE_TOKEN_URL", format!("{}/token", cdf.uri()));
+    let (code, out, err) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "boiler-7 is refused again: {out}\n{err}");
+    assert!(
+        out.contains("replayed 3 item(s)") && out.contains("2 accepted, 1 refused again"),
+        "{out}"
+    );
+    cdf.with(|c| assert_eq!(c.datapoints["boiler-2:temperature"].len(), 2));
+    assert_eq!(
+        std::fs::read_to_string(&dead).unwrap(),
+        before,
+        "the file is only read"
+    );
+    let again: Vec<PathBuf> = std::fs::read_dir(files.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".again-"))
+        .collect();
+    assert_eq!(again.len(), 1, "{again:?}");
+    let lines = std::fs::read_to_string(&again[0]).unwrap();
+    assert_eq!(lines.lines().count(), 1);
+    assert!(lines.contains("boiler-7:temperature"), "{lines}");
 }

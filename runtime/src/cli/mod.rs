@@ -4,6 +4,7 @@
 mod check_config;
 mod healthcheck;
 mod login;
+mod replay;
 mod run;
 mod schema;
 mod token;
@@ -193,6 +194,18 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors).
     Schema,
+    /// Send the items of a dead-letter file again, once the cause is fixed. The file is only
+    /// read; what CDF refuses again goes to a new file beside it (`<file>.again-<time>.ndjson`).
+    /// Exit 0 when every item was accepted, 1 when some were refused again, could not be sent,
+    /// or a line could not be read.
+    Replay {
+        /// The config file (its `cognite:` section says where to send).
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The dead-letter file.
+        #[arg(value_name = "DEAD_LETTER_FILE")]
+        file: PathBuf,
+    },
     /// Fetch one token and print its type, expiry, planned refresh and JWT claims (never the
     /// token itself). Exit 3 when the identity provider refuses the credentials.
     Token {
@@ -267,6 +280,7 @@ fn run(cli: Cli, registry: crate::extractor::Registry) -> Result<Outcome, CliErr
         } => check_config::check_config(&config, shard.as_deref(), fetch, &registry, &options),
         Command::Healthcheck { url } => healthcheck::healthcheck(&url),
         Command::Schema => schema::schema(&registry),
+        Command::Replay { config, file } => replay::replay(&config, &file, &options),
         Command::Token { config } => token::token(&config, &options),
         Command::Login { config } => login::login(&config, &options),
         Command::Logout { config } => login::logout(&config, &options),

@@ -210,6 +210,38 @@ impl Kind for Datapoints {
         })
     }
 
+    fn from_json(v: serde_json::Value) -> Result<StoredPoint, String> {
+        let (external_id, node) = match v.get("instanceId") {
+            Some(id) => (
+                id["externalId"].as_str(),
+                id["space"].as_str().map(std::sync::Arc::<str>::from),
+            ),
+            None => (v["externalId"].as_str(), None),
+        };
+        let external_id = external_id
+            .ok_or_else(|| "a datapoint without `externalId`".to_owned())?
+            .to_owned();
+        let timestamp = v["timestamp"]
+            .as_i64()
+            .ok_or_else(|| "a datapoint without a numeric `timestamp`".to_owned())?;
+        let value = match &v["value"] {
+            serde_json::Value::String(s) => Value::String(s.clone()),
+            n => Value::Numeric(
+                n.as_f64()
+                    .ok_or_else(|| "a datapoint without a `value`".to_owned())?,
+            ),
+        };
+        Ok(StoredPoint {
+            point: Datapoint {
+                external_id,
+                timestamp,
+                value,
+            },
+            series: None,
+            node,
+        })
+    }
+
     fn encode(stored: &StoredPoint) -> Vec<u8> {
         let (n, s) = match &stored.point.value {
             Value::Numeric(v) => (Some(*v), None),

@@ -70,6 +70,10 @@ impl Kind for Events {
         item.external_id.as_deref().map(Into::into)
     }
 
+    fn from_json(v: serde_json::Value) -> Result<Event, String> {
+        serde_json::from_value(v).map_err(|e| format!("not an event: {e}"))
+    }
+
     fn encode(item: &Event) -> Vec<u8> {
         serde_json::to_vec(item).expect("an event serializes")
     }

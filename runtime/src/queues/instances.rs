@@ -173,6 +173,17 @@ impl Kind for Instances {
         Some(item.id.as_str().into())
     }
 
+    fn from_json(v: serde_json::Value) -> Result<StoredNode, String> {
+        let (Some(space), Some(external_id)) = (v["space"].as_str(), v["externalId"].as_str())
+        else {
+            return Err("an instance without `space` and `externalId`".to_owned());
+        };
+        Ok(StoredNode {
+            id: instance_id(space, external_id),
+            json: serde_json::value::to_raw_value(&v).map_err(|e| e.to_string())?,
+        })
+    }
+
     fn encode(item: &StoredNode) -> Vec<u8> {
         serde_json::to_vec(item).expect("a stored node serializes")
     }

@@ -115,6 +115,10 @@ pub trait Kind: Send + Sync + 'static {
     /// The item as JSON, for the dead-letter file.
     fn to_json(item: &Self::Stored) -> serde_json::Value;
 
+    /// An item from its dead-letter JSON ([`to_json`](Self::to_json)), to send it again
+    /// (`replay`).
+    fn from_json(value: serde_json::Value) -> Result<Self::Stored, String>;
+
     /// The item as the disk buffer keeps it (JSON).
     fn encode(item: &Self::Stored) -> Vec<u8>;
 

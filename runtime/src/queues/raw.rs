@@ -82,6 +82,25 @@ impl Kind for RawRows {
         Some(item.key.as_str().into())
     }
 
+    fn from_json(mut v: serde_json::Value) -> Result<StoredRow, String> {
+        let text = |v: &serde_json::Value, key: &str| {
+            v[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("a RAW row without a text `{key}`"))
+        };
+        let columns = match v["columns"].take() {
+            serde_json::Value::Object(m) => m,
+            _ => return Err("a RAW row without `columns`".to_owned()),
+        };
+        Ok(RawRows::store(RawRow {
+            database: text(&v, "database")?,
+            table: text(&v, "table")?,
+            key: text(&v, "key")?,
+            columns,
+        }))
+    }
+
     fn encode(item: &StoredRow) -> Vec<u8> {
         serde_json::to_vec(item).expect("a stored row serializes")
     }
