@@ -450,7 +450,13 @@ impl Runtime {
     /// The upload queues, with the dead-letter file of `upload-queue.dead-letter`.
     fn queues(&self, cdf: &CdfClient) -> Result<Queues, RuntimeError> {
         let dead_letter = match &self.config.upload_queue.dead_letter {
-            Some(path) => Some(DeadLetter::open(Path::new(path)).map_err(|source| {
+            Some(path) => Some(
+                DeadLetter::open_rotated(
+                    Path::new(path),
+                    self.config.upload_queue.dead_letter_max_size,
+                    self.config.upload_queue.dead_letter_retention,
+                )
+                .map_err(|source| {
                 RuntimeError::Open {
                     key: "upload-queue.dead-letter",
                     path: path.into(),

@@ -226,6 +226,14 @@ pub struct UploadQueueConfig {
     /// items are only logged and counted.
     #[serde(default)]
     pub dead_letter: Option<String>,
+    /// With `dead-letter`: rotate the file before it grows past this, like `100MiB` (`<file>.1`
+    /// the newest rotated one); no limit when left out.
+    #[serde(default, deserialize_with = "crate::size::deserialize_optional_size")]
+    #[schemars(with = "Option<crate::size::SizeSchema>")]
+    pub dead_letter_max_size: Option<u64>,
+    /// With `dead-letter-max-size`: rotated files kept.
+    #[serde(default = "default_dead_letter_retention")]
+    pub dead_letter_retention: usize,
     /// Where queued items are kept until CDF settles them: `memory` (the default; lost with
     /// the process) or `disk` (an item is accepted once it is synced to disk, and replayed
     /// after a crash or restart).
@@ -239,6 +247,8 @@ impl Default for UploadQueueConfig {
             max_queue_size: default_max_queue_size(),
             max_upload_interval: default_max_upload_interval(),
             dead_letter: None,
+            dead_letter_max_size: None,
+            dead_letter_retention: default_dead_letter_retention(),
             buffer: BufferConfig::default(),
         }
     }
@@ -266,6 +276,10 @@ pub enum BufferConfig {
         #[serde(default)]
         when_full: WhenFull,
     },
+}
+
+fn default_dead_letter_retention() -> usize {
+    5
 }
 
 fn default_buffer_size() -> u64 {

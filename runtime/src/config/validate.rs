@@ -539,6 +539,25 @@ pub(crate) fn validate(
         }
     }
 
+    let uq = &config.upload_queue;
+    if uq.dead_letter.is_none() && uq.dead_letter_max_size.is_some() {
+        p.push(
+            "upload-queue.dead-letter-max-size",
+            "`dead-letter-max-size` applies to `dead-letter`, which is not set",
+        );
+    }
+    if uq.dead_letter_max_size.is_some_and(|m| m < 1024) {
+        p.push("upload-queue.dead-letter-max-size", "must be at least 1KiB");
+    }
+    if let crate::config::BufferConfig::Disk { path, max_size, .. } = &uq.buffer {
+        if path.trim().is_empty() {
+            p.push("upload-queue.buffer.path", "must not be empty");
+        }
+        if *max_size < 1024 * 1024 {
+            p.push("upload-queue.buffer.max-size", "must be at least 1MiB");
+        }
+    }
+
     if config.upload_queue.max_queue_size == 0 {
         p.push("upload-queue.max-queue-size", "must be at least 1");
     }

@@ -13,6 +13,10 @@ use std::sync::Mutex;
 pub struct DeadLetter {
     path: PathBuf,
     file: Mutex<std::fs::File>,
+    /// Rotate before the file would grow past this (`None`: never).
+    max_size: Option<u64>,
+    /// Rotated files kept (`<path>.1` the newest).
+    retention: usize,
     /// The error of the write failures in progress (the first of a burst is logged, the others
     /// counted); cleared by the next write that succeeds.
     failing: Mutex<Option<String>>,
@@ -42,6 +46,13 @@ pub(crate) struct Refused<'a> {
 impl DeadLetter {
     /// Opens `path` for appending (creating it and its folder if needed).
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        Self::open_rotated(path, None, 0)
+    }
+
+    /// As [`open`](Self::open), rotating the file before it would grow past `max_size`: it
+    /// becomes `<path>.1` (the older ones `.2`, ...), `retention` of them are kept, and a line
+    /// is never split between files.
+    pub fn open_rotated(path: &Path, max_size: Option<u64>, retention: usize) -> std::io::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -52,6 +63,8 @@ impl DeadLetter {
         Ok(DeadLetter {
             path: path.to_owned(),
             file: Mutex::new(file),
+            max_size,
+            retention,
             failing: Mutex::new(None),
         })
     }
@@ -74,7 +87,15 @@ impl DeadLetter {
     pub(crate) fn append(&self, lines: &[u8]) -> std::io::Result<()> {
         let mut file = self.file.lock().expect("dead-letter lock");
         // Where the file ends (a regular file; a device such as /dev/full has no end).
-        let before = file.metadata()?;
+        let mut before = file.metadata()?;
+        if let Some(max) = self.max_size
+            && before.is_file()
+            && before.len() > 0
+            && before.len() + lines.len() as u64 > max
+        {
+            *file = self.rotate()?;
+            before = file.metadata()?;
+        }
         let before = before.is_file().then_some(before.len());
         let written = file.write_all(lines).and_then(|()| file.sync_data());
         if let Err(e) = written {
@@ -88,6 +109,33 @@ impl DeadLetter {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Shifts `<path>.N` to `<path>.N+1` (dropping what passes `retention`), moves the file to
+    /// `<path>.1` and opens a new one.
+    fn rotate(&self) -> std::io::Result<std::fs::File> {
+        let numbered = |n: usize| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        if self.retention == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(self.retention));
+            for n in (1..self.retention).rev() {
+                let from = numbered(n);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+        }
+        tracing::info!(target: "extractor_runtime::queues", file = %crate::text::Shown(&self.path), "the dead-letter file reached its max-size and was rotated");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
     }
 
     /// Records a failed write; `true` when it starts a burst of failures (log it then).
@@ -107,5 +155,26 @@ impl DeadLetter {
     /// The error of the write failures in progress, if writes fail.
     pub(crate) fn failure(&self) -> Option<String> {
         self.failing.lock().expect("dead-letter lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_is_rotated_whole_lines_only_and_retention_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refused.ndjson");
+        let d = DeadLetter::open_rotated(&path, Some(25), 2).unwrap();
+        for i in 0..7 {
+            d.append(format!("{{\"line\": {i:04}}}\n").as_bytes()).unwrap();
+        }
+        // 15-byte lines, at most 25 bytes a file: one line each; the newest three kept.
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&path), "{\"line\": 0006}\n");
+        assert_eq!(read(&dir.path().join("refused.ndjson.1")), "{\"line\": 0005}\n");
+        assert_eq!(read(&dir.path().join("refused.ndjson.2")), "{\"line\": 0004}\n");
+        assert!(!dir.path().join("refused.ndjson.3").exists());
     }
 }
