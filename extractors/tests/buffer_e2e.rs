@@ -57,14 +57,16 @@ tasks:
     )
 }
 
-fn spawn(config: &Path) -> std::process::Child {
-    bin()
-        .args(["run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn(config: &Path) -> util::Running {
+    util::Running(
+        bin()
+            .args(["run", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,8 +91,7 @@ async fn rows_accepted_while_cdf_is_down_survive_a_kill() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child.kill().unwrap(); // SIGKILL, by PID
-    child.wait().unwrap();
+    child.kill(); // SIGKILL, by PID
     assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
     assert!(
         cdf.requests("/raw/dbs/plant/tables/readings/rows") > 0,
@@ -103,8 +104,7 @@ async fn rows_accepted_while_cdf_is_down_survive_a_kill() {
     while cdf.with(|c| c.rows.len()) < ROWS && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     cdf.with(|c| {
         assert_eq!(c.rows.len(), ROWS, "every row arrived");
         let sent: usize = c.rows.values().sum();

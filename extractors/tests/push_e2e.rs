@@ -83,32 +83,32 @@ impl Broker {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
 
-    /// Publishes each line of `lines` as one QoS 1 message to `topic`.
-    fn publish(&self, topic: &str, lines: &str) {
-        let mut child = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-l",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-    }
+/// Publishes each line of `lines` as one QoS 1 message to `topic` on the broker at `port`.
+fn publish(port: u16, topic: &str, lines: &str) {
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-l",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 fn config(dir: &Path, cdf: &FakeCdf, broker: u16, hook: u16, metrics: u16) -> PathBuf {
@@ -149,14 +149,16 @@ tasks:
     )
 }
 
-fn spawn(config: &Path) -> Child {
-    bin()
-        .args(["run", "-c"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn(config: &Path) -> util::Running {
+    util::Running(
+        bin()
+            .args(["run", "-c"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// `extractor_buffer_records{queue="raw"}` as the metrics server says.
@@ -204,14 +206,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let publisher = {
         let lines = messages.clone();
         let port = broker.port;
-        std::thread::spawn(move || {
-            let b = Broker {
-                child: Command::new("true").spawn().unwrap(),
-                port,
-                log: PathBuf::new(),
-            };
-            b.publish("plant/line-1", &lines);
-        })
+        std::thread::spawn(move || publish(port, "plant/line-1", &lines))
     };
     let client = reqwest::Client::new();
     for i in 0..5 {
@@ -252,8 +247,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
         broker.log().contains("Received PUBACK from extractor-e2e"),
         "acknowledged to the broker"
     );
-    child.kill().unwrap(); // SIGKILL, by PID
-    child.wait().unwrap();
+    child.kill(); // SIGKILL, by PID
     assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
 
     cdf.with(|c| c.down = false);
@@ -262,8 +256,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
         cdf.with(|c| c.rows.len()) >= 1000
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     cdf.with(|c| {
         for i in 0..500 {
             assert_eq!(c.rows.get(&format!("m-{i}")), Some(&1), "m-{i}");

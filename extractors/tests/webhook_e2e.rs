@@ -55,15 +55,17 @@ tasks:
     )
 }
 
-fn spawn(config: &Path) -> std::process::Child {
-    bin()
-        .args(["run", "-c"])
-        .arg(config)
-        .env("HOOK_TOKEN", "hook-secret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn spawn(config: &Path) -> util::Running {
+    util::Running(
+        bin()
+            .args(["run", "-c"])
+            .arg(config)
+            .env("HOOK_TOKEN", "hook-secret")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// POSTs `body` to the listener: status and body.
@@ -143,8 +145,7 @@ async fn records_answered_200_while_cdf_is_down_survive_a_kill() {
         let (status, body) = post(port, "/records", token, ndjson(i * 100, 100)).await;
         assert_eq!((status, body.as_str()), (200, "{\"accepted\":100}"));
     }
-    child.kill().unwrap(); // SIGKILL, by PID
-    child.wait().unwrap();
+    child.kill(); // SIGKILL, by PID
     assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
 
     cdf.with(|c| c.down = false);
@@ -153,8 +154,7 @@ async fn records_answered_200_while_cdf_is_down_survive_a_kill() {
     while cdf.with(|c| c.rows.len()) < 500 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     cdf.with(|c| {
         assert_eq!(c.rows.len(), 500, "every record answered 200 arrived");
         assert!(

@@ -135,3 +135,21 @@ pub fn openssl_expired_pem(dir: &Path) -> Option<PathBuf> {
     pem_of(&ca.join("cert.pem"), &ca.join("key.pem"), &pem);
     Some(pem)
 }
+
+/// A child process killed (SIGKILL, by PID) and reaped when dropped: a test that fails part
+/// way leaves nothing running.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// SIGKILL now, by PID, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
