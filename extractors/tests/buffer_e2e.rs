@@ -4,7 +4,6 @@
 //! after CDF recovers, it sends every row from the buffer, once, and the csv is not read again.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod util;
@@ -13,7 +12,6 @@ mod util;
 mod fake_cdf;
 
 use fake_cdf::FakeCdf;
-use util::bin;
 
 const ROWS: usize = 2000;
 
@@ -57,18 +55,6 @@ tasks:
     )
 }
 
-fn spawn(config: &Path) -> util::Running {
-    util::Running(
-        bin()
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_accepted_while_cdf_is_down_survive_a_kill() {
     let cdf = FakeCdf::start(&[]).await;
@@ -77,7 +63,7 @@ async fn rows_accepted_while_cdf_is_down_survive_a_kill() {
     let config = config(dir.path(), &cdf);
     let state = dir.path().join("state.json");
 
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[]);
     // The whole file was read and its watermark saved: every row is on disk.
     let started = Instant::now();
     loop {
@@ -99,7 +85,7 @@ async fn rows_accepted_while_cdf_is_down_survive_a_kill() {
     );
 
     cdf.with(|c| c.down = false);
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[]);
     let started = Instant::now();
     while cdf.with(|c| c.rows.len()) < ROWS && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -15,15 +15,6 @@ mod util;
 mod fake_cdf;
 
 use fake_cdf::FakeCdf;
-use util::bin;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A mosquitto of this test's own, stopped (by PID) when dropped.
 struct Broker {
@@ -50,7 +41,7 @@ impl Broker {
         ) {
             return None;
         }
-        let port = free_port();
+        let port = util::free_port();
         let log = dir.join("mosquitto.log");
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
@@ -149,18 +140,6 @@ tasks:
     )
 }
 
-fn spawn(config: &Path) -> util::Running {
-    util::Running(
-        bin()
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 /// `extractor_buffer_records{queue="raw"}` as the metrics server says.
 async fn buffered(metrics: u16) -> f64 {
     let Ok(r) = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics")).await else {
@@ -190,9 +169,9 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     };
     let cdf = FakeCdf::start(&[]).await;
     cdf.with(|c| c.down = true);
-    let (hook, metrics) = (free_port(), free_port());
+    let (hook, metrics) = (util::free_port(), util::free_port());
     let config = config(dir.path(), &cdf, broker.port, hook, metrics);
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[]);
     wait_for("the subscription", async || {
         broker
             .log()
@@ -251,7 +230,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
 
     cdf.with(|c| c.down = false);
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[]);
     wait_for("every row in CDF", async || {
         cdf.with(|c| c.rows.len()) >= 1000
     })

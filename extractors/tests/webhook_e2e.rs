@@ -4,7 +4,6 @@
 //! a SIGKILL, and all arrive, once, after a restart with CDF up.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod util;
@@ -13,16 +12,6 @@ mod util;
 mod fake_cdf;
 
 use fake_cdf::FakeCdf;
-use util::bin;
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn config(dir: &Path, cdf: &FakeCdf, port: u16) -> std::path::PathBuf {
     util::write_config(
@@ -52,19 +41,6 @@ tasks:
             uri = cdf.uri(),
             buffer = dir.join("buffer").display(),
         ),
-    )
-}
-
-fn spawn(config: &Path) -> util::Running {
-    util::Running(
-        bin()
-            .args(["run", "-c"])
-            .arg(config)
-            .env("HOOK_TOKEN", "hook-secret")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
     )
 }
 
@@ -102,9 +78,9 @@ async fn records_answered_200_while_cdf_is_down_survive_a_kill() {
     let cdf = FakeCdf::start(&[]).await;
     cdf.with(|c| c.down = true);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = util::free_port();
     let config = config(dir.path(), &cdf, port);
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[("HOOK_TOKEN", "hook-secret")]);
     wait_listening(port).await;
     let token = Some("hook-secret");
 
@@ -149,7 +125,7 @@ async fn records_answered_200_while_cdf_is_down_survive_a_kill() {
     assert!(cdf.with(|c| c.rows.is_empty()), "CDF was down");
 
     cdf.with(|c| c.down = false);
-    let mut child = spawn(&config);
+    let mut child = util::spawn_run(&config, &[("HOOK_TOKEN", "hook-secret")]);
     let started = Instant::now();
     while cdf.with(|c| c.rows.len()) < 500 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;

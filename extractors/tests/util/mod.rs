@@ -153,3 +153,26 @@ impl Drop for Running {
         self.kill();
     }
 }
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `run -c config` as a service with `envs`, its output dropped; killed when dropped.
+pub fn spawn_run(config: &Path, envs: &[(&str, &str)]) -> Running {
+    Running(
+        bin()
+            .args(["run", "-c"])
+            .arg(config)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
