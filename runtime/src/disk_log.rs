@@ -731,8 +731,13 @@ impl Reader {
             self.file = Some(File::open(segment_path(&self.log.dir, self.segment))?);
         }
         let file = self.file.as_mut().expect("opened");
-        // At most 8 MiB a read (more when one record is larger).
-        let want = (limit - self.offset).min(8 * 1024 * 1024);
+        // About what `max` records take (1 KiB each, 64 KiB to 8 MiB; more when one record is
+        // larger): what is read past them is read again by the next call, so a read sized for
+        // the whole window while the queue has room for a few records reads the file many times.
+        let window = (max.max(1) as u64)
+            .saturating_mul(1024)
+            .clamp(64 * 1024, 8 * 1024 * 1024);
+        let want = (limit - self.offset).min(window);
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = vec![0; want as usize];
         file.read_exact(&mut buf)?;
