@@ -69,9 +69,9 @@ impl Disk {
         let mut bytes = Vec::with_capacity(128);
         bytes.push(policy_byte(policy));
         bytes.extend_from_slice(&K::encode(item));
-        let appended = self.log.append(&bytes).await;
-        self.update_metrics();
-        appended.map(|_| ()).map_err(|e| {
+        // The metrics are refreshed per batch (fed, settled) and on a refusal, not per item.
+        self.log.append(&bytes).await.map(|_| ()).map_err(|e| {
+            self.update_metrics();
             CdfError::new(CdfErrorKind::Buffer, "disk buffer", e.to_string())
         })
     }
@@ -124,6 +124,8 @@ pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
                 if room > 0 {
                     break room;
                 }
+                // Full (CDF slow or down): the backlog on disk grows meanwhile.
+                inner.disk.as_ref().expect("a disk queue").update_metrics();
                 let full = UploadQueue {
                     inner: inner.clone(),
                 };

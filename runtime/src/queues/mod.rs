@@ -538,6 +538,9 @@ impl<K: Kind> InFlight<'_, K> {
             slots.in_flight = 0;
             metrics.size.set(slots.len() as i64);
         }
+        if let Some(disk) = &self.inner.disk {
+            disk.update_metrics();
+        }
         self.inner.space.notify_waiters();
         let mut left = counts[0] + counts[1] + counts[2];
         if refusals.is_empty() {
