@@ -30,7 +30,7 @@ use crate::destination::{Destination, Item, SendError};
 #[derive(Debug)]
 pub struct Webhook {
     config: WebhookConfig,
-    destination: Destination,
+    destination: Arc<Destination>,
 }
 
 impl Webhook {
@@ -58,7 +58,7 @@ impl Webhook {
         match destination {
             Some(destination) if problems.is_empty() => Ok(Webhook {
                 config,
-                destination,
+                destination: Arc::new(destination),
             }),
             _ => Err(problems),
         }
@@ -68,7 +68,7 @@ impl Webhook {
 /// What every request of a run shares.
 struct Shared {
     config: WebhookConfig,
-    destination: Destination,
+    destination: Arc<Destination>,
     ctx: RunContext,
     upload: Upload,
 }
@@ -83,8 +83,7 @@ impl Extractor for Webhook {
         tracing::info!(task = %ctx.task(), listen = %self.config.listen, path = %self.config.path, "webhook listening");
         let shared = Arc::new(Shared {
             config: self.config.clone(),
-            destination: Destination::new(&self.config.destination)
-                .expect("checked by the constructor"),
+            destination: self.destination.clone(),
             upload: self.destination.upload(&ctx),
             ctx: ctx.clone(),
         });
