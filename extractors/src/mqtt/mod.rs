@@ -25,9 +25,6 @@ use serde_json::Value;
 
 pub use config::MqttConfig;
 
-/// Messages received and not yet taken by the run, at most.
-const MAX_WAITING: usize = 10_000;
-
 use crate::destination::{Destination, SendError};
 
 /// The `mqtt` extractor.
@@ -154,7 +151,14 @@ async fn queue_message(
 }
 
 /// Drives the connection: (re)connects with backoff, subscribes after each connect (harmless
-/// in a persistent session), and hands each message to `tx` (waiting while the run is busy).
+/// in a persistent session), and hands each message to `tx`, waiting while the run is busy.
+///
+/// `EventLoop::poll` is never cut short: a poll dropped while it writes a packet (its sink is
+/// waiting for room) loses that packet, and a lost PUBACK would hold one of the broker's
+/// in-flight slots until the session ends; enough of them stall the subscription.
+/// Nothing on the run's side waits on this task to take an acknowledgement (see
+/// [`send_acks`]), so waiting here for the run never deadlocks; while it waits, the broker is
+/// held back by TCP, and QoS 1 messages also by its in-flight cap.
 async fn poll(
     mut events: rumqttc_next::EventLoop,
     client: AsyncClient,
@@ -165,35 +169,28 @@ async fn poll(
     url: String,
 ) {
     let mut failures = 0u32;
-    // Messages not yet taken by the run: polling goes on meanwhile, so that acknowledgements
-    // go out (the broker caps unacknowledged QoS 1 messages, which bounds this; QoS 0 ones
-    // are capped here).
-    let mut waiting: VecDeque<Publish> = VecDeque::new();
     loop {
-        tokio::select! {
-            biased;
-            permit = tx.reserve(), if !waiting.is_empty() => match permit {
-                Ok(permit) => permit.send(waiting.pop_front().expect("one waits")),
-                Err(_) => return,
-            },
-            event = events.poll(), if waiting.len() < MAX_WAITING => match event {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    failures = 0;
-                    tracing::info!(task = %task, broker = %url, "connected to the MQTT broker");
-                    for t in &topics {
-                        let _ = client.try_subscribe(t.clone(), qos);
-                    }
+        match events.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                failures = 0;
+                tracing::info!(task = %task, broker = %url, "connected to the MQTT broker");
+                for t in &topics {
+                    let _ = client.try_subscribe(t.clone(), qos);
                 }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => waiting.push_back(publish),
-                Ok(_) => {}
-                Err(e) => {
-                    failures += 1;
-                    let wait = Duration::from_millis(250 * 2u64.pow(failures.min(7)))
-                        .min(Duration::from_secs(30));
-                    tracing::warn!(task = %task, broker = %url, "the MQTT connection failed: {e}; again in {:.1}s", wait.as_secs_f32());
-                    tokio::time::sleep(wait).await;
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                if tx.send(publish).await.is_err() {
+                    return;
                 }
-            },
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis(250 * 2u64.pow(failures.min(7)))
+                    .min(Duration::from_secs(30));
+                tracing::warn!(task = %task, broker = %url, "the MQTT connection failed: {e}; again in {:.1}s", wait.as_secs_f32());
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
@@ -201,17 +198,15 @@ async fn poll(
 /// A message being queued, and its queuing.
 type Queuing = VecDeque<(Publish, tokio::task::JoinHandle<Result<(), SendError>>)>;
 
-/// Acknowledges the messages at the front whose records are all queued, in order; stops at the
-/// first still being queued. An error when the queue refused a message (it stays
+/// Moves the messages at the front whose records are all queued to `acks`, in order; stops at
+/// the first still being queued. An error when the queue refused a message (it stays
 /// unacknowledged, so the broker sends it again).
-async fn ack_ready(client: &AsyncClient, queuing: &mut Queuing) -> Result<(), TaskError> {
+async fn settle(queuing: &mut Queuing, acks: &mut VecDeque<Publish>) -> Result<(), TaskError> {
     while queuing.front().is_some_and(|(_, h)| h.is_finished()) {
         let (publish, handle) = queuing.pop_front().expect("a front");
         match handle.await {
             Ok(Ok(())) if publish.qos == QoS::AtMostOnce => {}
-            Ok(Ok(())) => client.ack(&publish).await.map_err(|e| {
-                TaskError::transient(format!("cannot acknowledge an MQTT message: {e}"))
-            })?,
+            Ok(Ok(())) => acks.push_back(publish),
             Ok(Err(e)) => return Err(TaskError::from(e)),
             Err(e) => {
                 return Err(TaskError::transient(format!(
@@ -221,6 +216,18 @@ async fn ack_ready(client: &AsyncClient, queuing: &mut Queuing) -> Result<(), Ta
         }
     }
     Ok(())
+}
+
+/// Hands the acknowledgements to the connection, in order, as far as its request channel takes
+/// them without waiting; the rest stay in `acks` for the next call. The run never waits on the
+/// connection: that task may itself be waiting for the run to take a message.
+fn send_acks(client: &AsyncClient, acks: &mut VecDeque<Publish>) {
+    while let Some(publish) = acks.front() {
+        if client.try_ack(publish).is_err() {
+            return;
+        }
+        acks.pop_front();
+    }
 }
 
 impl Extractor for Mqtt {
@@ -256,18 +263,23 @@ impl Extractor for Mqtt {
         let done = Arc::new(tokio::sync::Notify::new());
         // Messages being queued, in the order they came: acknowledged from the front.
         let mut queuing: Queuing = VecDeque::new();
+        // Queued messages whose acknowledgement the connection has not taken yet, in order.
+        let mut acks: VecDeque<Publish> = VecDeque::new();
         let result = loop {
             // Registered first: a queuing that ends after the check below still wakes us.
             let finished = done.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
             // Acknowledge, in order, what is queued.
-            if let Err(e) = ack_ready(&client, &mut queuing).await {
+            if let Err(e) = settle(&mut queuing, &mut acks).await {
                 break Err(e);
             }
+            send_acks(&client, &mut acks);
             tokio::select! {
                 () = ctx.cancellation_token().cancelled() => break Ok(()),
                 () = &mut finished, if !queuing.is_empty() => {}
+                // The connection's request channel was full: it drains as the connection polls.
+                () = tokio::time::sleep(Duration::from_millis(5)), if !acks.is_empty() => {}
                 message = messages.recv(), if queuing.len() < self.config.max_in_flight as usize => {
                     let Some(publish) = message else {
                         break Err(TaskError::transient("the MQTT connection ended"));
