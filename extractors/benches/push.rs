@@ -1,6 +1,8 @@
 //! MQTT end to end: messages published to a local mosquitto (QoS 1) until every record is in a
-//! local fake CDF, through the built binary, with a memory and a disk buffer; messages/s, the
-//! extractor's peak RSS. Needs `mosquitto`.
+//! local fake CDF, through the built binary, with a memory and a disk buffer: live (published
+//! while the extractor runs) and catching up (a backlog the broker kept for the session while
+//! the extractor was killed); messages/s, the extractor's peak RSS, the disk buffer's fsyncs.
+//! Needs `mosquitto`.
 //!
 //! Run: `cargo bench -p extractors --bench push` (BENCH_MESSAGES, default 100 000).
 
@@ -91,14 +93,31 @@ tasks:
         ),
     )
     .unwrap();
-    let child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_extractor-runtime"))
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let spawn = || {
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_extractor-runtime"))
+                .args(["run", "-c"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let arrived = |want: usize, since: Instant| {
+        let cdf = &cdf;
+        async move {
+            while cdf.with(|c| c.rows.len()) < want {
+                assert!(
+                    since.elapsed() < Duration::from_secs(120),
+                    "{} of {want} arrived in 120 s",
+                    cdf.with(|c| c.rows.len())
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            since.elapsed()
+        }
+    };
+    let mut child = spawn();
     // Subscribed: nothing published from now on is lost.
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -106,37 +125,52 @@ tasks:
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Live: the extractor takes messages while they are published.
     let started = Instant::now();
-    publish(port, messages).await;
+    publish(port, 0, messages).await;
     let published = started.elapsed();
-    while cdf.with(|c| c.rows.len()) < messages {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{} of {messages} arrived in 120 s",
-            cdf.with(|c| c.rows.len())
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let took = started.elapsed();
-    let fsyncs = scrape(metrics, "extractor_buffer_bytes", &[("queue", "raw")]).await;
-    let _ = fsyncs;
+    let took = arrived(messages, started).await;
+    let fsyncs = scrape(
+        metrics,
+        "extractor_buffer_fsyncs_total",
+        &[("queue", "raw")],
+    )
+    .await;
     let rss = peak_rss_kib(child.0.id());
     println!(
-        "push bench ({buffer} buffer): {messages} MQTT messages in {:.2} s: {:.0} messages/s end to end (published in {:.2} s); extractor peak RSS {} KiB{}",
+        "push bench ({buffer} buffer, live): {messages} MQTT messages in {:.2} s: {:.0} messages/s end to end (published in {:.2} s); extractor peak RSS {} KiB{}",
         took.as_secs_f64(),
         messages as f64 / took.as_secs_f64(),
         published.as_secs_f64(),
         rss,
-        fsyncs.map_or(String::new(), |b| format!("; buffer bytes at the end {b}")),
+        fsyncs.map_or(String::new(), |n| format!(
+            "; {n} fsyncs, {:.0}/s",
+            n / took.as_secs_f64()
+        )),
+    );
+
+    // Catching up: the broker holds a backlog for the session while the extractor is down
+    // (SIGKILL); the clock runs from the restart to the last row in CDF.
+    drop(child);
+    publish(port, messages, messages).await;
+    let started = Instant::now();
+    child = spawn();
+    let took = arrived(2 * messages, started).await;
+    println!(
+        "push bench ({buffer} buffer, catching up): a backlog of {messages} messages in {:.2} s from the restart: {:.0} messages/s; extractor peak RSS {} KiB",
+        took.as_secs_f64(),
+        messages as f64 / took.as_secs_f64(),
+        peak_rss_kib(child.0.id()),
     );
     drop((child, broker));
 }
 
-/// Publishes `messages` JSON messages at QoS 1 to `plant/line-1` and returns once the broker
+/// Publishes `messages` JSON messages (ids from `first`) at QoS 1 to `plant/line-1` and returns once the broker
 /// acknowledged them all. `mosquitto_pub -l` is not used: at QoS 1 it outruns the broker,
 /// which cuts it off ("disconnected due to out of memory") after 20 000 to 35 000 messages,
 /// seen with mosquitto 2.0.11 and no subscriber at all.
-async fn publish(port: u16, messages: usize) {
+async fn publish(port: u16, first: usize, messages: usize) {
     use rumqttc_next::{AsyncClient, Event, Incoming, MqttOptions, QoS};
     let mut options = MqttOptions::new("bench-publisher", "127.0.0.1", port);
     options.set_inflight(500).set_keep_alive(30);
@@ -151,7 +185,7 @@ async fn publish(port: u16, messages: usize) {
             }
         }
     });
-    for i in 0..messages {
+    for i in first..first + messages {
         let payload = format!("{{\"id\": \"m-{i}\", \"v\": {i}, \"site\": \"plant-a\"}}");
         client
             .publish("plant/line-1", QoS::AtLeastOnce, false, payload)

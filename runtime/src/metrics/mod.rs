@@ -158,6 +158,7 @@ pub(crate) struct BufferMetrics {
     pub(crate) oldest_age: prometheus::GaugeVec,
     pub(crate) dropped: IntCounterVec,
     pub(crate) corrupt: IntCounterVec,
+    pub(crate) fsyncs: IntCounterVec,
 }
 
 impl BufferMetrics {
@@ -188,6 +189,13 @@ impl BufferMetrics {
                 ),
                 &["queue"],
             )?,
+            fsyncs: IntCounterVec::new(
+                Opts::new(
+                    "extractor_buffer_fsyncs_total",
+                    "Syncs of a queue's disk buffer to the disk (one covers every record appended since the last).",
+                ),
+                &["queue"],
+            )?,
             corrupt: IntCounterVec::new(
                 Opts::new(
                     "extractor_buffer_corrupt_total",
@@ -203,7 +211,8 @@ impl BufferMetrics {
         registry.register(Box::new(self.records.clone()))?;
         registry.register(Box::new(self.oldest_age.clone()))?;
         registry.register(Box::new(self.dropped.clone()))?;
-        registry.register(Box::new(self.corrupt.clone()))
+        registry.register(Box::new(self.corrupt.clone()))?;
+        registry.register(Box::new(self.fsyncs.clone()))
     }
 }
 

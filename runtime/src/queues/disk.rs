@@ -26,8 +26,8 @@ pub(super) struct Disk {
     pub(super) fed: Notify,
     queue: &'static str,
     metrics: BufferMetrics,
-    /// The dropped and corrupt counts already added to the counters.
-    counted: [AtomicU64; 2],
+    /// The dropped, corrupt and fsync counts already added to the counters.
+    counted: [AtomicU64; 3],
 }
 
 /// The first byte of a record: the item's policy.
@@ -53,7 +53,7 @@ impl Disk {
             fed: Notify::new(),
             queue,
             metrics: metrics.buffer.clone(),
-            counted: [AtomicU64::new(0), AtomicU64::new(0)],
+            counted: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         };
         disk.update_metrics();
         disk
@@ -93,6 +93,7 @@ impl Disk {
         for (i, (total, counter)) in [
             (stats.dropped, &self.metrics.dropped),
             (stats.corrupt, &self.metrics.corrupt),
+            (stats.fsyncs, &self.metrics.fsyncs),
         ]
         .into_iter()
         .enumerate()
