@@ -39,6 +39,10 @@ pub const MAX_RECORD: usize = 64 * 1024 * 1024;
 const LEDGER_EVERY: Duration = Duration::from_millis(100);
 /// How long a blocked producer waits before trying a full disk again.
 const FULL_DISK_RETRY: Duration = Duration::from_millis(500);
+/// The newest file is removed too once every record is settled and it holds this much (or a
+/// write found the disk full): otherwise a disk smaller than `segment-size` stays full after
+/// CDF took everything, and the settled bytes count against `max-size`.
+const RETIRE_SETTLED: u64 = 1024 * 1024;
 
 /// What to do when the buffer holds `max-size` bytes, or the disk is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +164,8 @@ struct State {
     flushing: bool,
     ledger_low: u64,
     ledger_at: Instant,
+    /// A write found the disk full since the files were last all removed.
+    full_seen: bool,
     stats: Stats,
 }
 
@@ -365,6 +371,7 @@ impl DiskLog {
                     flushing: false,
                     ledger_low: low,
                     ledger_at: Instant::now(),
+                    full_seen: false,
                     stats,
                 }),
                 writer: Mutex::new(writer),
@@ -506,6 +513,13 @@ impl DiskLog {
                             st.acked.insert(seq);
                         }
                         advance(&mut st);
+                        if is_full_disk(&e) {
+                            st.full_seen = true;
+                            // Settled files may be what fills it.
+                            if self.inner.retire_settled(&mut st) {
+                                self.inner.space.notify_waiters();
+                            }
+                        }
                         Err(Arc::new(e))
                     }
                 }
@@ -584,6 +598,7 @@ impl Inner {
                 st.size -= s.bytes;
                 deleted = true;
             }
+            deleted |= self.retire_settled(&mut st);
             if st.low != st.ledger_low && st.ledger_at.elapsed() >= LEDGER_EVERY {
                 self.write_ledger(&mut st);
             }
@@ -591,6 +606,37 @@ impl Inner {
         if deleted {
             self.space.notify_waiters();
         }
+    }
+
+    /// Removes every file, the newest too, when every record is settled and the newest holds
+    /// [`RETIRE_SETTLED`] bytes or the disk was found full; the next write starts a new file
+    /// (the reader moves on to it). Whether files were removed.
+    fn retire_settled(&self, st: &mut State) -> bool {
+        let Some(newest) = st.segments.back() else {
+            return false;
+        };
+        if st.low != st.next_seq
+            || st.pending_count > 0
+            || !(newest.bytes >= RETIRE_SETTLED || st.full_seen)
+        {
+            return false;
+        }
+        // `write` holds the writer and then takes the state: never wait for it here. A write
+        // under way would hold records not settled yet, so this seldom fails.
+        let Ok(mut writer) = self.writer.try_lock() else {
+            return false;
+        };
+        *writer = None;
+        for s in std::mem::take(&mut st.segments) {
+            if let Err(e) = std::fs::remove_file(&s.path) {
+                tracing::warn!(target: "extractor_runtime::disk_buffer", file = %s.path.display(), "cannot remove a settled disk buffer file: {e}");
+            }
+            st.size -= s.bytes;
+        }
+        st.full_seen = false;
+        // A restart with no files goes on numbering from here.
+        self.write_ledger(st);
+        true
     }
 
     fn write_ledger(&self, st: &mut State) {
@@ -983,6 +1029,38 @@ mod tests {
         }
         assert_eq!(log.stats().records, 0);
         assert_eq!(files(dir.path()).len(), 1, "the damaged file is deleted once settled");
+    }
+
+    #[tokio::test]
+    async fn the_newest_file_goes_too_once_everything_in_it_is_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        // One file for everything (a segment larger than the disk, say).
+        let (log, _) = DiskLog::open(dir.path(), options(1 << 30, 1 << 30, WhenFull::Block)).unwrap();
+        let mut reader = log.reader();
+        let big = vec![b'x'; 64 * 1024];
+        for _ in 0..20 {
+            log.append(&big).await.unwrap();
+        }
+        let records = read_n(&mut reader, 20).await;
+        for r in &records[..19] {
+            log.ack(r.seq);
+        }
+        assert_eq!(files(dir.path()).len(), 1, "a record is not settled yet");
+        log.ack(records[19].seq);
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        assert_eq!(log.stats().bytes, 0);
+        // Writing and reading go on in a new file, numbered on.
+        let seq = log.append(b"after").await.unwrap();
+        assert_eq!(seq, 20);
+        let next = read_n(&mut reader, 1).await;
+        assert_eq!(payloads(&next), ["after"]);
+        drop((log, reader));
+        let (log, recovered) = DiskLog::open(dir.path(), Options::default()).unwrap();
+        assert_eq!(recovered.unacknowledged, 1);
+        assert_eq!(payloads(&read_n(&mut log.reader(), 1).await), ["after"]);
+        // Under 1 MiB settled, the file stays (no new file for every small batch).
+        log.ack(20);
+        assert_eq!(files(dir.path()).len(), 1);
     }
 
     #[tokio::test]
