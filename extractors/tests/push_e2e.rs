@@ -4,9 +4,7 @@
 //! SIGKILL, restarted after CDF recovers, and all 1000 arrive, each once. Where `mosquitto` is
 //! missing the test says that it skipped; with `CI=true` it fails (`.ci/run` installs it).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod util;
@@ -15,92 +13,7 @@ mod util;
 mod fake_cdf;
 
 use fake_cdf::FakeCdf;
-
-/// A mosquitto of this test's own, stopped (by PID) when dropped.
-struct Broker {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Option<Broker> {
-        let present = Command::new("mosquitto").arg("-h").output().is_ok()
-            && Command::new("mosquitto_pub").arg("--help").output().is_ok();
-        if !util::available(
-            present,
-            "mosquitto",
-            "apt-get install mosquitto mosquitto-clients",
-        ) {
-            return None;
-        }
-        let port = util::free_port();
-        let log = dir.join("mosquitto.log");
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                // Its log to standard error (unbuffered), into a file of ours: mosquitto started
-                // as root drops to its own user, which may not write in our folder.
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\nlog_type all\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "mosquitto did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Broker { child, port, log })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// Publishes each line of `lines` as one QoS 1 message to `topic` on the broker at `port`.
-fn publish(port: u16, topic: &str, lines: &str) {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-l",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
+use util::mqtt::Broker;
 
 fn config(dir: &Path, cdf: &FakeCdf, broker: u16, hook: u16, metrics: u16) -> PathBuf {
     util::write_config(
@@ -164,7 +77,7 @@ async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start(dir.path()) else {
+    let Some(broker) = Broker::start(dir.path(), false) else {
         return;
     };
     let cdf = FakeCdf::start(&[]).await;
@@ -172,21 +85,17 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let (hook, metrics) = (util::free_port(), util::free_port());
     let config = config(dir.path(), &cdf, broker.port, hook, metrics);
     let mut child = util::spawn_run(&config, &[]);
-    wait_for("the subscription", async || {
-        broker
-            .log()
-            .contains("Received SUBSCRIBE from extractor-e2e")
-    })
-    .await;
+    broker.subscribed("extractor-e2e").await;
 
-    let messages: String = (0..500)
-        .map(|i| format!("{{\"id\": \"m-{i}\", \"v\": {i}}}\n"))
+    let messages: Vec<String> = (0..500)
+        .map(|i| format!("{{\"id\": \"m-{i}\", \"v\": {i}}}"))
         .collect();
-    let publisher = {
-        let lines = messages.clone();
-        let port = broker.port;
-        std::thread::spawn(move || publish(port, "plant/line-1", &lines))
-    };
+    let publisher = tokio::spawn(util::mqtt::publish(
+        broker.port,
+        "publisher",
+        "plant/line-1",
+        messages,
+    ));
     let client = reqwest::Client::new();
     for i in 0..5 {
         let body: String = (i * 100..(i + 1) * 100)
@@ -200,7 +109,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     }
-    publisher.join().unwrap();
+    publisher.await.unwrap();
     // Every message PUBACKed and every record answered 200 is on disk.
     let started = Instant::now();
     loop {

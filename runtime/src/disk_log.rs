@@ -266,7 +266,9 @@ fn write_ledger(dir: &Path, low: u64) -> std::io::Result<()> {
     let mut bytes = low.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32fast::hash(&low.to_le_bytes()).to_le_bytes());
     let tmp = dir.join("ledger.tmp");
-    std::fs::write(&tmp, bytes)?;
+    std::fs::write(&tmp, bytes).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     std::fs::rename(tmp, dir.join("ledger"))
 }
 
@@ -634,6 +636,8 @@ impl Inner {
             st.size -= s.bytes;
         }
         st.full_seen = false;
+        // The reader lets go of the file it has open (its space is freed only then).
+        self.readable.notify_waiters();
         // A restart with no files goes on numbering from here.
         self.write_ledger(st);
         true
@@ -743,6 +747,8 @@ impl Reader {
                     })
             };
             let Some((first, limit, next, low)) = found else {
+                // Every file was removed (all settled): an open one would keep its space.
+                self.file = None;
                 readable.await;
                 continue;
             };

@@ -178,7 +178,11 @@ async fn poll(
                     let _ = client.try_subscribe(t.clone(), qos);
                 }
             }
-            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+            Ok(Event::Incoming(Incoming::Publish(mut publish))) => {
+                // The payload is a slice of the connection's read buffer, which it keeps alive
+                // whole: a few messages held for their acknowledgement then held megabytes
+                // (memory grew with the broker's backlog). A copy lets the buffer go.
+                publish.payload = publish.payload.to_vec().into();
                 if tx.send(publish).await.is_err() {
                     return;
                 }
@@ -198,24 +202,16 @@ async fn poll(
 /// A message being queued, and its queuing.
 type Queuing = VecDeque<(Publish, tokio::task::JoinHandle<Result<(), SendError>>)>;
 
-/// Moves the messages at the front whose records are all queued to `acks`, in order; stops at
-/// the first still being queued. An error when the queue refused a message (it stays
-/// unacknowledged, so the broker sends it again).
-async fn settle(queuing: &mut Queuing, acks: &mut VecDeque<Publish>) -> Result<(), TaskError> {
-    while queuing.front().is_some_and(|(_, h)| h.is_finished()) {
-        let (publish, handle) = queuing.pop_front().expect("a front");
-        match handle.await {
-            Ok(Ok(())) if publish.qos == QoS::AtMostOnce => {}
-            Ok(Ok(())) => acks.push_back(publish),
-            Ok(Err(e)) => return Err(TaskError::from(e)),
-            Err(e) => {
-                return Err(TaskError::transient(format!(
-                    "queuing an MQTT message failed: {e}"
-                )));
-            }
-        }
+/// The end of the oldest message's queuing; pending while nothing is being queued. The
+/// handle itself is awaited: a notification sent by the task just before it ends can be seen
+/// while the handle does not say finished yet, and waiting for the next one then waited for
+/// ever once every slot was taken (an MQTT subscription stalled after about 150 messages, now
+/// and then).
+async fn front(queuing: &mut Queuing) -> Result<Result<(), SendError>, tokio::task::JoinError> {
+    match queuing.front_mut() {
+        Some((_, handle)) => handle.await,
+        None => std::future::pending().await,
     }
-    Ok(())
 }
 
 /// Hands the acknowledgements to the connection, in order, as far as its request channel takes
@@ -260,39 +256,45 @@ impl Extractor for Mqtt {
             self.config.url.clone(),
         ));
         let upload = self.destination.upload(&ctx);
-        let done = Arc::new(tokio::sync::Notify::new());
         // Messages being queued, in the order they came: acknowledged from the front.
         let mut queuing: Queuing = VecDeque::new();
         // Queued messages whose acknowledgement the connection has not taken yet, in order.
         let mut acks: VecDeque<Publish> = VecDeque::new();
         let result = loop {
-            // Registered first: a queuing that ends after the check below still wakes us.
-            let finished = done.notified();
-            tokio::pin!(finished);
-            finished.as_mut().enable();
-            // Acknowledge, in order, what is queued.
-            if let Err(e) = settle(&mut queuing, &mut acks).await {
-                break Err(e);
-            }
             send_acks(&client, &mut acks);
             tokio::select! {
                 () = ctx.cancellation_token().cancelled() => break Ok(()),
-                () = &mut finished, if !queuing.is_empty() => {}
+                // The oldest message's queuing ended: acknowledge it (the ones after it that
+                // ended too follow at once, in order).
+                queued = front(&mut queuing) => {
+                    let (publish, _) = queuing.pop_front().expect("the front ended");
+                    match queued {
+                        Ok(Ok(())) if publish.qos == QoS::AtMostOnce => {}
+                        Ok(Ok(())) => acks.push_back(publish),
+                        // The queue refused: unacknowledged, the broker sends it again.
+                        Ok(Err(e)) => break Err(TaskError::from(e)),
+                        Err(e) => {
+                            break Err(TaskError::transient(format!(
+                                "queuing an MQTT message failed: {e}"
+                            )));
+                        }
+                    }
+                }
                 // The connection's request channel was full: it drains as the connection polls.
                 () = tokio::time::sleep(Duration::from_millis(5)), if !acks.is_empty() => {}
                 message = messages.recv(), if queuing.len() < self.config.max_in_flight as usize => {
                     let Some(publish) = message else {
                         break Err(TaskError::transient("the MQTT connection ended"));
                     };
-                    let (destination, ctx2, upload, done) =
-                        (self.destination.clone(), ctx.clone(), upload.clone(), done.clone());
-                    let p = publish.clone();
+                    let (destination, ctx, upload) =
+                        (self.destination.clone(), ctx.clone(), upload.clone());
+                    // What its acknowledgement needs (the packet id and QoS), not its payload.
+                    let mut ack = publish.clone();
+                    ack.payload = Default::default();
                     let handle = tokio::spawn(async move {
-                        let r = queue_message(&destination, &ctx2, &upload, &p).await;
-                        done.notify_waiters();
-                        r
+                        queue_message(&destination, &ctx, &upload, &publish).await
                     });
-                    queuing.push_back((publish, handle));
+                    queuing.push_back((ack, handle));
                 }
             }
         };

@@ -339,11 +339,32 @@ impl<K: Kind> UploadQueue<K> {
                 }
             }
             let space = self.inner.space.notified();
+            tokio::pin!(space);
+            // Registered before the check: room freed after it wakes us.
+            space.as_mut().enable();
+            {
+                let slots = self.inner.slots.lock().expect("queue lock");
+                if slots.len() < self.inner.capacity {
+                    continue;
+                }
+            }
+            // A flush under way frees room as each of its requests is settled, and takes what
+            // producers add meanwhile into its next request: wait for that room. Queuing
+            // behind it for a flush of our own instead made every producer send a request of
+            // the one or two items that had come meanwhile (about 1 item per request against a
+            // slow CDF once the queue was full).
+            if self.inner.flushing.try_lock().is_err() {
+                tokio::select! {
+                    () = &mut space => {}
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
             if let Err(e) = self.flush().await {
                 // Keep everything, wait for space (another flush) or try again in a second.
                 tracing::warn!(target: "extractor_runtime::queues", queue = K::NAME, "the queue is full and the flush failed; waiting: {e}");
                 tokio::select! {
-                    () = space => {}
+                    () = &mut space => {}
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }
             }

@@ -1,0 +1,155 @@
+//! A real MQTT broker (Debian's `mosquitto`) of a test's own, and a QoS 1 publisher.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A mosquitto on a loopback port of its own, stopped (by PID) when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    log: PathBuf,
+    conf: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Broker {
+    /// Starts one; `persistent` keeps sessions and queued messages in a file across a graceful
+    /// restart. `None` (after saying it skipped) where mosquitto is missing; fails with
+    /// `CI=true`.
+    pub fn start(dir: &Path, persistent: bool) -> Option<Broker> {
+        let present = Command::new("mosquitto").arg("-h").output().is_ok();
+        if !super::available(present, "mosquitto", "apt-get install mosquitto") {
+            return None;
+        }
+        let port = super::free_port();
+        let log = dir.join("mosquitto.log");
+        let conf = dir.join("mosquitto.conf");
+        let mut text = format!(
+            // Its log to standard error (unbuffered), into a file of ours: mosquitto started as
+            // root drops to its own user, which may not write in our folder.
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nlog_dest stderr\nlog_type all\n"
+        );
+        if persistent {
+            // Its own user writes the file: the folder (and the way to it) must let it.
+            use std::os::unix::fs::PermissionsExt as _;
+            let store = dir.join("mosquitto-store");
+            std::fs::create_dir_all(&store).unwrap();
+            std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            text.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                store.display()
+            ));
+        } else {
+            text.push_str("persistence false\n");
+        }
+        std::fs::write(&conf, text).unwrap();
+        let mut broker = Broker {
+            child: None,
+            port,
+            log,
+            conf,
+        };
+        broker.spawn();
+        Some(broker)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Some(
+            Command::new("mosquitto")
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A graceful stop (SIGTERM: a persistent broker saves its sessions), then a start on the
+    /// same port.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = rustix::process::Pid::from_raw(c.id() as i32).expect("a pid");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (30 s at most) until `client` subscribed.
+    pub async fn subscribed(&self, client: &str) {
+        let started = Instant::now();
+        while !self
+            .log()
+            .contains(&format!("Received SUBSCRIBE from {client}"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{client} did not subscribe"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Publishes each of `payloads` at QoS 1 to `topic` and returns once the broker acknowledged
+/// them all (PUBACK): from then on the broker answers for them. A client with a window of
+/// acknowledgements, as devices publish; `mosquitto_pub -l` at QoS 1 outruns mosquitto 2.0.11,
+/// which cuts it off after 20 000 to 35 000 messages.
+pub async fn publish(port: u16, client_id: &str, topic: &str, payloads: Vec<String>) {
+    use rumqttc_next::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let n = payloads.len();
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_inflight(100).set_keep_alive(30);
+    let (client, mut events) = AsyncClient::new(options, 100);
+    let acks = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < n {
+            match events.poll().await {
+                Ok(Event::Incoming(Incoming::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("the test's publisher lost the broker: {e}"),
+            }
+        }
+    });
+    for p in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p)
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), acks)
+        .await
+        .expect("the broker acknowledged every message within 60 s")
+        .unwrap();
+    let _ = client.disconnect().await;
+}
