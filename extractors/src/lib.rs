@@ -11,6 +11,7 @@ pub mod mqtt;
 pub mod postgres;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod webhook;
 
 use extractor_runtime::Registry;

@@ -153,3 +153,113 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
         assert_eq!(c.rows.len(), 1000);
     });
 }
+
+/// A config with one task, `task` (YAML of a task's fields, indented by 4).
+fn one_task(dir: &Path, cdf: &FakeCdf, task: &str) -> PathBuf {
+    util::write_config(
+        dir,
+        &format!(
+            "version: 1
+cognite:
+  project: demo
+  host: {uri}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
+upload-queue: {{max-upload-interval: 1s}}
+tasks:
+  - name: push
+    schedule: {{type: continuous}}
+{task}",
+            uri = cdf.uri(),
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = util::tls::pki(dir.path());
+    let Some(broker) = Broker::start_with_tls(dir.path(), &pki) else {
+        return;
+    };
+    let cdf = FakeCdf::start(&[]).await;
+    let config = one_task(
+        dir.path(),
+        &cdf,
+        &format!(
+            "    type: mqtt
+    config:
+      url: mqtts://127.0.0.1:{port}
+      client-id: extractor-tls
+      topics: ['plant/#']
+      tls: {{ca-file: '{ca}', certificate-file: '{cert}', key-file: '{key}'}}
+      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
+",
+            port = broker.tls_port,
+            ca = pki.ca.display(),
+            cert = pki.client_cert.display(),
+            key = pki.client_key.display(),
+        ),
+    );
+    let _child = util::spawn_run(&config, &[]);
+    // The broker requires a certificate signed by its CA: subscribing proves the handshake.
+    broker.subscribed("extractor-tls").await;
+    let messages = (0..100).map(|i| format!("{{\"id\": \"t-{i}\"}}")).collect();
+    util::mqtt::publish(broker.port, "publisher", "plant/line-1", messages).await;
+    wait_for("100 rows", async || cdf.with(|c| c.rows.len()) >= 100).await;
+    cdf.with(|c| assert!((0..100).all(|i| c.rows.contains_key(&format!("t-{i}")))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_serves_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = util::tls::pki(dir.path());
+    let cdf = FakeCdf::start(&[]).await;
+    let hook = util::free_port();
+    let config = one_task(
+        dir.path(),
+        &cdf,
+        &format!(
+            "    type: webhook
+    config:
+      listen: 127.0.0.1:{hook}
+      tls: {{certificate-file: '{cert}', key-file: '{key}'}}
+      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
+",
+            cert = pki.server_cert.display(),
+            key = pki.server_key.display(),
+        ),
+    );
+    let _child = util::spawn_run(&config, &[]);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        match client
+            .post(format!("https://127.0.0.1:{hook}/"))
+            .body("{\"id\": \"s-1\"}\n{\"id\": \"s-2\"}")
+            .send()
+            .await
+        {
+            Ok(r) => break r.status().as_u16(),
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(status, 200);
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{hook}/"))
+        .timeout(Duration::from_secs(5))
+        .body("{\"id\": \"plain\"}")
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+    wait_for("2 rows", async || cdf.with(|c| c.rows.len()) >= 2).await;
+    cdf.with(|c| assert!(!c.rows.contains_key("plain")));
+}

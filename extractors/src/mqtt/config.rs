@@ -3,13 +3,19 @@
 use extractor_runtime::Secret;
 
 use crate::destination::DestinationConfig;
+use crate::tls::ClientTls;
 
 /// `tasks[].config` for `type: mqtt`.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MqttConfig {
-    /// The broker, `mqtt://host:port` (1883 when the port is left out).
+    /// The broker, `mqtt://host:port` (1883 when the port is left out) or, over TLS,
+    /// `mqtts://host:port` (8883).
     pub url: String,
+    /// With `mqtts://`: the CA to trust instead of the system's roots, and a client
+    /// certificate for brokers that ask for one.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
     /// The client id: the broker keeps this client's session (its subscriptions and the
     /// messages not acknowledged) while the process is down.
     pub client_id: String,

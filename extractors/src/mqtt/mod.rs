@@ -41,29 +41,43 @@ impl Mqtt {
     pub fn new(config: MqttConfig) -> Result<Self, Rejection> {
         let mut problems = Rejection::new();
         let address = match config.url.split_once("://") {
-            Some(("mqtt", rest)) => {
+            Some((scheme @ ("mqtt" | "mqtts"), rest)) => {
                 let rest = rest.trim_end_matches('/');
+                let default_port = if scheme == "mqtts" { 8883 } else { 1883 };
                 let (host, port) = match rest.rsplit_once(':') {
                     Some((h, p)) => (h.to_owned(), p.parse::<u16>().ok()),
-                    None => (rest.to_owned(), Some(1883)),
+                    None => (rest.to_owned(), Some(default_port)),
                 };
                 match port {
                     Some(p) if !host.is_empty() => Some((host, p)),
                     _ => {
-                        problems.push("url", format!("`{}` is not `mqtt://host:port`", config.url));
+                        problems.push(
+                            "url",
+                            format!("`{}` is not `mqtt[s]://host:port`", config.url),
+                        );
                         None
                     }
                 }
             }
-            Some(("mqtts", _)) => {
-                problems.push("url", "TLS to the broker (`mqtts://`) is not built yet: reach the broker through a TLS tunnel, or over `mqtt://` on a trusted network");
-                None
-            }
             _ => {
-                problems.push("url", format!("`{}` is not `mqtt://host:port`", config.url));
+                problems.push(
+                    "url",
+                    format!("`{}` is not `mqtt[s]://host:port`", config.url),
+                );
                 None
             }
         };
+        match &config.tls {
+            Some(_) if !config.url.starts_with("mqtts://") => {
+                problems.push("tls", "applies to `mqtts://` URLs only");
+            }
+            Some(tls) => {
+                for (key, message) in tls.problems() {
+                    problems.push(format!("tls.{key}"), message);
+                }
+            }
+            None => {}
+        }
         if config.client_id.trim().is_empty() {
             problems.push(
                 "client-id",
@@ -242,6 +256,19 @@ impl Extractor for Mqtt {
                 .map_or("", |p| p.expose_secret());
             options.set_credentials(user, password);
         }
+        if self.config.url.starts_with("mqtts://") {
+            // Read at each run: a renewed certificate is taken by the next one.
+            let tls = self
+                .config
+                .tls
+                .clone()
+                .unwrap_or_default()
+                .client_config()
+                .map_err(|e| TaskError::permanent(format!("tls: {e}")))?;
+            options.set_transport(rumqttc_next::Transport::tls_with_config(
+                rumqttc_next::TlsConfiguration::Rustls(Arc::new(tls)),
+            ));
+        }
         let (client, events) = AsyncClient::new(options, 1024);
         // One task drives the connection and hands messages over: polling it is never cut
         // short by the other branches below, and acknowledgements go out while we wait.
@@ -325,8 +352,11 @@ mod tests {
             1883
         );
         let problems = |c| format!("{:?}", Mqtt::new(c).unwrap_err().problems());
-        assert!(problems(config("mqtts://b:8883", &["a"], 1)).contains("not built yet"));
-        assert!(problems(config("http://b:1", &["a"], 1)).contains("not `mqtt://host:port`"));
+        assert_eq!(
+            Mqtt::new(config("mqtts://b", &["a"], 1)).unwrap().port,
+            8883
+        );
+        assert!(problems(config("http://b:1", &["a"], 1)).contains("not `mqtt[s]://host:port`"));
         assert!(problems(config("mqtt://b:1", &["a/#/b"], 1)).contains("topics[0]"));
         assert!(problems(config("mqtt://b:1", &[], 1)).contains("at least one topic"));
         assert!(problems(config("mqtt://b:1", &["a"], 2)).contains("0 or 1"));

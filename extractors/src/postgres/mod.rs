@@ -308,34 +308,11 @@ where
 /// TLS for `sslmode=require`: the server's certificate is verified against `ca-file`, or the
 /// system's roots.
 fn tls_connector(config: &PostgresConfig) -> Result<MakeRustlsConnect, String> {
-    let client = match config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-        Some(path) => {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|e| format!("`{}` is not PEM certificates: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| {
-                    format!("`{}`: a certificate is not usable: {e}", path.display())
-                })?;
-            }
-            if roots.is_empty() {
-                return Err(format!("`{}` holds no certificate", path.display()));
-            }
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        }
-        None => {
-            use rustls_platform_verifier::ConfigVerifierExt;
-            rustls::ClientConfig::with_platform_verifier()
-                .map_err(|e| format!("cannot load the system's certificates: {e}"))?
-        }
+    let tls = crate::tls::ClientTls {
+        ca_file: config.tls.as_ref().and_then(|t| t.ca_file.clone()),
+        ..crate::tls::ClientTls::default()
     };
-    Ok(MakeRustlsConnect::new(client))
+    Ok(MakeRustlsConnect::new(tls.client_config()?))
 }
 
 /// SQL errors (a bad query, a missing table, no permission) are permanent; connection problems

@@ -3,6 +3,7 @@
 use extractor_runtime::Secret;
 
 use crate::destination::DestinationConfig;
+use crate::tls::ServerTls;
 
 /// `tasks[].config` for `type: webhook`.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -24,6 +25,9 @@ pub struct WebhookConfig {
     )]
     #[schemars(with = "extractor_runtime::size::SizeSchema")]
     pub max_body_size: u64,
+    /// HTTPS: the certificate and key to serve with (read when a run starts).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
     /// How each record becomes a RAW row, a datapoint, an event or a node.
     pub destination: DestinationConfig,
 }

@@ -80,7 +80,14 @@ impl Extractor for Webhook {
             .map_err(|e| {
                 TaskError::transient(format!("cannot listen on {}: {e}", self.config.listen))
             })?;
-        tracing::info!(task = %ctx.task(), listen = %self.config.listen, path = %self.config.path, "webhook listening");
+        let tls = match &self.config.tls {
+            Some(tls) => Some(
+                tls.acceptor()
+                    .map_err(|e| TaskError::permanent(format!("tls: {e}")))?,
+            ),
+            None => None,
+        };
+        tracing::info!(task = %ctx.task(), listen = %self.config.listen, path = %self.config.path, tls = tls.is_some(), "webhook listening");
         let shared = Arc::new(Shared {
             config: self.config.clone(),
             destination: self.destination.clone(),
@@ -102,17 +109,26 @@ impl Extractor for Webhook {
             };
             let shared = shared.clone();
             let stop = ctx.cancellation_token().clone();
+            let tls = tls.clone();
             connections.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(answer(&shared, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                match tls {
+                    None => serve(stream, shared, stop).await,
+                    // The handshake in the connection's own task, bounded: a client that
+                    // stalls in it holds up no one.
+                    Some(acceptor) => match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => serve(stream, shared, stop).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(task = %shared.ctx.task(), "webhook: a TLS handshake failed: {e}");
+                        }
+                        Err(_) => {
+                            tracing::debug!(task = %shared.ctx.task(), "webhook: a TLS handshake took longer than 10 s; dropped");
+                        }
+                    },
                 }
             });
         }
@@ -120,6 +136,27 @@ impl Extractor for Webhook {
         // Requests in flight get to finish (their senders are told what became of them).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connections.wait()).await;
         Ok(())
+    }
+}
+
+/// How long a client gets for its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves one connection's requests until it closes, or gracefully once `stop` is cancelled.
+async fn serve<S>(stream: S, shared: Arc<Shared>, stop: tokio_util::sync::CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(answer(&shared, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stop.cancelled() => conn.as_mut().graceful_shutdown(),
     }
 }
 

@@ -9,6 +9,8 @@ pub struct Broker {
     child: Option<Child>,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// Its TLS port on 127.0.0.1 (with [`Broker::start_with_tls`]).
+    pub tls_port: u16,
     log: PathBuf,
     conf: PathBuf,
 }
@@ -27,6 +29,16 @@ impl Broker {
     /// restart. `None` (after saying it skipped) where mosquitto is missing; fails with
     /// `CI=true`.
     pub fn start(dir: &Path, persistent: bool) -> Option<Broker> {
+        Self::start_with(dir, persistent, None)
+    }
+
+    /// Starts one with a second listener, on `tls_port`, for TLS with `pki`'s server
+    /// certificate that requires a client certificate signed by its CA.
+    pub fn start_with_tls(dir: &Path, pki: &super::tls::Pki) -> Option<Broker> {
+        Self::start_with(dir, false, Some(pki))
+    }
+
+    fn start_with(dir: &Path, persistent: bool, tls: Option<&super::tls::Pki>) -> Option<Broker> {
         let present = Command::new("mosquitto").arg("-h").output().is_ok();
         if !super::available(present, "mosquitto", "apt-get install mosquitto") {
             return None;
@@ -39,6 +51,15 @@ impl Broker {
             // root drops to its own user, which may not write in our folder.
             "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nlog_dest stderr\nlog_type all\n"
         );
+        let tls_port = super::free_port();
+        if let Some(pki) = tls {
+            text.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+                pki.ca.display(),
+                pki.server_cert.display(),
+                pki.server_key.display()
+            ));
+        }
         if persistent {
             // Its own user writes the file: the folder (and the way to it) must let it.
             use std::os::unix::fs::PermissionsExt as _;
@@ -57,6 +78,7 @@ impl Broker {
         let mut broker = Broker {
             child: None,
             port,
+            tls_port,
             log,
             conf,
         };

@@ -34,3 +34,61 @@ pub fn test_ca() -> TestCa {
         server: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
     }
 }
+
+#[allow(dead_code)] // the postgres unit tests include this file for `test_ca` only
+/// PEM files of a private CA, a server certificate it signed for 127.0.0.1, and a client
+/// certificate it signed: what a broker or a listener and their clients are given.
+pub struct Pki {
+    /// The CA's certificate.
+    pub ca: std::path::PathBuf,
+    /// The server's certificate and key.
+    pub server_cert: std::path::PathBuf,
+    /// The server's key.
+    pub server_key: std::path::PathBuf,
+    /// The client's certificate.
+    pub client_cert: std::path::PathBuf,
+    /// The client's key.
+    pub client_key: std::path::PathBuf,
+}
+
+#[allow(dead_code)]
+/// Writes a new [`Pki`] into `dir` (readable by all: a broker started as root reads them as
+/// its own user).
+pub fn pki(dir: &std::path::Path) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // OpenSSL (the broker) finds a chain by names and wants a CA to say it signs certificates.
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "extractor test CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        path
+    };
+    let signed = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed("127.0.0.1");
+    let (client_cert, client_key) = signed("extractor");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Pki {
+        ca: write("ca.pem", ca.pem()),
+        server_cert: write("server.pem", server_cert),
+        server_key: write("server.key", server_key),
+        client_cert: write("client.pem", client_cert),
+        client_key: write("client.key", client_key),
+    }
+}
