@@ -139,6 +139,9 @@ impl Extractor for Webhook {
     }
 }
 
+/// Records of one request being queued at once.
+const QUEUED_AT_ONCE: usize = 256;
+
 /// How long a client gets for its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -234,12 +237,15 @@ async fn answer(shared: &Shared, req: Request<hyper::body::Incoming>) -> Respons
         }
     }
     let n = items.len();
-    for item in items {
-        match shared
-            .destination
-            .queue(&shared.ctx, &shared.upload, item)
-            .await
-        {
+    // Queued concurrently, first polled in order (so queued in order while there is room): a
+    // disk buffer syncs them with a few fsyncs instead of one each (one at a time, a 1 000
+    // record request took 1 000 fsyncs: 8 500 records/s from four senders).
+    use futures_util::StreamExt as _;
+    let mut queued = futures_util::stream::iter(items)
+        .map(|item| shared.destination.queue(&shared.ctx, &shared.upload, item))
+        .buffered(QUEUED_AT_ONCE);
+    while let Some(result) = queued.next().await {
+        match result {
             Ok(()) => {}
             Err(SendError::Queue(e)) if *e.kind() == CdfErrorKind::Buffer => {
                 let mut r = error(

@@ -106,6 +106,7 @@ impl Kind for Datapoints {
     type Item = Datapoint;
     type Stored = StoredPoint;
     const NAME: &'static str = "datapoints";
+    const READ_AHEAD: usize = 2 * MAX_DATAPOINTS_PER_REQUEST;
 
     fn store(point: Datapoint) -> StoredPoint {
         StoredPoint {

@@ -120,7 +120,7 @@ pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
                 space.as_mut().enable();
                 let room = {
                     let slots = inner.slots.lock().expect("queue lock");
-                    inner.capacity.saturating_sub(slots.len())
+                    inner.capacity.min(K::READ_AHEAD).saturating_sub(slots.len())
                 };
                 if room > 0 {
                     break room;

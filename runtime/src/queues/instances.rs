@@ -85,6 +85,7 @@ impl Kind for Instances {
     type Item = Node;
     type Stored = StoredNode;
     const NAME: &'static str = "instances";
+    const READ_AHEAD: usize = 4 * MAX_INSTANCES_PER_REQUEST;
 
     fn store(node: Node) -> StoredNode {
         #[derive(Serialize)]

@@ -97,6 +97,10 @@ pub trait Kind: Send + Sync + 'static {
     type Stored: Send + Sync + 'static;
     /// The `queue` label.
     const NAME: &'static str;
+    /// With a disk buffer, the items read ahead into memory at most (a request's worth being
+    /// sent and about the next one's), whatever `max-queue-size` says: the backlog stays on
+    /// disk, and memory does not hold `max-queue-size` items of it.
+    const READ_AHEAD: usize;
 
     /// Turns an added item into what the queue keeps.
     fn store(item: Self::Item) -> Self::Stored;

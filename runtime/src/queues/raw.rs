@@ -35,6 +35,7 @@ impl Kind for RawRows {
     type Item = RawRow;
     type Stored = StoredRow;
     const NAME: &'static str = "raw";
+    const READ_AHEAD: usize = 4 * MAX_ROWS_PER_REQUEST;
 
     fn store(row: RawRow) -> StoredRow {
         let columns = serde_json::value::to_raw_value(&row.columns).expect("a JSON map serializes");
