@@ -357,3 +357,34 @@ async fn a_replay_sends_what_was_refused_once_the_cause_is_fixed() {
     assert_eq!(lines.lines().count(), 1);
     assert!(lines.contains("boiler-7:temperature"), "{lines}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_disk_buffer_a_refused_item_is_dead_lettered_under_its_task() {
+    let cdf = FakeCdf::start(&["boiler-1:temperature"]).await;
+    let files = Files::new();
+    let example = std::fs::read_to_string(example()).unwrap();
+    let config = files.path("delivery-disk.yaml");
+    std::fs::write(
+        &config,
+        example.replace(
+            "upload-queue:\n",
+            &format!(
+                "upload-queue:\n  buffer: {{type: disk, path: '{}'}}\n",
+                files.path("buffer").display()
+            ),
+        ),
+    )
+    .unwrap();
+    let (_, stderr) = run_once(&cdf, &files, &config, &[]).await;
+    cdf.with(|c| assert_eq!(c.datapoints["boiler-1:temperature"].len(), 3));
+    // The run ended once its items were on disk; the refusal is logged and dead-lettered
+    // naming the task that queued it (kept with the record on disk).
+    let refused = files.dead_letters();
+    assert_eq!(refused.len(), 1, "{refused:?}\n{stderr}");
+    assert_eq!(refused[0]["task"], "readings");
+    assert_eq!(refused[0]["item"]["externalId"], "boiler-7:temperature");
+    assert!(
+        stderr.contains("task=\"readings\""),
+        "the log names the task: {stderr}"
+    );
+}

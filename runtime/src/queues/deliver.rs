@@ -291,7 +291,7 @@ impl RefusalLog {
             BTreeMap::new();
         for (entry, outcome) in batch.iter().zip(outcomes) {
             if let Outcome::Refused(why) = outcome {
-                let task = entry.tag.as_ref().map_or("", |t| t.ledger.task());
+                let task = entry.task();
                 groups
                     .entry((task, Arc::as_ptr(why)))
                     .or_insert_with(|| (why, super::Refusals::default()))
@@ -344,7 +344,7 @@ pub(crate) fn dead_letter_lines<K: Kind>(
         .filter_map(|(entry, outcome)| match outcome {
             Outcome::Refused(why) => Some(DeadLetter::encode(&Refused {
                 time: &time,
-                task: entry.tag.as_ref().map_or("", |t| t.ledger.task()),
+                task: entry.task(),
                 queue: K::NAME,
                 endpoint: why.endpoint,
                 status: why.status,

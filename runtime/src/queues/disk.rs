@@ -6,7 +6,7 @@
 //! while CDF is down lives on disk, up to `max-size`, and memory stays at the queue's capacity.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -31,6 +31,23 @@ pub(super) struct Disk {
 }
 
 /// The first byte of a record: the item's policy.
+/// In a record's first byte: a task name follows (one length byte, then the name).
+const WITH_TASK: u8 = 0x80;
+
+/// A record's payload: its policy, the task that queued it, and the encoded item.
+fn split_record(payload: &[u8]) -> Result<(Policy, Option<&str>, &[u8]), String> {
+    let (&first, rest) = payload.split_first().ok_or("an empty record")?;
+    if first & WITH_TASK == 0 {
+        return Ok((policy_of(first), None, rest));
+    }
+    let (&len, rest) = rest.split_first().ok_or("a record cut after its policy")?;
+    let (name, item) = rest
+        .split_at_checked(len as usize)
+        .ok_or("a record cut in its task name")?;
+    let name = std::str::from_utf8(name).map_err(|_| "a task name that is not UTF-8")?;
+    Ok((policy_of(first), Some(name), item))
+}
+
 fn policy_byte(p: Policy) -> u8 {
     u8::from(p.create_missing) | (u8::from(p.on_duplicate == super::OnDuplicate::Skip) << 1)
 }
@@ -65,9 +82,28 @@ impl Disk {
     }
 
     /// Appends `item` with its policy; returns once it is on disk.
-    pub(super) async fn append<K: Kind>(&self, item: &K::Stored, policy: Policy) -> Result<(), CdfError> {
+    /// `task` (the task that queued it, up to 255 bytes of its name) is kept with it, for the
+    /// refusal log and the dead-letter file.
+    pub(super) async fn append<K: Kind>(
+        &self,
+        item: &K::Stored,
+        policy: Policy,
+        task: Option<&str>,
+    ) -> Result<(), CdfError> {
         let mut bytes = Vec::with_capacity(128);
-        bytes.push(policy_byte(policy));
+        match task {
+            Some(task) => {
+                let mut end = task.len().min(255);
+                while !task.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let name = &task[..end];
+                bytes.push(policy_byte(policy) | WITH_TASK);
+                bytes.push(name.len() as u8);
+                bytes.extend_from_slice(name.as_bytes());
+            }
+            None => bytes.push(policy_byte(policy)),
+        }
         bytes.extend_from_slice(&K::encode(item));
         // The metrics are refreshed per batch (fed, settled) and on a refusal, not per item.
         self.log.append(&bytes).await.map(|_| ()).map_err(|e| {
@@ -106,11 +142,31 @@ impl Disk {
     }
 }
 
+/// Task names read from records, shared (one allocation per task, not per record).
+#[derive(Default)]
+struct TaskNames(std::collections::HashMap<Box<str>, Arc<str>>);
+
+impl TaskNames {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(name) {
+            return a.clone();
+        }
+        // Bounded whatever the files hold.
+        if self.0.len() >= 4096 {
+            self.0.clear();
+        }
+        let a: Arc<str> = Arc::from(name);
+        self.0.insert(name.into(), a.clone());
+        a
+    }
+}
+
 /// Feeds the queue's memory from its log while the queue exists: waits for room (flushing
 /// when the memory is full), reads as many records as fit, decodes them and queues them. A
 /// record that cannot be decoded (written by another version) is logged, counted and
 /// acknowledged: it never blocks the rest.
 pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
+    let mut tasks = TaskNames::default();
     loop {
         let room = {
             let Some(inner) = queue.upgrade() else { return };
@@ -150,21 +206,18 @@ pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
         let disk = inner.disk.as_ref().expect("a disk queue");
         let mut entries = Vec::with_capacity(records.len());
         for r in records {
-            let decoded = r
-                .payload
-                .split_first()
-                .ok_or_else(|| "an empty record".to_owned())
-                .and_then(|(policy, item)| {
-                    K::decode(item)
-                        .map(|item| (item, policy_of(*policy)))
-                        .map_err(|e| e.to_string())
-                });
+            let decoded = split_record(&r.payload).and_then(|(policy, task, item)| {
+                K::decode(item)
+                    .map(|item| (item, policy, task))
+                    .map_err(|e| e.to_string())
+            });
             match decoded {
-                Ok((item, policy)) => entries.push(Entry {
+                Ok((item, policy, task)) => entries.push(Entry {
                     item,
                     tag: None,
                     policy,
                     disk: Some(r.seq),
+                    task: task.map(|t| tasks.intern(t)),
                 }),
                 Err(e) => {
                     tracing::error!(target: "extractor_runtime::disk_buffer", queue = K::NAME, seq = r.seq, "a disk buffer record cannot be read as an item ({e}); skipped");
@@ -206,3 +259,29 @@ impl<K: Kind> UploadQueue<K> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_keeps_its_policy_and_task() {
+        let policy = Policy {
+            create_missing: true,
+            on_duplicate: super::super::OnDuplicate::Skip,
+        };
+        let mut with = vec![policy_byte(policy) | WITH_TASK, 8];
+        with.extend_from_slice(b"readings{}");
+        let (p, task, item) = split_record(&with).unwrap();
+        assert_eq!((p, task, item), (policy, Some("readings"), &b"{}"[..]));
+        // Records written without a task read as before.
+        let without = [policy_byte(policy), b'{', b'}'];
+        let (p, task, item) = split_record(&without).unwrap();
+        assert_eq!((p, task, item), (policy, None, &b"{}"[..]));
+        // Cut or damaged ones are errors, never a panic.
+        assert!(split_record(&[]).is_err());
+        assert!(split_record(&[WITH_TASK]).is_err());
+        assert!(split_record(&[WITH_TASK, 9, b'a']).is_err());
+        assert!(split_record(&[WITH_TASK, 1, 0xff]).is_err());
+    }
+}

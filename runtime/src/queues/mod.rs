@@ -175,6 +175,19 @@ pub(crate) struct Entry<S> {
     pub(crate) policy: Policy,
     /// With a disk buffer: the record's sequence number, acknowledged once the item settles.
     pub(crate) disk: Option<u64>,
+    /// With a disk buffer: the task that queued it (its ledger, in `tag`, is not kept on disk).
+    pub(crate) task: Option<Arc<str>>,
+}
+
+impl<S> Entry<S> {
+    /// The task that queued it; empty when none did (items added outside a task).
+    pub(crate) fn task(&self) -> &str {
+        match (&self.tag, &self.task) {
+            (Some(tag), _) => tag.ledger.task(),
+            (None, Some(task)) => task,
+            (None, None) => "",
+        }
+    }
 }
 
 struct Slots<S> {
@@ -319,7 +332,8 @@ impl<K: Kind> UploadQueue<K> {
         policy: Policy,
     ) -> Result<(), CdfError> {
         if let Some(disk) = &self.inner.disk {
-            disk.append::<K>(&item, policy).await?;
+            disk.append::<K>(&item, policy, ledger.map(|l| l.task()))
+                .await?;
             // On disk, it survives a crash: its task's watermark may move past it.
             if let Some(ledger) = ledger {
                 let tag = ledger.enter();
@@ -337,6 +351,7 @@ impl<K: Kind> UploadQueue<K> {
                         tag,
                         policy,
                         disk: None,
+                        task: None,
                     });
                     self.inner.metrics.size.set(slots.len() as i64);
                     return Ok(());
