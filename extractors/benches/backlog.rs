@@ -6,38 +6,14 @@
 //! Run: `cargo bench -p extractors --bench backlog` (BENCH_BACKLOG_MIB, default `256,1024`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../../runtime/tests/support/fake_cdf.rs"]
 mod fake_cdf;
+#[path = "../tests/util/mod.rs"]
+mod util;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A child killed (by PID) and reaped when dropped, also when the bench fails part way.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use util::free_port;
 
 const RECORDS_PER_POST: usize = 1000;
 
@@ -50,12 +26,7 @@ async fn one(dir: &Path, mib: usize) {
     std::fs::write(
         &config,
         format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 0}}
+            "{header}  connection: {{max-retries: 0}}
 logger: {{console: {{level: error}}}}
 upload-queue: {{max-upload-interval: 1s, buffer: {{type: disk, path: '{buffer}', max-size: 4GiB}}}}
 tasks:
@@ -67,21 +38,12 @@ tasks:
       max-body-size: 64MiB
       destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
 ",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
             buffer = buffer.display(),
         ),
     )
     .unwrap();
-    let spawn = || {
-        Killed(
-            Command::new(env!("CARGO_BIN_EXE_extractor-runtime"))
-                .args(["run", "-c"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || util::spawn_run(&config, &[]);
     let child = spawn();
     let pad = "x".repeat(1000);
     let posts = mib * 1024 * 1024 / (RECORDS_PER_POST * 1024);
@@ -120,7 +82,7 @@ tasks:
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    let filling_rss = rss_kib(child.0.id());
+    let filling_rss = util::rss_kib(child.0.id());
     drop(child); // SIGKILL with the backlog on disk
 
     cdf.with(|c| c.down = false);
@@ -128,7 +90,7 @@ tasks:
     let child = spawn();
     let mut peak = 0;
     while cdf.with(|c| c.rows.len()) < records {
-        peak = peak.max(rss_kib(child.0.id()));
+        peak = peak.max(util::rss_kib(child.0.id()));
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "{} of {records} arrived in 600 s",

@@ -7,38 +7,15 @@
 //! Run: `cargo bench -p extractors --bench push` (BENCH_MESSAGES, default 100 000).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "../../runtime/tests/support/fake_cdf.rs"]
 mod fake_cdf;
+#[path = "../tests/util/mod.rs"]
+mod util;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-async fn scrape(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    extractor_runtime::metrics::sample(&text, name, labels)
-}
+use util::{Running as Killed, free_port};
 
 async fn one(dir: &Path, buffer: &str, messages: usize) {
     let port = free_port();
@@ -70,12 +47,7 @@ async fn one(dir: &Path, buffer: &str, messages: usize) {
     std::fs::write(
         &config,
         format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-metrics: {{server: {{host: 127.0.0.1, port: {metrics}}}}}
+            "{header}metrics: {{server: {{host: 127.0.0.1, port: {metrics}}}}}
 logger: {{console: {{level: warn}}}}
 upload-queue: {{max-upload-interval: 1s, buffer: {buffer_block}}}
 tasks:
@@ -89,20 +61,11 @@ tasks:
       max-in-flight: 1000
       destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
 ",
-            uri = cdf.uri()
+            header = util::cognite_header(&cdf.uri())
         ),
     )
     .unwrap();
-    let spawn = || {
-        Killed(
-            Command::new(env!("CARGO_BIN_EXE_extractor-runtime"))
-                .args(["run", "-c"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = || util::spawn_run(&config, &[]);
     let arrived = |want: usize, since: Instant| {
         let cdf = &cdf;
         async move {
@@ -131,13 +94,8 @@ tasks:
     publish(port, 0, messages).await;
     let published = started.elapsed();
     let took = arrived(messages, started).await;
-    let fsyncs = scrape(
-        metrics,
-        "extractor_buffer_fsyncs_total",
-        &[("queue", "raw")],
-    )
-    .await;
-    let rss = peak_rss_kib(child.0.id());
+    let fsyncs = util::raw_queue_metric(metrics, "extractor_buffer_fsyncs_total").await;
+    let rss = util::memory_kib(child.0.id(), "VmHWM");
     println!(
         "push bench ({buffer} buffer, live): {messages} MQTT messages in {:.2} s: {:.0} messages/s end to end (published in {:.2} s); extractor peak RSS {} KiB{}",
         took.as_secs_f64(),
@@ -161,7 +119,7 @@ tasks:
         "push bench ({buffer} buffer, catching up): a backlog of {messages} messages in {:.2} s from the restart: {:.0} messages/s; extractor peak RSS {} KiB",
         took.as_secs_f64(),
         messages as f64 / took.as_secs_f64(),
-        peak_rss_kib(child.0.id()),
+        util::memory_kib(child.0.id(), "VmHWM"),
     );
     drop((child, broker));
 }
@@ -194,16 +152,6 @@ async fn publish(port: u16, first: usize, messages: usize) {
     }
     acks.await.unwrap();
     let _ = client.disconnect().await;
-}
-
-/// A child killed (by PID) and reaped when dropped, also when the bench fails part way.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

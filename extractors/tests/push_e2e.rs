@@ -15,65 +15,6 @@ mod fake_cdf;
 use fake_cdf::FakeCdf;
 use util::mqtt::Broker;
 
-fn config(dir: &Path, cdf: &FakeCdf, broker: u16, hook: u16, metrics: u16) -> PathBuf {
-    util::write_config(
-        dir,
-        &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 1, max-retry-backoff: 1s}}
-metrics:
-  server: {{host: 127.0.0.1, port: {metrics}}}
-upload-queue:
-  max-upload-interval: 1s
-  buffer: {{type: disk, path: '{buffer}'}}
-shutdown-grace: 5s
-tasks:
-  - name: plant
-    type: mqtt
-    schedule: {{type: continuous}}
-    config:
-      url: mqtt://127.0.0.1:{broker}
-      client-id: extractor-e2e
-      topics: ['plant/#']
-      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
-  - name: hooks
-    type: webhook
-    schedule: {{type: continuous}}
-    config:
-      listen: 127.0.0.1:{hook}
-      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
-",
-            uri = cdf.uri(),
-            buffer = dir.join("buffer").display(),
-        ),
-    )
-}
-
-/// `extractor_buffer_records{queue="raw"}` as the metrics server says.
-async fn buffered(metrics: u16) -> f64 {
-    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics")).await else {
-        return -1.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    extractor_runtime::metrics::sample(&text, "extractor_buffer_records", &[("queue", "raw")])
-        .unwrap_or(-1.0)
-}
-
-async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !ready().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "waited 30 s for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +24,12 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let cdf = FakeCdf::start(&[]).await;
     cdf.with(|c| c.down = true);
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let config = config(dir.path(), &cdf, broker.port, hook, metrics);
+    let buffer = format!(
+        "{{type: disk, path: '{}'}}",
+        dir.path().join("buffer").display()
+    );
+    let config =
+        util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let mut child = util::spawn_run(&config, &[]);
     broker.subscribed("extractor-e2e").await;
 
@@ -113,7 +59,9 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     // Every message PUBACKed and every record answered 200 is on disk.
     let started = Instant::now();
     loop {
-        let seen = buffered(metrics).await;
+        let seen = util::raw_queue_metric(metrics, "extractor_buffer_records")
+            .await
+            .unwrap_or(-1.0);
         if seen == 1000.0 {
             break;
         }
@@ -140,7 +88,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
 
     cdf.with(|c| c.down = false);
     let mut child = util::spawn_run(&config, &[]);
-    wait_for("every row in CDF", async || {
+    util::wait_for("every row in CDF", 30, async || {
         cdf.with(|c| c.rows.len()) >= 1000
     })
     .await;
@@ -159,17 +107,12 @@ fn one_task(dir: &Path, cdf: &FakeCdf, task: &str) -> PathBuf {
     util::write_config(
         dir,
         &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-upload-queue: {{max-upload-interval: 1s}}
+            "{header}upload-queue: {{max-upload-interval: 1s}}
 tasks:
   - name: push
     schedule: {{type: continuous}}
 {task}",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
         ),
     )
 }
@@ -205,7 +148,7 @@ async fn mqtt_over_tls_with_a_private_ca_and_a_client_certificate() {
     broker.subscribed("extractor-tls").await;
     let messages = (0..100).map(|i| format!("{{\"id\": \"t-{i}\"}}")).collect();
     util::mqtt::publish(broker.port, "publisher", "plant/line-1", messages).await;
-    wait_for("100 rows", async || cdf.with(|c| c.rows.len()) >= 100).await;
+    util::wait_for("100 rows", 30, async || cdf.with(|c| c.rows.len()) >= 100).await;
     cdf.with(|c| assert!((0..100).all(|i| c.rows.contains_key(&format!("t-{i}")))));
 }
 
@@ -260,6 +203,6 @@ async fn the_webhook_serves_https() {
         .send()
         .await;
     assert!(plain.is_err(), "{plain:?}");
-    wait_for("2 rows", async || cdf.with(|c| c.rows.len()) >= 2).await;
+    util::wait_for("2 rows", 30, async || cdf.with(|c| c.rows.len()) >= 2).await;
     cdf.with(|c| assert!(!c.rows.contains_key("plain")));
 }

@@ -18,74 +18,6 @@ mod fake_cdf;
 use fake_cdf::FakeCdf;
 use util::mqtt::Broker;
 
-/// MQTT (`plant/#` into RAW plant.messages) and webhook (into RAW saas.events) tasks over
-/// `buffer` (a YAML flow mapping).
-fn config(
-    dir: &Path,
-    cdf: &FakeCdf,
-    broker: u16,
-    hook: u16,
-    metrics: u16,
-    buffer: &str,
-) -> PathBuf {
-    util::write_config(
-        dir,
-        &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 1, max-retry-backoff: 1s}}
-metrics:
-  server: {{host: 127.0.0.1, port: {metrics}}}
-upload-queue:
-  max-upload-interval: 1s
-  buffer: {buffer}
-shutdown-grace: 5s
-tasks:
-  - name: plant
-    type: mqtt
-    schedule: {{type: continuous}}
-    config:
-      url: mqtt://127.0.0.1:{broker}
-      client-id: extractor-e2e
-      topics: ['plant/#']
-      max-in-flight: 50
-      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
-  - name: hooks
-    type: webhook
-    schedule: {{type: continuous}}
-    config:
-      listen: 127.0.0.1:{hook}
-      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
-",
-            uri = cdf.uri(),
-        ),
-    )
-}
-
-async fn wait_for(what: &str, secs: u64, mut ready: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !ready().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(secs),
-            "waited {secs} s for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn metric(port: u16, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    extractor_runtime::metrics::sample(&text, name, &[("queue", "raw")])
-}
-
 /// Webhook records answered 200, with the number of kills before each answer.
 type Answered = Arc<Mutex<Vec<(String, usize)>>>;
 
@@ -148,7 +80,8 @@ async fn kills_under_load(buffer: &str) -> Option<(usize, usize, usize, usize)> 
         ),
         _ => "{type: memory}".to_owned(),
     };
-    let config = config(dir.path(), &cdf, broker.port, hook, metrics, &buffer);
+    let config =
+        util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let mut child = util::spawn_run(&config, &[]);
     broker.subscribed("extractor-e2e").await;
 
@@ -196,9 +129,9 @@ async fn kills_under_load(buffer: &str) -> Option<(usize, usize, usize, usize)> 
 
     cdf.with(|c| c.down = false);
     // Everything the running process holds arrives; then it settles.
-    wait_for("the queues to drain", 60, async || {
-        metric(metrics, "extractor_upload_queue_size").await == Some(0.0)
-            && metric(metrics, "extractor_buffer_records")
+    util::wait_for("the queues to drain", 60, async || {
+        util::raw_queue_metric(metrics, "extractor_upload_queue_size").await == Some(0.0)
+            && util::raw_queue_metric(metrics, "extractor_buffer_records")
                 .await
                 .unwrap_or(0.0)
                 == 0.0
@@ -285,7 +218,8 @@ async fn broker_restarts_lose_nothing() {
         "{{type: disk, path: '{}'}}",
         dir.path().join("buffer").display()
     );
-    let config = config(dir.path(), &cdf, broker.port, hook, metrics, &buffer);
+    let config =
+        util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let _child = util::spawn_run(&config, &[]);
     broker.subscribed("extractor-e2e").await;
     let batch = |from: usize| -> Vec<String> {
@@ -299,13 +233,13 @@ async fn broker_restarts_lose_nothing() {
         // At once, while the extractor may still be taking them: what the broker held for the
         // session (persistence) comes after the restart, once the extractor is back.
         broker.restart();
-        wait_for("the extractor to resume its session", 30, async || {
+        util::wait_for("the extractor to resume its session", 30, async || {
             sessions(&broker) == round + 2
         })
         .await;
     }
     util::mqtt::publish(broker.port, "publisher", "plant/line-1", batch(1500)).await;
-    wait_for("all 2000 messages in CDF", 60, async || {
+    util::wait_for("all 2000 messages in CDF", 60, async || {
         cdf.with(|c| c.rows.len()) >= 2000
     })
     .await;
@@ -353,12 +287,7 @@ async fn a_full_small_disk_answers_503_loses_nothing_and_recovers() {
     let config = util::write_config(
         dir.path(),
         &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 1, max-retry-backoff: 1s}}
+            "{header}  connection: {{max-retries: 1, max-retry-backoff: 1s}}
 metrics:
   server: {{host: 127.0.0.1, port: {metrics}}}
 upload-queue:
@@ -372,7 +301,7 @@ tasks:
       listen: 127.0.0.1:{hook}
       destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
 ",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
             buffer = buffer_dir.display(),
         ),
     );
@@ -414,12 +343,12 @@ tasks:
     assert_eq!(full, Some(true), "a full disk answers 503 with Retry-After");
     assert!(accepted.len() > 10, "{} batches fitted", accepted.len());
     assert!(
-        metric(metrics, "extractor_buffer_dropped_total").await >= Some(1.0),
+        util::raw_queue_metric(metrics, "extractor_buffer_dropped_total").await >= Some(1.0),
         "refusals are counted"
     );
     // CDF recovers: everything answered 200 arrives, the disk is emptied, posting works again.
     cdf.with(|c| c.down = false);
-    wait_for("the accepted records in CDF", 60, async || {
+    util::wait_for("the accepted records in CDF", 60, async || {
         cdf.with(|c| c.rows.len()) >= accepted.len() * 50
     })
     .await;
@@ -431,7 +360,7 @@ tasks:
         }
     });
     // The settled files are removed and let go of (their space comes back only then).
-    wait_for(
+    util::wait_for(
         "the disk to be emptied and posting to work again",
         30,
         async || post(100_000).await.0 == 200,
@@ -450,9 +379,9 @@ async fn a_slow_cdf_with_block_throttles_the_broker_with_bounded_memory() {
     // Each request takes 500 ms: CDF takes far less than the publisher sends.
     cdf.with(|c| c.delay = Duration::from_millis(500));
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let config = config(
+    let config = util::mqtt::push_config(
         dir.path(),
-        &cdf,
+        &cdf.uri(),
         broker.port,
         hook,
         metrics,
@@ -478,7 +407,7 @@ async fn a_slow_cdf_with_block_throttles_the_broker_with_bounded_memory() {
     let mut peak = 0;
     let started = Instant::now();
     while cdf.with(|c| c.rows.len()) < MESSAGES {
-        peak = peak.max(util_rss_kib(child.0.id()));
+        peak = peak.max(util::rss_kib(child.0.id()));
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "{} of {MESSAGES} messages in CDF after 120 s ({} requests); broker: {}",
@@ -505,13 +434,4 @@ async fn a_slow_cdf_with_block_throttles_the_broker_with_bounded_memory() {
         "{requests} requests for {MESSAGES} rows: a full queue sent small batches"
     );
     let _ = metrics;
-}
-
-fn util_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

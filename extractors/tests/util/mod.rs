@@ -177,3 +177,55 @@ pub fn spawn_run(config: &Path, envs: &[(&str, &str)]) -> Running {
             .unwrap(),
     )
 }
+
+/// The config's first lines: `version: 1` and a `cognite:` block for the fake CDF at `uri`
+/// (its token endpoint too).
+pub fn cognite_header(uri: &str) -> String {
+    format!(
+        "version: 1
+cognite:
+  project: demo
+  host: {uri}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
+"
+    )
+}
+
+/// A process's resident memory now (`VmRSS`), in KiB; 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    memory_kib(pid, "VmRSS")
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS`: now, `VmHWM`: the peak); 0 once it is gone.
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `ready` says so, polling every 50 ms; fails after `secs` naming `what`.
+pub async fn wait_for(what: &str, secs: u64, mut ready: impl AsyncFnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(secs),
+            "waited {secs} s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The sample `name{queue="raw"}` from the metrics server on `port`; `None` while it does not
+/// answer or has no such sample.
+pub async fn raw_queue_metric(port: u16, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    extractor_runtime::metrics::sample(&text, name, &[("queue", "raw")])
+}

@@ -175,3 +175,47 @@ pub async fn publish(port: u16, client_id: &str, topic: &str, payloads: Vec<Stri
         .unwrap();
     let _ = client.disconnect().await;
 }
+
+/// A config with two continuous tasks over `buffer` (a YAML flow mapping): `plant`, MQTT
+/// (`plant/#` on the broker at `broker`, client id `extractor-e2e`, 50 in flight) into RAW
+/// plant.messages, and `hooks`, a webhook on `hook` into RAW saas.events; metrics on
+/// `metrics`.
+pub fn push_config(
+    dir: &Path,
+    cdf_uri: &str,
+    broker: u16,
+    hook: u16,
+    metrics: u16,
+    buffer: &str,
+) -> PathBuf {
+    super::write_config(
+        dir,
+        &format!(
+            "{header}  connection: {{max-retries: 1, max-retry-backoff: 1s}}
+metrics:
+  server: {{host: 127.0.0.1, port: {metrics}}}
+upload-queue:
+  max-upload-interval: 1s
+  buffer: {buffer}
+shutdown-grace: 5s
+tasks:
+  - name: plant
+    type: mqtt
+    schedule: {{type: continuous}}
+    config:
+      url: mqtt://127.0.0.1:{broker}
+      client-id: extractor-e2e
+      topics: ['plant/#']
+      max-in-flight: 50
+      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
+  - name: hooks
+    type: webhook
+    schedule: {{type: continuous}}
+    config:
+      listen: 127.0.0.1:{hook}
+      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
+",
+            header = super::cognite_header(cdf_uri),
+        ),
+    )
+}
