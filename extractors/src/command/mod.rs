@@ -90,37 +90,64 @@ async fn send_lines(
     reader: impl tokio::io::AsyncRead + Unpin,
 ) -> Result<(), TaskError> {
     let upload = destination.upload(ctx);
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
+    let mut lines = BoundedLines::new(reader, MAX_RECORD_LINE);
     let mut number = 0u64;
-    let mut too_long = false;
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(buf) => buf,
-        };
-        let (part, end) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..i], Some(i + 1)),
-            None => (buf, None),
-        };
-        if line.len() + part.len() > MAX_RECORD_LINE {
-            too_long = true;
-        } else {
-            line.extend_from_slice(part);
-        }
-        let used = end.unwrap_or(buf.len());
-        reader.consume(used);
-        if end.is_some() {
-            number += 1;
-            send_line(ctx, destination, &upload, &line, number, too_long).await?;
-            line.clear();
-            too_long = false;
-        }
-    }
-    if !line.is_empty() || too_long {
-        send_line(ctx, destination, &upload, &line, number + 1, too_long).await?;
+    while let Some((line, cut)) = lines.next().await {
+        number += 1;
+        send_line(ctx, destination, &upload, line, number, cut > 0).await?;
     }
     Ok(())
+}
+
+/// A stream read line by line, keeping at most `max` bytes of each line (the rest is counted,
+/// never held): memory stays bounded whatever the program prints.
+struct BoundedLines<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+    cut: usize,
+    max: usize,
+    ended: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> BoundedLines<R> {
+    fn new(reader: R, max: usize) -> Self {
+        BoundedLines {
+            reader: BufReader::new(reader),
+            line: Vec::new(),
+            cut: 0,
+            max,
+            ended: false,
+        }
+    }
+
+    /// The next line, without its newline, and how many of its bytes were cut; a last line
+    /// without a newline too. `None` at the end of the stream (or a read error).
+    async fn next(&mut self) -> Option<(&[u8], usize)> {
+        self.line.clear();
+        self.cut = 0;
+        while !self.ended {
+            let buf = match self.reader.fill_buf().await {
+                Ok([]) | Err(_) => {
+                    self.ended = true;
+                    break;
+                }
+                Ok(buf) => buf,
+            };
+            let (part, end) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            let room = self.max.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            self.cut += part.len().saturating_sub(room);
+            let used = end.unwrap_or(buf.len());
+            self.reader.consume(used);
+            if end.is_some() {
+                return Some((&self.line, self.cut));
+            }
+        }
+        (!self.line.is_empty() || self.cut > 0).then_some((&self.line[..], self.cut))
+    }
 }
 
 async fn send_line(
@@ -170,40 +197,15 @@ const OUTPUT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// [`MAX_LINE`] is cut (memory stays bounded whatever the program prints), and the stream is
 /// read to its end so the program never dies of SIGPIPE.
 async fn log_lines(task: String, stream: &'static str, reader: impl tokio::io::AsyncRead + Unpin) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    let mut cut = 0usize;
-    let emit = |line: &mut Vec<u8>, cut: &mut usize| {
+    let mut lines = BoundedLines::new(reader, MAX_LINE);
+    while let Some((line, cut)) = lines.next().await {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
-        if *cut > 0 {
+        if cut > 0 {
             tracing::info!(target: "extractors::command", task = %task, stream, "{text} ... ({cut} more bytes cut)");
         } else {
             tracing::info!(target: "extractors::command", task = %task, stream, "{text}");
         }
-        line.clear();
-        *cut = 0;
-    };
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(buf) => buf,
-        };
-        let (part, end) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..i], Some(i + 1)),
-            None => (buf, None),
-        };
-        let room = MAX_LINE.saturating_sub(line.len());
-        line.extend_from_slice(&part[..part.len().min(room)]);
-        cut += part.len().saturating_sub(room);
-        let used = end.unwrap_or(buf.len());
-        reader.consume(used);
-        if end.is_some() {
-            emit(&mut line, &mut cut);
-        }
-    }
-    if !line.is_empty() || cut > 0 {
-        emit(&mut line, &mut cut);
     }
 }
 
