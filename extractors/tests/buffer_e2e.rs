@@ -26,12 +26,7 @@ fn config(dir: &Path, cdf: &FakeCdf) -> std::path::PathBuf {
     util::write_config(
         dir,
         &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 1, max-retry-backoff: 1s}}
+            "{header}  connection: {{max-retries: 1, max-retry-backoff: 1s}}
 state-store:
   local: {{path: '{state}', save-interval: 1s}}
 upload-queue:
@@ -47,7 +42,7 @@ tasks:
       path: '{data}'
       destination: {{type: raw, database: plant, table: readings, key: '{{key}}'}}
 ",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
             state = dir.join("state.json").display(),
             buffer = dir.join("buffer").display(),
             data = data.display(),

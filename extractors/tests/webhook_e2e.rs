@@ -17,12 +17,7 @@ fn config(dir: &Path, cdf: &FakeCdf, port: u16) -> std::path::PathBuf {
     util::write_config(
         dir,
         &format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{max-retries: 1, max-retry-backoff: 1s}}
+            "{header}  connection: {{max-retries: 1, max-retry-backoff: 1s}}
 upload-queue:
   max-upload-interval: 1s
   buffer: {{type: disk, path: '{buffer}'}}
@@ -38,7 +33,7 @@ tasks:
       max-body-size: 64KiB
       destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
 ",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
             buffer = dir.join("buffer").display(),
         ),
     )
