@@ -57,15 +57,7 @@ fn fetch_remote(
     let idp = super::idp(Path::new(&remote_file_name(remote)), config)?;
     let network = super::network(Path::new(&remote_file_name(remote)), config)?;
     super::current_thread()?.block_on(async {
-        let tokens = crate::auth::TokenManager::spawn(
-            idp,
-            crate::auth::TokenManagerOptions {
-                request_timeout: network.timeout(),
-                network: network.clone(),
-                ..Default::default()
-            },
-            None,
-        )?;
+        let tokens = super::token_manager(idp, &network)?;
         let cdf = crate::cdf::CdfClient::new(
             &config.cognite,
             Some(tokens.clone()),

@@ -90,6 +90,23 @@ fn network(path: &std::path::Path, config: &Config) -> Result<crate::net::Networ
         .map_err(|e| CliError::new(Code::Config, anyhow::anyhow!("{}: {e}", path.display())))
 }
 
+/// A token manager for a one-off command (`check-config --fetch`, `replay`): `network`'s
+/// timeout, proxy and CA, no metrics. Needs a runtime.
+fn token_manager(
+    idp: &crate::config::IdpAuthenticationConfig,
+    network: &crate::net::Network,
+) -> Result<crate::auth::TokenManager, crate::auth::AuthError> {
+    crate::auth::TokenManager::spawn(
+        idp,
+        crate::auth::TokenManagerOptions {
+            request_timeout: network.timeout(),
+            network: network.clone(),
+            ..Default::default()
+        },
+        None,
+    )
+}
+
 /// A single-threaded runtime for a command's few requests.
 fn current_thread() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_current_thread()

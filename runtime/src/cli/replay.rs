@@ -64,15 +64,7 @@ pub(crate) fn replay(
     let network = super::network(path, &config)?;
     super::current_thread()?.block_on(async {
         let tokens = match (&config.cognite.idp_authentication, config.cognite.dry_run) {
-            (Some(idp), false) => Some(crate::auth::TokenManager::spawn(
-                idp,
-                crate::auth::TokenManagerOptions {
-                    request_timeout: network.timeout(),
-                    network: network.clone(),
-                    ..Default::default()
-                },
-                None,
-            )?),
+            (Some(idp), false) => Some(super::token_manager(idp, &network)?),
             _ => None,
         };
         let registry = prometheus::Registry::new();
