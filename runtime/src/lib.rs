@@ -110,6 +110,8 @@ building_blocks! {
     mod disk_log;
     /// `metrics.cognite`: the metrics as CDF time series, through the datapoints queue.
     mod cognite_metrics;
+    /// Whether this replica may still write (its high-availability lease).
+    mod fence;
     /// Loading and checking the YAML config, with `file:line:column: key.path` errors.
     mod config;
     /// `tracing` set up from `logger:`.

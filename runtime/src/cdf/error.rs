@@ -21,6 +21,8 @@ pub enum CdfErrorKind {
     /// The queue's disk buffer did not take the item (full with `when-full: drop-newest`, or
     /// its files cannot be written).
     Buffer,
+    /// This replica no longer holds its high-availability lease: nothing more is queued.
+    Fenced,
 }
 
 /// Why a CDF client could not be built.

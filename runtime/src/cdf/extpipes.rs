@@ -35,6 +35,8 @@ pub struct PipelineReporter {
     client: CdfClient,
     external_id: String,
     reports: IntCounterVec,
+    /// Reports are sent only while it is held (the high-availability lease).
+    fence: crate::fence::Fence,
 }
 
 /// `message` cut to [`MAX_MESSAGE_CHARS`] characters (with `...` when cut).
@@ -61,7 +63,14 @@ impl PipelineReporter {
             client,
             external_id: external_id.to_owned(),
             reports,
+            fence: crate::fence::Fence::open(),
         })
+    }
+
+    /// The same reporter, sending only while `fence` is held.
+    pub(crate) fn with_fence(mut self, fence: crate::fence::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Reports one run.
@@ -70,6 +79,13 @@ impl PipelineReporter {
     ///
     /// Cancelling may leave the report unsent.
     pub async fn report(&self, status: RunStatus, message: Option<&str>) -> Result<(), CdfError> {
+        if let Err(e) = self.fence.check("the pipeline run report") {
+            return Err(CdfError::new(
+                crate::cdf::CdfErrorKind::Fenced,
+                "/extpipes/runs",
+                e.to_string(),
+            ));
+        }
         let mut run =
             serde_json::json!({"externalId": self.external_id, "status": status.as_str()});
         if let Some(m) = message {

@@ -647,6 +647,8 @@ pub struct Queues {
     pub instances: UploadQueue<Instances>,
     dead_letter: Option<Arc<DeadLetter>>,
     metrics: QueueMetrics,
+    /// Items from tasks are queued only while it is held (the high-availability lease).
+    pub(crate) fence: crate::fence::Fence,
 }
 
 impl std::fmt::Debug for Queues {
@@ -708,6 +710,7 @@ impl Queues {
             ),
             dead_letter,
             metrics,
+            fence: crate::fence::Fence::open(),
         })
     }
 
@@ -753,6 +756,7 @@ impl Queues {
             instances: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
             dead_letter,
             metrics,
+            fence: crate::fence::Fence::open(),
         })
     }
 

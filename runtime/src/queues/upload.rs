@@ -86,6 +86,13 @@ impl Upload {
         &self.queues
     }
 
+    /// `Ok` while this replica may queue items (always, without `high-availability:`).
+    fn fenced(&self) -> Result<(), CdfError> {
+        self.queues.fence.check("the item").map_err(|e| {
+            CdfError::new(crate::cdf::CdfErrorKind::Fenced, "upload queue", e.to_string())
+        })
+    }
+
     /// The process's state store, if `state-store:` configures one.
     pub(crate) fn state(&self) -> Option<&crate::state::StateStore> {
         self.ledger.state()
@@ -97,6 +104,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
+        self.fenced()?;
         self.queues.raw
             .add_entry(RawRows::store(row), Some(&self.ledger), self.policy)
             .await
@@ -109,6 +117,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the datapoint.
     pub async fn datapoint(&self, mut datapoint: Datapoint) -> Result<(), CdfError> {
+        self.fenced()?;
         self.defaults().prefix(&mut datapoint.external_id);
         self.queues.datapoints
             .add_entry(
@@ -132,6 +141,7 @@ impl Upload {
         datapoint: Datapoint,
         series: Arc<NewSeries>,
     ) -> Result<(), CdfError> {
+        self.fenced()?;
         let mut datapoint = datapoint;
         self.defaults().prefix(&mut datapoint.external_id);
         let stored = StoredPoint {
@@ -158,6 +168,7 @@ impl Upload {
         space: Arc<str>,
         series: Option<Arc<NewSeries>>,
     ) -> Result<(), CdfError> {
+        self.fenced()?;
         let stored = StoredPoint {
             node: Some(space),
             point: datapoint,
@@ -175,6 +186,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the event.
     pub async fn event(&self, mut event: Event) -> Result<(), CdfError> {
+        self.fenced()?;
         let defaults = self.defaults();
         if let Some(x) = &mut event.external_id {
             defaults.prefix(x);
@@ -193,6 +205,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the node.
     pub async fn node(&self, node: Node) -> Result<(), CdfError> {
+        self.fenced()?;
         self.queues.instances
             .add_entry(Instances::store(node), Some(&self.ledger), self.policy)
             .await

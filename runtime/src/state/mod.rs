@@ -45,6 +45,15 @@ impl StateStore {
         }
     }
 
+    /// Only while `fence` is held are saves written (a replica that lost its lease must not
+    /// move the state another replica now moves).
+    pub fn set_fence(&self, fence: crate::fence::Fence) {
+        match self {
+            StateStore::Local(s) => s.states.set_fence(fence),
+            StateStore::Raw(s) => s.states.set_fence(fence),
+        }
+    }
+
     /// Writes the state out.
     ///
     /// # Cancel safety
@@ -105,6 +114,9 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// This replica lost its high-availability lease: the state is not written.
+    #[error(transparent)]
+    Fenced(crate::fence::Fenced),
     /// Reading or writing the RAW table failed.
     #[error("state in CDF RAW: {0}")]
     Raw(#[source] crate::cdf::CdfError),
@@ -141,11 +153,28 @@ struct File {
 
 /// The in-memory watermarks behind every store. Cheap to clone; clones share the map.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Marks(Arc<Mutex<BTreeMap<String, Watermarks>>>);
+pub(crate) struct Marks(
+    Arc<Mutex<BTreeMap<String, Watermarks>>>,
+    /// Saves are allowed only while it is held (the high-availability lease).
+    Arc<std::sync::OnceLock<crate::fence::Fence>>,
+);
 
 impl Marks {
     pub(crate) fn new(states: BTreeMap<String, Watermarks>) -> Self {
-        Marks(Arc::new(Mutex::new(states)))
+        Marks(Arc::new(Mutex::new(states)), Arc::default())
+    }
+
+    /// Fences every later save of this store (and its clones) with `fence`.
+    pub(crate) fn set_fence(&self, fence: crate::fence::Fence) {
+        let _ = self.1.set(fence);
+    }
+
+    /// `Ok` while a save may be written.
+    pub(crate) fn fenced(&self) -> Result<(), StateError> {
+        match self.1.get() {
+            Some(fence) => fence.check("the state").map_err(StateError::Fenced),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Watermarks> {
@@ -271,6 +300,7 @@ impl LocalStateStore {
     /// Blocking; saves are serialized.
     pub fn save(&self) -> Result<(), StateError> {
         let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        self.states.fenced()?;
         let file = File {
             version: 1,
             states: self.states.snapshot(),
@@ -291,6 +321,9 @@ impl LocalStateStore {
             .map_err(err)?;
         tmp.write_all(&bytes).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
+        // Checked again after the fsync, which can take long: a save that lost the lease on the
+        // way leaves the old file.
+        self.states.fenced()?;
         tmp.persist(&self.path).map_err(|e| err(e.error))?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -350,6 +383,26 @@ mod tests {
             1,
             "no temporary file is left"
         );
+    }
+
+    /// A replica that lost its lease leaves the file as the last save that held it wrote it.
+    #[tokio::test]
+    async fn a_fenced_store_writes_nothing_once_the_lease_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("states.json");
+        let store = StateStore::Local(LocalStateStore::open(&path, false).unwrap());
+        let fence = crate::fence::Fence::closed();
+        store.set_fence(fence.clone());
+        fence.hold_until(tokio::time::Instant::now() + std::time::Duration::from_secs(60));
+        store.set("a", Watermarks { low: None, high: Some(1.into()) });
+        store.save().await.unwrap();
+        fence.revoke();
+        store.set("a", Watermarks { low: None, high: Some(2.into()) });
+        let e = store.save().await.unwrap_err();
+        assert!(matches!(e, StateError::Fenced(_)), "{e}");
+        assert!(e.to_string().contains("no longer holds the high-availability lease"), "{e}");
+        let kept = LocalStateStore::open(&path, false).unwrap();
+        assert_eq!(kept.get("a").unwrap().high, Some(1.into()), "the fenced save left the file");
     }
 
     #[test]

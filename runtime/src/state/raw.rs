@@ -16,7 +16,7 @@ pub struct RawStateStore {
     client: CdfClient,
     database: String,
     table: String,
-    states: Marks,
+    pub(super) states: Marks,
 }
 
 impl RawStateStore {
@@ -129,6 +129,7 @@ impl RawStateStore {
             .collect();
         let path = insert_path(&self.database, &self.table);
         for chunk in rows.chunks(MAX_ROWS_PER_REQUEST) {
+            self.states.fenced()?;
             self.client
                 .post(ROWS, &path, &serde_json::json!({ "items": chunk }))
                 .await
