@@ -112,6 +112,8 @@ building_blocks! {
     mod cognite_metrics;
     /// Whether this replica may still write (its high-availability lease).
     mod fence;
+    /// Active/standby by lease: the elector and its backends (Kubernetes, Redis, RAW).
+    mod lease;
     /// Loading and checking the YAML config, with `file:line:column: key.path` errors.
     mod config;
     /// `tracing` set up from `logger:`.

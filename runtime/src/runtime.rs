@@ -24,6 +24,8 @@ use crate::cdf::extpipes::{PipelineReporter, RunStatus};
 use crate::cdf::{CdfClient, DryRunSink};
 use crate::config::{Config, ConfigErrors, StateStoreConfig};
 use crate::deadline::Deadline;
+use crate::fence::Fence;
+use crate::lease::Elector;
 use crate::extractor::{Built, Registry};
 use crate::metrics::push::Pusher;
 use crate::metrics::server::MetricsServer;
@@ -96,6 +98,15 @@ pub enum RuntimeError {
     /// CDF could not be reached and no last good copy is kept.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// `run --once` with `high-availability:`: another replica held the lease for all of
+    /// `once-timeout`.
+    #[error("the high-availability lease `{lease}` was held by another replica for all of {}s (high-availability.once-timeout): not run", .waited.as_secs_f64())]
+    Standby {
+        /// The lease.
+        lease: String,
+        /// How long this process waited.
+        waited: Duration,
+    },
     /// The metrics server could not bind its address.
     #[error("cannot serve metrics on {address}")]
     Bind {
@@ -130,6 +141,16 @@ pub struct Report {
     /// Why the last state save failed, if it did (the process should exit non-zero: the next
     /// start re-reads what this run delivered).
     pub state_error: Option<String>,
+    /// Why the runs stopped early, when this replica lost its high-availability lease (the
+    /// process should exit, so its supervisor restarts it as a standby).
+    pub lease_lost: Option<String>,
+}
+
+/// What the runs of a leading replica are fenced by, and the takeover to report.
+struct Leading {
+    fence: Fence,
+    /// "`b` took the lease over from `a`", when this replica took it from another.
+    takeover: Option<String>,
 }
 
 /// The runtime: a checked config, its tasks' extractors, the metrics registry and the network
@@ -258,9 +279,7 @@ impl Runtime {
             services.spawn(async move { pusher.run(stop).await });
         }
         let deadline = Deadline::new(shutdown.clone(), self.config.shutdown_grace.get());
-        let result = self
-            .run_tasks(mode, &shutdown, &deadline, &root, health, early)
-            .await;
+        let result = self.lead_and_run(mode, &shutdown, &root, health, early).await;
         pushing.cancel();
         // Always one last push, so a batch job's final results are never lost; within the
         // stop's deadline.
@@ -279,6 +298,137 @@ impl Runtime {
         services.close();
         services.wait().await;
         result
+    }
+
+    /// Runs the tasks: at once, or with `high-availability:` once this replica holds the lease
+    /// (standing by until then: live, ready and serving metrics), until it stops or loses the
+    /// lease. A graceful stop releases the lease after the last state save.
+    async fn lead_and_run(
+        self,
+        mode: Mode,
+        shutdown: &CancellationToken,
+        root: &CancellationToken,
+        health: Health,
+        early: Option<(Option<TokenManager>, CdfClient)>,
+    ) -> Result<Report, RuntimeError> {
+        let grace = self.config.shutdown_grace.get();
+        let Some(ha) = self.config.high_availability.clone() else {
+            let deadline = Deadline::new(shutdown.clone(), grace);
+            let leading = Leading {
+                fence: Fence::open(),
+                takeover: None,
+            };
+            return self
+                .run_tasks(mode, shutdown, &deadline, root, health, early, leading)
+                .await;
+        };
+        // The RAW backend writes through the CDF client the tasks use.
+        let early = match (ha.backend, early) {
+            (crate::config::LeaseBackendKind::Raw, None) => Some(self.clients()?),
+            (_, early) => early,
+        };
+        let stop_clients = |early: Option<(Option<TokenManager>, CdfClient)>| {
+            if let Some((Some(tokens), _)) = early {
+                tokens.shutdown();
+            }
+        };
+        let shard = self.reloading.as_ref().and_then(|r| r.shard);
+        let elector = match Elector::new(
+            &ha,
+            shard,
+            early.as_ref().map(|(_, cdf)| cdf),
+            self.metrics.prometheus(),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                stop_clients(early);
+                return Err(RuntimeError::setup("high-availability", e));
+            }
+        };
+        // A standby is alive and ready: it beats for the scheduler it has not started.
+        health.set_standby(true);
+        let beating = CancellationToken::new();
+        {
+            let (health, beating) = (health.clone(), beating.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => health.beat(),
+                        () = beating.cancelled() => return,
+                    }
+                }
+            });
+        }
+        let stop_beating = beating.drop_guard();
+        let acquired = match mode {
+            Mode::Service => elector.acquire(shutdown).await,
+            Mode::Once => {
+                match tokio::time::timeout(ha.once_timeout.get(), elector.acquire(shutdown)).await
+                {
+                    Ok(acquired) => acquired,
+                    Err(_) => {
+                        stop_clients(early);
+                        return Err(RuntimeError::Standby {
+                            lease: elector.name().to_owned(),
+                            waited: ha.once_timeout.get(),
+                        });
+                    }
+                }
+            }
+        };
+        let Some(previous) = acquired else {
+            // Stopped while standing by: nothing ran, nothing to release.
+            stop_clients(early);
+            return Ok(Report {
+                summary: Summary::default(),
+                unsent: 0,
+                refused: 0,
+                dead_letter: None,
+                state_error: None,
+                lease_lost: None,
+            });
+        };
+        health.set_standby(false);
+        drop(stop_beating);
+        // The runs stop on a stop or when the lease is lost; the stop's grace counts from either.
+        let runs_stop = shutdown.child_token();
+        let deadline = Deadline::new(runs_stop.clone(), grace);
+        let holding_stop = CancellationToken::new();
+        let holding = {
+            let (elector, holding_stop, runs_stop) =
+                (elector.clone(), holding_stop.clone(), runs_stop.clone());
+            tokio::spawn(async move {
+                let lost = elector.hold(&holding_stop).await;
+                if lost.is_some() {
+                    runs_stop.cancel();
+                }
+                lost
+            })
+        };
+        let leading = Leading {
+            fence: elector.fence(),
+            takeover: previous.map(|p| {
+                format!(
+                    "{} took the high-availability lease `{}` over from {p}",
+                    elector.identity(),
+                    elector.name()
+                )
+            }),
+        };
+        let result = self
+            .run_tasks(mode, &runs_stop, &deadline, root, health, early, leading)
+            .await;
+        holding_stop.cancel();
+        match holding.await.ok().flatten() {
+            Some(lost) => result.map(|mut report| {
+                report.lease_lost = Some(format!("lease `{}`: {lost}", elector.name()));
+                report
+            }),
+            None => {
+                elector.release().await;
+                result
+            }
+        }
     }
 
     /// The config a `type: remote` file points to: the latest revision from CDF, or, when CDF
@@ -499,6 +649,7 @@ impl Runtime {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_tasks(
         mut self,
         mode: Mode,
@@ -507,6 +658,7 @@ impl Runtime {
         root: &CancellationToken,
         health: Health,
         early: Option<(Option<TokenManager>, CdfClient)>,
+        leading: Leading,
     ) -> Result<Report, RuntimeError> {
         let local_state = self.open_local_state()?;
         let (tokens, cdf) = match early {
@@ -533,7 +685,11 @@ impl Runtime {
             )),
             (None, _) => None,
         };
-        let queues = self.queues(&cdf)?;
+        if let Some(state) = &state {
+            state.set_fence(leading.fence.clone());
+        }
+        let mut queues = self.queues(&cdf)?;
+        queues.fence = leading.fence.clone();
         cdf.resolve_defaults(&self.config.cognite)
             .await
             .map_err(|source| RuntimeError::Lookup {
@@ -556,7 +712,8 @@ impl Runtime {
                     })?;
                 Some(
                     PipelineReporter::new(cdf.clone(), &external_id, self.metrics.prometheus())
-                        .map_err(|e| RuntimeError::setup("the extraction pipeline reports", e))?,
+                        .map_err(|e| RuntimeError::setup("the extraction pipeline reports", e))?
+                        .with_fence(leading.fence.clone()),
                 )
             }
             None => None,
@@ -615,6 +772,19 @@ impl Runtime {
             None => None,
         };
         let periodic = self.start_periodic(mode, &queues, &saves, &pipeline, &background);
+        if let Some(message) = &leading.takeover {
+            if let Some(recorder) = &recorder {
+                recorder.error(crate::checkin::Level::Warning, message, None, None);
+            }
+            if let Some(p) = &pipeline {
+                let (p, message) = (p.clone(), message.clone());
+                periodic.spawn(async move {
+                    if let Err(e) = p.report(RunStatus::Seen, Some(&message)).await {
+                        tracing::warn!(target: "extractor_runtime::cdf", "cannot report the takeover to the extraction pipeline: {e}");
+                    }
+                });
+            }
+        }
         if let (Some(pusher), Some(m)) = (&cognite_metrics, &self.config.metrics.cognite) {
             periodic.spawn(pusher.clone().run(m.push_interval.get(), background.clone()));
         }
@@ -739,6 +909,7 @@ impl Runtime {
             refused: queues.refused(),
             dead_letter: queues.dead_letter().map(Path::to_path_buf),
             state_error,
+            lease_lost: None,
         })
     }
 

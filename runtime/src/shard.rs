@@ -50,6 +50,11 @@ fn weight(task: &str, shard: u32) -> u64 {
 }
 
 impl Shard {
+    /// This shard's index (0-based).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
     /// Shard `index` of `count`.
     pub fn new(index: u32, count: u32) -> Result<Shard, ShardError> {
         if count == 0 {

@@ -523,6 +523,7 @@ impl Supervisor {
             ("state-store", "state-store:"),
             ("upload-queue", "upload-queue:"),
             ("shutdown-grace", "shutdown-grace"),
+            ("high-availability", "high-availability:"),
         ] {
             if !self.config.same_section(&config, key) {
                 tracing::warn!(target: "extractor_runtime::reload", "{what} changed: it is read at start only, and applies at the next restart");

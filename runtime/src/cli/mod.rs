@@ -25,6 +25,9 @@ pub(crate) enum Code {
     Config = 2,
     /// The identity provider refused the credentials for good.
     Auth = 3,
+    /// `high-availability:`: this replica lost the lease (or, with `--once`, never got it):
+    /// another replica leads. Its supervisor restarts it as a standby.
+    Standby = 4,
 }
 
 /// A failure with the exit code it maps to.
@@ -115,12 +118,13 @@ fn current_thread() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::new(Code::Config, e))
 }
 
-/// The runtime could not start: a refused sign-in exits 3, anything else (config, files,
-/// ports) 2.
+/// The runtime could not start: a refused sign-in exits 3, a `--once` that never got the
+/// high-availability lease 4, anything else (config, files, ports) 2.
 impl From<crate::runtime::RuntimeError> for CliError {
     fn from(e: crate::runtime::RuntimeError) -> Self {
         match e {
             crate::runtime::RuntimeError::Auth(a) => CliError::from(a),
+            e @ crate::runtime::RuntimeError::Standby { .. } => CliError::new(Code::Standby, e),
             other => CliError::new(Code::Config, other),
         }
     }

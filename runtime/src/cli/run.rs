@@ -83,6 +83,14 @@ pub(crate) fn run(
             report.refused
         );
     }
+    if let Some(lost) = &report.lease_lost {
+        return Err(CliError::new(
+            Code::Standby,
+            anyhow::anyhow!(
+                "stopped leading: {lost}; another replica takes over (restart this one to stand by again)"
+            ),
+        ));
+    }
     if let Some(e) = &report.state_error {
         eprintln!("the state could not be saved: {e}; the next start re-reads what was delivered");
         return Ok(Outcome::TaskFailed);

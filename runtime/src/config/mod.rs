@@ -46,7 +46,8 @@ pub use model::Config;
 pub use model::{
     AssertionAlgorithm, AuthMethod, AzureKeyVaultConfig, BufferConfig, CertificateConfig, CogniteMetricsConfig, CogniteConfig, ConfigKind,
     ConnectionConfig, ConsoleLoggerConfig, DEFAULT_AUTHORITY, ExtractionPipelineConfig,
-    EitherId, EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, IdpAuthenticationConfig,
+    EitherId, EitherIdConfig, ExtractorConfigBlock, FileLoggerConfig, Flow, HighAvailabilityConfig, IdpAuthenticationConfig,
+    KubernetesLeaseConfig, LeaseBackendKind, RawLeaseConfig, RedisLeaseConfig,
     IntegrationConfig, KeyVaultAuthentication, LogRotation,
     LocalStateStoreConfig, LogFormat, LogLevel, LoggerConfig, MetricsConfig, MetricsServerConfig,
     OverlapPolicy, PushGatewayConfig, RawStateStoreConfig, ReloadConfig, RemoteConfigFile,

@@ -60,6 +60,9 @@ pub struct Config {
     /// section; `key-vault` is read too).
     #[serde(default, alias = "key-vault")]
     pub azure_keyvault: Option<AzureKeyVaultConfig>,
+    /// Active/standby replicas: only the holder of a lease runs tasks and writes state.
+    #[serde(default)]
+    pub high_availability: Option<HighAvailabilityConfig>,
     /// The document as read (after `${VAR}` substitution): what a reload compares section by
     /// section and task by task.
     #[serde(skip)]
@@ -121,6 +124,120 @@ pub enum KeyVaultAuthentication {
     Default,
     /// `client-id`, `tenant-id` and `secret`.
     ClientSecret,
+}
+
+/// `high-availability:`: one replica of several runs the tasks, the one that holds a lease; the
+/// others stand by (live, ready, serving metrics) and take over when it stops renewing.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HighAvailabilityConfig {
+    /// Where the lease is kept: `kubernetes` (a `coordination.k8s.io/v1` Lease), `redis`
+    /// (a key set with `NX PX`) or `raw` (heartbeat rows in a CDF RAW table).
+    pub backend: LeaseBackendKind,
+    /// The lease's name (with `--shard i/n`, each shard's lease is `<lease-name>-<i>`).
+    pub lease_name: String,
+    /// Who this replica is. Default: the host name (in Kubernetes, the pod name).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// How long a lease holds after its last renewal: a standby takes over this long after
+    /// the leader stopped renewing.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration: Duration,
+    /// A leader that could not renew for this long stops its runs and writes no more state
+    /// (shorter than `lease-duration`, so it has stopped before anyone else can lead).
+    #[serde(default = "default_renew_deadline")]
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby tries to take the lease.
+    #[serde(default = "default_retry_period")]
+    pub retry_period: Duration,
+    /// `run --once`: how long to wait for the lease before exiting with code 4.
+    #[serde(default = "default_once_timeout")]
+    pub once_timeout: Duration,
+    /// With `backend: kubernetes`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesLeaseConfig>,
+    /// With `backend: redis`.
+    #[serde(default)]
+    pub redis: Option<RedisLeaseConfig>,
+    /// With `backend: raw`.
+    #[serde(default)]
+    pub raw: Option<RawLeaseConfig>,
+}
+
+fn default_lease_duration() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_renew_deadline() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_retry_period() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_once_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// `high-availability.backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseBackendKind {
+    /// A `coordination.k8s.io/v1` Lease, through the API server.
+    Kubernetes,
+    /// A Redis key.
+    Redis,
+    /// Heartbeat rows in a CDF RAW table.
+    Raw,
+}
+
+/// `high-availability.kubernetes`: in a pod, everything defaults to its service account.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesLeaseConfig {
+    /// The Lease's namespace. Default: the pod's (the service account's `namespace` file).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The API server. Default: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`.
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// The bearer token file, read again at every request (projected tokens rotate).
+    /// Default: `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// The API server's CA, read again when it changes. Default: the service account's
+    /// `ca.crt`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// `high-availability.redis`.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RedisLeaseConfig {
+    /// `redis://host:port/db`, or `rediss://` for TLS (no password in it: use `password`).
+    pub url: String,
+    /// The `AUTH` password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The `AUTH` user name (Redis 6 ACLs).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// With `rediss://`: the CA (PEM) that signed the server's certificate, instead of the
+    /// system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// `high-availability.raw`.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawLeaseConfig {
+    /// The RAW database.
+    pub database: String,
+    /// The RAW table (one heartbeat row per replica).
+    pub table: String,
 }
 
 /// How a version may be written: `1` or `"1"`.

@@ -121,6 +121,106 @@ impl Problems<'_> {
     }
 }
 
+/// `high-availability:`: the timings in the order that makes stepping down safe, and the
+/// chosen backend's section.
+fn high_availability(ha: &crate::config::HighAvailabilityConfig, dry_run: bool, p: &mut Problems) {
+    use crate::config::LeaseBackendKind;
+    let base = "high-availability";
+    if ha.lease_name.trim().is_empty() {
+        p.push(format!("{base}.lease-name"), "must not be empty");
+    } else if !ha
+        .lease_name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        || ha.lease_name.len() > 200
+    {
+        // A Kubernetes object name (DNS subdomain); the other backends take it as well.
+        p.push(
+            format!("{base}.lease-name"),
+            format!("`{}` is not a valid lease name: lower-case letters, digits, `-` and `.`, at most 200 characters", ha.lease_name),
+        );
+    }
+    if ha.identity.as_deref().is_some_and(|i| i.trim().is_empty()) {
+        p.push(format!("{base}.identity"), "must not be empty (leave it out for the host name)");
+    }
+    let (lease, renew, retry) = (
+        ha.lease_duration.get(),
+        ha.renew_deadline.get(),
+        ha.retry_period.get(),
+    );
+    if retry.is_zero() {
+        p.push(format!("{base}.retry-period"), "must be more than 0s");
+    }
+    if renew >= lease {
+        p.push(
+            format!("{base}.renew-deadline"),
+            format!("must be shorter than lease-duration ({}s): a leader must have stopped writing before its lease can pass to another replica", lease.as_secs_f64()),
+        );
+    }
+    if retry >= renew {
+        p.push(
+            format!("{base}.retry-period"),
+            format!("must be shorter than renew-deadline ({}s): the leader must get more than one try to renew", renew.as_secs_f64()),
+        );
+    }
+    let (key, given) = match ha.backend {
+        LeaseBackendKind::Kubernetes => ("kubernetes", true),
+        LeaseBackendKind::Redis => ("redis", ha.redis.is_some()),
+        LeaseBackendKind::Raw => ("raw", ha.raw.is_some()),
+    };
+    if !given {
+        p.push(
+            base,
+            format!("`backend: {key}` needs its section `{key}:`"),
+        );
+    }
+    for (other, present) in [
+        ("kubernetes", ha.kubernetes.is_some()),
+        ("redis", ha.redis.is_some()),
+        ("raw", ha.raw.is_some()),
+    ] {
+        if present && other != key {
+            p.push(
+                format!("{base}.{other}"),
+                format!("`{other}:` is not read with `backend: {key}`"),
+            );
+        }
+    }
+    if let Some(redis) = &ha.redis {
+        let path = format!("{base}.redis.url");
+        match reqwest::Url::parse(&redis.url) {
+            Ok(url) if url.scheme() != "redis" && url.scheme() != "rediss" => p.push(
+                path,
+                format!("`{}` is not a redis:// or rediss:// URL", redis.url),
+            ),
+            Ok(url) if url.password().is_some() => p.push(
+                path,
+                "holds a password: put it in `high-availability.redis.password` (a secret, never logged)",
+            ),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                p.push(path, format!("`{}` names no host", redis.url))
+            }
+            Ok(_) => {}
+            Err(e) => p.push(path, format!("`{}` is not a URL: {e}", redis.url)),
+        }
+    }
+    if let Some(k) = &ha.kubernetes
+        && let Some(url) = &k.api_url
+        && !is_http_url(url)
+    {
+        p.push(
+            format!("{base}.kubernetes.api-url"),
+            format!("`{url}` is not an http:// or https:// URL"),
+        );
+    }
+    if ha.backend == LeaseBackendKind::Raw && dry_run {
+        p.push(
+            format!("{base}.backend"),
+            "`raw` keeps the lease in CDF, which a dry run does not reach: use `redis` or `kubernetes`",
+        );
+    }
+}
+
 /// `http://` or `https://` followed by a host.
 fn is_http_url(s: &str) -> bool {
     let rest = s
@@ -358,6 +458,10 @@ pub(crate) fn validate(
                 format!("`{key}` applies only to a `type: remote` file (the config is then fetched from CDF)"),
             );
         }
+    }
+
+    if let Some(ha) = &config.high_availability {
+        high_availability(ha, config.cognite.dry_run, &mut p);
     }
 
     let c = &config.cognite;

@@ -19,6 +19,8 @@ struct Inner {
     /// Unix milliseconds of the scheduler's last heartbeat; 0 before it started.
     heartbeat_ms: AtomicU64,
     stopped: AtomicBool,
+    /// A high-availability standby: alive and ready, its scheduler not started.
+    standby: AtomicBool,
     checks: std::sync::Mutex<Vec<Box<dyn ReadinessCheck>>>,
 }
 
@@ -81,6 +83,15 @@ impl Health {
         self.inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// A high-availability standby (`true`) beats for itself until it leads (`false`): it is
+    /// alive and ready while another replica runs the tasks.
+    pub fn set_standby(&self, standby: bool) {
+        self.inner.standby.store(standby, Ordering::Relaxed);
+        if standby {
+            self.beat();
+        }
+    }
+
     /// Records that the scheduler has stopped (shutdown).
     pub fn set_stopped(&self) {
         self.inner.stopped.store(true, Ordering::Relaxed);
@@ -110,7 +121,9 @@ impl Health {
             Check {
                 name: "scheduler",
                 ok: self.is_alive(),
-                detail: if self.is_alive() {
+                detail: if self.is_alive() && self.inner.standby.load(Ordering::Relaxed) {
+                    "standing by (another replica holds the lease)".into()
+                } else if self.is_alive() {
                     "running".into()
                 } else {
                     "not running".into()
