@@ -1,0 +1,301 @@
+//! High availability through the binary (issue 27): replicas of `run` sharing one lease, each
+//! writing a row per run (100 ms) into its own dry-run file; a row's key names its replica and
+//! the moment it was produced, so "nobody writes twice" is "the replicas' rows do not
+//! interleave in time". Lease 3 s, renew deadline 2 s, retry period 0.5 s.
+//!
+//! Redis is Debian's `redis-server`; the Kubernetes API is a Lease endpoint fake written from
+//! the API reference (GET/POST/PUT with resourceVersion conflicts answering 409); the RAW
+//! backend runs against the stateful fake CDF.
+
+use std::time::Duration;
+
+mod util;
+
+use util::ha::{LEASE, RENEW_DEADLINE, RETRY, Redis, Replica, config, now_ns};
+
+fn ms(ns: u128) -> u128 {
+    ns / 1_000_000
+}
+
+fn redis_config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let text = config(&format!("  backend: redis\n  redis: {{url: \"{url}\"}}"));
+    util::write_config(dir, &text)
+}
+
+/// Rows of `later` all come after every row of `earlier`.
+fn after(earlier: &[u128], later: &[u128]) -> bool {
+    match (earlier.iter().max(), later.iter().min()) {
+        (Some(e), Some(l)) => l > e,
+        _ => true,
+    }
+}
+
+/// Three replicas: one leads and writes, the others stand by (alive, ready, `extractor_leader`
+/// 0, no rows). SIGKILL of the leader: exactly one standby writes, within lease-duration +
+/// retry-period of the kill (plus the first run's wait for its schedule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_one_of_three_writes_and_a_sigkill_fails_over_within_the_lease() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    let c = Replica::start(dir.path(), &path, "c", &[]);
+    util::wait_for("the standbys' metrics", 20, async || {
+        b.leader().await == Some(0.0) && c.leader().await == Some(0.0)
+    })
+    .await;
+    assert_eq!(b.ready().await, Some(200), "a standby is ready");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        a.rows().len() >= 10,
+        "the leader writes: {}",
+        a.rows().len()
+    );
+    assert!(
+        b.rows().is_empty() && c.rows().is_empty(),
+        "standbys write nothing"
+    );
+
+    let killed = now_ns();
+    a.signal("KILL");
+    assert_eq!(a.exit_code(5), None, "killed");
+    util::wait_for("a standby to write", 20, async || {
+        !b.rows().is_empty() || !c.rows().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (new, idle) = if b.rows().is_empty() {
+        (&c, &b)
+    } else {
+        (&b, &c)
+    };
+    assert!(idle.rows().is_empty(), "only one standby took over");
+    let first = new.rows()[0];
+    let takeover = ms(first - killed);
+    eprintln!(
+        "takeover after SIGKILL: {takeover} ms (first row of {})",
+        new.id
+    );
+    let bound = (LEASE + RETRY + Duration::from_millis(500)).as_millis();
+    assert!(takeover <= bound, "took {takeover} ms, more than {bound}");
+    assert!(
+        after(&a.rows(), &new.rows()),
+        "no row of the new leader before the old one's last"
+    );
+    assert_eq!(new.leader().await, Some(1.0));
+    assert_eq!(idle.leader().await, Some(0.0));
+}
+
+/// SIGTERM of the leader: it finishes, releases the lease, exits 0, and the standby writes
+/// within a retry period of the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sigterm_hands_over_within_a_retry_period() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("TERM");
+    assert_eq!(a.exit_code(10), Some(0), "a graceful stop: {}", a.log());
+    assert!(a.log().contains("released the lease"), "{}", a.log());
+    util::wait_for("b to write", 10, async || !b.rows().is_empty()).await;
+    let gap = ms(b.rows()[0] - a.rows().iter().max().unwrap());
+    eprintln!("handover after SIGTERM: {gap} ms from a's last row to b's first");
+    let bound = (RETRY + Duration::from_millis(500)).as_millis();
+    assert!(gap <= bound, "{gap} ms, more than {bound}");
+    assert!(after(&a.rows(), &b.rows()));
+}
+
+/// SIGSTOP of the leader past its lease, then SIGCONT: the standby took over meanwhile, and
+/// the woken process writes nothing (its fence closed while it was frozen), then exits 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_frozen_leader_that_wakes_writes_nothing() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("STOP");
+    let frozen = now_ns();
+    util::wait_for("b to take over", 20, async || !b.rows().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let woke = now_ns();
+    a.signal("CONT");
+    assert_eq!(a.exit_code(15), Some(4), "a steps down: {}", a.log());
+    assert!(a.log().contains("lost the lease"), "{}", a.log());
+    let late: Vec<u128> = a.rows().into_iter().filter(|t| *t > frozen).collect();
+    assert!(
+        late.is_empty(),
+        "{} rows produced after the freeze (woke at {woke})",
+        late.len()
+    );
+    assert!(after(&a.rows(), &b.rows()), "nobody wrote twice");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(b.leader().await, Some(1.0));
+}
+
+/// Redis down for longer than the renew deadline: the leader stops writing within it and
+/// exits 4; the standby cannot take the lease while Redis is down, so nobody writes; once Redis
+/// is back, the standby leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_the_leader_steps_down_and_nobody_writes_twice() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let down = now_ns();
+    redis.stop();
+    assert_eq!(a.exit_code(15), Some(4), "a steps down: {}", a.log());
+    let last = *a.rows().iter().max().unwrap();
+    let limit = down + (RENEW_DEADLINE + Duration::from_millis(200)).as_nanos();
+    assert!(
+        last <= limit,
+        "a wrote {} ms after Redis went down",
+        ms(last - down)
+    );
+    tokio::time::sleep(LEASE).await;
+    assert!(
+        b.rows().is_empty(),
+        "nobody leads while the lease cannot be had"
+    );
+    let up = now_ns();
+    redis.restart();
+    util::wait_for("b to write", 20, async || !b.rows().is_empty()).await;
+    assert!(b.rows()[0] > up, "b wrote only after Redis came back");
+}
+
+/// Redis restarted (its keys lost) within the renew deadline: the leader renews by taking the
+/// key back; the standby, which saw it held, does not take the vanished key: no transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_the_leader_keeps_leading() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    redis.restart();
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    assert!(a.running(), "a still runs: {}", a.log());
+    assert_eq!(a.leader().await, Some(1.0));
+    assert_eq!(b.leader().await, Some(0.0));
+    assert!(b.rows().is_empty(), "b never led");
+    let recent = a
+        .rows()
+        .into_iter()
+        .filter(|t| *t > now_ns() - 1_000_000_000)
+        .count();
+    assert!(
+        recent >= 5,
+        "a goes on writing: {recent} rows in the last second"
+    );
+}
+
+/// A real partition: the leader runs in a network namespace of its own and reaches Redis over
+/// a veth link; the link goes down. The leader stops writing within the renew deadline and
+/// exits 4; the standby (on loopback) takes over once the lease expired; their rows do not
+/// interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_partition_between_the_leader_and_redis() {
+    if !Redis::available() {
+        return;
+    }
+    let Some(ns) = util::ha::Namespace::create("r") else {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but a network namespace cannot be made (CI runs as root)"
+        );
+        eprintln!("skipped: cannot make a network namespace here (needs root and iproute2)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[&ns.outside]);
+    let text = config("  backend: redis\n  redis: {url: \"${REDIS_URL}\"}");
+    let path = util::write_config(dir.path(), &text);
+    let inside_url = format!("redis://{}:{}", ns.outside, redis.port);
+    let mut a = Replica::start_with(
+        ns.bin(),
+        &ns.inside,
+        dir.path(),
+        &path,
+        "a",
+        &[("REDIS_URL", &inside_url)],
+    );
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[("REDIS_URL", &redis.url())]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cut = now_ns();
+    ns.link_up(false);
+    assert_eq!(a.exit_code(20), Some(4), "a steps down: {}", a.log());
+    let last = *a.rows().iter().max().unwrap();
+    let limit = cut + (RENEW_DEADLINE + Duration::from_millis(200)).as_nanos();
+    assert!(last <= limit, "a wrote {} ms after the cut", ms(last - cut));
+    util::wait_for("b to write", 20, async || !b.rows().is_empty()).await;
+    let takeover = ms(b.rows()[0] - cut);
+    eprintln!("takeover after a partition: {takeover} ms");
+    assert!(takeover <= (LEASE + RETRY + Duration::from_millis(500)).as_millis());
+    assert!(after(&a.rows(), &b.rows()), "nobody wrote twice");
+    ns.link_up(true);
+}
+
+/// `run --once` with the lease held by another replica: it waits `once-timeout`, then exits 4
+/// naming the lease, having run nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_once_waits_for_the_lease_then_exits_4() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let text = config(&format!(
+        "  backend: redis\n  once-timeout: 1s\n  redis: {{url: \"{}\"}}",
+        redis.url()
+    ));
+    let path = util::write_config(dir.path(), &text);
+    let a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let out = dir.path().join("once.out");
+    let (code, _, stderr) = util::run(
+        util::bin()
+            .args(["run", "--once", "-c"])
+            .arg(&path)
+            .env("ID", "once")
+            .env("OUT", &out)
+            .env("PORT", util::free_port().to_string()),
+    );
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("lease `demo`") && stderr.contains("once-timeout"),
+        "{stderr}"
+    );
+    assert!(!out.exists() || std::fs::read_to_string(&out).unwrap().is_empty());
+}
