@@ -299,3 +299,126 @@ async fn redis_once_waits_for_the_lease_then_exits_4() {
     );
     assert!(!out.exists() || std::fs::read_to_string(&out).unwrap().is_empty());
 }
+
+fn kube_config(
+    dir: &std::path::Path,
+    api: &str,
+    token_file: &std::path::Path,
+) -> std::path::PathBuf {
+    let text = config(&format!(
+        "  backend: kubernetes\n  kubernetes: {{namespace: extractors, api-url: \"{api}\", token-file: \"{}\"}}",
+        token_file.display()
+    ));
+    util::write_config(dir, &text)
+}
+
+/// The Kubernetes backend against a Lease endpoint fake: the first replica creates the Lease,
+/// the second stands by; a resourceVersion changed behind the leader's back (409 on its next
+/// PUT) does not unseat it; SIGKILL fails over within lease + retry (leaseTransitions 1), and
+/// a restarted replica stands by; SIGTERM hands the Lease back (released: no holder, then the
+/// standby's); the API server down for longer than the renew deadline makes the leader step
+/// down and exit 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_lease_failover_handover_and_api_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "service-account-token\n").unwrap();
+    let api = util::kube::KubeApi::start("service-account-token").await;
+    let path = kube_config(dir.path(), &api.server.uri(), &token);
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let spec = api.spec("demo").expect("the Lease was created");
+    assert_eq!(spec["holderIdentity"], "a");
+    assert_eq!(spec["leaseDurationSeconds"], LEASE.as_secs());
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    api.change_before_next_put();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        a.running() && a.leader().await == Some(1.0),
+        "a conflict is retried, not a loss: {}",
+        a.log()
+    );
+    assert!(api.state.lock().unwrap().conflicts >= 1);
+    assert!(b.rows().is_empty());
+
+    let killed = now_ns();
+    a.signal("KILL");
+    a.exit_code(5);
+    util::wait_for("b to write", 20, async || !b.rows().is_empty()).await;
+    let takeover = ms(b.rows()[0] - killed);
+    eprintln!("kubernetes: takeover after SIGKILL: {takeover} ms");
+    assert!(
+        takeover <= (LEASE + RETRY + Duration::from_millis(700)).as_millis(),
+        "{takeover} ms"
+    );
+    let spec = api.spec("demo").unwrap();
+    assert_eq!(
+        (
+            spec["holderIdentity"].as_str(),
+            spec["leaseTransitions"].as_i64()
+        ),
+        (Some("b"), Some(1))
+    );
+    assert!(after(&a.rows(), &b.rows()));
+
+    let a2_dir = dir.path().join("again");
+    std::fs::create_dir(&a2_dir).unwrap();
+    let mut a = Replica::start(&a2_dir, &path, "a", &[]);
+    util::wait_for("a to stand by", 20, async || a.leader().await == Some(0.0)).await;
+    let mut b = b;
+    b.signal("TERM");
+    assert_eq!(b.exit_code(10), Some(0), "{}", b.log());
+    util::wait_for("a to write again", 10, async || !a.rows().is_empty()).await;
+    let gap = ms(a.rows()[0] - b.rows().iter().max().unwrap());
+    eprintln!("kubernetes: handover after SIGTERM: {gap} ms");
+    assert!(
+        gap <= (RETRY + Duration::from_millis(700)).as_millis(),
+        "{gap} ms"
+    );
+    assert_eq!(api.spec("demo").unwrap()["holderIdentity"], "a");
+
+    let down = now_ns();
+    api.state.lock().unwrap().down = true;
+    assert_eq!(a.exit_code(15), Some(4), "{}", a.log());
+    let last = *a.rows().iter().max().unwrap();
+    assert!(
+        last <= down + (RENEW_DEADLINE + Duration::from_millis(200)).as_nanos(),
+        "a wrote {} ms into the outage",
+        ms(last - down)
+    );
+    let requests = api.state.lock().unwrap().requests.clone();
+    eprintln!("kubernetes: requests {requests:?}");
+}
+
+/// Renew traffic: a leader and a standby for 10 s make about 2 tries a second each (retry
+/// period 0.5 s): a GET and a PUT per leader try, a GET per standby try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_renew_traffic_is_one_try_per_retry_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let api = util::kube::KubeApi::start("t").await;
+    let path = kube_config(dir.path(), &api.server.uri(), &token);
+    let a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let before = api.state.lock().unwrap().requests.clone();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = api.state.lock().unwrap().requests.clone();
+    let count = |m: &str| after.get(m).copied().unwrap_or(0) - before.get(m).copied().unwrap_or(0);
+    let (gets, puts) = (count("GET"), count("PUT"));
+    eprintln!(
+        "kubernetes: in 10 s, {gets} GET and {puts} PUT (per minute: {} requests)",
+        (gets + puts) * 6
+    );
+    assert!(
+        (16..=24).contains(&puts),
+        "the leader renews every 0.5 s: {puts} PUTs in 10 s"
+    );
+    assert!(
+        (32..=48).contains(&gets),
+        "leader and standby each read every 0.5 s: {gets} GETs in 10 s"
+    );
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod ha;
+pub mod kube;
 pub mod mqtt;
 pub mod tls;
 
