@@ -11,6 +11,11 @@ use std::time::Duration;
 
 mod util;
 
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+#[path = "../../runtime/tests/support/prism.rs"]
+mod prism;
+
 use util::ha::{LEASE, RENEW_DEADLINE, RETRY, Redis, Replica, config, now_ns};
 
 fn ms(ns: u128) -> u128 {
@@ -421,4 +426,128 @@ async fn kubernetes_renew_traffic_is_one_try_per_retry_period() {
         (32..=48).contains(&gets),
         "leader and standby each read every 0.5 s: {gets} GETs in 10 s"
     );
+}
+
+/// When the rows of replica `id` that reached the fake CDF were produced.
+fn cdf_rows(cdf: &fake_cdf::FakeCdf, id: &str) -> Vec<u128> {
+    let prefix = format!("{id}-");
+    cdf.with(|s| {
+        let mut rows: Vec<u128> = s
+            .rows
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix)?.parse().ok())
+            .collect();
+        rows.sort_unstable();
+        rows
+    })
+}
+
+/// The RAW backend against the stateful fake CDF, replicas writing their rows to CDF: one
+/// leads; SIGKILL fails over once its heartbeat is older than the lease; a replica started
+/// again stands by (the new leader keeps its claim); SIGTERM deletes the leader's heartbeat
+/// and the standby claims at its next try; CDF down makes the leader step down (exit 4). Every
+/// RAW request the lease made is then replayed to Prism serving Cognite's spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_lease_failover_handover_and_cdf_outage() {
+    let cdf = fake_cdf::FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = util::ha::config_with(
+        &util::cognite_header(&cdf.uri()),
+        "  backend: raw\n  raw: {database: ha, table: leases}",
+    );
+    let path = util::write_config(dir.path(), &text);
+    let mut a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir.path(), &path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(cdf_rows(&cdf, "a").len() >= 10);
+    assert!(cdf_rows(&cdf, "b").is_empty(), "the standby writes nothing");
+
+    let killed = now_ns();
+    a.signal("KILL");
+    a.exit_code(5);
+    util::wait_for("b to write", 20, async || !cdf_rows(&cdf, "b").is_empty()).await;
+    let takeover = ms(cdf_rows(&cdf, "b")[0] - killed);
+    eprintln!("raw: takeover after SIGKILL: {takeover} ms");
+    assert!(
+        takeover <= (LEASE + RETRY * 2 + Duration::from_millis(500)).as_millis(),
+        "{takeover} ms"
+    );
+    assert!(after(&cdf_rows(&cdf, "a"), &cdf_rows(&cdf, "b")));
+
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let mut a = Replica::start(&again, &path, "a", &[]);
+    util::wait_for("a to stand by", 20, async || a.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        a.leader().await,
+        Some(0.0),
+        "the lower identity does not unseat a live leader"
+    );
+    let mut b = b;
+    let a_before = cdf_rows(&cdf, "a").len();
+    b.signal("TERM");
+    assert_eq!(b.exit_code(10), Some(0), "{}", b.log());
+    util::wait_for("a to write again", 10, async || {
+        cdf_rows(&cdf, "a").len() > a_before
+    })
+    .await;
+    let resumed = cdf_rows(&cdf, "a")[a_before];
+    let gap = ms(resumed - cdf_rows(&cdf, "b").last().unwrap());
+    eprintln!("raw: handover after SIGTERM: {gap} ms");
+    assert!(
+        gap <= (RETRY * 2 + Duration::from_millis(500)).as_millis(),
+        "{gap} ms"
+    );
+
+    let down = now_ns();
+    cdf.with(|s| s.down = true);
+    assert_eq!(a.exit_code(20), Some(4), "{}", a.log());
+    let produced_last = *cdf_rows(&cdf, "a").last().unwrap();
+    assert!(
+        produced_last <= down,
+        "nothing reached CDF while it was down"
+    );
+
+    // The lease's requests, as Cognite's spec has them.
+    let requests = cdf.with(|s| s.raw_requests.clone());
+    let lease: Vec<_> = requests
+        .into_iter()
+        .filter(|(_, p, _)| p.starts_with("/raw/dbs/ha/"))
+        .collect();
+    for endpoint in ["/rows?ensureParent=true", "/rows?limit=", "/rows/delete"] {
+        assert!(
+            lease.iter().any(|(_, p, _)| p.contains(endpoint)),
+            "{endpoint} not exercised"
+        );
+    }
+    let Some(prism) = prism::Prism::start().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let mut checked = std::collections::BTreeSet::new();
+    for (method, path, body) in &lease {
+        let shape = (
+            method.clone(),
+            path.split('?').next().unwrap().to_owned(),
+            body.to_string().len() / 64,
+        );
+        if !checked.insert(shape) {
+            continue;
+        }
+        let url = format!("{}/api/v1/projects/demo{path}", prism.base);
+        let request = match method.as_str() {
+            "GET" => client.get(&url),
+            _ => client.post(&url).json(body),
+        };
+        let answer = request.bearer_auth("t").send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        assert!(
+            status < 400,
+            "Prism refused {method} {path} {body}: {status} {text}"
+        );
+    }
 }

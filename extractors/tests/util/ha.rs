@@ -96,13 +96,16 @@ impl Redis {
 /// writing a RAW row per run keyed `<identity>-<nanoseconds>`, the metrics server on
 /// `${PORT}`, and `high-availability:` with `backend` (YAML lines under it, indented by 2).
 pub fn config(backend: &str) -> String {
+    config_with(
+        "version: 1\ncognite:\n  project: demo\n  dry-run: true\n  dry-run-output: ${OUT}\n",
+        backend,
+    )
+}
+
+/// As [`config`], with `header` (`version:` and `cognite:`) instead of a dry run.
+pub fn config_with(header: &str, backend: &str) -> String {
     format!(
-        r#"version: 1
-cognite:
-  project: demo
-  dry-run: true
-  dry-run-output: ${{OUT}}
-high-availability:
+        r#"{header}high-availability:
   lease-name: demo
   identity: ${{ID}}
   lease-duration: {}ms

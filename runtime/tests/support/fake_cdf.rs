@@ -7,7 +7,9 @@
 //! - `POST /timeseries`: creates series, 409 with `duplicated` for ones it has;
 //! - `POST /events`: 409 with `duplicated` for external ids it has; a bare 400 for [`BAD`] ids;
 //! - `POST /events/update`: applies `update.*.set`, 400 with `missing` for unknown ids;
-//! - `POST /raw/dbs/{db}/tables/{table}/rows`: a bare 400 for [`BAD`] keys;
+//! - `POST /raw/dbs/{db}/tables/{table}/rows`: a bare 400 for [`BAD`] keys; rows are kept
+//!   with a `lastUpdatedTime`, listed by `GET …/rows` (404 for a table it does not have) and
+//!   removed by `POST …/rows/delete`;
 //! - `POST /models/instances`: upserts nodes (by `space:externalId`); a bare 400 for [`BAD`]
 //!   external ids, and 400 with `duplicated` (`{space, externalId}`, as Data Modeling names
 //!   instances) when a request holds the same node twice;
@@ -50,6 +52,11 @@ pub struct CdfState {
     pub event_updates: usize,
     /// How often each RAW row key was accepted.
     pub rows: BTreeMap<String, usize>,
+    /// RAW tables by `db/table` (as in the path): each row's columns and `lastUpdatedTime`.
+    pub raw: BTreeMap<String, BTreeMap<String, (Value, i64)>>,
+    /// Every RAW request, as `(method, path and query after the project, body)`: a contract
+    /// test replays them to Prism.
+    pub raw_requests: Vec<(String, String, Value)>,
     /// Nodes by `space:externalId`: the last properties written, and how often.
     pub nodes: BTreeMap<String, (Value, usize)>,
     /// Files by external id (or `space:externalId`).
@@ -214,6 +221,30 @@ impl FakeCdf {
             .await;
         let s = state.clone();
         Mock::given(method("GET"))
+            .and(path_regex("^/api/v1/projects/demo/raw/dbs/[^/]+/tables/[^/]+/rows$"))
+            .respond_with(move |req: &Request| {
+                let mut state = s.lock().unwrap();
+                let endpoint = req.url.path().trim_start_matches("/api/v1/projects/demo").to_owned();
+                *state.requests.entry(format!("GET {endpoint}")).or_default() += 1;
+                if state.down {
+                    return error(503, "Service Unavailable", None);
+                }
+                state.raw_requests.push(("GET".into(), format!("{endpoint}?{}", req.url.query().unwrap_or("")), Value::Null));
+                match state.raw.get(&raw_table(&endpoint)) {
+                    None => error(404, "Table not found", None),
+                    Some(rows) => {
+                        let items: Vec<Value> = rows
+                            .iter()
+                            .map(|(k, (columns, t))| json!({"key": k, "columns": columns, "lastUpdatedTime": t}))
+                            .collect();
+                        ResponseTemplate::new(200).set_body_json(json!({"items": items}))
+                    }
+                }
+            })
+            .mount(&server)
+            .await;
+        let s = state.clone();
+        Mock::given(method("GET"))
             .and(path_regex(
                 "^/api/v1/projects/demo/(extpipes|integrations)/config",
             ))
@@ -243,6 +274,12 @@ impl FakeCdf {
                 .sum()
         })
     }
+}
+
+/// `db/table` of a `/raw/dbs/{db}/tables/{table}/rows` path.
+fn raw_table(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    format!("{}/{}", parts[3], parts[5])
 }
 
 /// Starts an upload of the file `key` in `parts` parts (0: one PUT): its id, and the URLs on
@@ -433,6 +470,12 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
     };
     let empty = Vec::new();
     let items = body["items"].as_array().unwrap_or(&empty);
+    if endpoint.starts_with("/raw/") {
+        let query = req.url.query().map(|q| format!("?{q}")).unwrap_or_default();
+        state
+            .raw_requests
+            .push(("POST".into(), format!("{endpoint}{query}"), body.clone()));
+    }
     match endpoint.as_str() {
         "/timeseries/data" if items.iter().any(|i| i.get("instanceId").is_some()) => {
             // Data Modeling time series: the CogniteTimeSeries nodes it holds.
@@ -599,12 +642,32 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
             }
             ResponseTemplate::new(200).set_body_json(answer)
         }
+        raw if raw.starts_with("/raw/dbs/") && raw.ends_with("/rows/delete") => {
+            let table = raw_table(raw.trim_end_matches("/delete"));
+            if let Some(rows) = state.raw.get_mut(&table) {
+                for r in items {
+                    rows.remove(r["key"].as_str().unwrap_or(""));
+                }
+            }
+            ResponseTemplate::new(200).set_body_json(json!({}))
+        }
         raw if raw.starts_with("/raw/dbs/") && raw.ends_with("/rows") => {
             if items
                 .iter()
                 .any(|r| r["key"].as_str().is_some_and(|k| k.starts_with(BAD)))
             {
                 return error(400, "Invalid row", None);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64;
+            let table = state.raw.entry(raw_table(raw)).or_default();
+            for r in items {
+                table.insert(
+                    r["key"].as_str().unwrap().to_owned(),
+                    (r["columns"].clone(), now),
+                );
             }
             for r in items {
                 *state
