@@ -806,40 +806,53 @@ mod sharding_and_healthcheck {
     }
 }
 
-/// The config in `deploy/kubernetes/configmap.yaml` is valid with the pods' environment.
+/// The configs in `deploy/kubernetes/configmap.yaml` and `deployment-ha.yaml` are valid with
+/// the pods' environment.
 #[test]
-fn the_kubernetes_configmap_holds_a_valid_config() {
-    let manifest =
-        std::fs::read_to_string(repo().join("deploy/kubernetes/configmap.yaml")).unwrap();
-    let (_, block) = manifest
-        .split_once("  config.yaml: |\n")
-        .expect("a config.yaml key");
-    let config: String = block
-        .lines()
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let path = write_config(tmp.path(), &config);
-    let (code, stdout, stderr) = run(bin()
-        .args(["check-config", "-c"])
-        .arg(&path)
-        .env("COGNITE_PROJECT", "p")
-        .env("COGNITE_CLIENT_ID", "id")
-        .env("COGNITE_CLIENT_SECRET", "from-the-secret")
-        .env("COGNITE_TENANT_ID", "tenant")
-        .env(
-            "POSTGRES_CONNECTION",
-            "host=db user=reader password=db-secret-pw dbname=plant sslmode=require",
-        ));
-    assert_eq!(code, 0, "{stderr}");
-    assert!(!stdout.contains("db-secret-pw") && !stderr.contains("db-secret-pw"));
-    assert!(
-        stdout.contains("work-orders (postgres)")
-            && stdout.contains("state:    RAW extractor-state/cdf-extractor"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("from-the-secret"));
+fn the_kubernetes_configmaps_hold_valid_configs() {
+    for (file, expected) in [
+        (
+            "configmap.yaml",
+            "state:    RAW extractor-state/cdf-extractor",
+        ),
+        (
+            "deployment-ha.yaml",
+            "lease:    `cdf-extractor` in a Kubernetes Lease as cdf-extractor-ha-7d9f-x2x4q",
+        ),
+    ] {
+        let manifest =
+            std::fs::read_to_string(repo().join("deploy/kubernetes").join(file)).unwrap();
+        let (_, block) = manifest
+            .split_once("  config.yaml: |\n")
+            .expect("a config.yaml key");
+        let block = block.split("\n---").next().unwrap();
+        let config: String = block
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write_config(tmp.path(), &config);
+        let (code, stdout, stderr) = run(bin()
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .env("COGNITE_PROJECT", "p")
+            .env("COGNITE_CLIENT_ID", "id")
+            .env("COGNITE_CLIENT_SECRET", "from-the-secret")
+            .env("COGNITE_TENANT_ID", "tenant")
+            .env("POD_NAME", "cdf-extractor-ha-7d9f-x2x4q")
+            .env(
+                "POSTGRES_CONNECTION",
+                "host=db user=reader password=db-secret-pw dbname=plant sslmode=require",
+            ));
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert!(!stdout.contains("db-secret-pw") && !stderr.contains("db-secret-pw"));
+        assert!(
+            stdout.contains("work-orders (postgres)") && stdout.contains(expected),
+            "{file}: {stdout}"
+        );
+        assert!(!stdout.contains("from-the-secret"));
+    }
 }
 
 #[test]

@@ -551,3 +551,126 @@ async fn raw_lease_failover_handover_and_cdf_outage() {
         );
     }
 }
+
+/// `config-examples/high-availability.yaml` as its comment says to run it: two processes with
+/// `--dry-run` against a real Redis; one prints rows, the other stands by; SIGTERM of the
+/// first hands over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_high_availability_example_runs_as_its_comment_says() {
+    if !Redis::available() {
+        return;
+    }
+    let redis = Redis::start(&[]);
+    let example = util::repo().join("config-examples/high-availability.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let start = |replica: &str| {
+        let out = dir.path().join(format!("{replica}.out"));
+        let log = dir.path().join(format!("{replica}.log"));
+        let child = util::bin()
+            .args(["run", "--dry-run", "-c"])
+            .arg(&example)
+            .env("REPLICA", replica)
+            .env("REDIS_URL", redis.url())
+            .current_dir(dir.path())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (util::Running(child), out, log)
+    };
+    // The port each logs ("serving /metrics … addr=0.0.0.0:PORT").
+    let port_of = |log: &std::path::Path| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let (_, rest) = text.split_once("addr=0.0.0.0:")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<u16>()
+            .ok()
+    };
+    let leader = async |log: &std::path::Path| {
+        let port = port_of(log)?;
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        extractor_runtime::metrics::sample(&text, "extractor_leader", &[])
+    };
+    let rows = |out: &std::path::Path, replica: &str| {
+        std::fs::read_to_string(out)
+            .unwrap_or_default()
+            .contains(&format!("{replica}-"))
+    };
+    let (mut a, a_out, a_log) = start("replica-a");
+    util::wait_for("replica-a to lead", 30, async || {
+        leader(&a_log).await == Some(1.0)
+    })
+    .await;
+    let (_b, b_out, b_log) = start("replica-b");
+    util::wait_for("replica-b to stand by", 30, async || {
+        leader(&b_log).await == Some(0.0)
+    })
+    .await;
+    util::wait_for("replica-a's rows", 10, async || rows(&a_out, "replica-a")).await;
+    assert!(!rows(&b_out, "replica-b"), "the standby prints no rows");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &a.0.id().to_string()])
+        .status();
+    assert!(a.0.wait().unwrap().success());
+    util::wait_for("replica-b to take over", 10, async || {
+        leader(&b_log).await == Some(1.0)
+    })
+    .await;
+    util::wait_for("replica-b's rows", 10, async || rows(&b_out, "replica-b")).await;
+}
+
+/// A Redis password is a secret: with the right one the replica leads, with a wrong one it
+/// stands by saying why; neither shows it in the log, nor in `check-config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_authenticates_and_is_never_shown() {
+    if !Redis::available() {
+        return;
+    }
+    let redis = Redis::start_with(&[], &["--requirepass", "pw-s3cr3t-redis"]);
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&format!(
+        "  backend: redis\n  redis: {{url: \"{}\", password: \"${{REDIS_PASSWORD}}\"}}",
+        redis.url()
+    ));
+    let path = util::write_config(dir.path(), &text);
+    let good = Replica::start(
+        dir.path(),
+        &path,
+        "a",
+        &[("REDIS_PASSWORD", "pw-s3cr3t-redis")],
+    );
+    good.until_leading(20).await;
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let bad = Replica::start(&other, &path, "b", &[("REDIS_PASSWORD", "wrong-pw-s3cr3t")]);
+    util::wait_for("b to say why it cannot lead", 20, async || {
+        bad.log().contains("cannot reach the lease")
+    })
+    .await;
+    assert_eq!(bad.leader().await, Some(0.0));
+    assert!(
+        bad.log().contains("Password authentication failed"),
+        "{}",
+        bad.log()
+    );
+    for log in [good.log(), bad.log()] {
+        assert!(!log.contains("s3cr3t"), "a password in the log: {log}");
+    }
+    let (code, stdout, stderr) = util::run(
+        util::bin()
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .env("REDIS_PASSWORD", "pw-s3cr3t-redis")
+            .env("ID", "c")
+            .env("OUT", dir.path().join("c.out"))
+            .env("PORT", "0"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+}

@@ -29,6 +29,7 @@ pub struct Redis {
     /// Its port.
     pub port: u16,
     binds: Vec<String>,
+    args: Vec<String>,
 }
 
 impl Redis {
@@ -46,12 +47,18 @@ impl Redis {
 
     /// Starts one listening on loopback and on `extra` addresses.
     pub fn start(extra: &[&str]) -> Redis {
+        Redis::start_with(extra, &[])
+    }
+
+    /// As [`start`](Self::start), with more server arguments (`--requirepass`).
+    pub fn start_with(extra: &[&str], args: &[&str]) -> Redis {
         let mut binds = vec!["127.0.0.1".to_owned()];
         binds.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut redis = Redis {
             child: None,
             port: free_port(),
             binds,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
         };
         redis.restart();
         redis
@@ -76,6 +83,7 @@ impl Redis {
             .args(["--port", &self.port.to_string(), "--bind"])
             .args(&self.binds)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

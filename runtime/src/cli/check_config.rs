@@ -238,6 +238,30 @@ pub(crate) fn summary(path: &Path, config: &Config, versions: &[u32]) -> String 
         }
         None => {}
     }
+    if let Some(ha) = &config.high_availability {
+        let place = match ha.backend {
+            crate::config::LeaseBackendKind::Kubernetes => "a Kubernetes Lease".to_owned(),
+            crate::config::LeaseBackendKind::Redis => format!(
+                "Redis at {}",
+                ha.redis
+                    .as_ref()
+                    .map_or_else(String::new, |r| crate::secret::redact_url(&r.url))
+            ),
+            crate::config::LeaseBackendKind::Raw => format!(
+                "RAW {}",
+                ha.raw
+                    .as_ref()
+                    .map_or_else(String::new, |r| format!("{}/{}", r.database, r.table))
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "lease:    `{}` in {place} as {} (standby takes over {} after the leader stops renewing)",
+            ha.lease_name,
+            ha.identity.clone().unwrap_or_else(crate::lease::host_name),
+            secs(ha.lease_duration.get() + ha.retry_period.get())
+        );
+    }
     let q = &config.upload_queue;
     let _ = writeln!(
         out,
