@@ -451,8 +451,10 @@ fn cdf_rows(cdf: &fake_cdf::FakeCdf, id: &str) -> Vec<u128> {
 async fn raw_lease_failover_handover_and_cdf_outage() {
     let cdf = fake_cdf::FakeCdf::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
+    let header =
+        util::cognite_header(&cdf.uri()) + "  extraction-pipeline: {external-id: ha-pipeline}\n";
     let text = util::ha::config_with(
-        &util::cognite_header(&cdf.uri()),
+        &header,
         "  backend: raw\n  raw: {database: ha, table: leases}",
     );
     let path = util::write_config(dir.path(), &text);
@@ -475,6 +477,17 @@ async fn raw_lease_failover_handover_and_cdf_outage() {
         "{takeover} ms"
     );
     assert!(after(&cdf_rows(&cdf, "a"), &cdf_rows(&cdf, "b")));
+    util::wait_for("the takeover's pipeline report", 10, async || {
+        cdf.with(|s| {
+            s.pipeline_runs.iter().any(|r| {
+                r["status"] == "seen"
+                    && r["message"].as_str().is_some_and(|m| {
+                        m.contains("b took the high-availability lease `demo` over from a")
+                    })
+            })
+        })
+    })
+    .await;
 
     let again = dir.path().join("again");
     std::fs::create_dir(&again).unwrap();
