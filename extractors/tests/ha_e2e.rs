@@ -117,7 +117,7 @@ async fn redis_sigterm_hands_over_within_a_retry_period() {
     util::wait_for("b to write", 10, async || !b.rows().is_empty()).await;
     let gap = ms(b.rows()[0] - a.rows().iter().max().unwrap());
     eprintln!("handover after SIGTERM: {gap} ms from a's last row to b's first");
-    let bound = (RETRY + Duration::from_millis(500)).as_millis();
+    let bound = (RETRY + Duration::from_millis(700)).as_millis();
     assert!(gap <= bound, "{gap} ms, more than {bound}");
     assert!(after(&a.rows(), &b.rows()));
 }
@@ -686,4 +686,101 @@ async fn redis_password_authenticates_and_is_never_shown() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(!stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"));
+}
+
+/// `rediss://` with a private CA (`ca-file`): the replica leads over TLS; without the CA it
+/// cannot verify the server and stands by, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = util::tls::pki(dir.path());
+    let redis = Redis::start_tls(&pki);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let text = config(&format!(
+        "  backend: redis\n  redis: {{url: \"{url}\", ca-file: \"{}\"}}",
+        pki.ca.display()
+    ));
+    let path = util::write_config(dir.path(), &text);
+    let a = Replica::start(dir.path(), &path, "a", &[]);
+    a.until_leading(20).await;
+    util::wait_for("a's rows", 10, async || !a.rows().is_empty()).await;
+
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let text = config(&format!("  backend: redis\n  redis: {{url: \"{url}\"}}"));
+    let path = util::write_config(&other, &text);
+    let b = Replica::start(&other, &path, "b", &[]);
+    util::wait_for("b to say why it cannot reach the lease", 20, async || {
+        b.log().contains("cannot reach the lease")
+    })
+    .await;
+    assert_eq!(b.leader().await, Some(0.0));
+    assert!(
+        b.log().to_lowercase().contains("certificate"),
+        "{}",
+        b.log()
+    );
+}
+
+/// The frozen-leader check on any backend: `a` leads, `b` stands by; `a` is stopped until `b`
+/// writes, then woken: `a` produced nothing after the freeze, exits 4, and the rows of the two
+/// do not interleave. `rows(id)` reads where the replicas' rows land.
+async fn a_frozen_leader_writes_nothing(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    rows: impl Fn(&str) -> Vec<u128>,
+) {
+    let mut a = Replica::start(dir, path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir, path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("STOP");
+    let frozen = now_ns();
+    util::wait_for("b to take over", 20, async || !rows("b").is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("CONT");
+    assert_eq!(a.exit_code(15), Some(4), "a steps down: {}", a.log());
+    let late = rows("a").into_iter().filter(|t| *t > frozen).count();
+    assert_eq!(late, 0, "rows produced after the freeze");
+    assert!(after(&rows("a"), &rows("b")), "nobody wrote twice");
+    assert_eq!(b.leader().await, Some(1.0));
+}
+
+/// A frozen leader on the Kubernetes backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_a_frozen_leader_that_wakes_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let api = util::kube::KubeApi::start("t").await;
+    let path = kube_config(dir.path(), &api.server.uri(), &token);
+    let read = |id: &str| {
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("{id}.out"))).unwrap_or_default();
+        let marker = format!("\"{id}-");
+        text.match_indices(&marker)
+            .filter_map(|(i, _)| {
+                let rest = &text[i + marker.len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .collect()
+    };
+    a_frozen_leader_writes_nothing(dir.path(), &path, read).await;
+}
+
+/// A frozen leader on the RAW backend (rows in the fake CDF).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_a_frozen_leader_that_wakes_writes_nothing() {
+    let cdf = fake_cdf::FakeCdf::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = util::ha::config_with(
+        &util::cognite_header(&cdf.uri()),
+        "  backend: raw\n  raw: {database: ha, table: leases}",
+    );
+    let path = util::write_config(dir.path(), &text);
+    a_frozen_leader_writes_nothing(dir.path(), &path, |id| cdf_rows(&cdf, id)).await;
 }

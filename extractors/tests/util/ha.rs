@@ -30,6 +30,8 @@ pub struct Redis {
     pub port: u16,
     binds: Vec<String>,
     args: Vec<String>,
+    /// TLS only (`rediss://`) with this server certificate, key and CA.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Redis {
@@ -59,6 +61,24 @@ impl Redis {
             port: free_port(),
             binds,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
+            tls: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// One that speaks TLS only, with `pki`'s server certificate (for 127.0.0.1).
+    pub fn start_tls(pki: &super::tls::Pki) -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+            binds: vec!["127.0.0.1".to_owned()],
+            args: Vec::new(),
+            tls: Some((
+                pki.server_cert.clone(),
+                pki.server_key.clone(),
+                pki.ca.clone(),
+            )),
         };
         redis.restart();
         redis
@@ -79,8 +99,21 @@ impl Redis {
     /// Starts it (again) on the same port, empty; returns once it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key, ca)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .arg("--bind")
             .args(&self.binds)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(&self.args)
