@@ -27,6 +27,15 @@ fn redis_config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     util::write_config(dir, &text)
 }
 
+/// `a` started and leading, then `b` started and standing by.
+async fn leader_and_standby(dir: &std::path::Path, path: &std::path::Path) -> (Replica, Replica) {
+    let a = Replica::start(dir, path, "a", &[]);
+    a.until_leading(20).await;
+    let b = Replica::start(dir, path, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    (a, b)
+}
+
 /// Rows of `later` all come after every row of `earlier`.
 fn after(earlier: &[u128], later: &[u128]) -> bool {
     match (earlier.iter().max(), later.iter().min()) {
@@ -106,10 +115,7 @@ async fn redis_sigterm_hands_over_within_a_retry_period() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(&[]);
     let path = redis_config(dir.path(), &redis.url());
-    let mut a = Replica::start(dir.path(), &path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir.path(), &path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.signal("TERM");
     assert_eq!(a.exit_code(10), Some(0), "a graceful stop: {}", a.log());
@@ -132,28 +138,8 @@ async fn redis_a_frozen_leader_that_wakes_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let redis = Redis::start(&[]);
     let path = redis_config(dir.path(), &redis.url());
-    let mut a = Replica::start(dir.path(), &path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir.path(), &path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    a.signal("STOP");
-    let frozen = now_ns();
-    util::wait_for("b to take over", 20, async || !b.rows().is_empty()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let woke = now_ns();
-    a.signal("CONT");
-    assert_eq!(a.exit_code(15), Some(4), "a steps down: {}", a.log());
-    assert!(a.log().contains("lost the lease"), "{}", a.log());
-    let late: Vec<u128> = a.rows().into_iter().filter(|t| *t > frozen).collect();
-    assert!(
-        late.is_empty(),
-        "{} rows produced after the freeze (woke at {woke})",
-        late.len()
-    );
-    assert!(after(&a.rows(), &b.rows()), "nobody wrote twice");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(b.leader().await, Some(1.0));
+    let out = |id: &str| Replica::rows_in(&dir.path().join(format!("{id}.out")), id);
+    a_frozen_leader_writes_nothing(dir.path(), &path, out).await;
 }
 
 /// Redis down for longer than the renew deadline: the leader stops writing within it and
@@ -167,10 +153,7 @@ async fn redis_unreachable_the_leader_steps_down_and_nobody_writes_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Redis::start(&[]);
     let path = redis_config(dir.path(), &redis.url());
-    let mut a = Replica::start(dir.path(), &path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir.path(), &path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let down = now_ns();
     redis.stop();
@@ -203,10 +186,7 @@ async fn redis_restarted_the_leader_keeps_leading() {
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Redis::start(&[]);
     let path = redis_config(dir.path(), &redis.url());
-    let mut a = Replica::start(dir.path(), &path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir.path(), &path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     redis.restart();
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     assert!(a.running(), "a still runs: {}", a.log());
@@ -458,10 +438,7 @@ async fn raw_lease_failover_handover_and_cdf_outage() {
         "  backend: raw\n  raw: {database: ha, table: leases}",
     );
     let path = util::write_config(dir.path(), &text);
-    let mut a = Replica::start(dir.path(), &path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir.path(), &path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(cdf_rows(&cdf, "a").len() >= 10);
     assert!(cdf_rows(&cdf, "b").is_empty(), "the standby writes nothing");
@@ -733,10 +710,7 @@ async fn a_frozen_leader_writes_nothing(
     path: &std::path::Path,
     rows: impl Fn(&str) -> Vec<u128>,
 ) {
-    let mut a = Replica::start(dir, path, "a", &[]);
-    a.until_leading(20).await;
-    let b = Replica::start(dir, path, "b", &[]);
-    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let (mut a, b) = leader_and_standby(dir, path).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.signal("STOP");
     let frozen = now_ns();
@@ -758,17 +732,7 @@ async fn kubernetes_a_frozen_leader_that_wakes_writes_nothing() {
     std::fs::write(&token, "t").unwrap();
     let api = util::kube::KubeApi::start("t").await;
     let path = kube_config(dir.path(), &api.server.uri(), &token);
-    let read = |id: &str| {
-        let text =
-            std::fs::read_to_string(dir.path().join(format!("{id}.out"))).unwrap_or_default();
-        let marker = format!("\"{id}-");
-        text.match_indices(&marker)
-            .filter_map(|(i, _)| {
-                let rest = &text[i + marker.len()..];
-                rest[..rest.find('"')?].parse().ok()
-            })
-            .collect()
-    };
+    let read = |id: &str| Replica::rows_in(&dir.path().join(format!("{id}.out")), id);
     a_frozen_leader_writes_nothing(dir.path(), &path, read).await;
 }
 

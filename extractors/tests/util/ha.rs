@@ -243,8 +243,13 @@ impl Replica {
 
     /// When each row it wrote was produced (nanoseconds since the epoch), in file order.
     pub fn rows(&self) -> Vec<u128> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let marker = format!("\"{}-", self.id);
+        Replica::rows_in(&self.out, &self.id)
+    }
+
+    /// When each row of replica `id` in the dry-run file `out` was produced.
+    pub fn rows_in(out: &Path, id: &str) -> Vec<u128> {
+        let text = std::fs::read_to_string(out).unwrap_or_default();
+        let marker = format!("\"{id}-");
         text.match_indices(&marker)
             .filter_map(|(i, _)| {
                 let rest = &text[i + marker.len()..];
