@@ -570,3 +570,40 @@ fn unknown_types_and_bad_task_configs_are_config_errors_with_key_paths() {
         "{err}"
     );
 }
+
+/// A few tasks start at once (no spread offset: the first write is not delayed); past 16 tasks
+/// the interval tasks' starts are spread over up to a second, so thousands do not wake in the
+/// same millisecond.
+#[tokio::test(start_paused = true)]
+async fn a_few_tasks_start_at_once_and_many_are_spread() {
+    let first_starts = |h: &Harness| -> Vec<Duration> {
+        let log = h.log.0.lock().unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for r in log.iter() {
+            seen.entry(r.task.clone()).or_insert(r.started - h.origin);
+        }
+        seen.into_values().collect()
+    };
+    let h = harness("  - {name: only, type: probe, schedule: {type: interval, expression: 10s}}\n");
+    h.run_for(2, 1).await;
+    assert_eq!(first_starts(&h), [Duration::ZERO], "one task runs at start");
+
+    let many: String = (0..40)
+        .map(|i| {
+            format!(
+                "  - {{name: t{i}, type: probe, schedule: {{type: interval, expression: 10s}}}}\n"
+            )
+        })
+        .collect();
+    let h = harness(&many);
+    h.run_for(2, 1).await;
+    let starts = first_starts(&h);
+    assert_eq!(starts.len(), 40);
+    assert!(starts.iter().all(|s| *s < Duration::from_secs(1)));
+    let distinct: std::collections::BTreeSet<_> = starts.iter().collect();
+    assert!(
+        distinct.len() > 30,
+        "40 tasks spread: {} distinct starts",
+        distinct.len()
+    );
+}

@@ -38,11 +38,19 @@ const CONTINUOUS_HEALTHY: Duration = Duration::from_secs(600);
 /// The largest start offset of an interval task.
 const MAX_START_OFFSET: Duration = Duration::from_secs(1);
 
+/// With more tasks than this in the process, interval tasks are spread by [`start_offset`];
+/// up to this many start together (a herd of 16 runs is none).
+const SPREAD_ABOVE: usize = 16;
+
 /// A stable offset (from a hash of the task's name) of up to a second, at most the interval,
-/// by which an interval task's schedule is shifted. Thousands of tasks with the same interval
-/// then wake spread over a second instead of in the same millisecond, as Prometheus spreads
-/// its scrapes; each task still runs exactly `every` apart.
-fn start_offset(name: &str, every: Duration) -> Duration {
+/// by which an interval task's schedule is shifted when the process runs more than
+/// [`SPREAD_ABOVE`] tasks (`spread`). Thousands of tasks with the same interval then wake
+/// spread over a second instead of in the same millisecond, as Prometheus spreads its scrapes;
+/// each task still runs exactly `every` apart. A few tasks start at once.
+fn start_offset(name: &str, every: Duration, spread: bool) -> Duration {
+    if !spread {
+        return Duration::ZERO;
+    }
     let hash = crate::fnv::hash(name.as_bytes());
     let window = every.min(MAX_START_OFFSET).as_micros().max(1) as u64;
     Duration::from_micros(hash % window)
@@ -696,7 +704,8 @@ impl Core {
                 run_on_start,
             } => {
                 let every = every.get().get();
-                let origin = Instant::now() + start_offset(&task.name, every);
+                let spread = self.tasks.lock().expect("tasks lock").len() > SPREAD_ABOVE;
+                let origin = Instant::now() + start_offset(&task.name, every, spread);
                 if *run_on_start {
                     origin
                 } else {
@@ -860,11 +869,11 @@ mod tests {
     fn start_offsets_are_stable_bounded_and_spread() {
         let every = Duration::from_secs(30);
         assert_eq!(
-            start_offset("weather", every),
-            start_offset("weather", every)
+            start_offset("weather", every, true),
+            start_offset("weather", every, true)
         );
         let offsets: std::collections::BTreeSet<Duration> = (0..1000)
-            .map(|i| start_offset(&format!("t{i}"), every))
+            .map(|i| start_offset(&format!("t{i}"), every, true))
             .collect();
         assert!(offsets.iter().all(|o| *o < MAX_START_OFFSET));
         assert!(
@@ -874,8 +883,10 @@ mod tests {
         );
         // Never more than the interval itself.
         assert!((0..100).all(
-            |i| start_offset(&format!("t{i}"), Duration::from_millis(50))
+            |i| start_offset(&format!("t{i}"), Duration::from_millis(50), true)
                 < Duration::from_millis(50)
         ));
+        // A few tasks are no herd: they start at once.
+        assert_eq!(start_offset("weather", every, false), Duration::ZERO);
     }
 }
