@@ -1,0 +1,140 @@
+//! The one-task service of issue 29, through the built binary: a fake IdP and CDF on loopback,
+//! one interval task (1 s) writing one RAW row a run. Prints the time from spawn to the first
+//! row in CDF (median of several starts), then, over one longer run, RSS and PSS and the CPU
+//! time per minute.
+//!
+//! Run: `cargo bench -p extractors --bench startup` (`BENCH_RUNS`, default 11;
+//! `BENCH_SECONDS` for the long run, default 30; `BENCH_BINARY` to measure another build, such
+//! as an older one, beside this one).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[path = "../../runtime/tests/support/fake_cdf.rs"]
+mod fake_cdf;
+#[path = "../tests/util/mod.rs"]
+mod util;
+
+fn binary() -> std::process::Command {
+    match std::env::var_os("BENCH_BINARY") {
+        Some(path) => {
+            let mut cmd = std::process::Command::new(path);
+            cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
+            cmd
+        }
+        None => util::bin(),
+    }
+}
+
+fn config(dir: &Path, uri: &str) -> std::path::PathBuf {
+    let text = format!(
+        "{}logger: {{console: {{level: error}}}}
+tasks:
+  - name: beat
+    type: command
+    schedule: {{type: interval, expression: 1s}}
+    config:
+      command: [sh, -c, 'echo {{\\\"k\\\": \\\"$(date +%s%N)\\\"}}']
+      records: ndjson
+      destination: {{type: raw, database: d, table: t, key: '{{k}}'}}
+",
+        util::cognite_header(uri)
+    );
+    let path = dir.join("startup.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `utime + stime` of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `Pss` of `pid` from smaps_rollup, KiB.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let dir = tempfile::tempdir().unwrap();
+    let mut firsts = Vec::new();
+    for _ in 0..runs {
+        let cdf = fake_cdf::FakeCdf::start(&[]).await;
+        let path = config(dir.path(), &cdf.uri());
+        let spawned = Instant::now();
+        let child = binary()
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut child = util::Running(child);
+        while cdf.with(|s| s.rows.is_empty()) {
+            assert!(spawned.elapsed() < Duration::from_secs(20), "no row within 20 s");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        firsts.push(spawned.elapsed().as_secs_f64() * 1000.0);
+        child.kill();
+    }
+    let min = firsts.iter().copied().fold(f64::MAX, f64::min);
+    let max = firsts.iter().copied().fold(0.0, f64::max);
+    println!(
+        "spawn to first RAW row: median {:.1} ms (min {min:.1}, max {max:.1}, {runs} starts)",
+        median(firsts.clone())
+    );
+
+    let cdf = fake_cdf::FakeCdf::start(&[]).await;
+    let path = config(dir.path(), &cdf.uri());
+    let child = binary()
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = util::Running(child);
+    let pid = child.0.id();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu_start = cpu_seconds(pid);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu = cpu_seconds(pid) - cpu_start;
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "after {seconds} s: RSS {:.1} MiB (peak {:.1} MiB), PSS {:.1} MiB, CPU {:.3} s per minute, {} rows",
+        util::rss_kib(pid) as f64 / 1024.0,
+        util::memory_kib(pid, "VmHWM") as f64 / 1024.0,
+        pss_kib(pid) as f64 / 1024.0,
+        cpu * 60.0 / elapsed,
+        cdf.with(|s| s.rows.len())
+    );
+    child.kill();
+}
