@@ -54,7 +54,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -98,7 +103,10 @@ async fn main() {
             .unwrap();
         let mut child = util::Running(child);
         while cdf.with(|s| s.rows.is_empty()) {
-            assert!(spawned.elapsed() < Duration::from_secs(20), "no row within 20 s");
+            assert!(
+                spawned.elapsed() < Duration::from_secs(20),
+                "no row within 20 s"
+            );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
         firsts.push(spawned.elapsed().as_secs_f64() * 1000.0);

@@ -1026,3 +1026,19 @@ fn the_versions_a_program_reads_are_its_own() {
     let e = load("version: 2\n", vec![]).unwrap_err().to_string();
     assert!(e.contains("this build reads version 1"), "{e}");
 }
+
+/// A config's size limits grow with its text: 30 000 tasks (past the parser's default of
+/// 250 000 values, which stopped at about 22 000) load; the alias bomb in the bad-config corpus
+/// still stops at the default.
+#[test]
+fn a_config_with_thirty_thousand_tasks_loads() {
+    let mut yaml = String::from("version: 1\ncognite: {project: demo, dry-run: true}\ntasks:\n");
+    for i in 0..30_000 {
+        yaml.push_str(&format!(
+            "  - {{name: t{i}, type: command, schedule: {{type: interval, expression: {}s}}, config: {{command: [echo]}}}}\n",
+            1 + i % 5
+        ));
+    }
+    let config = load_with(&yaml, &[]).unwrap();
+    assert_eq!(config.tasks.len(), 30_000);
+}

@@ -198,10 +198,17 @@ impl Node {
     /// Reads a YAML document into a tree. `source` is the text; errors carry serde-saphyr's
     /// location.
     pub(crate) fn parse(source: &str) -> Result<Node, serde_saphyr::Error> {
+        // The parser's limits grow with the text (a value takes at least two bytes of it, so a
+        // plain file never reaches them: 100 000 tasks load), but not with aliases: a small file
+        // that expands far (an alias bomb) still stops at the default 250 000 values.
         let options = serde_saphyr::options! {
             strict_booleans: true,
             leading_zero_numbers_as_strings: true,
             with_snippet: false,
+            budget: serde_saphyr::budget! {
+                max_nodes: (source.len() / 2).max(250_000),
+                max_events: source.len().max(1_000_000),
+            },
         };
         let spanned: RawNode = serde_saphyr::from_str_with_options(source, options)?;
         Ok(Node::from_spanned(spanned, source))
