@@ -748,3 +748,38 @@ async fn raw_a_frozen_leader_that_wakes_writes_nothing() {
     let path = util::write_config(dir.path(), &text);
     a_frozen_leader_writes_nothing(dir.path(), &path, |id| cdf_rows(&cdf, id)).await;
 }
+
+/// A standby reads its config again when it takes over: a change made while it stood by (no
+/// reload runs then) applies at once, not at the next `reload.interval` poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_applies_a_config_changed_while_it_stood_by() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let path_a = redis_config(dir.path(), &redis.url());
+    // b's config in a folder of its own: its output (in `other`) must not wake the file watch.
+    let other = dir.path().join("b");
+    let conf = other.join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let path_b = redis_config(&conf, &redis.url());
+    let a = Replica::start(dir.path(), &path_a, "a", &[]);
+    a.until_leading(20).await;
+    let mut a = a;
+    let b = Replica::start(&other, &path_b, "b", &[]);
+    util::wait_for("b to stand by", 20, async || b.leader().await == Some(0.0)).await;
+    let v2 = std::fs::read_to_string(&path_b)
+        .unwrap()
+        .replace("${ID}-$(date", "${ID}v2-$(date");
+    let tmp = dir.path().join("config.tmp");
+    std::fs::write(&tmp, v2).unwrap();
+    std::fs::rename(&tmp, &path_b).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("KILL");
+    a.exit_code(5);
+    util::wait_for("b to write with the new config", 15, async || {
+        !Replica::rows_in(&b.out, "bv2").is_empty()
+    })
+    .await;
+}

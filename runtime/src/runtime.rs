@@ -390,6 +390,11 @@ impl Runtime {
         };
         health.set_standby(false);
         drop(stop_beating);
+        // A standby may have stood by for days: the config it read at start is read again at
+        // once (the same diff as a reload; unchanged, nothing happens).
+        if let Some(reloading) = &self.reloading {
+            let _ = reloading.sender.try_send(crate::supervisor::Trigger::Signal);
+        }
         // The runs stop on a stop or when the lease is lost; the stop's grace counts from either.
         let runs_stop = shutdown.child_token();
         let deadline = Deadline::new(runs_stop.clone(), grace);
