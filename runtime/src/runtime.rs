@@ -128,7 +128,7 @@ impl RuntimeError {
 }
 
 /// What a finished run of the runtime reports.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Report {
     /// Every run the scheduler made.
     pub summary: Summary,
@@ -345,51 +345,29 @@ impl Runtime {
                 return Err(RuntimeError::setup("high-availability", e));
             }
         };
-        // A standby is alive and ready: it beats for the scheduler it has not started.
+        // A standby is alive and ready: each try for the lease beats for the scheduler it has
+        // not started (a stuck elector stops beating, and `/healthz` says so).
         health.set_standby(true);
-        let beating = CancellationToken::new();
-        {
-            let (health, beating) = (health.clone(), beating.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(5)) => health.beat(),
-                        () = beating.cancelled() => return,
-                    }
-                }
-            });
-        }
-        let stop_beating = beating.drop_guard();
+        let acquiring = elector.acquire(shutdown, || health.beat());
         let acquired = match mode {
-            Mode::Service => elector.acquire(shutdown).await,
-            Mode::Once => {
-                match tokio::time::timeout(ha.once_timeout.get(), elector.acquire(shutdown)).await
-                {
-                    Ok(acquired) => acquired,
-                    Err(_) => {
-                        stop_clients(early);
-                        return Err(RuntimeError::Standby {
-                            lease: elector.name().to_owned(),
-                            waited: ha.once_timeout.get(),
-                        });
-                    }
+            Mode::Service => acquiring.await,
+            Mode::Once => match tokio::time::timeout(ha.once_timeout.get(), acquiring).await {
+                Ok(acquired) => acquired,
+                Err(_) => {
+                    stop_clients(early);
+                    return Err(RuntimeError::Standby {
+                        lease: elector.name().to_owned(),
+                        waited: ha.once_timeout.get(),
+                    });
                 }
-            }
+            },
         };
         let Some(previous) = acquired else {
             // Stopped while standing by: nothing ran, nothing to release.
             stop_clients(early);
-            return Ok(Report {
-                summary: Summary::default(),
-                unsent: 0,
-                refused: 0,
-                dead_letter: None,
-                state_error: None,
-                lease_lost: None,
-            });
+            return Ok(Report::default());
         };
         health.set_standby(false);
-        drop(stop_beating);
         // A standby may have stood by for days: the config it read at start is read again at
         // once (the same diff as a reload; unchanged, nothing happens).
         if let Some(reloading) = &self.reloading {

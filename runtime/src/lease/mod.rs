@@ -319,13 +319,20 @@ impl Elector {
     }
 
     /// Waits until this replica holds the lease; `None` when `stop` fires first. Returns the
-    /// previous holder (`Some(None)`: nobody held it).
-    pub async fn acquire(&self, stop: &CancellationToken) -> Option<Option<String>> {
+    /// previous holder (`Some(None)`: nobody held it). `on_try` is called after every try (a
+    /// standby's liveness beat).
+    pub async fn acquire(
+        &self,
+        stop: &CancellationToken,
+        mut on_try: impl FnMut(),
+    ) -> Option<Option<String>> {
         tracing::info!(target: "extractor_runtime::lease", lease = %self.name, identity = %self.identity, backend = %self.backend.describe(), "standing by until this replica holds the lease");
         let mut failing = false;
         loop {
             let started = Instant::now();
-            match self.attempt(self.timings.retry_period).await {
+            let tried = self.attempt(self.timings.retry_period).await;
+            on_try();
+            match tried {
                 Ok(Attempt::Held { previous }) => {
                     self.metrics.leader.set(1);
                     self.metrics.transitions.with_label_values(&["leader"]).inc();
@@ -501,11 +508,11 @@ mod tests {
         let (a, _ra) = elector(&backend, "a");
         let (b, rb) = elector(&backend, "b");
         let stop = CancellationToken::new();
-        assert_eq!(a.acquire(&stop).await, Some(None));
+        assert_eq!(a.acquire(&stop, || {}).await, Some(None));
         assert!(a.fence().held());
         let start = Instant::now();
         // `a` is frozen: it never renews. `b` takes over once the lease expired.
-        assert_eq!(b.acquire(&stop).await, Some(Some("a".into())));
+        assert_eq!(b.acquire(&stop, || {}).await, Some(Some("a".into())));
         let waited = start.elapsed();
         assert!(waited >= Duration::from_secs(15) && waited <= Duration::from_secs(17), "{waited:?}");
         assert!(!a.fence().held(), "a's fence closed at its renew deadline, before b took over");
@@ -519,7 +526,7 @@ mod tests {
         let backend = Arc::new(Memory::default());
         let (a, registry) = elector(&backend, "a");
         let stop = CancellationToken::new();
-        a.acquire(&stop).await.unwrap();
+        a.acquire(&stop, || {}).await.unwrap();
         backend.down.store(true, Ordering::SeqCst);
         let start = Instant::now();
         let lost = a.hold(&stop).await.unwrap();
@@ -540,22 +547,25 @@ mod tests {
         let (a, _r) = elector(&backend, "a");
         let (b, _rb) = elector(&backend, "b");
         let stop = CancellationToken::new();
-        a.acquire(&stop).await.unwrap();
+        a.acquire(&stop, || {}).await.unwrap();
         let holding = CancellationToken::new();
         let held = {
             let (a, holding) = (a.clone(), holding.clone());
             tokio::spawn(async move { a.hold(&holding).await })
         };
         // b stands by as long as a renews.
-        let standby = tokio::time::timeout(Duration::from_secs(60), b.acquire(&stop)).await;
+        let mut tries = 0;
+        let standby =
+            tokio::time::timeout(Duration::from_secs(60), b.acquire(&stop, || tries += 1)).await;
         assert!(standby.is_err(), "b must not lead while a renews");
+        assert!((29..=31).contains(&tries), "a try (and a beat) every 2 s: {tries} in 60 s");
         assert!(a.fence().held());
         holding.cancel();
         assert_eq!(held.await.unwrap(), None, "stopped, not lost");
         a.release().await;
         assert!(!a.fence().held());
         let start = Instant::now();
-        assert_eq!(b.acquire(&stop).await, Some(Some("a".into())));
+        assert_eq!(b.acquire(&stop, || {}).await, Some(Some("a".into())));
         assert!(start.elapsed() <= Duration::from_secs(2), "within one retry period");
     }
 
@@ -564,7 +574,7 @@ mod tests {
         let backend = Arc::new(Memory::default());
         let (a, _r) = elector(&backend, "a");
         let stop = CancellationToken::new();
-        a.acquire(&stop).await.unwrap();
+        a.acquire(&stop, || {}).await.unwrap();
         *backend.holder.lock().unwrap() =
             Some(("z".into(), Instant::now() + Duration::from_secs(60)));
         let lost = a.hold(&stop).await.unwrap();

@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 
 use super::{Attempt, BoxFuture, LeaseBackend, LeaseError};
 use crate::cdf::CdfClient;
-use crate::cdf::raw::{ROWS_ENDPOINT, insert_path};
+use crate::cdf::raw::{ROWS_ENDPOINT, delete_path, insert_path, list_path};
 use crate::config::RawLeaseConfig;
-use crate::percent::encode_segment;
 
 /// Rows read per try: a table with more replicas than this is not a lease table.
 const MAX_ROWS: usize = 1000;
@@ -77,11 +76,7 @@ impl RawLease {
 
     /// The live rows of this lease, judged against our own row's `lastUpdatedTime`.
     async fn live(&self, identity: &str) -> Result<Live, LeaseError> {
-        let path = format!(
-            "/raw/dbs/{}/tables/{}/rows?limit={MAX_ROWS}",
-            encode_segment(&self.database),
-            encode_segment(&self.table)
-        );
+        let path = list_path(&self.database, &self.table, MAX_ROWS);
         let page = self
             .client
             .get(ROWS_ENDPOINT, &path)
@@ -167,14 +162,10 @@ impl LeaseBackend for RawLease {
         Box::pin(async move {
             self.claiming
                 .store(false, std::sync::atomic::Ordering::Release);
-            let path = format!(
-                "/raw/dbs/{}/tables/{}/rows/delete",
-                encode_segment(&self.database),
-                encode_segment(&self.table)
-            );
+            let (endpoint, path) = delete_path(&self.database, &self.table);
             self.client
                 .post(
-                    "/raw/dbs/{db}/tables/{table}/rows/delete",
+                    endpoint,
                     &path,
                     &json!({"items": [{"key": self.key(identity)}]}),
                 )

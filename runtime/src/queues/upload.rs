@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::ledger::Ledger;
 use super::{
     Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
-    RawRows, Refusals, StoredPoint,
+    RawRows, Refusals, StoredPoint, UploadQueue,
 };
 use crate::cdf::CdfError;
 use crate::task_error::TaskError;
@@ -86,11 +86,17 @@ impl Upload {
         &self.queues
     }
 
-    /// `Ok` while this replica may queue items (always, without `high-availability:`).
-    fn fenced(&self) -> Result<(), CdfError> {
+    /// Queues `item` on `queue` for this task, while this replica may queue items (always,
+    /// without `high-availability:`; a replica that lost its lease queues nothing more).
+    async fn queue<K: Kind>(
+        &self,
+        queue: &UploadQueue<K>,
+        item: K::Stored,
+    ) -> Result<(), CdfError> {
         self.queues.fence.check("the item").map_err(|e| {
             CdfError::new(crate::cdf::CdfErrorKind::Fenced, "upload queue", e.to_string())
-        })
+        })?;
+        queue.add_entry(item, Some(&self.ledger), self.policy).await
     }
 
     /// The process's state store, if `state-store:` configures one.
@@ -104,10 +110,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
-        self.fenced()?;
-        self.queues.raw
-            .add_entry(RawRows::store(row), Some(&self.ledger), self.policy)
-            .await
+        self.queue(&self.queues.raw, RawRows::store(row)).await
     }
 
     /// Queues a datapoint (waits while the queue is full). `cognite.external-id-prefix` is put
@@ -117,15 +120,8 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the datapoint.
     pub async fn datapoint(&self, mut datapoint: Datapoint) -> Result<(), CdfError> {
-        self.fenced()?;
         self.defaults().prefix(&mut datapoint.external_id);
-        self.queues.datapoints
-            .add_entry(
-                Datapoints::store(datapoint),
-                Some(&self.ledger),
-                self.policy,
-            )
-            .await
+        self.queue(&self.queues.datapoints, Datapoints::store(datapoint)).await
     }
 
     /// Queues a datapoint whose time series, if CDF does not have it and the policy has
@@ -141,7 +137,6 @@ impl Upload {
         datapoint: Datapoint,
         series: Arc<NewSeries>,
     ) -> Result<(), CdfError> {
-        self.fenced()?;
         let mut datapoint = datapoint;
         self.defaults().prefix(&mut datapoint.external_id);
         let stored = StoredPoint {
@@ -149,9 +144,7 @@ impl Upload {
             series: Some(series),
             node: None,
         };
-        self.queues.datapoints
-            .add_entry(stored, Some(&self.ledger), self.policy)
-            .await
+        self.queue(&self.queues.datapoints, stored).await
     }
 
     /// Queues a datapoint of the Data Modeling time series (a CogniteTimeSeries node)
@@ -168,15 +161,12 @@ impl Upload {
         space: Arc<str>,
         series: Option<Arc<NewSeries>>,
     ) -> Result<(), CdfError> {
-        self.fenced()?;
         let stored = StoredPoint {
             node: Some(space),
             point: datapoint,
             series,
         };
-        self.queues.datapoints
-            .add_entry(stored, Some(&self.ledger), self.policy)
-            .await
+        self.queue(&self.queues.datapoints, stored).await
     }
 
     /// Queues an event (waits while the queue is full). `cognite.external-id-prefix` is put
@@ -186,7 +176,6 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the event.
     pub async fn event(&self, mut event: Event) -> Result<(), CdfError> {
-        self.fenced()?;
         let defaults = self.defaults();
         if let Some(x) = &mut event.external_id {
             defaults.prefix(x);
@@ -194,9 +183,7 @@ impl Upload {
         if event.data_set_id.is_none() {
             event.data_set_id = defaults.data_set_id;
         }
-        self.queues.events
-            .add_entry(Events::store(event), Some(&self.ledger), self.policy)
-            .await
+        self.queue(&self.queues.events, Events::store(event)).await
     }
 
     /// Queues a Data Modeling node (waits while the queue is full).
@@ -205,10 +192,7 @@ impl Upload {
     ///
     /// This method is cancel safe: a cancelled call has not queued the node.
     pub async fn node(&self, node: Node) -> Result<(), CdfError> {
-        self.fenced()?;
-        self.queues.instances
-            .add_entry(Instances::store(node), Some(&self.ledger), self.policy)
-            .await
+        self.queue(&self.queues.instances, Instances::store(node)).await
     }
 
     /// The state key of `key` for this task.

@@ -4,7 +4,7 @@ use crate::percent::encode_segment;
 use std::collections::BTreeMap;
 
 use super::{Marks, StateError, Watermarks};
-use crate::cdf::raw::{MAX_ROWS_PER_REQUEST, ROWS_ENDPOINT as ROWS, insert_path};
+use crate::cdf::raw::{MAX_ROWS_PER_REQUEST, ROWS_ENDPOINT as ROWS, insert_path, list_path};
 use crate::cdf::{CdfClient, CdfError, CdfErrorKind};
 
 /// Empty pages in a row (each with a next cursor) after which a state load gives up.
@@ -30,11 +30,7 @@ impl RawStateStore {
     ) -> Result<Self, StateError> {
         let mut states = BTreeMap::new();
         if !reset && !client.is_dry_run() {
-            let base = format!(
-                "/raw/dbs/{}/tables/{}/rows?limit=1000",
-                encode_segment(database),
-                encode_segment(table)
-            );
+            let base = list_path(database, table, 1000);
             let mut cursor: Option<String> = None;
             // A misbehaving peer must not keep us reading forever: a cursor seen before, or
             // page after page with nothing in it, ends the load with an error.
