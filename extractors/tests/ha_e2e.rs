@@ -502,7 +502,7 @@ async fn raw_lease_failover_handover_and_cdf_outage() {
     );
 
     // The lease's requests, as Cognite's spec has them.
-    let requests = cdf.with(|s| s.raw_requests.clone());
+    let requests = cdf.with(|s| s.recorded.clone());
     let lease: Vec<_> = requests
         .into_iter()
         .filter(|(_, p, _)| p.starts_with("/raw/dbs/ha/"))
@@ -516,30 +516,7 @@ async fn raw_lease_failover_handover_and_cdf_outage() {
     let Some(prism) = prism::Prism::start().await else {
         return;
     };
-    let client = reqwest::Client::new();
-    let mut checked = std::collections::BTreeSet::new();
-    for (method, path, body) in &lease {
-        let shape = (
-            method.clone(),
-            path.split('?').next().unwrap().to_owned(),
-            body.to_string().len() / 64,
-        );
-        if !checked.insert(shape) {
-            continue;
-        }
-        let url = format!("{}/api/v1/projects/demo{path}", prism.base);
-        let request = match method.as_str() {
-            "GET" => client.get(&url),
-            _ => client.post(&url).json(body),
-        };
-        let answer = request.bearer_auth("t").send().await.unwrap();
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap();
-        assert!(
-            status < 400,
-            "Prism refused {method} {path} {body}: {status} {text}"
-        );
-    }
+    prism.replay(&lease).await;
 }
 
 /// `config-examples/high-availability.yaml` as its comment says to run it: two processes with

@@ -624,23 +624,7 @@ async fn a_remote_config_follows_its_revisions_checks_in_and_starts_from_its_las
     let Some(prism) = prism::Prism::start().await else {
         return;
     };
-    let client = reqwest::Client::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for (method, path, body) in &recorded {
-        let url = format!("{}/api/v1/projects/demo{path}", prism.base);
-        let request = match method.as_str() {
-            "GET" => client.get(&url),
-            _ => client.post(&url).json(body),
-        };
-        let answer = request.bearer_auth("t").send().await.unwrap();
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap();
-        assert!(
-            status < 400,
-            "Prism refused {method} {path} {body}: {status} {text}"
-        );
-        seen.insert(path.split('?').next().unwrap().to_owned());
-    }
+    let seen = prism.replay(&recorded).await;
     for endpoint in [
         "/extpipes/config",
         "/extpipes/config/revisions",

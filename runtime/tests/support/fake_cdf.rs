@@ -54,9 +54,6 @@ pub struct CdfState {
     pub rows: BTreeMap<String, usize>,
     /// RAW tables by `db/table` (as in the path): each row's columns and `lastUpdatedTime`.
     pub raw: BTreeMap<String, BTreeMap<String, (Value, i64)>>,
-    /// Every RAW request, as `(method, path and query after the project, body)`: a contract
-    /// test replays them to Prism.
-    pub raw_requests: Vec<(String, String, Value)>,
     /// Nodes by `space:externalId`: the last properties written, and how often.
     pub nodes: BTreeMap<String, (Value, usize)>,
     /// Files by external id (or `space:externalId`).
@@ -98,8 +95,8 @@ pub struct CdfState {
     pub startups: Vec<Value>,
     /// `/integrations/checkin` bodies received.
     pub checkins: Vec<Value>,
-    /// Every config and integrations request, as `(method, path and query after the project,
-    /// body)`: a contract test replays them to Prism.
+    /// Every config, integrations and RAW request, as `(method, path and query after the
+    /// project, body)`: contract tests replay them to Prism.
     pub recorded: Vec<(String, String, Value)>,
     /// The `Authorization` header of every CDF POST, in order (`""` when there was none).
     pub bearers: Vec<String>,
@@ -229,7 +226,7 @@ impl FakeCdf {
                 if state.down {
                     return error(503, "Service Unavailable", None);
                 }
-                state.raw_requests.push(("GET".into(), format!("{endpoint}?{}", req.url.query().unwrap_or("")), Value::Null));
+                state.recorded.push(("GET".into(), format!("{endpoint}?{}", req.url.query().unwrap_or("")), Value::Null));
                 match state.raw.get(&raw_table(&endpoint)) {
                     None => error(404, "Table not found", None),
                     Some(rows) => {
@@ -473,7 +470,7 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
     if endpoint.starts_with("/raw/") {
         let query = req.url.query().map(|q| format!("?{q}")).unwrap_or_default();
         state
-            .raw_requests
+            .recorded
             .push(("POST".into(), format!("{endpoint}{query}"), body.clone()));
     }
     match endpoint.as_str() {
