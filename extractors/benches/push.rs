@@ -39,10 +39,7 @@ async fn one(dir: &Path, buffer: &str, messages: usize) {
     }
     let cdf = fake_cdf::FakeCdf::start(&[]).await;
     let metrics = free_port();
-    let buffer_block = match buffer {
-        "disk" => format!("{{type: disk, path: '{}'}}", dir.join("buffer").display()),
-        _ => "{type: memory}".to_owned(),
-    };
+    let buffer_block = util::mqtt::buffer(buffer, dir);
     let config = dir.join(format!("push-{buffer}.yaml"));
     std::fs::write(
         &config,

@@ -26,6 +26,18 @@ fn binary() -> std::process::Command {
     }
 }
 
+/// `run -c path` of the measured build, its output dropped; killed when dropped.
+fn spawn(path: &Path) -> util::Running {
+    let child = binary()
+        .args(["run", "-c"])
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    util::Running(child)
+}
+
 fn config(dir: &Path, uri: &str) -> std::path::PathBuf {
     let text = format!(
         "{}logger: {{console: {{level: error}}}}
@@ -43,34 +55,6 @@ tasks:
     let path = dir.join("startup.yaml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// `utime + stime` of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// `Pss` of `pid` from smaps_rollup, KiB.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -94,14 +78,7 @@ async fn main() {
         let cdf = fake_cdf::FakeCdf::start(&[]).await;
         let path = config(dir.path(), &cdf.uri());
         let spawned = Instant::now();
-        let child = binary()
-            .args(["run", "-c"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = util::Running(child);
+        let mut child = spawn(&path);
         while cdf.with(|s| s.rows.is_empty()) {
             assert!(
                 spawned.elapsed() < Duration::from_secs(20),
@@ -121,26 +98,19 @@ async fn main() {
 
     let cdf = fake_cdf::FakeCdf::start(&[]).await;
     let path = config(dir.path(), &cdf.uri());
-    let child = binary()
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = util::Running(child);
+    let mut child = spawn(&path);
     let pid = child.0.id();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let cpu_start = cpu_seconds(pid);
+    let cpu_start = util::cpu_seconds(pid);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let cpu = cpu_seconds(pid) - cpu_start;
+    let cpu = util::cpu_seconds(pid) - cpu_start;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "after {seconds} s: RSS {:.1} MiB (peak {:.1} MiB), PSS {:.1} MiB, CPU {:.3} s per minute, {} rows",
         util::rss_kib(pid) as f64 / 1024.0,
         util::memory_kib(pid, "VmHWM") as f64 / 1024.0,
-        pss_kib(pid) as f64 / 1024.0,
+        util::memory_kib_in(pid, "smaps_rollup", "Pss") as f64 / 1024.0,
         cpu * 60.0 / elapsed,
         cdf.with(|s| s.rows.len())
     );

@@ -22,6 +22,18 @@ fn ms(ns: u128) -> u128 {
     ns / 1_000_000
 }
 
+/// A test folder, a Redis server and a replica config for it in that folder; `None` (having
+/// said it skipped) where `redis-server` is missing.
+fn with_redis() -> Option<(tempfile::TempDir, Redis, std::path::PathBuf)> {
+    if !Redis::available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let redis = Redis::start(&[]);
+    let path = redis_config(dir.path(), &redis.url());
+    Some((dir, redis, path))
+}
+
 fn redis_config(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
     let text = config(&format!("  backend: redis\n  redis: {{url: \"{url}\"}}"));
     util::write_config(dir, &text)
@@ -49,12 +61,9 @@ fn after(earlier: &[u128], later: &[u128]) -> bool {
 /// retry-period of the kill (plus the first run's wait for its schedule).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_one_of_three_writes_and_a_sigkill_fails_over_within_the_lease() {
-    if !Redis::available() {
+    let Some((dir, _redis, path)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(&[]);
-    let path = redis_config(dir.path(), &redis.url());
+    };
     let mut a = Replica::start(dir.path(), &path, "a", &[]);
     a.until_leading(20).await;
     let b = Replica::start(dir.path(), &path, "b", &[]);
@@ -109,12 +118,9 @@ async fn redis_one_of_three_writes_and_a_sigkill_fails_over_within_the_lease() {
 /// within a retry period of the release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sigterm_hands_over_within_a_retry_period() {
-    if !Redis::available() {
+    let Some((dir, _redis, path)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(&[]);
-    let path = redis_config(dir.path(), &redis.url());
+    };
     let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     a.signal("TERM");
@@ -132,12 +138,9 @@ async fn redis_sigterm_hands_over_within_a_retry_period() {
 /// the woken process writes nothing (its fence closed while it was frozen), then exits 4.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_frozen_leader_that_wakes_writes_nothing() {
-    if !Redis::available() {
+    let Some((dir, _redis, path)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let redis = Redis::start(&[]);
-    let path = redis_config(dir.path(), &redis.url());
+    };
     let out = |id: &str| Replica::rows_in(&dir.path().join(format!("{id}.out")), id);
     a_frozen_leader_writes_nothing(dir.path(), &path, out).await;
 }
@@ -147,12 +150,9 @@ async fn redis_a_frozen_leader_that_wakes_writes_nothing() {
 /// is back, the standby leads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_unreachable_the_leader_steps_down_and_nobody_writes_twice() {
-    if !Redis::available() {
+    let Some((dir, mut redis, path)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(&[]);
-    let path = redis_config(dir.path(), &redis.url());
+    };
     let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let down = now_ns();
@@ -180,12 +180,9 @@ async fn redis_unreachable_the_leader_steps_down_and_nobody_writes_twice() {
 /// key back; the standby, which saw it held, does not take the vanished key: no transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_the_leader_keeps_leading() {
-    if !Redis::available() {
+    let Some((dir, mut redis, path)) = with_redis() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis::start(&[]);
-    let path = redis_config(dir.path(), &redis.url());
+    };
     let (mut a, b) = leader_and_standby(dir.path(), &path).await;
     redis.restart();
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
@@ -555,14 +552,12 @@ async fn the_high_availability_example_runs_as_its_comment_says() {
             .ok()
     };
     let leader = async |log: &std::path::Path| {
-        let port = port_of(log)?;
-        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        extractor_runtime::metrics::sample(&text, "extractor_leader", &[])
+        util::metric(
+            &format!("127.0.0.1:{}", port_of(log)?),
+            "extractor_leader",
+            &[],
+        )
+        .await
     };
     let rows = |out: &std::path::Path, replica: &str| {
         std::fs::read_to_string(out)

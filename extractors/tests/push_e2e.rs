@@ -24,10 +24,7 @@ async fn mqtt_and_webhook_records_accepted_while_cdf_is_down_survive_a_kill() {
     let cdf = FakeCdf::start(&[]).await;
     cdf.with(|c| c.down = true);
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let buffer = format!(
-        "{{type: disk, path: '{}'}}",
-        dir.path().join("buffer").display()
-    );
+    let buffer = util::mqtt::buffer("disk", dir.path());
     let config =
         util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let mut child = util::spawn_run(&config, &[]);

@@ -73,13 +73,7 @@ async fn kills_under_load(buffer: &str) -> Option<(usize, usize, usize, usize)> 
     let cdf = FakeCdf::start(&[]).await;
     cdf.with(|c| c.down = true);
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let buffer = match buffer {
-        "disk" => format!(
-            "{{type: disk, path: '{}'}}",
-            dir.path().join("buffer").display()
-        ),
-        _ => "{type: memory}".to_owned(),
-    };
+    let buffer = util::mqtt::buffer(buffer, dir.path());
     let config =
         util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let mut child = util::spawn_run(&config, &[]);
@@ -214,10 +208,7 @@ async fn broker_restarts_lose_nothing() {
     };
     let cdf = FakeCdf::start(&[]).await;
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let buffer = format!(
-        "{{type: disk, path: '{}'}}",
-        dir.path().join("buffer").display()
-    );
+    let buffer = util::mqtt::buffer("disk", dir.path());
     let config =
         util::mqtt::push_config(dir.path(), &cdf.uri(), broker.port, hook, metrics, &buffer);
     let _child = util::spawn_run(&config, &[]);
@@ -284,26 +275,16 @@ async fn a_full_small_disk_answers_503_loses_nothing_and_recovers() {
         return;
     };
     let (hook, metrics) = (util::free_port(), util::free_port());
-    let config = util::write_config(
+    let buffer = format!(
+        "{{type: disk, path: '{}', max-size: 1GiB, when-full: drop-newest}}",
+        buffer_dir.display()
+    );
+    let config = util::mqtt::push_config_with(
         dir.path(),
-        &format!(
-            "{header}  connection: {{max-retries: 1, max-retry-backoff: 1s}}
-metrics:
-  server: {{host: 127.0.0.1, port: {metrics}}}
-upload-queue:
-  max-upload-interval: 1s
-  buffer: {{type: disk, path: '{buffer}', max-size: 1GiB, when-full: drop-newest}}
-tasks:
-  - name: hooks
-    type: webhook
-    schedule: {{type: continuous}}
-    config:
-      listen: 127.0.0.1:{hook}
-      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
-",
-            header = util::cognite_header(&cdf.uri()),
-            buffer = buffer_dir.display(),
-        ),
+        &cdf.uri(),
+        metrics,
+        &buffer,
+        &util::mqtt::hooks_task(hook),
     );
     let mut child = util::spawn_run(&config, &[]);
     let client = reqwest::Client::new();

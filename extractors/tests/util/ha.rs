@@ -271,39 +271,13 @@ impl Replica {
 
     /// An unlabelled sample from its metrics server.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self.metrics().await?;
-        extractor_runtime::metrics::sample(&text, name, &[])
-    }
-
-    /// Its `/metrics` text.
-    pub async fn metrics(&self) -> Option<String> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        client
-            .get(format!("http://{}:{}/metrics", self.host, self.port))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
+        super::metric(&format!("{}:{}", self.host, self.port), name, &[]).await
     }
 
     /// `/readyz`'s status code.
     pub async fn ready(&self) -> Option<u16> {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        Some(
-            client
-                .get(format!("http://{}:{}/readyz", self.host, self.port))
-                .send()
-                .await
-                .ok()?
-                .status()
-                .as_u16(),
-        )
+        let url = format!("http://{}:{}/readyz", self.host, self.port);
+        Some(super::get(&url).await?.0)
     }
 
     /// Waits until it leads (its metric says so), up to `secs`.

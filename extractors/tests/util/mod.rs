@@ -200,12 +200,37 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// A `/proc/<pid>/status` figure in KiB (`VmRSS`: now, `VmHWM`: the peak); 0 once it is gone.
 pub fn memory_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    memory_kib_in(pid, "status", field)
+}
+
+/// A figure in KiB from `/proc/<pid>/<file>` (`status`, or `smaps_rollup` for `Pss`); 0 once
+/// it is gone.
+pub fn memory_kib_in(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The CPU time (`utime + stime`) `pid` has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Waits until `ready` says so, polling every 50 ms; fails after `secs` naming `what`.
@@ -220,14 +245,27 @@ pub async fn wait_for(what: &str, secs: u64, mut ready: impl AsyncFnMut() -> boo
     }
 }
 
-/// The sample `name{queue="raw"}` from the metrics server on `port`; `None` while it does not
-/// answer or has no such sample.
+/// A GET of `url` (a test peer: no proxy, 2 s at most): status and body; `None` while it does
+/// not answer.
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let answer = client.get(url).send().await.ok()?;
+    let status = answer.status().as_u16();
+    Some((status, answer.text().await.ok()?))
+}
+
+/// The sample `name{labels}` from the metrics server at `address` (`host:port`); `None` while
+/// it does not answer or has no such sample.
+pub async fn metric(address: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, text) = get(&format!("http://{address}/metrics")).await?;
+    extractor_runtime::metrics::sample(&text, name, labels)
+}
+
+/// The sample `name{queue="raw"}` from the metrics server on `port`.
 pub async fn raw_queue_metric(port: u16, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    extractor_runtime::metrics::sample(&text, name, &[("queue", "raw")])
+    metric(&format!("127.0.0.1:{port}"), name, &[("queue", "raw")]).await
 }

@@ -176,10 +176,30 @@ pub async fn publish(port: u16, client_id: &str, topic: &str, payloads: Vec<Stri
     let _ = client.disconnect().await;
 }
 
+/// `upload-queue.buffer` as a YAML flow mapping: `disk` (in `dir/buffer`) or `memory`.
+pub fn buffer(kind: &str, dir: &Path) -> String {
+    match kind {
+        "disk" => format!("{{type: disk, path: '{}'}}", dir.join("buffer").display()),
+        _ => "{type: memory}".to_owned(),
+    }
+}
+
+/// The task `hooks`: a webhook on `hook` into RAW saas.events.
+pub fn hooks_task(hook: u16) -> String {
+    format!(
+        "  - name: hooks
+    type: webhook
+    schedule: {{type: continuous}}
+    config:
+      listen: 127.0.0.1:{hook}
+      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
+"
+    )
+}
+
 /// A config with two continuous tasks over `buffer` (a YAML flow mapping): `plant`, MQTT
 /// (`plant/#` on the broker at `broker`, client id `extractor-e2e`, 50 in flight) into RAW
-/// plant.messages, and `hooks`, a webhook on `hook` into RAW saas.events; metrics on
-/// `metrics`.
+/// plant.messages, and [`hooks_task`]; metrics on `metrics`.
 pub fn push_config(
     dir: &Path,
     cdf_uri: &str,
@@ -187,6 +207,31 @@ pub fn push_config(
     hook: u16,
     metrics: u16,
     buffer: &str,
+) -> PathBuf {
+    let tasks = format!(
+        "  - name: plant
+    type: mqtt
+    schedule: {{type: continuous}}
+    config:
+      url: mqtt://127.0.0.1:{broker}
+      client-id: extractor-e2e
+      topics: ['plant/#']
+      max-in-flight: 50
+      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
+{}",
+        hooks_task(hook)
+    );
+    push_config_with(dir, cdf_uri, metrics, buffer, &tasks)
+}
+
+/// The push tests' config with `tasks` (YAML list items): CDF at `cdf_uri` (one retry, 1 s
+/// backoff), metrics on `metrics`, uploads every second through `buffer`, a 5 s grace.
+pub fn push_config_with(
+    dir: &Path,
+    cdf_uri: &str,
+    metrics: u16,
+    buffer: &str,
+    tasks: &str,
 ) -> PathBuf {
     super::write_config(
         dir,
@@ -199,22 +244,7 @@ upload-queue:
   buffer: {buffer}
 shutdown-grace: 5s
 tasks:
-  - name: plant
-    type: mqtt
-    schedule: {{type: continuous}}
-    config:
-      url: mqtt://127.0.0.1:{broker}
-      client-id: extractor-e2e
-      topics: ['plant/#']
-      max-in-flight: 50
-      destination: {{type: raw, database: plant, table: messages, key: '{{id}}'}}
-  - name: hooks
-    type: webhook
-    schedule: {{type: continuous}}
-    config:
-      listen: 127.0.0.1:{hook}
-      destination: {{type: raw, database: saas, table: events, key: '{{id}}'}}
-",
+{tasks}",
             header = super::cognite_header(cdf_uri),
         ),
     )
