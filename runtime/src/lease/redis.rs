@@ -211,3 +211,27 @@ impl LeaseBackend for RedisLease {
         format!("redis key `{}` at {}", self.key, self.shown)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_in_no_debug_output_or_description() {
+        let config = RedisLeaseConfig {
+            url: "rediss://redis.example.com:6380/0".into(),
+            password: Some(crate::secret::Secret::new("pw-s3cr3t")),
+            username: Some("extractor".into()),
+            ca_file: None,
+        };
+        let lease = RedisLease::new(&config, "demo").unwrap();
+        for shown in [
+            format!("{lease:?}"),
+            lease.describe(),
+            format!("{config:?}"),
+        ] {
+            assert!(!shown.contains("pw-s3cr3t"), "{shown}");
+        }
+        assert!(lease.describe().contains("redis.example.com:6380"));
+    }
+}
