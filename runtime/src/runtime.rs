@@ -606,6 +606,7 @@ impl Runtime {
                 self.metrics.prometheus(),
                 dead_letter,
             )
+            .map(|q| q.with_in_flight(queue.max_in_flight))
             .map_err(|e| RuntimeError::setup("the upload queues", e)),
             crate::config::BufferConfig::Disk {
                 path,
@@ -627,6 +628,7 @@ impl Runtime {
                     },
                     ..crate::disk_log::Options::default()
                 },
+                queue.max_in_flight,
             )
             .map_err(|e| RuntimeError::setup("the upload queues' disk buffer", e)),
         }

@@ -265,9 +265,10 @@ pub(crate) fn summary(path: &Path, config: &Config, versions: &[u32]) -> String 
     let q = &config.upload_queue;
     let _ = writeln!(
         out,
-        "queues:   up to {} items each, uploaded every {}",
+        "queues:   up to {} items each, uploaded every {}, {} request(s) in flight",
         q.max_queue_size,
-        secs(q.max_upload_interval.get())
+        secs(q.max_upload_interval.get()),
+        q.max_in_flight
     );
     match &q.dead_letter {
         Some(path) => {

@@ -338,6 +338,12 @@ pub struct UploadQueueConfig {
     /// Queued items are uploaded at least this often.
     #[serde(default = "default_max_upload_interval")]
     pub max_upload_interval: Duration,
+    /// Requests each queue keeps in flight at most (5, as python-extractor-utils keeps 5
+    /// uploads going): a round trip to CDF is hidden behind the next requests. A request then
+    /// carries at most `2 * max-queue-size / (3 * max-in-flight)` items (at least 1 000), so
+    /// they fit in two thirds of the queue together. 1 sends one request at a time.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Where items CDF refused for good are appended, one JSON object per line (time, task,
     /// queue, endpoint, status, CDF's message, request id, the item). Without it refused
     /// items are only logged and counted.
@@ -363,6 +369,7 @@ impl Default for UploadQueueConfig {
         UploadQueueConfig {
             max_queue_size: default_max_queue_size(),
             max_upload_interval: default_max_upload_interval(),
+            max_in_flight: default_max_in_flight(),
             dead_letter: None,
             dead_letter_max_size: None,
             dead_letter_retention: default_dead_letter_retention(),
@@ -416,6 +423,10 @@ pub enum WhenFull {
 
 fn default_max_queue_size() -> usize {
     100_000
+}
+
+fn default_max_in_flight() -> usize {
+    5
 }
 
 fn default_max_upload_interval() -> Duration {

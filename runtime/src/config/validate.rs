@@ -12,6 +12,9 @@ use super::model::{Config, OverlapPolicy, Schedule, StateStoreConfig};
 use super::node::Node;
 use super::value::Value;
 
+/// `upload-queue.max-in-flight` at most: each request in flight is a connection to CDF.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// `deserialize_with` of a schedule's cron `expression`: [`parse_cron`].
 pub(crate) fn deserialize_cron<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -664,6 +667,12 @@ pub(crate) fn validate(
 
     if config.upload_queue.max_queue_size == 0 {
         p.push("upload-queue.max-queue-size", "must be at least 1");
+    }
+    if !(1..=MAX_IN_FLIGHT).contains(&config.upload_queue.max_in_flight) {
+        p.push(
+            "upload-queue.max-in-flight",
+            format!("must be from 1 to {MAX_IN_FLIGHT}"),
+        );
     }
     if config.upload_queue.max_upload_interval.is_zero() {
         p.push(

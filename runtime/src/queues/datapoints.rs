@@ -107,6 +107,7 @@ impl Kind for Datapoints {
     type Stored = StoredPoint;
     const NAME: &'static str = "datapoints";
     const READ_AHEAD: usize = 2 * MAX_DATAPOINTS_PER_REQUEST;
+    const MAX_ITEMS: usize = MAX_DATAPOINTS_PER_REQUEST;
 
     fn store(point: Datapoint) -> StoredPoint {
         StoredPoint {

@@ -213,6 +213,7 @@ pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
             });
             match decoded {
                 Ok((item, policy, task)) => entries.push(Entry {
+                    seq: 0,
                     item,
                     tag: None,
                     policy,
@@ -227,7 +228,9 @@ pub(super) async fn feed<K: Kind>(queue: Weak<Inner<K>>, mut reader: Reader) {
         }
         {
             let mut slots = inner.slots.lock().expect("queue lock");
-            slots.items.extend(entries);
+            for entry in entries {
+                slots.push(entry);
+            }
             inner.metrics.size.set(slots.len() as i64);
         }
         disk.update_metrics();

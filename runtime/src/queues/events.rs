@@ -49,6 +49,7 @@ impl Kind for Events {
     type Stored = Event;
     const NAME: &'static str = "events";
     const READ_AHEAD: usize = 4 * MAX_EVENTS_PER_REQUEST;
+    const MAX_ITEMS: usize = MAX_EVENTS_PER_REQUEST;
 
     fn store(item: Event) -> Event {
         item

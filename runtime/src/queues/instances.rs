@@ -86,6 +86,7 @@ impl Kind for Instances {
     type Stored = StoredNode;
     const NAME: &'static str = "instances";
     const READ_AHEAD: usize = 4 * MAX_INSTANCES_PER_REQUEST;
+    const MAX_ITEMS: usize = MAX_INSTANCES_PER_REQUEST;
 
     fn store(node: Node) -> StoredNode {
         #[derive(Serialize)]

@@ -24,6 +24,9 @@ pub(crate) struct Ledger {
     state: Option<StateStore>,
     series: Option<Arc<TaskSeries>>,
     inner: Mutex<Inner>,
+    /// Woken when items were settled (once for the items of a request: see
+    /// [`Ledger::wake_all`]).
+    pub(crate) settled: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -119,6 +122,7 @@ impl Ledger {
             state,
             series,
             inner: Mutex::new(Inner::default()),
+            settled: tokio::sync::Notify::new(),
         })
     }
 
@@ -174,6 +178,19 @@ impl Ledger {
             }
         }
         self.apply(&mut inner);
+    }
+
+    /// Wakes the producers waiting for items of these entries' ledgers to be settled, each
+    /// ledger once (a request's items mostly share one).
+    pub(crate) fn wake_all<'a>(tags: impl Iterator<Item = Option<&'a Tag>>) {
+        let mut last: Option<&Arc<Ledger>> = None;
+        for tag in tags.flatten() {
+            if last.is_some_and(|l| Arc::ptr_eq(l, &tag.ledger)) {
+                continue;
+            }
+            tag.ledger.settled.notify_waiters();
+            last = Some(&tag.ledger);
+        }
     }
 
     /// Items entered before now that are not settled yet.

@@ -3,7 +3,10 @@
 //!
 //! A queue holds items of one [`Kind`]; [`UploadQueue::add`] waits while the queue is full
 //! (it never grows without bound and never drops), and [`UploadQueue::flush`] sends what is
-//! queued, request by request. Each item leaves the queue once CDF *settled* it:
+//! queued, several requests in flight at once (`upload-queue.max-in-flight`, so a round trip to
+//! CDF is hidden behind the next requests), and [`UploadQueue::send_ahead`] starts sending the
+//! full requests in the background while a producer goes on. Each item leaves the queue once
+//! CDF *settled* it:
 //!
 //! - accepted;
 //! - named in CDF's `missing` or `duplicated` list and handled by the task's [`Policy`]
@@ -16,7 +19,10 @@
 //! A refused item is written to the dead-letter file (`upload-queue.dead-letter`), logged
 //! and counted, and never blocks the items behind it. Transient failures (408, 429, 5xx,
 //! network), a missing token and answers that concern every item (401, 403, 404) keep the items
-//! queued for the next flush, in order, and the flush returns the error.
+//! queued for the next flush, in order, and the flush returns the error (the requests already in
+//! flight are settled first; no new one starts). Requests may be answered out of order: an item
+//! that goes back goes back to its place in the queue, and a task's watermark moves only past
+//! items whose predecessors are all settled (see [`ledger`]).
 //!
 //! Extractors use a task's [`Upload`] handle, which tags every item with the task's ledger, so a
 //! checkpoint becomes durable once CDF settled everything that task queued before it.
@@ -101,6 +107,8 @@ pub trait Kind: Send + Sync + 'static {
     /// sent and about the next one's), whatever `max-queue-size` says: the backlog stays on
     /// disk, and memory does not hold `max-queue-size` items of it.
     const READ_AHEAD: usize;
+    /// Items one request carries at most (the API's limit).
+    const MAX_ITEMS: usize;
 
     /// Turns an added item into what the queue keeps.
     fn store(item: Self::Item) -> Self::Stored;
@@ -170,6 +178,9 @@ impl Metrics {
 
 /// An item in a queue, with the ledger of the task that added it and that task's policy.
 pub(crate) struct Entry<S> {
+    /// Its place in the queue's order (given when it is queued): an item whose request failed
+    /// goes back to this place, whatever was answered meanwhile.
+    pub(crate) seq: u64,
     pub(crate) item: S,
     pub(crate) tag: Option<Tag>,
     pub(crate) policy: Policy,
@@ -192,7 +203,9 @@ impl<S> Entry<S> {
 
 struct Slots<S> {
     items: VecDeque<Entry<S>>,
-    /// Items taken out by the flush in progress (they count against the capacity).
+    /// The `seq` of the next item queued.
+    next_seq: u64,
+    /// Items taken out by the requests in flight (they count against the capacity).
     in_flight: usize,
     /// Refused items whose dead-letter line could not be written (a full disk), with that
     /// line: held aside (counted against the capacity, so bounded), never sent again, written
@@ -205,13 +218,54 @@ impl<S> Slots<S> {
     fn len(&self) -> usize {
         self.items.len() + self.in_flight + self.held.len()
     }
+
+    /// Queues `entry` last.
+    pub(crate) fn push(&mut self, mut entry: Entry<S>) {
+        entry.seq = self.next_seq;
+        self.next_seq += 1;
+        self.items.push_back(entry);
+    }
+
+    /// Puts the entries of one request (in order) back to their place: before every item queued
+    /// after them. Only items of other requests that went back can be older, so this walks
+    /// at most the window's items, not the queue.
+    fn put_back(&mut self, entries: Vec<Entry<S>>) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let at = self.items.partition_point(|e| e.seq < first.seq);
+        let older: Vec<Entry<S>> = self.items.drain(..at).collect();
+        for entry in older.into_iter().chain(entries).rev() {
+            self.items.push_front(entry);
+        }
+    }
+}
+
+/// What a [`UploadQueue::send`] takes from the queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// Everything queued.
+    All,
+    /// Only requests as full as they can be (more items wait behind them): what a producer
+    /// still adding would not make larger; any request once half the queue's capacity waits.
+    Full,
 }
 
 struct Inner<K: Kind> {
     slots: std::sync::Mutex<Slots<K::Stored>>,
     capacity: usize,
+    /// Requests in flight at most.
+    window: usize,
+    /// Woken by [`UploadQueue::send_ahead`]: items were added while a sender runs.
+    more: Notify,
+    /// Items one request carries at most (besides the API's limits): the capacity shared by
+    /// the window, so several requests fit in the queue at once.
+    per_request: usize,
     space: Notify,
+    /// Held by the one sender (a flush, or the background sender).
     flushing: tokio::sync::Mutex<()>,
+    /// The error that stopped the background sender, until a producer takes it.
+    ahead_error: std::sync::Mutex<Option<CdfError>>,
     client: CdfClient,
     dead_letter: Option<Arc<DeadLetter>>,
     metrics: Metrics,
@@ -253,12 +307,17 @@ impl<K: Kind> UploadQueue<K> {
             inner: Arc::new(Inner {
                 slots: std::sync::Mutex::new(Slots {
                     items: VecDeque::new(),
+                    next_seq: 0,
                     in_flight: 0,
                     held: Vec::new(),
                 }),
                 capacity: capacity.max(1),
+                window: 1,
+                more: Notify::new(),
+                per_request: usize::MAX,
                 space: Notify::new(),
                 flushing: tokio::sync::Mutex::new(()),
+                ahead_error: std::sync::Mutex::new(None),
                 client,
                 dead_letter,
                 metrics: Metrics {
@@ -282,13 +341,31 @@ impl<K: Kind> UploadQueue<K> {
         metrics: &QueueMetrics,
         dead_letter: Option<Arc<DeadLetter>>,
         log: crate::disk_log::DiskLog,
+        window: usize,
     ) -> Self {
-        let mut queue = Self::with_dead_letter(client, capacity, metrics, dead_letter);
+        let mut queue =
+            Self::with_dead_letter(client, capacity, metrics, dead_letter).with_in_flight(window);
         let reader = log.reader();
         let inner = Arc::get_mut(&mut queue.inner).expect("a new queue has one owner");
         inner.disk = Some(disk::Disk::new(log, metrics, K::NAME));
         tokio::spawn(disk::feed(Arc::downgrade(&queue.inner), reader));
         queue
+    }
+
+    /// The same queue keeping up to `window` requests in flight (1, one request at a time, by
+    /// default). A request then carries at most `2 * capacity / (3 * window)` items (never
+    /// fewer than [`MIN_PER_REQUEST`], nor more than the API allows), so the window's requests
+    /// fit in two thirds of the queue, and a producer [sending ahead](Upload::send_ahead)
+    /// further keeps the window full. Call before the queue is shared.
+    pub fn with_in_flight(mut self, window: usize) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("a new queue has one owner");
+        inner.window = window.max(1);
+        inner.per_request = if inner.window == 1 {
+            usize::MAX
+        } else {
+            (inner.capacity * 2 / (3 * inner.window)).max(MIN_PER_REQUEST)
+        };
+        self
     }
 
     /// Items waiting (including those of a flush in progress, and refused items held until
@@ -331,6 +408,10 @@ impl<K: Kind> UploadQueue<K> {
         ledger: Option<&Arc<Ledger>>,
         policy: Policy,
     ) -> Result<(), CdfError> {
+        // A producer whose adds never wait would hold its worker thread for as long as it
+        // reads: the sender it woke (kept in that worker's next-task slot, which no other
+        // worker takes) would not start the next request until then. Yield now and then.
+        tokio::task::coop::consume_budget().await;
         if let Some(disk) = &self.inner.disk {
             disk.append::<K>(&item, policy, ledger.map(|l| l.task()))
                 .await?;
@@ -346,7 +427,8 @@ impl<K: Kind> UploadQueue<K> {
                 let mut slots = self.inner.slots.lock().expect("queue lock");
                 if slots.len() < self.inner.capacity {
                     let tag = ledger.map(Ledger::enter);
-                    slots.items.push_back(Entry {
+                    slots.push(Entry {
+                        seq: 0,
                         item,
                         tag,
                         policy,
@@ -400,58 +482,144 @@ impl<K: Kind> UploadQueue<K> {
     /// Cancelling may leave a request in flight; its items go back to the queue and are sent
     /// again by the next flush (at-least-once).
     pub async fn flush(&self) -> Result<usize, CdfError> {
-        let _one_at_a_time = self.inner.flushing.lock().await;
+        let _sender = self.inner.flushing.lock().await;
+        self.inner.send(Take::All).await
+    }
+
+    /// Starts sending, in the background, the requests of this queue that are as full as they
+    /// can be (a producer that goes on adding would not make them larger), unless a flush or an
+    /// earlier background send is under way; returns at once. Its error, if it stopped on one,
+    /// is kept for [`take_ahead_error`](Self::take_ahead_error); the items stay queued.
+    /// Call within a Tokio runtime.
+    pub fn send_ahead(&self) {
+        if self.inner.slots.lock().expect("queue lock").items.is_empty() {
+            return;
+        }
+        if self.inner.flushing.try_lock().is_err() {
+            // The running sender looks for full requests again.
+            self.inner.more.notify_one();
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let Ok(_sender) = inner.flushing.try_lock() else {
+                return;
+            };
+            if let Err(e) = inner.send(Take::Full).await {
+                tracing::debug!(target: "extractor_runtime::queues", queue = K::NAME, "sending ahead stopped: {e}");
+                *inner.ahead_error.lock().expect("queue lock") = Some(e);
+            }
+        });
+    }
+
+    /// The error that stopped the last background send (see [`send_ahead`](Self::send_ahead)),
+    /// if one did since the last call.
+    pub fn take_ahead_error(&self) -> Option<CdfError> {
+        self.inner.ahead_error.lock().expect("queue lock").take()
+    }
+}
+
+/// Items a request carries at least when a queue's capacity is shared by its window (a smaller
+/// queue keeps fewer requests in flight instead of sending small ones).
+pub const MIN_PER_REQUEST: usize = 1_000;
+
+/// The answer to one request: its batch, what became of each item, and why it stopped.
+type Answered<'q, K> = (InFlight<'q, K>, Vec<Outcome>, Result<(), CdfError>);
+
+impl<K: Kind> Inner<K> {
+    /// Sends what `take` says, up to `window` requests in flight, settling each as it is
+    /// answered. After a failure that concerns every item no new request starts; those in
+    /// flight are settled, and the first error is returned. The caller holds `flushing`.
+    async fn send(&self, take: Take) -> Result<usize, CdfError> {
+        use futures_util::StreamExt;
         // Refused items held since a dead-letter write failed go first.
-        let mut sent = match self.inner.write_held().await {
+        let mut sent = match self.write_held().await {
             Some(Ok(n)) => n,
             _ => 0,
         };
+        let mut requests = futures_util::stream::FuturesUnordered::new();
+        let mut stopped = None;
         loop {
-            // With a disk buffer, records not yet in memory are fed in while this waits.
-            let fed = self.inner.disk.as_ref().map(|d| d.fed.notified());
-            let behind = {
-                let slots = self.inner.slots.lock().expect("queue lock");
-                slots.items.is_empty().then(|| {
-                    self.inner
-                        .disk
-                        .as_ref()
-                        .is_some_and(|d| d.unsettled() > slots.len())
-                })
-            };
-            match (behind, fed) {
-                (Some(true), Some(fed)) => {
-                    if tokio::time::timeout(disk::FEED_WAIT, fed).await.is_err() {
-                        return Ok(sent);
-                    }
-                    continue;
-                }
-                (Some(_), _) => return Ok(sent),
-                (None, _) => {}
+            while stopped.is_none() && requests.len() < self.window {
+                let Some(batch) = self.take(take) else { break };
+                tracing::trace!(target: "extractor_runtime::queues", queue = K::NAME, items = batch.taken, in_flight = requests.len() + 1, "request sent");
+                requests.push(self.deliver(batch));
             }
-            let mut batch = {
-                let mut slots = self.inner.slots.lock().expect("queue lock");
-                if slots.items.is_empty() {
-                    continue;
-                }
-                let n = K::batch_len(slots.items.iter().map(|e| &e.item)).max(1);
-                let entries: Vec<Entry<K::Stored>> = slots.items.drain(..n).collect();
-                slots.in_flight = entries.len();
-                InFlight {
-                    inner: &self.inner,
-                    entries,
+            let next = if requests.is_empty() {
+                None
+            } else {
+                // Woken by an answer, or by a producer that queued more meanwhile.
+                tokio::select! {
+                    answered = requests.next() => answered,
+                    () = self.more.notified(), if stopped.is_none() && requests.len() < self.window => continue,
                 }
             };
-            let mut outcomes = vec![Outcome::Pending; batch.entries.len()];
-            let stopped =
-                deliver::deliver::<K>(&self.inner.client, &batch.entries, &mut outcomes).await;
+            let Some((mut batch, outcomes, result)) = next else {
+                // Nothing in flight and nothing to take. With a disk buffer, records not yet
+                // in memory are fed in while this waits.
+                if stopped.is_some() || take == Take::Full || !self.wait_for_feed().await {
+                    break;
+                }
+                continue;
+            };
             sent += batch.settle(outcomes).await;
-            stopped?;
+            if let Err(e) = result {
+                stopped.get_or_insert(e);
+            }
+        }
+        match stopped {
+            Some(e) => Err(e),
+            None => Ok(sent),
         }
     }
 
-}
+    /// The next request's items, taken out of the queue (see [`Take`]).
+    fn take(&self, take: Take) -> Option<InFlight<'_, K>> {
+        let mut slots = self.slots.lock().expect("queue lock");
+        if slots.items.is_empty() {
+            return None;
+        }
+        let items = slots.items.iter().take(self.per_request).map(|e| &e.item);
+        let n = K::batch_len(items).max(1);
+        let full = n < slots.items.len() || n >= self.per_request.min(K::MAX_ITEMS);
+        if take == Take::Full && !full && slots.items.len() * 2 < self.capacity {
+            return None;
+        }
+        let entries: Vec<Entry<K::Stored>> = slots.items.drain(..n).collect();
+        slots.in_flight += n;
+        Some(InFlight {
+            inner: self,
+            entries,
+            taken: n,
+        })
+    }
 
-impl<K: Kind> Inner<K> {
+    /// Sends one batch; dropped before it is answered, its items go back to the queue.
+    async fn deliver<'q>(&'q self, batch: InFlight<'q, K>) -> Answered<'q, K> {
+        let mut outcomes = vec![Outcome::Pending; batch.entries.len()];
+        let result = deliver::deliver::<K>(&self.client, &batch.entries, &mut outcomes).await;
+        (batch, outcomes, result)
+    }
+
+    /// With a disk buffer whose records are not all in memory (the queue being empty): waits
+    /// until some are fed in; `false` when there is nothing to wait for, or none came in time.
+    async fn wait_for_feed(&self) -> bool {
+        let Some(disk) = &self.disk else {
+            return false;
+        };
+        let fed = disk.fed.notified();
+        {
+            let slots = self.slots.lock().expect("queue lock");
+            if !slots.items.is_empty() {
+                return true;
+            }
+            if disk.unsettled() <= slots.len() {
+                return false;
+            }
+        }
+        tokio::time::timeout(disk::FEED_WAIT, fed).await.is_ok()
+    }
+
     /// Acknowledges a settled entry's record to the disk buffer, if it has one.
     fn ack(&self, entry: &Entry<K::Stored>) {
         if let (Some(disk), Some(seq)) = (&self.disk, entry.disk) {
@@ -488,6 +656,7 @@ impl<K: Kind> Inner<K> {
                     }
                     self.ack(entry);
                 }
+                Ledger::wake_all(entries.iter().map(|e| e.tag.as_ref()));
                 self.metrics.count(K::NAME, "rejected", n);
                 self.metrics.refused.fetch_add(n, Ordering::Relaxed);
             }
@@ -521,6 +690,8 @@ async fn write(file: &Arc<DeadLetter>, lines: Vec<u8>) -> std::io::Result<()> {
 struct InFlight<'q, K: Kind> {
     inner: &'q Inner<K>,
     entries: Vec<Entry<K::Stored>>,
+    /// How many items it took (counted in `in_flight` until it is settled or dropped).
+    taken: usize,
 }
 
 impl<K: Kind> InFlight<'_, K> {
@@ -541,6 +712,7 @@ impl<K: Kind> InFlight<'_, K> {
         let metrics = &self.inner.metrics;
         let mut counts = [0usize; 4];
         let (mut pending, mut held) = (Vec::new(), Vec::new());
+        let mut woken: Vec<Arc<Ledger>> = Vec::new();
         for (entry, outcome) in entries.into_iter().zip(outcomes) {
             let (how, slot) = match outcome {
                 Outcome::Pending => {
@@ -559,6 +731,9 @@ impl<K: Kind> InFlight<'_, K> {
             counts[slot] += 1;
             if let Some(tag) = &entry.tag {
                 tag.ledger.settle(tag, how, K::id(&entry.item).as_deref());
+                if !woken.last().is_some_and(|l| Arc::ptr_eq(l, &tag.ledger)) {
+                    woken.push(tag.ledger.clone());
+                }
             }
             self.inner.ack(&entry);
         }
@@ -571,17 +746,18 @@ impl<K: Kind> InFlight<'_, K> {
         metrics.refused.fetch_add(counts[2], Ordering::Relaxed);
         {
             let mut slots = self.inner.slots.lock().expect("queue lock");
-            for entry in pending.into_iter().rev() {
-                slots.items.push_front(entry);
-            }
+            slots.put_back(pending);
             slots.held.extend(held);
-            slots.in_flight = 0;
+            slots.in_flight -= std::mem::take(&mut self.taken);
             metrics.size.set(slots.len() as i64);
         }
         if let Some(disk) = &self.inner.disk {
             disk.update_metrics();
         }
         self.inner.space.notify_waiters();
+        for ledger in woken {
+            ledger.settled.notify_waiters();
+        }
         let mut left = counts[0] + counts[1] + counts[2];
         if refusals.is_empty() {
             return left;
@@ -606,14 +782,12 @@ impl<K: Kind> InFlight<'_, K> {
 
 impl<K: Kind> Drop for InFlight<'_, K> {
     fn drop(&mut self) {
-        if self.entries.is_empty() {
+        if self.taken == 0 {
             return;
         }
         let mut slots = self.inner.slots.lock().expect("queue lock");
-        for entry in std::mem::take(&mut self.entries).into_iter().rev() {
-            slots.items.push_front(entry);
-        }
-        slots.in_flight = 0;
+        slots.put_back(std::mem::take(&mut self.entries));
+        slots.in_flight -= self.taken;
     }
 }
 
@@ -714,9 +888,22 @@ impl Queues {
         })
     }
 
+    /// The same queues, each keeping up to `window` requests in flight (see
+    /// [`UploadQueue::with_in_flight`]). Call before they are shared.
+    pub fn with_in_flight(self, window: usize) -> Self {
+        Queues {
+            raw: self.raw.with_in_flight(window),
+            datapoints: self.datapoints.with_in_flight(window),
+            events: self.events.with_in_flight(window),
+            instances: self.instances.with_in_flight(window),
+            ..self
+        }
+    }
+
     /// Queues as [`with_dead_letter`](Self::with_dead_letter) whose items are kept on disk
     /// under `dir` (a folder per queue) until CDF settles them; what a crash or a stop left
-    /// there is sent first. Call within a Tokio runtime (each queue starts its feeding task).
+    /// there is sent first; each keeps up to `window` requests in flight. Call within a Tokio
+    /// runtime (each queue starts its feeding task).
     pub(crate) fn with_disk_buffer(
         client: CdfClient,
         capacity: usize,
@@ -724,6 +911,7 @@ impl Queues {
         dead_letter: Option<DeadLetter>,
         dir: &std::path::Path,
         options: crate::disk_log::Options,
+        window: usize,
     ) -> Result<Self, BufferError> {
         let metrics = QueueMetrics::register(registry).map_err(BufferError::Metrics)?;
         let dead_letter = dead_letter.map(Arc::new);
@@ -734,6 +922,7 @@ impl Queues {
             dead_letter: &Option<Arc<DeadLetter>>,
             dir: &std::path::Path,
             options: &crate::disk_log::Options,
+            window: usize,
         ) -> Result<UploadQueue<K>, BufferError> {
             let path = dir.join(K::NAME);
             let (log, recovered) = disk::open(dir, K::NAME, options.clone())
@@ -747,13 +936,14 @@ impl Queues {
                 metrics,
                 dead_letter.clone(),
                 log,
+                window,
             ))
         }
         Ok(Queues {
-            raw: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
-            datapoints: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
-            events: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
-            instances: queue(&client, capacity, &metrics, &dead_letter, dir, &options)?,
+            raw: queue(&client, capacity, &metrics, &dead_letter, dir, &options, window)?,
+            datapoints: queue(&client, capacity, &metrics, &dead_letter, dir, &options, window)?,
+            events: queue(&client, capacity, &metrics, &dead_letter, dir, &options, window)?,
+            instances: queue(&client, capacity, &metrics, &dead_letter, dir, &options, window)?,
             dead_letter,
             metrics,
             fence: crate::fence::Fence::open(),
@@ -767,6 +957,32 @@ impl Queues {
         self.datapoints.sync_buffer();
         self.events.sync_buffer();
         self.instances.sync_buffer();
+    }
+
+    /// Items each queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.raw.inner.capacity
+    }
+
+    /// [`UploadQueue::send_ahead`] of every queue.
+    pub fn send_ahead(&self) {
+        self.raw.send_ahead();
+        self.datapoints.send_ahead();
+        self.events.send_ahead();
+        self.instances.send_ahead();
+    }
+
+    /// The first of the queues' [`UploadQueue::take_ahead_error`]s (each queue's is taken).
+    pub fn take_ahead_error(&self) -> Option<CdfError> {
+        [
+            self.raw.take_ahead_error(),
+            self.datapoints.take_ahead_error(),
+            self.events.take_ahead_error(),
+            self.instances.take_ahead_error(),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
     }
 
     /// Whether items are kept on disk until CDF settles them.
@@ -827,5 +1043,69 @@ impl Queues {
             Some(e) => Err(e),
             None => Ok(sent),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(n: u64) -> Slots<u64> {
+        let mut slots = Slots {
+            items: VecDeque::new(),
+            next_seq: 0,
+            in_flight: 0,
+            held: Vec::new(),
+        };
+        for i in 0..n {
+            slots.push(Entry {
+                seq: 0,
+                item: i,
+                tag: None,
+                policy: Policy::default(),
+                disk: None,
+                task: None,
+            });
+        }
+        slots
+    }
+
+    fn take(slots: &mut Slots<u64>, n: usize) -> Vec<Entry<u64>> {
+        slots.items.drain(..n).collect()
+    }
+
+    fn order(slots: &Slots<u64>) -> Vec<u64> {
+        slots.items.iter().map(|e| e.item).collect()
+    }
+
+    #[test]
+    fn requests_put_back_in_any_order_restore_the_queue_order() {
+        // Three requests of 2 taken; the second and then the first fail; the third succeeds.
+        let mut s = slots(8);
+        let (a, b, _c) = (take(&mut s, 2), take(&mut s, 2), take(&mut s, 2));
+        s.push(Entry {
+            seq: 0,
+            item: 8,
+            tag: None,
+            policy: Policy::default(),
+            disk: None,
+            task: None,
+        });
+        s.put_back(b);
+        assert_eq!(order(&s), [2, 3, 6, 7, 8]);
+        s.put_back(a);
+        assert_eq!(order(&s), [0, 1, 2, 3, 6, 7, 8]);
+        // Taken again and put back last-first.
+        let (a, b) = (take(&mut s, 2), take(&mut s, 3));
+        s.put_back(a);
+        s.put_back(b);
+        assert_eq!(order(&s), [0, 1, 2, 3, 6, 7, 8]);
+    }
+
+    #[test]
+    fn putting_back_nothing_changes_nothing() {
+        let mut s = slots(3);
+        s.put_back(Vec::new());
+        assert_eq!(order(&s), [0, 1, 2]);
     }
 }

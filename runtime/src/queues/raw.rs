@@ -36,6 +36,7 @@ impl Kind for RawRows {
     type Stored = StoredRow;
     const NAME: &'static str = "raw";
     const READ_AHEAD: usize = 4 * MAX_ROWS_PER_REQUEST;
+    const MAX_ITEMS: usize = MAX_ROWS_PER_REQUEST;
 
     fn store(row: RawRow) -> StoredRow {
         let columns = serde_json::value::to_raw_value(&row.columns).expect("a JSON map serializes");

@@ -277,6 +277,46 @@ impl Upload {
         }
     }
 
+    /// Lets a source go on reading while what it queued is being sent: starts sending the
+    /// queues' full requests in the background (several in flight, see
+    /// `upload-queue.max-in-flight`) and returns at once, with what CDF refused since the last
+    /// call, as [`deliver`](Self::deliver) does. While more than seven eighths of a queue's
+    /// worth of this task's items is not settled yet it waits for CDF to settle some (the
+    /// source reads at most that far ahead, and does not fill the queues by itself). When a background send
+    /// stopped on an error (CDF down) and items of this task are queued, it is
+    /// [`deliver`](Self::deliver): waits, and fails as that does.
+    ///
+    /// Call it often during a long read (every thousand items or so: a producer that adds more
+    /// than an eighth of a queue between calls may wait in the queue while CDF is down instead
+    /// of failing); call [`deliver`](Self::deliver) (or [`settled`](Self::settled)) at the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: the items stay queued and the checkpoints pending.
+    pub async fn send_ahead(&self) -> Result<Refusals, TaskError> {
+        // The window's requests fit in two thirds of a queue; more waits ready, so an answer is followed
+        // by the next request at once; the last eighth is for other producers.
+        let capacity = self.queues.capacity();
+        let ahead = capacity - capacity / 8;
+        loop {
+            if self.queues.take_ahead_error().is_some() && self.ledger.outstanding() > 0 {
+                return self.deliver().await;
+            }
+            let settled = self.ledger.settled.notified();
+            tokio::pin!(settled);
+            // Registered before the check: an item settled after it wakes us.
+            settled.as_mut().enable();
+            self.queues.send_ahead();
+            if self.ledger.outstanding() <= ahead {
+                return Ok(self.ledger.take_refusals());
+            }
+            tokio::select! {
+                () = settled => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
     /// [`deliver`](Self::deliver), then fails (permanently) naming the first ids CDF refused
     /// and where they went.
     ///
