@@ -388,3 +388,96 @@ async fn with_a_disk_buffer_a_refused_item_is_dead_lettered_under_its_task() {
         "the log names the task: {stderr}"
     );
 }
+
+/// A config whose one csv task reads `data/big.csv` into RAW with a state store, the queue
+/// holding `queue` items and keeping 3 requests in flight; `connection` is put in `cognite:`.
+fn long_read(files: &Files, cdf: &FakeCdf, rows: usize, queue: usize, connection: &str) -> PathBuf {
+    use std::io::Write;
+    let mut out = std::fs::File::create(files.path("data/big.csv")).unwrap();
+    writeln!(out, "id,value").unwrap();
+    for i in 0..rows {
+        writeln!(out, "r{i},{i}").unwrap();
+    }
+    let config = files.path("long.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1
+cognite:
+  project: demo
+  host: {uri}
+  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
+  connection: {{{connection}}}
+state-store: {{local: {{path: {state}}}}}
+upload-queue: {{max-queue-size: {queue}, max-in-flight: 3}}
+tasks:
+  - name: bulk
+    type: csv
+    schedule: {{type: interval, expression: 1h}}
+    config:
+      path: {data}
+      glob: big.csv
+      destination: {{type: raw, database: db, table: t, key: id}}
+",
+            uri = cdf.uri(),
+            state = files.path("state.json").display(),
+            data = files.path("data").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The csv task's progress of `big.csv` in the state file (`None` before any).
+fn progress(files: &Files) -> Option<Value> {
+    let text = std::fs::read_to_string(files.path("state.json")).ok()?;
+    let state: Value = serde_json::from_str(&text).unwrap();
+    state["states"]
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.ends_with("big.csv"))
+        .map(|(_, v)| v.clone())
+}
+
+/// A read longer than the queue is sent while it is read (several requests in flight,
+/// answered slowly): every row arrives once, and the file's watermark says it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_read_is_sent_while_it_is_read_and_arrives_once() {
+    let cdf = FakeCdf::start(&[]).await;
+    cdf.with(|s| s.delay = std::time::Duration::from_millis(100));
+    let files = Files::new();
+    let config = long_read(&files, &cdf, 40_000, 30_000, "max-retries: 0");
+    let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    cdf.with(|s| {
+        assert_eq!(s.rows.len(), 40_000, "every row arrived");
+        assert!(s.rows.values().all(|n| *n == 1), "each once");
+        // 2 * 30 000 / (3 * 3) = 6 666 rows a request.
+        assert_eq!(s.requests["/raw/dbs/db/tables/t/rows"], 7);
+    });
+    let progress = progress(&files).expect("the file's progress is stored");
+    assert_eq!(progress["high"]["rows"], 40_000, "{progress}");
+    assert_eq!(progress["high"]["done"], true, "{progress}");
+}
+
+/// CDF down during a long read: the run fails (it does not wait for ever on a full queue) and
+/// the file's watermark does not move past what CDF settled (nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_read_while_cdf_is_down_fails_and_moves_no_watermark() {
+    let cdf = FakeCdf::start(&[]).await;
+    cdf.with(|s| s.down = true);
+    let files = Files::new();
+    let config = long_read(&files, &cdf, 40_000, 20_000, "max-retries: 0");
+    let (code, stderr) = run_once(&cdf, &files, &config, &[]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("503"),
+        "the error names CDF's answer: {stderr}"
+    );
+    assert!(cdf.with(|s| s.rows.is_empty()));
+    let progress = progress(&files);
+    assert!(
+        progress.as_ref().is_none_or(|p| p["high"]["rows"] == 0),
+        "no progress past what CDF settled: {progress:?}"
+    );
+}

@@ -2,8 +2,9 @@
 //!
 //! Each file matching `glob` in `path` is read on a blocking thread (UTF-8, `delimiter`, a header
 //! line or `columns`), each line becomes a record (an object of typed columns, per `types`) that
-//! the `destination` maps and queues. Every `batch-size` rows the queues are flushed and the
-//! file's progress (size, modified time, rows done) goes to the state store; a file is *done*
+//! the `destination` maps and queues. Every `batch-size` rows the file's progress (size, modified
+//! time, rows done) is checkpointed and the queues send what they hold while reading goes on
+//! (the checkpoint goes to the state store once CDF settled the rows before it); a file is *done*
 //! once all its rows were accepted, and is then skipped, or moved to `done-folder`. A changed
 //! file (other size or modified time) is read again from the start.
 //!
@@ -227,8 +228,12 @@ impl Csv {
                     Err(SendError::Queue(e)) => return Err(FileError::Task(e.into())),
                 }
                 if rows % self.config.batch_size as u64 == 0 {
+                    // The checkpoint becomes durable once CDF settled every row before it.
                     upload.checkpoint(&key, &progress(rows, false));
-                    refused.merge(upload.deliver().await.map_err(FileError::Task)?);
+                }
+                if rows % SEND_AHEAD_EVERY == 0 || rows % self.config.batch_size as u64 == 0 {
+                    // Sent while the next rows are read.
+                    refused.merge(upload.send_ahead().await.map_err(FileError::Task)?);
                 }
             }
             if ctx.is_cancelled() {
@@ -250,6 +255,10 @@ impl Csv {
         Ok(Outcome::Ingested(rows - skip))
     }
 }
+
+/// Rows between calls of [`Upload::send_ahead`], whatever `batch-size` is: the queues start
+/// each full request soon, and the read never runs far past the room it was given.
+const SEND_AHEAD_EVERY: u64 = 1_000;
 
 /// Runs blocking file work off the async workers.
 async fn blocking<T: Send + 'static>(
