@@ -15,20 +15,9 @@ mod fake_cdf;
 #[path = "../tests/util/mod.rs"]
 mod util;
 
-fn binary() -> std::process::Command {
-    match std::env::var_os("BENCH_BINARY") {
-        Some(path) => {
-            let mut cmd = std::process::Command::new(path);
-            cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
-            cmd
-        }
-        None => util::bin(),
-    }
-}
-
 /// `run -c path` of the measured build, its output dropped; killed when dropped.
 fn spawn(path: &Path) -> util::Running {
-    let child = binary()
+    let child = util::measured_bin()
         .args(["run", "-c"])
         .arg(path)
         .stdout(std::process::Stdio::null())

@@ -78,17 +78,6 @@ async fn fake_cdf(delay: Duration, counts: Arc<Counts>) -> MockServer {
     server
 }
 
-fn binary() -> std::process::Command {
-    match std::env::var_os("BENCH_BINARY") {
-        Some(path) => {
-            let mut cmd = std::process::Command::new(path);
-            cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
-            cmd
-        }
-        None => util::bin(),
-    }
-}
-
 fn write_csv(dir: &Path, rows: usize) {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("big.csv")).unwrap());
@@ -153,7 +142,7 @@ async fn once(
     let path = config(dir, data, &server.uri(), destination);
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || {
-        let mut cmd = binary();
+        let mut cmd = util::measured_bin();
         if std::env::var_os("BENCH_TIME").is_some() {
             // CPU seconds of the run, on standard error.
             let program = cmd.get_program().to_owned();

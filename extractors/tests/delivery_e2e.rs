@@ -402,12 +402,7 @@ fn long_read(files: &Files, cdf: &FakeCdf, rows: usize, queue: usize, connection
     std::fs::write(
         &config,
         format!(
-            "version: 1
-cognite:
-  project: demo
-  host: {uri}
-  idp-authentication: {{client-id: c, secret: s, token-url: '{uri}/token', scopes: [s]}}
-  connection: {{{connection}}}
+            "{header}  connection: {{{connection}}}
 state-store: {{local: {{path: {state}}}}}
 upload-queue: {{max-queue-size: {queue}, max-in-flight: 3}}
 tasks:
@@ -419,7 +414,7 @@ tasks:
       glob: big.csv
       destination: {{type: raw, database: db, table: t, key: id}}
 ",
-            uri = cdf.uri(),
+            header = util::cognite_header(&cdf.uri()),
             state = files.path("state.json").display(),
             data = files.path("data").display(),
         ),

@@ -23,6 +23,19 @@ pub fn bin() -> Command {
     cmd
 }
 
+/// The build a bench measures: `BENCH_BINARY` (another build, such as an older one, to measure
+/// beside this one) or this one ([`bin`]).
+pub fn measured_bin() -> Command {
+    match std::env::var_os("BENCH_BINARY") {
+        Some(path) => {
+            let mut cmd = Command::new(path);
+            cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
+            cmd
+        }
+        None => bin(),
+    }
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
