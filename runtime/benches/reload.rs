@@ -3,7 +3,8 @@
 //! diff, restart the one task), and the scheduling lag of the other tasks while it happens,
 //! against a window of the same length without a reload. Not a criterion bench: it measures a
 //! running service. Run: `cargo bench -p extractor-runtime --bench reload` (`BENCH_TASKS`,
-//! `BENCH_RELOADS`, `BENCH_WORKERS`).
+//! `BENCH_RELOADS`, `BENCH_WORKERS`; `BENCH_RENAME=1`: every reload renames every task, so it
+//! removes and adds them all).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +27,15 @@ fn yaml(tasks: usize, changed: usize, generation: usize) -> String {
         } else {
             format!("{}s", 1 + i % 5)
         };
+        // BENCH_RENAME: every task gets another name each generation (the reload removes and
+        // adds them all).
+        let name = if std::env::var_os("BENCH_RENAME").is_some() {
+            format!("g{generation}-t{i}")
+        } else {
+            format!("t{i}")
+        };
         yaml.push_str(&format!(
-            "  - {{name: t{i}, type: trivial, schedule: {{type: interval, expression: {every}}}}}\n"
+            "  - {{name: {name}, type: trivial, schedule: {{type: interval, expression: {every}}}}}\n"
         ));
     }
     yaml
@@ -130,7 +138,12 @@ fn main() {
     std::thread::sleep(Duration::from_secs(6));
 
     println!(
-        "{tasks} interval tasks (1-5 s) on {workers} worker thread(s), {reloads} reloads each changing one task"
+        "{tasks} interval tasks (1-5 s) on {workers} worker thread(s), {reloads} reloads each {}",
+        if std::env::var_os("BENCH_RENAME").is_some() {
+            "renaming every task"
+        } else {
+            "changing one task"
+        }
     );
     let mut applies = Vec::new();
     for generation in 1..=reloads {

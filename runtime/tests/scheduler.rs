@@ -95,8 +95,13 @@ impl Extractor for Probe {
     }
 }
 
+/// `Scheduler::add` of a config's task by its index.
+type AddAgain = Box<dyn Fn(&Scheduler, usize) -> bool>;
+
 struct Harness {
     scheduler: Scheduler,
+    /// Adds the config's task `i` again (`Scheduler::add` with its config and extractor).
+    add_again: AddAgain,
     log: Log,
     registry: MetricsRegistry,
     origin: Instant,
@@ -131,9 +136,12 @@ fn harness_at(tasks_yaml: &str, clock: Clock) -> Harness {
         keep_runs: true,
         ..SchedulerOptions::default()
     };
-    let scheduler = Scheduler::new(&config.tasks, extractors, options).unwrap();
+    let scheduler = Scheduler::new(&config.tasks, extractors.clone(), options).unwrap();
     Harness {
         scheduler,
+        add_again: Box::new(move |s: &Scheduler, i: usize| {
+            s.add(&config.tasks[i], extractors[i].clone())
+        }),
         log,
         registry,
         origin: Instant::now(),
@@ -606,4 +614,41 @@ async fn a_few_tasks_start_at_once_and_many_are_spread() {
         "40 tasks spread: {} distinct starts",
         distinct.len()
     );
+}
+
+#[tokio::test]
+async fn thousands_of_tasks_removed_and_added_keep_their_order_and_names() {
+    let yaml: String = (0..2_000)
+        .map(|i| {
+            format!(
+                "  - {{name: t{i}, type: probe, schedule: {{type: interval, expression: 1h}}}}\n"
+            )
+        })
+        .collect();
+    let h = harness(&yaml);
+    // Every task but each tenth goes (the list compacts on the way), then two come back.
+    for i in (0..2_000).filter(|i| i % 10 != 0) {
+        assert!(h.scheduler.remove(&format!("t{i}"), Duration::ZERO).await);
+    }
+    assert!(
+        !h.scheduler.remove("t1", Duration::ZERO).await,
+        "already gone"
+    );
+    for i in [7, 3] {
+        assert!((h.add_again)(&h.scheduler, i));
+        assert!(!(h.add_again)(&h.scheduler, i), "a name is listed once");
+    }
+    let names: Vec<String> = h
+        .scheduler
+        .tasks()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..2_000).step_by(10).map(|i| format!("t{i}")).collect();
+    expected.extend(["t7".to_owned(), "t3".to_owned()]);
+    assert_eq!(names, expected, "config order, added ones last");
+    for name in &expected {
+        assert_eq!(h.scheduler.task(name).unwrap().name(), name);
+    }
+    assert!(h.scheduler.task("t11").is_none());
 }

@@ -13,6 +13,7 @@
 
 mod clock;
 mod run;
+mod task_list;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ pub use clock::Clock;
 pub use run::RunResult;
 
 use crate::config::{OverlapPolicy, RetryConfig, Schedule, TaskConfig};
+use task_list::TaskList;
 use crate::extractor::{DynExtractor, TaskErrorKind};
 use crate::metrics::{MetricsRegistry, SchedulerMetrics, TaskMetrics};
 
@@ -258,7 +260,7 @@ pub struct Scheduler {
 
 struct Core {
     /// The tasks, in config order (tasks a reload adds come last).
-    tasks: Mutex<Vec<Arc<Task>>>,
+    tasks: Mutex<TaskList>,
     shared: Arc<Shared>,
     summary: Arc<Mutex<Summary>>,
     /// Keep every run's result in the summary (batch mode).
@@ -304,7 +306,7 @@ impl Scheduler {
             .collect();
         Ok(Scheduler {
             core: Arc::new(Core {
-                tasks: Mutex::new(tasks),
+                tasks: Mutex::new(TaskList::new(tasks)),
                 shared: Arc::new(Shared {
                     clock: options.clock,
                     cdf,
@@ -326,7 +328,7 @@ impl Scheduler {
 
     /// The tasks, in config order (tasks a reload added last).
     pub fn tasks(&self) -> Vec<Arc<Task>> {
-        self.core.tasks.lock().expect("tasks lock").clone()
+        self.core.tasks.lock().expect("tasks lock").to_vec()
     }
 
     /// The task named `name`, if there is one.
@@ -522,23 +524,16 @@ impl Core {
     }
 
     fn snapshot(&self) -> Vec<Arc<Task>> {
-        self.tasks.lock().expect("tasks lock").clone()
+        self.tasks.lock().expect("tasks lock").to_vec()
     }
 
     fn find(&self, name: &str) -> Option<Arc<Task>> {
-        self.tasks
-            .lock()
-            .expect("tasks lock")
-            .iter()
-            .find(|t| &*t.name == name)
-            .cloned()
+        self.tasks.lock().expect("tasks lock").get(name).cloned()
     }
 
     /// Takes the task out of the list and stops its schedule.
     fn take(&self, name: &str) -> Option<Arc<Task>> {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        let i = tasks.iter().position(|t| &*t.name == name)?;
-        let task = tasks.remove(i);
+        let task = self.tasks.lock().expect("tasks lock").remove(name)?;
         task.stop.cancel();
         Some(task)
     }
