@@ -25,7 +25,7 @@ pub(crate) struct Ledger {
     series: Option<Arc<TaskSeries>>,
     inner: Mutex<Inner>,
     /// Woken when items were settled (once for the items of a request: see
-    /// [`Ledger::wake_all`]).
+    /// [`Ledger::wake`]).
     pub(crate) settled: tokio::sync::Notify,
 }
 
@@ -180,17 +180,21 @@ impl Ledger {
         self.apply(&mut inner);
     }
 
-    /// Wakes the producers waiting for items of these entries' ledgers to be settled, each
-    /// ledger once (a request's items mostly share one).
-    pub(crate) fn wake_all<'a>(tags: impl Iterator<Item = Option<&'a Tag>>) {
-        let mut last: Option<&Arc<Ledger>> = None;
+    /// The ledgers of these items' tags, each once in a row (a request's items mostly share
+    /// one): to [wake](Self::wake) once they are settled.
+    pub(crate) fn of<'a>(tags: impl Iterator<Item = Option<&'a Tag>>) -> Vec<Arc<Ledger>> {
+        let mut ledgers: Vec<Arc<Ledger>> = Vec::new();
         for tag in tags.flatten() {
-            if last.is_some_and(|l| Arc::ptr_eq(l, &tag.ledger)) {
-                continue;
+            if !ledgers.last().is_some_and(|l| Arc::ptr_eq(l, &tag.ledger)) {
+                ledgers.push(tag.ledger.clone());
             }
-            tag.ledger.settled.notify_waiters();
-            last = Some(&tag.ledger);
         }
+        ledgers
+    }
+
+    /// Wakes the producers waiting for items of this ledger to be settled.
+    pub(crate) fn wake(&self) {
+        self.settled.notify_waiters();
     }
 
     /// Items entered before now that are not settled yet.

@@ -656,7 +656,9 @@ impl<K: Kind> Inner<K> {
                     }
                     self.ack(entry);
                 }
-                Ledger::wake_all(entries.iter().map(|e| e.tag.as_ref()));
+                for ledger in Ledger::of(entries.iter().map(|e| e.tag.as_ref())) {
+                    ledger.wake();
+                }
                 self.metrics.count(K::NAME, "rejected", n);
                 self.metrics.refused.fetch_add(n, Ordering::Relaxed);
             }
@@ -712,7 +714,7 @@ impl<K: Kind> InFlight<'_, K> {
         let metrics = &self.inner.metrics;
         let mut counts = [0usize; 4];
         let (mut pending, mut held) = (Vec::new(), Vec::new());
-        let mut woken: Vec<Arc<Ledger>> = Vec::new();
+        let woken = Ledger::of(entries.iter().map(|e| e.tag.as_ref()));
         for (entry, outcome) in entries.into_iter().zip(outcomes) {
             let (how, slot) = match outcome {
                 Outcome::Pending => {
@@ -731,9 +733,6 @@ impl<K: Kind> InFlight<'_, K> {
             counts[slot] += 1;
             if let Some(tag) = &entry.tag {
                 tag.ledger.settle(tag, how, K::id(&entry.item).as_deref());
-                if !woken.last().is_some_and(|l| Arc::ptr_eq(l, &tag.ledger)) {
-                    woken.push(tag.ledger.clone());
-                }
             }
             self.inner.ack(&entry);
         }
@@ -756,7 +755,7 @@ impl<K: Kind> InFlight<'_, K> {
         }
         self.inner.space.notify_waiters();
         for ledger in woken {
-            ledger.settled.notify_waiters();
+            ledger.wake();
         }
         let mut left = counts[0] + counts[1] + counts[2];
         if refusals.is_empty() {
