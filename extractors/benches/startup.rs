@@ -90,10 +90,10 @@ async fn main() {
     let mut child = spawn(&path);
     let pid = child.0.id();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let cpu_start = util::cpu_seconds(pid);
+    let cpu_start = extractor_runtime::testing::cpu_seconds(pid);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let cpu = util::cpu_seconds(pid) - cpu_start;
+    let cpu = extractor_runtime::testing::cpu_seconds(pid) - cpu_start;
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "after {seconds} s: RSS {:.1} MiB (peak {:.1} MiB), PSS {:.1} MiB, CPU {:.3} s per minute, {} rows",

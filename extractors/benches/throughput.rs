@@ -10,8 +10,10 @@
 //!
 //! Run: `cargo bench -p extractors --bench throughput` (`BENCH_RUNS`, default 3, the median is
 //! printed; `BENCH_ROWS`, default 1 000 000; `BENCH_DELAY_MS`, default 50; `BENCH_CASE`,
-//! `datapoints` or `raw`, for one; `BENCH_IN_FLIGHT` sets `upload-queue.max-in-flight`;
-//! `BENCH_BINARY` to measure another build, such as an older one, beside this one).
+//! `datapoints` or `raw`, for one; `BENCH_IN_FLIGHT` and `BENCH_QUEUE` set
+//! `upload-queue.max-in-flight` and `max-queue-size`; `BENCH_BINARY` to measure another build,
+//! such as an older one, beside this one; `BENCH_VERBOSE` prints every run's rate, `BENCH_TIME`
+//! each run's CPU seconds, `BENCH_LOG` is the binary's `RUST_LOG`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,13 +100,15 @@ fn write_csv(dir: &Path, rows: usize) {
 
 /// A config with one csv task reading `data` into `destination`.
 fn config(dir: &Path, data: &Path, uri: &str, destination: &str) -> PathBuf {
-    let queue = match std::env::var("BENCH_IN_FLIGHT") {
-        Ok(n) => format!(
-            "upload-queue: {{max-in-flight: {n}, max-queue-size: {}}}\n",
-            std::env::var("BENCH_QUEUE").unwrap_or("100000".into())
-        ),
-        Err(_) => String::new(),
-    };
+    // The defaults unless BENCH_IN_FLIGHT / BENCH_QUEUE set them.
+    let settings: Vec<String> = [
+        ("max-in-flight", "BENCH_IN_FLIGHT"),
+        ("max-queue-size", "BENCH_QUEUE"),
+    ]
+    .into_iter()
+    .filter_map(|(key, var)| Some(format!("{key}: {}", std::env::var(var).ok()?)))
+    .collect();
+    let queue = format!("upload-queue: {{{}}}\n", settings.join(", "));
     let text = format!(
         "{}{queue}logger: {{console: {{level: error}}}}
 tasks:

@@ -11,23 +11,8 @@ mod common;
 
 fn rusage() -> (f64, u64) {
     // utime + stime in seconds, and the peak RSS in KiB, from /proc/self.
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let cpu = fields
-        .get(11)
-        .and_then(|f| f.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0);
-    (cpu / ticks, common::status_kib("VmHWM:"))
+    let cpu = extractor_runtime::testing::cpu_seconds(std::process::id());
+    (cpu, common::status_kib("VmHWM:"))
 }
 
 fn main() {

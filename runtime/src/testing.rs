@@ -178,3 +178,40 @@ pub fn config<C: DeserializeOwned>(yaml: &str) -> Result<C, ConfigErrors> {
     let config = Config::from_yaml(&text, None, &|_| None, &LoadOptions::default())?;
     config.tasks[0].config.parse()
 }
+
+/// The CPU time (`utime + stime`) process `pid` has used, in seconds (Linux; 0 once it is gone):
+/// for benches that measure a process's CPU per minute.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    #[test]
+    fn cpu_seconds_counts_this_process_and_nothing_for_no_process() {
+        let before = super::cpu_seconds(std::process::id());
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let used = super::cpu_seconds(std::process::id()) - before;
+        assert!(used >= 0.1, "300 ms of spinning counted as {used} s");
+        assert_eq!(super::cpu_seconds(u32::MAX), 0.0);
+    }
+}

@@ -227,25 +227,6 @@ pub fn memory_kib_in(pid: u32, file: &str, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The CPU time (`utime + stime`) `pid` has used, in seconds.
-pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Waits until `ready` says so, polling every 50 ms; fails after `secs` naming `what`.
 pub async fn wait_for(what: &str, secs: u64, mut ready: impl AsyncFnMut() -> bool) {
     let started = std::time::Instant::now();
