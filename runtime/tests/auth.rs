@@ -29,7 +29,7 @@ enum Fault {
 
 /// A fake token endpoint: counts requests and answers with the fault currently set.
 struct FakeIdp {
-    server: MockServer,
+    server: support::fake_cdf::Server,
     requests: Arc<AtomicUsize>,
     fault: Arc<Mutex<Option<Fault>>>,
 }
@@ -79,7 +79,7 @@ impl FakeIdp {
             .mount(&server)
             .await;
         FakeIdp {
-            server,
+            server: support::fake_cdf::Server::new(server),
             requests,
             fault,
         }
@@ -328,6 +328,27 @@ async fn refreshes_in_the_background_before_expiry() {
     let second = tokens.try_get().expect("a valid token without waiting");
     assert!(second.expires_at() > first.expires_at());
     tokens.shutdown();
+}
+
+/// Regression: a fake dropped by a task that had spent tokio's cooperative budget (after awaiting
+/// a thousand ready join handles) spun for ever inside wiremock's `Drop` (two tests here hung
+/// until the watchdog). The wrapper drops it with the budget lifted.
+#[tokio::test]
+async fn a_fake_dropped_with_the_budget_spent_returns() {
+    let idp = FakeIdp::start(3600, Duration::ZERO).await;
+    while tokio::task::coop::has_budget_remaining() {
+        tokio::task::coop::consume_budget().await;
+    }
+    // A hang cannot fail an assertion: the watchdog ends the process instead.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            eprintln!("dropping the fake with the budget spent spun for 10 s");
+            std::process::abort();
+        }
+    });
+    drop(idp);
+    done_tx.send(()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

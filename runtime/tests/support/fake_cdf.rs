@@ -29,6 +29,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -127,10 +128,45 @@ pub struct FakeFile {
     pub uploads: usize,
 }
 
+/// A wiremock server that can be dropped by a task that has spent tokio's cooperative budget.
+///
+/// `MockServer`'s `Drop` waits for a tokio lock with `futures::executor::block_on`. Dropped by a
+/// task that just awaited many ready things (a thousand join handles), the lock finds the budget
+/// spent, answers `Pending` and leaves its wake-up to the tokio scheduler, which the blocked
+/// thread never gets back to: the drop spins for ever (a test hung until its watchdog in CI).
+/// This wrapper drops the server with the budget lifted. It derefs to the server.
+pub struct Server(Option<MockServer>);
+
+impl Server {
+    /// Wraps `server`.
+    pub fn new(server: MockServer) -> Server {
+        Server(Some(server))
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = MockServer;
+    fn deref(&self) -> &MockServer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let server = self.0.take();
+        // One poll completes it: the drop inside is synchronous, and unconstrained.
+        let mut unbudgeted = std::pin::pin!(tokio::task::coop::unconstrained(async move {
+            drop(server)
+        }));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(unbudgeted.as_mut().poll(&mut cx).is_ready());
+    }
+}
+
 /// The fake and its state.
 pub struct FakeCdf {
     /// The server: CDF at `uri()`, the token endpoint at `uri()/token`.
-    pub server: MockServer,
+    pub server: Server,
     /// What it holds.
     pub state: Arc<Mutex<CdfState>>,
 }
@@ -248,7 +284,10 @@ impl FakeCdf {
             .respond_with(move |req: &Request| get_config(&mut s.lock().unwrap(), req))
             .mount(&server)
             .await;
-        FakeCdf { server, state }
+        FakeCdf {
+            server: Server::new(server),
+            state,
+        }
     }
 
     /// The server's address (`http://127.0.0.1:port`).
