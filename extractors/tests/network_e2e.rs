@@ -11,13 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod util;
 
-use util::tls::{TestCa, test_ca};
+use util::tls::{TestCa, test_ca, tls_front};
 use util::{bin, run};
 
 /// A tinyproxy on 127.0.0.1, stopped by its PID when dropped.
@@ -96,27 +95,6 @@ impl Drop for Tinyproxy {
             .status();
         let _ = self.child.wait();
     }
-}
-
-/// A TLS front on 127.0.0.1 (the private CA's certificate) for the plain HTTP server `target`.
-async fn tls_front(target: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(client).await else {
-                    return; // the client refused our certificate
-                };
-                let Ok(mut server) = TcpStream::connect(target).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
-            });
-        }
-    });
-    addr
 }
 
 /// One plain server behind four TLS fronts: the IdP, CDF, the http source, the Pushgateway.

@@ -18,7 +18,10 @@ pub struct Network {
     /// Where the extra roots came from, for messages.
     ca_file: Option<String>,
     /// Roots added to the system's (never replacing them).
-    ca: Vec<reqwest::Certificate>,
+    ca: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The TLS client config every client of this network (and of its clones) shares, built
+    /// with the first client: the system's roots are loaded once, not once per client.
+    tls: std::sync::Arc<std::sync::OnceLock<Option<rustls::ClientConfig>>>,
     /// The proxy URL without its password, for messages.
     proxy_shown: Option<String>,
     /// The configured proxy; `None` means the environment's.
@@ -121,18 +124,58 @@ impl Network {
         with_hints(chain)
     }
 
-    /// A client builder with the extra roots, the proxy and our `User-Agent`. Callers add their
-    /// timeouts and redirect policy, then build.
+    /// A client builder with the network's TLS config (the system's roots and the extra ones,
+    /// shared by every client of the network), the proxy and our `User-Agent`. Callers add
+    /// their timeouts and redirect policy, then build.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("extractor-runtime/", env!("CARGO_PKG_VERSION")));
-        if !self.ca.is_empty() {
-            builder = builder.tls_certs_merge(self.ca.iter().cloned());
+        match self.tls.get_or_init(|| self.tls_config()) {
+            Some(tls) => builder = builder.tls_backend_preconfigured(tls.clone()),
+            // reqwest builds its own and reports what failed when the client is built.
+            None if !self.ca.is_empty() => {
+                builder = builder.tls_certs_merge(
+                    self.ca
+                        .iter()
+                        .filter_map(|c| reqwest::Certificate::from_der(c).ok()),
+                );
+            }
+            None => {}
         }
         if let Some(proxy) = &self.proxy {
             builder = builder.proxy(proxy.clone());
         }
         builder
+    }
+
+    /// What reqwest would build for a client trusting the system's roots plus `ca` (the
+    /// platform verifier, TLS 1.2 and 1.3, HTTP/1.1 by ALPN), built once. `None` when the
+    /// verifier cannot be made.
+    fn tls_config(&self) -> Option<rustls::ClientConfig> {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = if self.ca.is_empty() {
+            rustls_platform_verifier::Verifier::new(provider.clone())
+        } else {
+            rustls_platform_verifier::Verifier::new_with_extra_roots(
+                self.ca.iter().cloned(),
+                provider.clone(),
+            )
+        };
+        let verifier = match verifier {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("cannot build the shared TLS config: {e}");
+                return None;
+            }
+        };
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(tls)
     }
 
     testing_pub! {
@@ -292,10 +335,12 @@ fn proxy(url: &str, no_proxy: &[String]) -> Result<reqwest::Proxy, String> {
     Ok(proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy.join(","))))
 }
 
-fn read_ca_file(path: &str) -> Result<Vec<reqwest::Certificate>, String> {
+fn read_ca_file(path: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject as _;
     let bytes =
         std::fs::read(path).map_err(|e| format!("cannot read the CA file `{path}`: {e}"))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&bytes)
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("`{path}` is not a PEM certificate bundle: {e}"))?;
     if certs.is_empty() {
         return Err(format!(
@@ -371,6 +416,23 @@ mod tests {
         c.proxy = Some(Secret::new("ftp://alice:pr0xy-pw@proxy.corp"));
         let e = c.network().unwrap_err().to_string();
         assert!(e.contains("scheme") && !e.contains("pr0xy-pw"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_clients_of_a_network_share_one_tls_config() {
+        let network = connection().network().unwrap();
+        let clone = network.clone();
+        assert!(
+            network.tls.get().is_none(),
+            "built with the first client, not before"
+        );
+        network.client_builder().build().unwrap();
+        clone.client_builder().build().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&network.tls, &clone.tls));
+        assert!(
+            matches!(clone.tls.get(), Some(Some(tls)) if tls.alpn_protocols == [b"http/1.1"]),
+            "one config, built once, offering HTTP/1.1"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! A private CA and a TLS server certificate it signed for 127.0.0.1, for tests of `ca-file`.
-//! Shared by the integration tests (`util::tls`) and the postgres unit tests (`#[path]`).
+//! A private CA and a TLS server certificate it signed for 127.0.0.1, for tests of `ca-file`, and
+//! a TLS front that puts a plain HTTP fake behind it. Shared by the integration tests and benches
+//! (`util::tls`) and the postgres unit tests (`#[path]`).
 
 use std::sync::Arc;
 
@@ -33,6 +34,32 @@ pub fn test_ca() -> TestCa {
         ca_pem: ca.pem(),
         server: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
     }
+}
+
+#[allow(dead_code)] // the postgres unit tests include this file for `test_ca` only
+/// A TLS front on 127.0.0.1 (the certificate of `acceptor`) for the plain HTTP server `target`:
+/// each connection is accepted, decrypted and copied to `target`.
+pub async fn tls_front(
+    target: std::net::SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return; // the client refused our certificate
+                };
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+            });
+        }
+    });
+    addr
 }
 
 #[allow(dead_code)] // the postgres unit tests include this file for `test_ca` only
