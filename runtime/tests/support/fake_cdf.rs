@@ -155,9 +155,10 @@ impl Drop for Server {
     fn drop(&mut self) {
         let server = self.0.take();
         // One poll completes it: the drop inside is synchronous, and unconstrained.
-        let mut unbudgeted = std::pin::pin!(tokio::task::coop::unconstrained(async move {
-            drop(server)
-        }));
+        let mut unbudgeted =
+            std::pin::pin!(tokio::task::coop::unconstrained(
+                async move { drop(server) }
+            ));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(unbudgeted.as_mut().poll(&mut cx).is_ready());
     }
