@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes extractors/link/symbol-order.txt again: the functions of the release binary that a
-# one-task service executes, as callgrind first lists them, in two runs against a fake IdP and
+# one-task service executes, as callgrind first lists them, in three runs against a fake IdP and
 # CDF on loopback: an `http` task reading a source over TLS (the IdP and CDF over TLS too,
-# trusted through cognite.connection.ca-file), then a `command` task over plain HTTP. Each
+# trusted through cognite.connection.ca-file), with an ECDSA then an RSA certificate, then a
+# `command` task over plain HTTP. Each
 # writes a RAW row a second; each run covers start-up, the first token, runs and the idle loop.
 # extractors/build.rs links the listed functions next to each other, so the service keeps fewer
 # pages of the binary resident.
@@ -18,14 +19,21 @@ work=$(mktemp -d)
 fake=
 trap 'if [ -n "$fake" ]; then kill "$fake" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 
-# A CA and a certificate it signed for 127.0.0.1.
+# A CA and certificates it signed for 127.0.0.1: RSA (as Entra ID's) and ECDSA P-256 (as many
+# other hosts'); their signatures are checked by different code.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=order-ca \
   -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
-  -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
 printf 'subjectAltName=IP:127.0.0.1\n' > "$work/san.ext"
-openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -CAcreateserial -days 2 -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
+for key in rsa ec; do
+  case $key in
+    rsa) newkey=(-newkey rsa:2048) ;;
+    ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+  esac
+  openssl req "${newkey[@]}" -nodes -subj /CN=127.0.0.1 \
+    -keyout "$work/$key.key" -out "$work/$key.csr" 2>/dev/null
+  openssl x509 -req -in "$work/$key.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -CAcreateserial -days 2 -extfile "$work/san.ext" -out "$work/$key.pem" 2>/dev/null
+done
 
 # A fake IdP, CDF and source that accept every request (over TLS when given a certificate).
 cat > "$work/fake.py" <<'PY'
@@ -77,7 +85,7 @@ profile() {
   rm -f "$work/port"
 }
 
-profile tls "version: 1
+tls_config="version: 1
 cognite:
   project: demo
   host: https://127.0.0.1:PORT
@@ -90,7 +98,10 @@ tasks:
     schedule: {type: interval, expression: 1s}
     config:
       url: https://127.0.0.1:PORT/source
-      destination: {type: raw, database: d, table: t, key: k}" "$work/server.pem" "$work/server.key"
+      destination: {type: raw, database: d, table: t, key: k}"
+for key in ec rsa; do
+  profile "tls-$key" "$tls_config" "$work/$key.pem" "$work/$key.key"
+done
 
 profile plain "version: 1
 cognite:
@@ -107,7 +118,7 @@ tasks:
       records: ndjson
       destination: {type: raw, database: d, table: t, key: '{k}'}"
 
-python3 - extractors/link/symbol-order.txt "$work/tls.out" "$work/plain.out" <<'PY'
+python3 - extractors/link/symbol-order.txt "$work/tls-ec.out" "$work/tls-rsa.out" "$work/plain.out" <<'PY'
 import sys
 seen, order = set(), []
 for path in sys.argv[2:]:
