@@ -85,17 +85,23 @@ profile() {
   rm -f "$work/port"
 }
 
-tls_config="version: 1
+# config_head SCHEME [CONNECTION]: the cognite and logger sections (IdP and CDF at the fake)
+# and the start of the one task.
+config_head() {
+  printf '%s\n' "version: 1
 cognite:
   project: demo
-  host: https://127.0.0.1:PORT
-  idp-authentication: {client-id: c, secret: s, token-url: 'https://127.0.0.1:PORT/token', scopes: [s]}
-  connection: {ca-file: '$work/ca.pem'}
+  host: $1://127.0.0.1:PORT
+  idp-authentication: {client-id: c, secret: s, token-url: '$1://127.0.0.1:PORT/token', scopes: [s]}${2:+
+  connection: $2}
 logger: {console: {level: error}}
 tasks:
   - name: beat
+    schedule: {type: interval, expression: 1s}"
+}
+
+tls_config="$(config_head https "{ca-file: '$work/ca.pem'}")
     type: http
-    schedule: {type: interval, expression: 1s}
     config:
       url: https://127.0.0.1:PORT/source
       destination: {type: raw, database: d, table: t, key: k}"
@@ -103,16 +109,8 @@ for key in ec rsa; do
   profile "tls-$key" "$tls_config" "$work/$key.pem" "$work/$key.key"
 done
 
-profile plain "version: 1
-cognite:
-  project: demo
-  host: http://127.0.0.1:PORT
-  idp-authentication: {client-id: c, secret: s, token-url: 'http://127.0.0.1:PORT/token', scopes: [s]}
-logger: {console: {level: error}}
-tasks:
-  - name: beat
+profile plain "$(config_head http)
     type: command
-    schedule: {type: interval, expression: 1s}
     config:
       command: [sh, -c, 'echo {\"k\": \"\$(date +%s%N)\"}']
       records: ndjson

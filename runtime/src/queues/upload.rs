@@ -282,8 +282,8 @@ impl Upload {
     /// `upload-queue.max-in-flight`) and returns at once, with what CDF refused since the last
     /// call, as [`deliver`](Self::deliver) does. While more than seven eighths of a queue's
     /// worth of this task's items is not settled yet it waits for CDF to settle some (the
-    /// source reads at most that far ahead, and does not fill the queues by itself). When a background send
-    /// stopped on an error (CDF down) and items of this task are queued, it is
+    /// source reads at most that far ahead, and does not fill the queues by itself). When a
+    /// background send stopped on an error (CDF down) and items of this task are queued, it is
     /// [`deliver`](Self::deliver): waits, and fails as that does.
     ///
     /// Call it often during a long read (every thousand items or so: a producer that adds more
@@ -294,8 +294,8 @@ impl Upload {
     ///
     /// This method is cancel safe: the items stay queued and the checkpoints pending.
     pub async fn send_ahead(&self) -> Result<Refusals, TaskError> {
-        // The window's requests fit in two thirds of a queue; more waits ready, so an answer is followed
-        // by the next request at once; the last eighth is for other producers.
+        // The window's requests fit in two thirds of a queue; more waits ready, so an answer is
+        // followed by the next request at once; the last eighth is for other producers.
         let capacity = self.queues.capacity();
         let ahead = capacity - capacity / 8;
         loop {
@@ -312,6 +312,8 @@ impl Upload {
             }
             tokio::select! {
                 () = settled => {}
+                // A background send that stopped on an error settles nothing, so nothing wakes
+                // this: look at the error again every second.
                 () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
             }
         }
