@@ -10,5 +10,5 @@
 pub use crate::cdf::Defaults;
 pub use crate::queues::{
     Datapoint, DatapointValue, EdgeEnds, Event, InstanceRef, NewSeries, Node, OnDuplicate, Policy,
-    RawRow, Refusals, Upload, ViewRef,
+    RawRow, Refusals, StoredRow, Upload, ViewRef,
 };

@@ -1,6 +1,8 @@
 //! RAW rows: `POST /raw/dbs/{db}/tables/{table}/rows?ensureParent=true`, at most 10 000 rows a
 //! request, one table a request.
 
+use std::sync::Arc;
+
 use super::{Kind, Request};
 use crate::cdf::raw::{MAX_ROWS_PER_REQUEST, ROWS_ENDPOINT, insert_path};
 
@@ -19,12 +21,71 @@ pub struct RawRow {
 
 /// A RAW row as the queue keeps it: the columns serialized (a few times smaller than a
 /// `serde_json::Map`, and serialized once).
+///
+/// A producer that has its columns as JSON text already (a csv line written straight to JSON)
+/// builds it with [`StoredRow::new`] and queues it with
+/// [`Upload::raw_stored`](super::Upload::raw_stored): no map per row.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct StoredRow {
-    database: String,
-    table: String,
+    #[serde(with = "arc_str")]
+    database: Arc<str>,
+    #[serde(with = "arc_str")]
+    table: Arc<str>,
     key: String,
     columns: Box<serde_json::value::RawValue>,
+}
+
+impl StoredRow {
+    /// A row of `database`.`table` whose columns are `columns`, a JSON object (share one
+    /// `Arc` of each name among the rows of a table). `Err` says why `columns` is not an
+    /// object.
+    pub fn new(
+        database: Arc<str>,
+        table: Arc<str>,
+        key: String,
+        columns: Box<serde_json::value::RawValue>,
+    ) -> Result<StoredRow, String> {
+        // Valid JSON already: an object is one whose first byte is `{`.
+        if !columns.get().trim_start().starts_with('{') {
+            return Err(format!(
+                "the columns of RAW row `{key}` are not a JSON object"
+            ));
+        }
+        Ok(StoredRow {
+            database,
+            table,
+            key,
+            columns,
+        })
+    }
+
+    /// The row key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The columns, as JSON text.
+    pub fn columns(&self) -> &str {
+        self.columns.get()
+    }
+}
+
+/// An `Arc<str>` as a JSON string (serde's own impl needs its `rc` feature).
+mod arc_str {
+    use std::sync::Arc;
+
+    pub fn serialize<S: serde::Serializer>(s: &Arc<str>, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(s)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(from: D) -> Result<Arc<str>, D::Error> {
+        <String as serde::Deserialize>::deserialize(from).map(Arc::from)
+    }
+}
+
+/// Whether two names are the same: at once when the rows share one `Arc`.
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// The RAW rows queue kind.
@@ -41,8 +102,8 @@ impl Kind for RawRows {
     fn store(row: RawRow) -> StoredRow {
         let columns = serde_json::value::to_raw_value(&row.columns).expect("a JSON map serializes");
         StoredRow {
-            database: row.database,
-            table: row.table,
+            database: row.database.into(),
+            table: row.table.into(),
             key: row.key,
             columns,
         }
@@ -54,7 +115,7 @@ impl Kind for RawRows {
         };
         1 + items
             .take(MAX_ROWS_PER_REQUEST - 1)
-            .take_while(|r| r.database == first.database && r.table == first.table)
+            .take_while(|r| same(&r.database, &first.database) && same(&r.table, &first.table))
             .count()
     }
 
@@ -113,8 +174,8 @@ impl Kind for RawRows {
 
     fn to_json(item: &StoredRow) -> serde_json::Value {
         serde_json::json!({
-            "database": item.database,
-            "table": item.table,
+            "database": &*item.database,
+            "table": &*item.table,
             "key": item.key,
             "columns": serde_json::from_str::<serde_json::Value>(item.columns.get())
                 .unwrap_or(serde_json::Value::Null),
@@ -161,5 +222,24 @@ mod tests {
             (r.items, r.path.as_str()),
             (3, "/raw/dbs/plant%20db/tables/b/rows?ensureParent=true")
         );
+    }
+
+    #[test]
+    fn a_stored_row_keeps_its_disk_form_and_takes_only_an_object() {
+        let columns = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
+        let row = StoredRow::new("db".into(), "t".into(), "k1".into(), columns(r#"{"n":1}"#))
+            .unwrap();
+        // The disk buffer's form, as before the names were shared: files written by an older
+        // build are read.
+        let bytes = RawRows::encode(&row);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"database":"db","table":"t","key":"k1","columns":{"n":1}}"#
+        );
+        let back = RawRows::decode(&bytes).unwrap();
+        assert_eq!((back.key(), back.columns()), ("k1", r#"{"n":1}"#));
+        assert_eq!(RawRows::to_json(&back)["table"], serde_json::json!("t"));
+        let e = StoredRow::new("db".into(), "t".into(), "k2".into(), columns("[1]")).unwrap_err();
+        assert_eq!(e, "the columns of RAW row `k2` are not a JSON object");
     }
 }

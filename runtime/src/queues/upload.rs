@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use super::ledger::Ledger;
 use super::{
     Datapoint, Datapoints, Event, Events, Instances, Kind, NewSeries, Node, Policy, Queues, RawRow,
-    RawRows, Refusals, StoredPoint, UploadQueue,
+    RawRows, Refusals, StoredPoint, StoredRow, UploadQueue,
 };
 use crate::cdf::CdfError;
 use crate::task_error::TaskError;
@@ -111,6 +111,17 @@ impl Upload {
     /// This method is cancel safe: a cancelled call has not queued the row.
     pub async fn raw(&self, row: RawRow) -> Result<(), CdfError> {
         self.queue(&self.queues.raw, RawRows::store(row)).await
+    }
+
+    /// Queues a RAW row whose columns are JSON already ([`StoredRow::new`]; waits while the
+    /// queue is full): for a producer that writes its rows' JSON itself instead of building a
+    /// map per row.
+    ///
+    /// # Cancel safety
+    ///
+    /// This method is cancel safe: a cancelled call has not queued the row.
+    pub async fn raw_stored(&self, row: StoredRow) -> Result<(), CdfError> {
+        self.queue(&self.queues.raw, row).await
     }
 
     /// Queues a datapoint (waits while the queue is full). `cognite.external-id-prefix` is put
