@@ -26,8 +26,9 @@ use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::destination::{Destination, SendError};
+use crate::destination::{Cell, Destination, SendError};
 pub use config::{ColumnType, CsvConfig};
+use extractor_runtime::upload::StoredRow;
 
 /// Lines handed from the reading thread to the run at a time.
 const CHUNK: usize = 1_000;
@@ -198,6 +199,7 @@ impl Csv {
             types: self.config.types.clone(),
             skip,
             max_line: self.config.max_line_size,
+            destination: self.destination.clone(),
         };
         let thread = tokio::task::spawn_blocking(move || reader.read(tx));
 
@@ -215,7 +217,17 @@ impl Csv {
                 }
             };
             for (line, record) in chunk {
-                match self.destination.send(ctx, upload, record).await {
+                let sent = match record {
+                    Record::Json(record) => self.destination.send(ctx, upload, record).await,
+                    Record::Raw(row) => match upload.raw_stored(row).await {
+                        Ok(()) => {
+                            ctx.records_queued(1);
+                            Ok(())
+                        }
+                        Err(e) => Err(SendError::Queue(e)),
+                    },
+                };
+                match sent {
                     Ok(()) => rows += 1,
                     Err(SendError::Record(e)) => {
                         result = Err(FileError::Bad {
@@ -364,7 +376,15 @@ impl Extractor for Csv {
     }
 }
 
-type Chunk = Result<Vec<(u64, Value)>, FileError>;
+type Chunk = Result<Vec<(u64, Record)>, FileError>;
+
+/// A line as the reading thread hands it on.
+enum Record {
+    /// A record for the destination to map.
+    Json(Value),
+    /// A RAW row, written straight from the line's cells ([`Destination::raw_writer`]).
+    Raw(StoredRow),
+}
 
 /// Reads one file on a blocking thread and sends typed records in chunks.
 struct Reader {
@@ -375,6 +395,7 @@ struct Reader {
     types: std::collections::BTreeMap<String, ColumnType>,
     skip: u64,
     max_line: u64,
+    destination: Destination,
 }
 
 /// A line longer than `max-line-size`, at this (1-based, physical) line.
@@ -455,7 +476,7 @@ impl Reader {
     fn try_read(
         &self,
         tx: &mpsc::Sender<Chunk>,
-        chunk: &mut Vec<(u64, Value)>,
+        chunk: &mut Vec<(u64, Record)>,
     ) -> Result<(), FileError> {
         let mut reader = ::csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
@@ -482,6 +503,9 @@ impl Reader {
             .iter()
             .map(|n| self.types.get(n).copied().unwrap_or(ColumnType::Auto))
             .collect();
+        let raw = self.destination.raw_writer(&names);
+        // The cells of a line, kept between lines for their allocation (`recycle`).
+        let mut spare: Vec<Cell<'static>> = Vec::with_capacity(names.len());
         let mut record = ::csv::StringRecord::new();
         let mut n = 0u64;
         loop {
@@ -507,13 +531,27 @@ impl Reader {
                     ),
                 ));
             }
-            let mut object = serde_json::Map::with_capacity(names.len());
+            let mut cells = recycle(std::mem::take(&mut spare));
             for ((name, ty), text) in names.iter().zip(&types).zip(record.iter()) {
-                let value = convert(text, *ty)
-                    .map_err(|m| self.bad(line, format!("column `{name}`: {m}")))?;
-                object.insert(name.clone(), value);
+                let cell =
+                    cell(text, *ty).map_err(|m| self.bad(line, format!("column `{name}`: {m}")))?;
+                cells.push(cell);
             }
-            chunk.push((line, Value::Object(object)));
+            let record = match &raw {
+                Some(raw) => {
+                    Record::Raw(raw.row(&cells).map_err(|e| self.bad(line, e.to_string()))?)
+                }
+                None => {
+                    let mut object = serde_json::Map::new();
+                    for (name, cell) in names.iter().zip(cells.drain(..)) {
+                        object.insert(name.clone(), cell.into_value());
+                    }
+                    Record::Json(Value::Object(object))
+                }
+            };
+            cells.clear();
+            spare = recycle(cells);
+            chunk.push((line, record));
             if chunk.len() == CHUNK
                 && tx
                     .blocking_send(Ok(std::mem::replace(chunk, Vec::with_capacity(CHUNK))))
@@ -551,45 +589,58 @@ impl Reader {
 
 /// A field's text as a value of its column's type.
 pub fn convert(text: &str, ty: ColumnType) -> Result<Value, String> {
+    cell(text, ty).map(Cell::into_value)
+}
+
+/// A field's text as a cell of its column's type (a text cell borrows the field).
+fn cell(text: &str, ty: ColumnType) -> Result<Cell<'_>, String> {
     if text.is_empty() && ty != ColumnType::String {
-        return Ok(Value::Null);
+        return Ok(Cell::Null);
     }
     let number = |v: f64| {
         serde_json::Number::from_f64(v)
-            .map(Value::Number)
+            .map(Cell::Number)
             .ok_or_else(|| format!("`{text}` is not a finite number"))
     };
     match ty {
-        ColumnType::String => Ok(Value::String(text.to_owned())),
+        ColumnType::String => Ok(Cell::Text(text)),
         ColumnType::Integer => text
             .trim()
             .parse::<i64>()
-            .map(Value::from)
+            .map(|i| Cell::Number(i.into()))
             .map_err(|_| format!("`{text}` is not an integer")),
         ColumnType::Float => match text.trim().parse::<f64>() {
             Ok(v) => number(v),
             Err(_) => Err(format!("`{text}` is not a number")),
         },
         ColumnType::Boolean => match text.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(Value::Bool(true)),
-            "false" | "0" => Ok(Value::Bool(false)),
+            "true" | "1" => Ok(Cell::Bool(true)),
+            "false" | "0" => Ok(Cell::Bool(false)),
             _ => Err(format!("`{text}` is not true or false")),
         },
         ColumnType::Timestamp => crate::destination::parse_time(text)
-            .map(Value::from)
+            .map(|ms| Cell::Number(ms.into()))
             .ok_or_else(|| format!("`{text}` is not a time (RFC 3339 or YYYY-MM-DD HH:MM:SS)")),
         ColumnType::Auto => {
             if let Ok(i) = text.parse::<i64>() {
-                Ok(Value::from(i))
+                Ok(Cell::Number(i.into()))
             } else if let Ok(v) = text.parse::<f64>()
                 && v.is_finite()
             {
                 number(v)
             } else if text == "true" || text == "false" {
-                Ok(Value::Bool(text == "true"))
+                Ok(Cell::Bool(text == "true"))
             } else {
-                Ok(Value::String(text.to_owned()))
+                Ok(Cell::Text(text))
             }
         }
     }
+}
+
+/// An empty vector of cells of any lifetime, reusing `spare`'s allocation (collecting an empty
+/// vector into one of a type of the same layout keeps its buffer): a line's cells borrow the
+/// line, so the vector outlives each line's borrow only emptied.
+fn recycle<'b>(spare: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
+    debug_assert!(spare.is_empty());
+    spare.into_iter().map(|_| unreachable!("emptied")).collect()
 }

@@ -471,3 +471,17 @@ async fn a_line_over_max_line_size_is_reported_and_never_held_whole() {
     );
     assert_eq!(capture.raw_keys(), ["r1", "f1"]);
 }
+
+#[test]
+fn the_cells_of_a_line_reuse_one_allocation() {
+    let mut spare: Vec<Cell<'static>> = Vec::with_capacity(8);
+    let buffer = spare.as_ptr() as usize;
+    for line in ["a,1", "b,2"] {
+        let mut cells = recycle(std::mem::take(&mut spare));
+        cells.extend(line.split(',').map(Cell::Text));
+        assert_eq!(cells[0], Cell::Text(&line[..1]));
+        cells.clear();
+        spare = recycle(cells);
+        assert_eq!((spare.as_ptr() as usize, spare.capacity()), (buffer, 8));
+    }
+}

@@ -201,3 +201,58 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
     }
     Ok(parts)
 }
+
+/// A field of a tabular row: a column or a template of columns and text, the columns by their
+/// place in the row ([`Field::of_columns`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ColumnField {
+    parts: Vec<CellPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CellPart {
+    Literal(String),
+    /// The column's place, and its name.
+    Cell(usize, String),
+}
+
+impl Field {
+    /// The field for rows of `columns`, when it names columns only (no JSON pointer) and each
+    /// is one of `columns` (the last of a name that appears twice, as a record keeps it).
+    pub(super) fn of_columns(&self, columns: &[String]) -> Option<ColumnField> {
+        let cell = |r: &Ref| match r {
+            Ref::Column(c) => columns
+                .iter()
+                .rposition(|name| name == c)
+                .map(|i| CellPart::Cell(i, c.clone())),
+            Ref::Pointer(_) => None,
+        };
+        let parts = match &self.kind {
+            FieldKind::Ref(r) => vec![cell(r)?],
+            FieldKind::Template(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    Part::Literal(l) => Some(CellPart::Literal(l.clone())),
+                    Part::Ref(r) => cell(r),
+                })
+                .collect::<Option<_>>()?,
+        };
+        Some(ColumnField { parts })
+    }
+}
+
+impl ColumnField {
+    /// The field's text in a row, as [`Field::render`] gives it for the row's record.
+    pub(super) fn render(&self, cells: &[super::tabular::Cell<'_>]) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                CellPart::Literal(l) => out.push_str(l),
+                CellPart::Cell(i, name) => {
+                    cells[*i].push_text(&mut out).ok_or_else(|| name.clone())?
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod field;
+mod tabular;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ pub use config::{
     PropertyConfig, RelationConfig, ViewConfig,
 };
 pub use field::Field;
+pub use tabular::{Cell, RawWriter};
 
 /// A checked `destination:` block.
 #[derive(Clone, Debug)]
@@ -356,13 +358,7 @@ impl Destination {
                 table,
                 key,
             } => {
-                let key = text(key, record, "key")?;
-                if key.is_empty() {
-                    return Err(RecordError {
-                        key: "key",
-                        message: format!("`{}` is empty; a RAW row needs a key", key),
-                    });
-                }
+                let key = raw_key(key, key.render(record))?;
                 let columns = match owned {
                     Value::Object(map) => map,
                     other => {
@@ -813,6 +809,17 @@ fn text(field: &Field, record: &Value, key: &'static str) -> Result<String, Reco
     field
         .render(record)
         .map_err(|missing| bad(key, field, &format!("has no value for `{missing}`")))
+}
+
+/// A RAW row's key from its field's rendering ([`Field::render`]): a missing value or an
+/// empty text is an error.
+fn raw_key(field: &Field, rendered: Result<String, String>) -> Result<String, RecordError> {
+    let key =
+        rendered.map_err(|missing| bad("key", field, &format!("has no value for `{missing}`")))?;
+    if key.is_empty() {
+        return Err(bad("key", field, "is empty; a RAW row needs a key"));
+    }
+    Ok(key)
 }
 
 /// The field as milliseconds since the epoch: a number is taken as milliseconds; a text as

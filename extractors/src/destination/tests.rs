@@ -473,3 +473,121 @@ fn instances_can_be_edges_between_nodes() {
         )]
     );
 }
+
+/// What `map` makes of the record of `cells`: the key and the columns, or the error's text.
+fn mapped(
+    d: &Destination,
+    names: &[String],
+    cells: &[Cell<'_>],
+) -> Result<(String, Value), String> {
+    let mut record = serde_json::Map::new();
+    for (name, cell) in names.iter().zip(cells) {
+        record.insert(name.clone(), cell.clone().into_value());
+    }
+    match d.map(Value::Object(record)) {
+        Ok(Item::Raw(row)) => Ok((row.key, Value::Object(row.columns))),
+        Ok(other) => panic!("not a RAW row: {other:?}"),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What the writer makes of `cells`, in the same form.
+fn written(w: &RawWriter, cells: &[Cell<'_>]) -> Result<(String, Value), String> {
+    w.row(cells)
+        .map(|row| {
+            let columns = serde_json::from_str(row.columns()).expect("the columns are JSON");
+            (row.key().to_owned(), columns)
+        })
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_raw_writer_gives_what_mapping_the_record_gives() {
+    let names: Vec<String> = ["id", "site", "value", "flag", "note", "site"]
+        .map(String::from)
+        .to_vec();
+    let rows: Vec<Vec<Cell<'_>>> = vec![
+        vec![
+            Cell::Number(7.into()),
+            Cell::Text("first"),
+            Cell::Number(serde_json::Number::from_f64(2.5).unwrap()),
+            Cell::Bool(true),
+            Cell::Text("a \"quoted\"\ttab, ünïcødé \u{1}"),
+            Cell::Text("north"),
+        ],
+        vec![
+            Cell::Text("x-1"),
+            Cell::Null,
+            Cell::Number(serde_json::Number::from_f64(1e300).unwrap()),
+            Cell::Bool(false),
+            Cell::Text(""),
+            Cell::Text("south"),
+        ],
+        // No key: a null id; an empty key.
+        vec![
+            Cell::Null,
+            Cell::Text("a"),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Text("b"),
+        ],
+        vec![
+            Cell::Text(""),
+            Cell::Text("a"),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Text(""),
+        ],
+    ];
+    for key in [
+        "id",
+        "{site}/{id}",
+        "'fixed'",
+        "n{{{value}}}",
+        "{flag}{note}",
+    ] {
+        let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": key})).unwrap();
+        let w = d.raw_writer(&names).expect("the key names columns only");
+        for cells in &rows {
+            assert_eq!(
+                written(&w, cells),
+                mapped(&d, &names, cells),
+                "key `{key}`, cells {cells:?}"
+            );
+        }
+    }
+    // Spot checks of what both give: the last `site` wins, in the key and in the columns.
+    let d =
+        dest(json!({"type": "raw", "database": "db", "table": "t", "key": "{site}/{id}"})).unwrap();
+    let w = d.raw_writer(&names).unwrap();
+    let (key, columns) = written(&w, &rows[0]).unwrap();
+    assert_eq!(key, "north/7");
+    assert_eq!(columns["site"], json!("north"));
+    assert_eq!(columns["value"], json!(2.5));
+    assert_eq!(
+        written(&w, &rows[2]).unwrap_err(),
+        "destination.key: `{site}/{id}` has no value for `id`"
+    );
+    let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "note"})).unwrap();
+    assert_eq!(
+        written(&d.raw_writer(&names).unwrap(), &rows[1]).unwrap_err(),
+        "destination.key: `note` is empty; a RAW row needs a key"
+    );
+}
+
+#[test]
+fn a_raw_writer_is_only_made_where_its_rows_equal_the_mapped_ones() {
+    let names: Vec<String> = ["id", "value"].map(String::from).to_vec();
+    let raw = |key: &str| dest(json!({"type": "raw", "database": "db", "table": "t", "key": key}));
+    assert!(raw("id").unwrap().raw_writer(&names).is_some());
+    // A JSON pointer, or a column the rows do not have: each record is mapped.
+    assert!(raw("/id").unwrap().raw_writer(&names).is_none());
+    assert!(raw("{id}-{site}").unwrap().raw_writer(&names).is_none());
+    let datapoints = dest(json!({
+        "type": "datapoints", "external-id": "id", "timestamp": "id", "value": "value"
+    }))
+    .unwrap();
+    assert!(datapoints.raw_writer(&names).is_none());
+}
