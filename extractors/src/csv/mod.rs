@@ -26,9 +26,8 @@ use extractor_runtime::{Extractor, Rejection, RunContext, TaskError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::destination::{Cell, Destination, SendError};
+use crate::destination::{Cell, Destination, SendError, Written};
 pub use config::{ColumnType, CsvConfig};
-use extractor_runtime::upload::StoredRow;
 
 /// Lines handed from the reading thread to the run at a time.
 const CHUNK: usize = 1_000;
@@ -219,13 +218,7 @@ impl Csv {
             for (line, record) in chunk {
                 let sent = match record {
                     Record::Json(record) => self.destination.send(ctx, upload, record).await,
-                    Record::Raw(row) => match upload.raw_stored(row).await {
-                        Ok(()) => {
-                            ctx.records_queued(1);
-                            Ok(())
-                        }
-                        Err(e) => Err(SendError::Queue(e)),
-                    },
+                    Record::Written(w) => self.destination.queue_written(ctx, upload, w).await,
                 };
                 match sent {
                     Ok(()) => rows += 1,
@@ -382,8 +375,8 @@ type Chunk = Result<Vec<(u64, Record)>, FileError>;
 enum Record {
     /// A record for the destination to map.
     Json(Value),
-    /// A RAW row, written straight from the line's cells ([`Destination::raw_writer`]).
-    Raw(StoredRow),
+    /// An item made straight from the line's cells ([`Destination::row_writer`]).
+    Written(Written),
 }
 
 /// Reads one file on a blocking thread and sends typed records in chunks.
@@ -503,7 +496,7 @@ impl Reader {
             .iter()
             .map(|n| self.types.get(n).copied().unwrap_or(ColumnType::Auto))
             .collect();
-        let raw = self.destination.raw_writer(&names);
+        let writer = self.destination.row_writer(&names);
         // The cells of a line, kept between lines for their allocation (`recycle`).
         let mut spare: Vec<Cell<'static>> = Vec::with_capacity(names.len());
         let mut record = ::csv::StringRecord::new();
@@ -537,10 +530,12 @@ impl Reader {
                     cell(text, *ty).map_err(|m| self.bad(line, format!("column `{name}`: {m}")))?;
                 cells.push(cell);
             }
-            let record = match &raw {
-                Some(raw) => {
-                    Record::Raw(raw.row(&cells).map_err(|e| self.bad(line, e.to_string()))?)
-                }
+            let record = match &writer {
+                Some(writer) => Record::Written(
+                    writer
+                        .write(&cells)
+                        .map_err(|e| self.bad(line, e.to_string()))?,
+                ),
                 None => {
                     let mut object = serde_json::Map::new();
                     for (name, cell) in names.iter().zip(cells.drain(..)) {

@@ -207,6 +207,8 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ColumnField {
     parts: Vec<CellPart>,
+    /// One column, not a template: its value is the cell's, not a text.
+    plain: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +229,7 @@ impl Field {
                 .map(|i| CellPart::Cell(i, c.clone())),
             Ref::Pointer(_) => None,
         };
+        let plain = matches!(self.kind, FieldKind::Ref(_));
         let parts = match &self.kind {
             FieldKind::Ref(r) => vec![cell(r)?],
             FieldKind::Template(parts) => parts
@@ -237,7 +240,7 @@ impl Field {
                 })
                 .collect::<Option<_>>()?,
         };
-        Some(ColumnField { parts })
+        Some(ColumnField { parts, plain })
     }
 }
 
@@ -254,5 +257,13 @@ impl ColumnField {
             }
         }
         Ok(out)
+    }
+
+    /// The field's value in a row, as [`Field::resolve`] gives it for the row's record.
+    pub(super) fn value(&self, cells: &[super::tabular::Cell<'_>]) -> Option<Value> {
+        match (self.plain, self.parts.as_slice()) {
+            (true, [CellPart::Cell(i, _)]) => Some(cells[*i].clone().into_value()),
+            _ => self.render(cells).ok().map(Value::String),
+        }
     }
 }

@@ -28,7 +28,7 @@ pub use config::{
     PropertyConfig, RelationConfig, ViewConfig,
 };
 pub use field::Field;
-pub use tabular::{Cell, RawWriter};
+pub use tabular::{Cell, RowWriter, Written};
 
 /// A checked `destination:` block.
 #[derive(Clone, Debug)]
@@ -388,21 +388,8 @@ impl Destination {
                     "external-id"
                 };
                 let external_id = text(external_id, record, key)?;
-                let timestamp = time(timestamp, record, "timestamp")?;
-                let value = match value.resolve(record).as_deref() {
-                    Some(Value::Number(n)) => match n.as_f64() {
-                        Some(v) if v.is_finite() => DatapointValue::Numeric(v),
-                        _ => return Err(bad("value", value, "is not a finite number")),
-                    },
-                    Some(Value::Bool(b)) => DatapointValue::Numeric(f64::from(u8::from(*b))),
-                    Some(Value::String(s)) => DatapointValue::String(s.clone()),
-                    Some(Value::Null) | None => {
-                        return Err(bad("value", value, "is missing or null"));
-                    }
-                    Some(_) => {
-                        return Err(bad("value", value, "is not a number or a text"));
-                    }
-                };
+                let timestamp = time_of(timestamp, field_value(timestamp, record), "timestamp")?;
+                let value = value_of(value, field_value(value, record))?;
                 let series = match new_series {
                     Some(m) => Some(Arc::new(NewSeries {
                         name: opt_text(&m.name, record, "new-series.name")?,
@@ -543,6 +530,23 @@ impl Destination {
             }
         };
         self.queue(ctx, upload, item).await
+    }
+
+    /// Queues what a [`RowWriter`] wrote, as [`queue`](Self::queue) does.
+    pub async fn queue_written(
+        &self,
+        ctx: &RunContext,
+        upload: &Upload,
+        written: Written,
+    ) -> Result<(), SendError> {
+        match written {
+            Written::Item(item) => self.queue(ctx, upload, item).await,
+            Written::Raw(row) => {
+                upload.raw_stored(row).await.map_err(SendError::Queue)?;
+                ctx.records_queued(1);
+                Ok(())
+            }
+        }
     }
 
     /// Queues a mapped item through `upload` (waiting while the queue is full), counting it
@@ -822,10 +826,34 @@ fn raw_key(field: &Field, rendered: Result<String, String>) -> Result<String, Re
     Ok(key)
 }
 
+/// The field's value in `record` (a template's as a text), owned.
+fn field_value(field: &Field, record: &Value) -> Option<Value> {
+    field.resolve(record).map(std::borrow::Cow::into_owned)
+}
+
+/// A datapoint's value from its field's value: a finite number, a boolean (1 or 0) or a text.
+fn value_of(field: &Field, value: Option<Value>) -> Result<DatapointValue, RecordError> {
+    match value {
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() => Ok(DatapointValue::Numeric(v)),
+            _ => Err(bad("value", field, "is not a finite number")),
+        },
+        Some(Value::Bool(b)) => Ok(DatapointValue::Numeric(f64::from(u8::from(b)))),
+        Some(Value::String(s)) => Ok(DatapointValue::String(s)),
+        Some(Value::Null) | None => Err(bad("value", field, "is missing or null")),
+        Some(_) => Err(bad("value", field, "is not a number or a text")),
+    }
+}
+
 /// The field as milliseconds since the epoch: a number is taken as milliseconds; a text as
 /// RFC 3339 (`2026-11-27T10:00:00Z`), or as a UTC date and time (`2026-11-27 10:00:00`).
 fn time(field: &Field, record: &Value, key: &'static str) -> Result<i64, RecordError> {
-    match field.resolve(record).as_deref() {
+    time_of(field, field_value(field, record), key)
+}
+
+/// [`time`] of the field's value.
+fn time_of(field: &Field, value: Option<Value>, key: &'static str) -> Result<i64, RecordError> {
+    match value.as_ref() {
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(ms), _) => Ok(ms),
             (None, Some(ms)) if ms.is_finite() => Ok(ms as i64),

@@ -1,10 +1,11 @@
-//! Rows of a tabular source (a csv line: cells in the order of named columns) written straight
-//! to a RAW row's JSON, without the `serde_json::Map` a record is: the columns' JSON is written
-//! from the cells, the key rendered from them, and the table's names shared by every row.
+//! Rows of a tabular source (a csv line: cells in the order of named columns) made into items
+//! without the `serde_json::Map` a record is: a RAW row's columns are written straight to JSON
+//! and the table's names shared by every row; a datapoint's fields are read from the cells.
 //!
-//! It gives what [`Destination::map`] gives for the same record (the same columns, key and
-//! errors), in the order of the columns instead of sorted (a JSON object has no order); a name
-//! that appears twice keeps its last cell, as the map's insert did.
+//! It gives what [`Destination::map`] gives for the same record (the same columns, key,
+//! datapoint and errors); a RAW row's columns are in the order of the columns instead of
+//! sorted (a JSON object has no order), and a name that appears twice keeps its last cell, as
+//! the map's insert did.
 
 use std::sync::Arc;
 
@@ -12,8 +13,10 @@ use extractor_runtime::upload::StoredRow;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use extractor_runtime::upload::Datapoint;
+
 use super::field::{ColumnField, Field};
-use super::{Destination, RecordError};
+use super::{Destination, Item, RecordError};
 
 /// One cell of a row, borrowing its text from the source's buffer.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,10 +69,27 @@ impl Serialize for Cell<'_> {
     }
 }
 
-/// How rows of given columns become RAW rows of a `type: raw` destination
-/// ([`Destination::raw_writer`]).
+/// How rows of given columns become items of a destination ([`Destination::row_writer`]).
 #[derive(Debug)]
-pub struct RawWriter {
+pub struct RowWriter(Writer);
+
+#[derive(Debug)]
+enum Writer {
+    Raw(RawWriter),
+    Datapoints(PointWriter),
+}
+
+/// What a row becomes.
+#[derive(Debug)]
+pub enum Written {
+    /// A RAW row, its columns written as JSON.
+    Raw(StoredRow),
+    /// Any other item.
+    Item(Item),
+}
+
+#[derive(Debug)]
+struct RawWriter {
     database: Arc<str>,
     table: Arc<str>,
     key: Field,
@@ -80,50 +100,102 @@ pub struct RawWriter {
     written: usize,
 }
 
+#[derive(Debug)]
+struct PointWriter {
+    external_id: (Field, ColumnField),
+    space: Option<Arc<str>>,
+    timestamp: (Field, ColumnField),
+    value: (Field, ColumnField),
+}
+
 impl Destination {
-    /// Writes rows whose cells are in the order of `columns` straight to RAW rows, when this
-    /// is a `type: raw` destination whose key names columns only (a column, or a template of
-    /// columns and text); `None` otherwise (map each record instead).
-    pub fn raw_writer(&self, columns: &[String]) -> Option<RawWriter> {
-        let Destination::Raw {
-            database,
-            table,
-            key,
-        } = self
-        else {
-            return None;
+    /// Makes items of rows whose cells are in the order of `columns` without a record per row,
+    /// for RAW rows (the columns written straight to JSON) and datapoints (without
+    /// `new-series`), when their fields name columns only (a column, or a template of columns
+    /// and text); `None` otherwise: map each record instead.
+    pub fn row_writer(&self, columns: &[String]) -> Option<RowWriter> {
+        let writer = match self {
+            Destination::Raw {
+                database,
+                table,
+                key,
+            } => {
+                let names: Vec<Option<String>> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| (!columns[i + 1..].contains(name)).then(|| name.clone()))
+                    .collect();
+                Writer::Raw(RawWriter {
+                    database: database.as_str().into(),
+                    table: table.as_str().into(),
+                    key: key.clone(),
+                    key_cells: key.of_columns(columns)?,
+                    written: names.iter().flatten().count(),
+                    names,
+                })
+            }
+            Destination::Datapoints {
+                external_id,
+                space,
+                timestamp,
+                value,
+                new_series: None,
+                ..
+            } => {
+                let of = |f: &Field| Some((f.clone(), f.of_columns(columns)?));
+                Writer::Datapoints(PointWriter {
+                    external_id: of(external_id)?,
+                    space: space.clone(),
+                    timestamp: of(timestamp)?,
+                    value: of(value)?,
+                })
+            }
+            _ => return None,
         };
-        let key_cells = key.of_columns(columns)?;
-        let names: Vec<Option<String>> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (!columns[i + 1..].contains(name)).then(|| name.clone()))
-            .collect();
-        Some(RawWriter {
-            database: database.as_str().into(),
-            table: table.as_str().into(),
-            key: key.clone(),
-            key_cells,
-            written: names.iter().flatten().count(),
-            names,
-        })
+        Some(RowWriter(writer))
     }
 }
 
-impl RawWriter {
-    /// The RAW row of `cells` (one per column, in order).
-    pub fn row(&self, cells: &[Cell<'_>]) -> Result<StoredRow, RecordError> {
-        debug_assert_eq!(cells.len(), self.names.len());
-        let key = super::raw_key(&self.key, self.key_cells.render(cells))?;
-        let columns = serde_json::value::to_raw_value(&Columns {
-            writer: self,
-            cells,
-        })
-        .expect("cells serialize");
-        Ok(
-            StoredRow::new(self.database.clone(), self.table.clone(), key, columns)
-                .expect("the columns are written as an object"),
-        )
+impl RowWriter {
+    /// The item of `cells` (one per column, in order): what [`Destination::map`] makes of the
+    /// row's record.
+    pub fn write(&self, cells: &[Cell<'_>]) -> Result<Written, RecordError> {
+        match &self.0 {
+            Writer::Raw(w) => {
+                debug_assert_eq!(cells.len(), w.names.len());
+                let key = super::raw_key(&w.key, w.key_cells.render(cells))?;
+                let columns = serde_json::value::to_raw_value(&Columns { writer: w, cells })
+                    .expect("cells serialize");
+                Ok(Written::Raw(
+                    StoredRow::new(w.database.clone(), w.table.clone(), key, columns)
+                        .expect("the columns are written as an object"),
+                ))
+            }
+            Writer::Datapoints(w) => {
+                let (field, at) = &w.external_id;
+                let external_id = at.render(cells).map_err(|missing| {
+                    let key = if w.space.is_some() {
+                        "instance-id.external-id"
+                    } else {
+                        "external-id"
+                    };
+                    super::bad(key, field, &format!("has no value for `{missing}`"))
+                })?;
+                let (field, at) = &w.timestamp;
+                let timestamp = super::time_of(field, at.value(cells), "timestamp")?;
+                let (field, at) = &w.value;
+                let value = super::value_of(field, at.value(cells))?;
+                let point = Datapoint {
+                    external_id,
+                    timestamp,
+                    value,
+                };
+                Ok(Written::Item(match &w.space {
+                    Some(space) => Item::NodeDatapoint(point, space.clone(), None),
+                    None => Item::Datapoint(point, None),
+                }))
+            }
+        }
     }
 }
 

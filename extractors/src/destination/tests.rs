@@ -474,43 +474,50 @@ fn instances_can_be_edges_between_nodes() {
     );
 }
 
-/// What `map` makes of the record of `cells`: the key and the columns, or the error's text.
-fn mapped(
-    d: &Destination,
-    names: &[String],
-    cells: &[Cell<'_>],
-) -> Result<(String, Value), String> {
+/// An item as the tests compare them: a RAW row's columns as a JSON value.
+#[derive(Debug, PartialEq)]
+enum Made {
+    Raw(String, Value),
+    Item(Item),
+}
+
+/// What `map` makes of the record of `cells`, or the error's text.
+fn mapped(d: &Destination, names: &[String], cells: &[Cell<'_>]) -> Result<Made, String> {
     let mut record = serde_json::Map::new();
     for (name, cell) in names.iter().zip(cells) {
         record.insert(name.clone(), cell.clone().into_value());
     }
     match d.map(Value::Object(record)) {
-        Ok(Item::Raw(row)) => Ok((row.key, Value::Object(row.columns))),
-        Ok(other) => panic!("not a RAW row: {other:?}"),
+        Ok(Item::Raw(row)) => Ok(Made::Raw(row.key, Value::Object(row.columns))),
+        Ok(item) => Ok(Made::Item(item)),
         Err(e) => Err(e.to_string()),
     }
 }
 
 /// What the writer makes of `cells`, in the same form.
-fn written(w: &RawWriter, cells: &[Cell<'_>]) -> Result<(String, Value), String> {
-    w.row(cells)
-        .map(|row| {
+fn written(w: &RowWriter, cells: &[Cell<'_>]) -> Result<Made, String> {
+    match w.write(cells) {
+        Ok(Written::Raw(row)) => {
             let columns = serde_json::from_str(row.columns()).expect("the columns are JSON");
-            (row.key().to_owned(), columns)
-        })
-        .map_err(|e| e.to_string())
+            Ok(Made::Raw(row.key().to_owned(), columns))
+        }
+        Ok(Written::Item(item)) => Ok(Made::Item(item)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-#[test]
-fn a_raw_writer_gives_what_mapping_the_record_gives() {
-    let names: Vec<String> = ["id", "site", "value", "flag", "note", "site"]
+/// Rows of the columns `id, site, value, flag, note, site` (a name twice: the last wins),
+/// with texts to escape, nulls, empty texts, floats, booleans and texts that are times.
+fn rows() -> (Vec<String>, Vec<Vec<Cell<'static>>>) {
+    let names = ["id", "site", "value", "flag", "note", "site"]
         .map(String::from)
         .to_vec();
-    let rows: Vec<Vec<Cell<'_>>> = vec![
+    let float = |v: f64| Cell::Number(serde_json::Number::from_f64(v).unwrap());
+    let rows = vec![
         vec![
             Cell::Number(7.into()),
             Cell::Text("first"),
-            Cell::Number(serde_json::Number::from_f64(2.5).unwrap()),
+            float(2.5),
             Cell::Bool(true),
             Cell::Text("a \"quoted\"\ttab, ünïcødé \u{1}"),
             Cell::Text("north"),
@@ -518,12 +525,11 @@ fn a_raw_writer_gives_what_mapping_the_record_gives() {
         vec![
             Cell::Text("x-1"),
             Cell::Null,
-            Cell::Number(serde_json::Number::from_f64(1e300).unwrap()),
+            float(1e300),
             Cell::Bool(false),
             Cell::Text(""),
             Cell::Text("south"),
         ],
-        // No key: a null id; an empty key.
         vec![
             Cell::Null,
             Cell::Text("a"),
@@ -535,12 +541,36 @@ fn a_raw_writer_gives_what_mapping_the_record_gives() {
         vec![
             Cell::Text(""),
             Cell::Text("a"),
+            Cell::Text("12.5"),
             Cell::Null,
-            Cell::Null,
-            Cell::Null,
+            Cell::Text("2026-11-27T10:00:00Z"),
             Cell::Text(""),
         ],
+        vec![
+            float(1.7e12),
+            Cell::Text("west"),
+            Cell::Text("a text value"),
+            Cell::Bool(true),
+            Cell::Text("2026-11-27 10:00:00"),
+            Cell::Text("east"),
+        ],
+        // A time, and no value.
+        vec![
+            Cell::Number(1_000.into()),
+            Cell::Text("s"),
+            Cell::Null,
+            Cell::Null,
+            Cell::Null,
+            Cell::Text("s2"),
+        ],
     ];
+    (names, rows)
+}
+
+#[test]
+fn a_row_writer_gives_what_mapping_the_record_gives() {
+    let (names, rows) = rows();
+    let mut destinations = Vec::new();
     for key in [
         "id",
         "{site}/{id}",
@@ -548,21 +578,60 @@ fn a_raw_writer_gives_what_mapping_the_record_gives() {
         "n{{{value}}}",
         "{flag}{note}",
     ] {
-        let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": key})).unwrap();
-        let w = d.raw_writer(&names).expect("the key names columns only");
+        destinations.push(json!({"type": "raw", "database": "db", "table": "t", "key": key}));
+    }
+    for (external_id, timestamp, value) in [
+        ("site", "id", "value"),
+        ("{site}:{flag}", "note", "flag"),
+        ("note", "value", "note"),
+        ("id", "flag", "id"),
+    ] {
+        destinations.push(json!({
+            "type": "datapoints", "external-id": external_id, "timestamp": timestamp,
+            "value": value
+        }));
+        destinations.push(json!({
+            "type": "datapoints", "instance-id": {"space": "sp", "external-id": external_id},
+            "timestamp": timestamp, "value": value
+        }));
+    }
+    let mut outcomes = std::collections::BTreeSet::new();
+    for config in destinations {
+        let d = dest(config.clone()).unwrap();
+        let w = d.row_writer(&names).expect("the fields name columns only");
         for cells in &rows {
-            assert_eq!(
-                written(&w, cells),
-                mapped(&d, &names, cells),
-                "key `{key}`, cells {cells:?}"
-            );
+            let made = written(&w, cells);
+            assert_eq!(made, mapped(&d, &names, cells), "{config}, cells {cells:?}");
+            outcomes.insert(match made {
+                Ok(Made::Raw(..)) => "raw".to_owned(),
+                Ok(Made::Item(Item::Datapoint(..))) => "datapoint".to_owned(),
+                Ok(Made::Item(Item::NodeDatapoint(..))) => "node datapoint".to_owned(),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => e.split(':').next().unwrap().to_owned(),
+            });
         }
     }
+    // Each kind of item and of error was compared.
+    assert_eq!(
+        outcomes.into_iter().collect::<Vec<_>>(),
+        [
+            "datapoint",
+            "destination.external-id",
+            "destination.instance-id.external-id",
+            "destination.key",
+            "destination.timestamp",
+            "destination.value",
+            "node datapoint",
+            "raw"
+        ]
+    );
     // Spot checks of what both give: the last `site` wins, in the key and in the columns.
     let d =
         dest(json!({"type": "raw", "database": "db", "table": "t", "key": "{site}/{id}"})).unwrap();
-    let w = d.raw_writer(&names).unwrap();
-    let (key, columns) = written(&w, &rows[0]).unwrap();
+    let w = d.row_writer(&names).unwrap();
+    let Ok(Made::Raw(key, columns)) = written(&w, &rows[0]) else {
+        panic!()
+    };
     assert_eq!(key, "north/7");
     assert_eq!(columns["site"], json!("north"));
     assert_eq!(columns["value"], json!(2.5));
@@ -572,22 +641,53 @@ fn a_raw_writer_gives_what_mapping_the_record_gives() {
     );
     let d = dest(json!({"type": "raw", "database": "db", "table": "t", "key": "note"})).unwrap();
     assert_eq!(
-        written(&d.raw_writer(&names).unwrap(), &rows[1]).unwrap_err(),
+        written(&d.row_writer(&names).unwrap(), &rows[1]).unwrap_err(),
         "destination.key: `note` is empty; a RAW row needs a key"
+    );
+    let d = dest(json!({
+        "type": "datapoints", "external-id": "site", "timestamp": "note", "value": "value"
+    }))
+    .unwrap();
+    let Ok(Made::Item(Item::Datapoint(point, None))) =
+        written(&d.row_writer(&names).unwrap(), &rows[4])
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (point.external_id.as_str(), point.timestamp, point.value),
+        (
+            "east",
+            1_795_773_600_000,
+            DatapointValue::String("a text value".into())
+        )
     );
 }
 
 #[test]
-fn a_raw_writer_is_only_made_where_its_rows_equal_the_mapped_ones() {
+fn a_row_writer_is_only_made_where_its_items_equal_the_mapped_ones() {
     let names: Vec<String> = ["id", "value"].map(String::from).to_vec();
     let raw = |key: &str| dest(json!({"type": "raw", "database": "db", "table": "t", "key": key}));
-    assert!(raw("id").unwrap().raw_writer(&names).is_some());
+    assert!(raw("id").unwrap().row_writer(&names).is_some());
     // A JSON pointer, or a column the rows do not have: each record is mapped.
-    assert!(raw("/id").unwrap().raw_writer(&names).is_none());
-    assert!(raw("{id}-{site}").unwrap().raw_writer(&names).is_none());
-    let datapoints = dest(json!({
-        "type": "datapoints", "external-id": "id", "timestamp": "id", "value": "value"
+    assert!(raw("/id").unwrap().row_writer(&names).is_none());
+    assert!(raw("{id}-{site}").unwrap().row_writer(&names).is_none());
+    let points = |extra: serde_json::Value| {
+        let mut config = json!({
+            "type": "datapoints", "external-id": "id", "timestamp": "id", "value": "value"
+        });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        dest(config).unwrap()
+    };
+    assert!(points(json!({})).row_writer(&names).is_some());
+    // How a created series looks is mapped per record.
+    let created = points(json!({"create-missing": true, "new-series": {"name": "{id}"}}));
+    assert!(created.row_writer(&names).is_none());
+    let events = dest(json!({
+        "type": "events", "external-id": "id", "start-time": "id"
     }))
     .unwrap();
-    assert!(datapoints.raw_writer(&names).is_none());
+    assert!(events.row_writer(&names).is_none());
 }
