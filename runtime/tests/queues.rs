@@ -45,7 +45,7 @@ async fn fake_cdf(fail: &'static [usize], delay: Duration) -> FakeCdf {
             if fail.contains(&i) {
                 return ResponseTemplate::new(500);
             }
-            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let body = support::json_body(req);
             let keys = body["items"]
                 .as_array()
                 .unwrap()
@@ -239,6 +239,50 @@ async fn a_window_keeps_several_requests_in_flight() {
     let mut accepted = cdf.accepted.lock().unwrap().clone();
     accepted.sort_by_key(|keys| keys[0][1..].parse::<usize>().unwrap());
     assert_eq!(accepted.concat(), keys(0..40_000), "each row once");
+    assert!(q.is_empty());
+    tokens.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_during_a_background_send_sends_the_rest_beside_the_requests_in_flight() {
+    // Each answer takes 2 s. The background send takes the two full requests; the flush that
+    // follows gets its 5 000-row rest sent at once, not after their answers (the last
+    // request's round trip is then not added to the end of a long read).
+    let cdf = fake_cdf(&[], Duration::from_secs(2)).await;
+    let registry = prometheus::Registry::new();
+    let (q, tokens) = queue(&cdf, 100_000, &registry);
+    let q = q.with_in_flight(4);
+    for i in 0..25_000 {
+        q.add(row(i)).await.unwrap();
+    }
+    q.send_ahead();
+    // The background send is under way (both full requests sent) before the flush.
+    for _ in 0..200 {
+        if cdf.arrivals.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cdf.arrivals.lock().unwrap().len(),
+        2,
+        "the two full requests"
+    );
+    assert_eq!(
+        q.flush().await.unwrap(),
+        0,
+        "the background send took the rest; the flush found nothing left"
+    );
+    let arrivals = cdf.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 3);
+    let spread = arrivals[2] - arrivals[0];
+    assert!(
+        spread < Duration::from_secs(1),
+        "the rest waited for the answers in flight: sent {spread:?} after the first, answers take 2 s"
+    );
+    let mut accepted = cdf.accepted.lock().unwrap().clone();
+    accepted.sort_by_key(|keys| keys[0][1..].parse::<usize>().unwrap());
+    assert_eq!(accepted.concat(), keys(0..25_000), "each row once");
     assert!(q.is_empty());
     tokens.shutdown();
 }

@@ -264,6 +264,10 @@ struct Inner<K: Kind> {
     space: Notify,
     /// Held by the one sender (a flush, or the background sender).
     flushing: tokio::sync::Mutex<()>,
+    /// Flushes waiting for `flushing`: while there are any, the background sender takes
+    /// everything, not only full requests, so the last partial request goes out beside the
+    /// full ones in flight instead of after all of them are answered.
+    flushes_waiting: std::sync::atomic::AtomicUsize,
     /// The error that stopped the background sender, until a producer takes it.
     ahead_error: std::sync::Mutex<Option<CdfError>>,
     client: CdfClient,
@@ -317,6 +321,7 @@ impl<K: Kind> UploadQueue<K> {
                 per_request: usize::MAX,
                 space: Notify::new(),
                 flushing: tokio::sync::Mutex::new(()),
+                flushes_waiting: std::sync::atomic::AtomicUsize::new(0),
                 ahead_error: std::sync::Mutex::new(None),
                 client,
                 dead_letter,
@@ -475,14 +480,32 @@ impl<K: Kind> UploadQueue<K> {
     /// Sends everything queued. Each item leaves the queue once CDF settled it (accepted,
     /// handled by its policy, or refused to the dead-letter file); after a failure that concerns
     /// every item (transient, auth, permissions) the rest stays queued, in order, and the error
-    /// is returned. Returns how many items left the queue.
+    /// is returned. Returns how many items left the queue in this flush's own requests: a
+    /// background send ([`send_ahead`](Self::send_ahead)) under way takes the rest at once,
+    /// beside its requests in flight, and the flush waits for it to end.
     ///
     /// # Cancel safety
     ///
     /// Cancelling may leave a request in flight; its items go back to the queue and are sent
     /// again by the next flush (at-least-once).
     pub async fn flush(&self) -> Result<usize, CdfError> {
-        let _sender = self.inner.flushing.lock().await;
+        use std::sync::atomic::Ordering::SeqCst;
+        let _sender = match self.inner.flushing.try_lock() {
+            Ok(sender) => sender,
+            Err(_) => {
+                // A background sender runs: it takes the rest too, while it waits for answers.
+                struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, SeqCst);
+                    }
+                }
+                self.inner.flushes_waiting.fetch_add(1, SeqCst);
+                let _waiting = Waiting(&self.inner.flushes_waiting);
+                self.inner.more.notify_one();
+                self.inner.flushing.lock().await
+            }
+        };
         self.inner.send(Take::All).await
     }
 
@@ -575,6 +598,11 @@ impl<K: Kind> Inner<K> {
 
     /// The next request's items, taken out of the queue (see [`Take`]).
     fn take(&self, take: Take) -> Option<InFlight<'_, K>> {
+        let take = if self.flushes_waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            Take::All
+        } else {
+            take
+        };
         let mut slots = self.slots.lock().expect("queue lock");
         if slots.items.is_empty() {
             return None;
