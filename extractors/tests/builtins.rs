@@ -199,7 +199,7 @@ fn keys_received(requests: &[wiremock::Request]) -> Vec<u64> {
         .iter()
         .filter(|r| r.url.path().ends_with("/rows"))
         .flat_map(|r| {
-            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            let body = util::json_body(r);
             body["items"]
                 .as_array()
                 .unwrap()

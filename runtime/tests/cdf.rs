@@ -524,3 +524,68 @@ async fn max_retries_connect_counts_requests_that_got_no_answer() {
         tokens.shutdown();
     }
 }
+
+#[tokio::test]
+async fn large_bodies_go_gzipped_and_retried_as_sent_unless_disabled() {
+    let (idp, _) = idp().await;
+    // A bulk request: 2 000 RAW rows, about 90 KiB of JSON.
+    let rows: Vec<_> = (0..2_000)
+        .map(|i| json!({"key": format!("k{i}"), "columns": {"n": i, "sensor": format!("s-{}", i % 9)}}))
+        .collect();
+    let large = json!({ "items": rows });
+    let small = json!({"items": [{"key": "k", "columns": {}}]});
+    for disabled in [false, true] {
+        let cdf = MockServer::start().await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        Mock::given(method("POST"))
+            .and(path("/api/v1/projects/demo/raw/dbs/db/tables/t/rows"))
+            .respond_with(move |req: &Request| {
+                let mut seen = s.lock().unwrap();
+                seen.push((
+                    req.headers
+                        .get("content-encoding")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                    req.body.len(),
+                    support::json_body(req),
+                ));
+                // The first large body fails once: its retry must carry the same bytes.
+                ResponseTemplate::new(if seen.len() == 1 { 503 } else { 200 })
+                    .set_body_json(json!({}))
+            })
+            .mount(&cdf)
+            .await;
+        let connection = if disabled {
+            ", connection: {max-retries: 2, max-retry-backoff: 1s, disable-gzip: true}"
+        } else {
+            ", connection: {max-retries: 2, max-retry-backoff: 1s}"
+        };
+        let tokens = support::token_manager(&idp.uri());
+        let client = CdfClient::new(
+            &support::cognite(&cdf.uri(), connection),
+            Some(tokens.clone()),
+            None,
+            &prometheus::Registry::new(),
+        )
+        .unwrap();
+        let path = "/raw/dbs/db/tables/t/rows";
+        client.post(ROWS, path, &large).await.unwrap();
+        client.post(ROWS, path, &small).await.unwrap();
+        let seen = seen.lock().unwrap();
+        let plain = serde_json::to_vec(&large).unwrap().len();
+        let encodings: Vec<Option<&str>> = seen.iter().map(|(e, ..)| e.as_deref()).collect();
+        if disabled {
+            assert_eq!(encodings, [None, None, None]);
+            assert_eq!(seen[0].1, plain);
+        } else {
+            // Large: gzipped (and its retry too); small: as it is.
+            assert_eq!(encodings, [Some("gzip"), Some("gzip"), None]);
+            assert!(seen[0].1 * 4 < plain, "{} bytes of {plain}", seen[0].1);
+            assert_eq!(seen[0].1, seen[1].1);
+        }
+        assert_eq!(seen[0].2, large);
+        assert_eq!(seen[1].2, large);
+        assert_eq!(seen[2].2, small);
+        tokens.shutdown();
+    }
+}

@@ -112,12 +112,7 @@ async fn rows_received(cdf: &FakeCdf) -> Vec<usize> {
         .unwrap()
         .iter()
         .filter(|r| r.url.path().ends_with("/rows"))
-        .map(|r| {
-            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["items"]
-                .as_array()
-                .unwrap()
-                .len()
-        })
+        .map(|r| support::json_body(r)["items"].as_array().unwrap().len())
         .collect()
 }
 
@@ -128,7 +123,7 @@ async fn pipeline_runs(cdf: &FakeCdf) -> Vec<serde_json::Value> {
         .unwrap()
         .iter()
         .filter(|r| r.url.path().ends_with("/extpipes/runs"))
-        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["items"][0].clone())
+        .map(|r| support::json_body(r)["items"][0].clone())
         .collect()
 }
 

@@ -87,7 +87,7 @@ async fn loads_every_page_and_saves_every_key() {
         .find(|r| r.method.as_str() == "POST" && r.url.path() == ROWS)
         .expect("a save");
     assert_eq!(saved.url.query(), Some("ensureParent=true"));
-    let body: serde_json::Value = serde_json::from_slice(&saved.body).unwrap();
+    let body = support::json_body(&saved);
     let keys: Vec<&str> = body["items"]
         .as_array()
         .unwrap()

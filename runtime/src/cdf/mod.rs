@@ -8,6 +8,7 @@
 
 mod defaults;
 mod error;
+pub mod gzip;
 pub mod extpipes;
 pub mod raw;
 
@@ -343,6 +344,8 @@ impl CdfClient {
         // Retries of requests that got no answer, when `max-retries-connect` counts them apart.
         let mut connect_retries = 0;
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
+        // Compressed once: every retry sends the same bytes.
+        let body = body.map(|b| gzip::encode(b, inner.connection.disable_gzip));
         loop {
             let started = Instant::now();
             let mut request = inner
@@ -352,10 +355,13 @@ impl CdfClient {
                 // How CDF tells clients apart in its request logs (as Cognite's SDKs do).
                 .header("x-cdp-sdk", SDK_HEADER)
                 .header("x-cdp-app", "extractor-runtime");
-            if let Some(body) = &body {
+            if let Some((body, encoding)) = &body {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
+                if let Some(encoding) = encoding {
+                    request = request.header(reqwest::header::CONTENT_ENCODING, *encoding);
+                }
             }
             let result = request.send().await;
             CdfRequestCompleted {

@@ -79,8 +79,10 @@ pub struct CdfState {
     pub requests: BTreeMap<String, usize>,
     /// Extraction pipeline runs reported.
     pub pipeline_runs: Vec<Value>,
-    /// Bodies larger than this get a 413.
+    /// Bodies larger than this (inflated, when they came gzipped) get a 413.
     pub max_body: usize,
+    /// Requests whose body came gzipped (`Content-Encoding: gzip`).
+    pub gzipped: usize,
     /// While set, every CDF request gets a 503 (the token endpoint still works).
     pub down: bool,
     /// Every CDF answer is delayed this long (after the request took effect, as when an answer
@@ -178,6 +180,7 @@ impl FakeCdf {
         let server = MockServer::start().await;
         let mut state = CdfState {
             max_body: usize::MAX,
+            gzipped: 0,
             ..CdfState::default()
         };
         for s in series {
@@ -498,10 +501,15 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
     if state.down {
         return error(503, "Service Unavailable", None);
     }
-    if req.body.len() > state.max_body {
+    let gzipped = is_gzipped(req);
+    state.gzipped += usize::from(gzipped);
+    let Some(raw) = body_of(req) else {
+        return error(400, "Invalid gzip body", None);
+    };
+    if raw.len() > state.max_body {
         return error(413, "Request Entity Too Large", None);
     }
-    let body: Value = match serde_json::from_slice(&req.body) {
+    let body: Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,
         Err(e) => return error(400, &format!("Invalid JSON: {e}"), None),
     };
@@ -810,4 +818,22 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         other => error(404, &format!("no such endpoint in the fake: {other}"), None),
     }
+}
+
+/// Whether `req`'s body came gzipped.
+pub fn is_gzipped(req: &Request) -> bool {
+    req.headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
+}
+
+/// `req`'s body, inflated when it came gzipped (the client gzips large bodies); `None` when
+/// that body is not gzip.
+pub fn body_of(req: &Request) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if !is_gzipped(req) {
+        return Some(std::borrow::Cow::Borrowed(&req.body));
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&req.body[..]), &mut out).ok()?;
+    Some(std::borrow::Cow::Owned(out))
 }
