@@ -11,9 +11,11 @@
 //! Run: `cargo bench -p extractors --bench throughput` (`BENCH_RUNS`, default 3, the median is
 //! printed; `BENCH_ROWS`, default 1 000 000; `BENCH_DELAY_MS`, default 50; `BENCH_CASE`,
 //! `datapoints` or `raw`, for one; `BENCH_IN_FLIGHT` and `BENCH_QUEUE` set
-//! `upload-queue.max-in-flight` and `max-queue-size`; `BENCH_BINARY` to measure another build,
-//! such as an older one, beside this one; `BENCH_VERBOSE` prints every run's rate, `BENCH_TIME`
-//! each run's CPU seconds, `BENCH_LOG` is the binary's `RUST_LOG`).
+//! `upload-queue.max-in-flight` and `max-queue-size`; `BENCH_GZIP=0` sets
+//! `cognite.connection.disable-gzip`; `BENCH_BINARY` to measure another build, such as an
+//! older one, beside this one; `BENCH_VERBOSE` prints every run's rate, `BENCH_TIME` each
+//! run's CPU seconds and peak RSS, `BENCH_LOG` is the binary's `RUST_LOG`). Each line also
+//! says how many bytes of request bodies CDF received (gzipped ones as sent).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +34,19 @@ mod util;
 struct Counts {
     items: AtomicUsize,
     requests: AtomicUsize,
+    /// Body bytes as received (gzipped ones compressed).
+    bytes: AtomicUsize,
+}
+
+/// A request's body, inflated when it came gzipped.
+fn inflated(req: &Request) -> std::borrow::Cow<'_, [u8]> {
+    if req.headers.get("content-encoding").map(|v| v.as_bytes()) != Some(b"gzip") {
+        return std::borrow::Cow::Borrowed(&req.body);
+    }
+    let mut out = Vec::with_capacity(req.body.len() * 8);
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&req.body[..]), &mut out)
+        .expect("a gzip body");
+    std::borrow::Cow::Owned(out)
 }
 
 /// The datapoints or RAW rows a request body carries.
@@ -69,7 +84,10 @@ async fn fake_cdf(delay: Duration, counts: Arc<Counts>) -> MockServer {
     Mock::given(method("POST"))
         .and(path_regex("^/api/v1/projects/demo/(timeseries/data|raw/)"))
         .respond_with(move |req: &Request| {
-            counts.items.fetch_add(items(&req.body), Ordering::Relaxed);
+            counts.bytes.fetch_add(req.body.len(), Ordering::Relaxed);
+            counts
+                .items
+                .fetch_add(items(&inflated(req)), Ordering::Relaxed);
             counts.requests.fetch_add(1, Ordering::Relaxed);
             ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({}))
@@ -109,8 +127,13 @@ fn config(dir: &Path, data: &Path, uri: &str, destination: &str) -> PathBuf {
     .filter_map(|(key, var)| Some(format!("{key}: {}", std::env::var(var).ok()?)))
     .collect();
     let queue = format!("upload-queue: {{{}}}\n", settings.join(", "));
+    let gzip = if std::env::var("BENCH_GZIP").is_ok_and(|v| v == "0") {
+        "  connection: {disable-gzip: true}\n"
+    } else {
+        ""
+    };
     let text = format!(
-        "{}{queue}logger: {{console: {{level: error}}}}
+        "{}{gzip}{queue}logger: {{console: {{level: error}}}}
 tasks:
   - name: bulk
     type: csv
@@ -140,7 +163,7 @@ async fn once(
     destination: &str,
     delay: Duration,
     rows: usize,
-) -> (f64, usize) {
+) -> (f64, usize, usize) {
     let counts = Arc::new(Counts::default());
     let server = fake_cdf(delay, counts.clone()).await;
     let path = config(dir, data, &server.uri(), destination);
@@ -151,7 +174,8 @@ async fn once(
             // CPU seconds of the run, on standard error.
             let program = cmd.get_program().to_owned();
             cmd = std::process::Command::new("/usr/bin/time");
-            cmd.args(["-f", "cpu %U user %S sys %e wall"]).arg(program);
+            cmd.args(["-f", "cpu %U user %S sys %e wall, peak RSS %M KiB"])
+                .arg(program);
             cmd.env_remove("COGNITE_API_KEY").env_remove("RUST_LOG");
         }
         cmd.args(["run", "--once", "-c"])
@@ -170,6 +194,7 @@ async fn once(
     (
         rows as f64 / seconds,
         counts.requests.load(Ordering::Relaxed),
+        counts.bytes.load(Ordering::Relaxed),
     )
 }
 
@@ -200,11 +225,13 @@ async fn main() {
         }
         let mut rates = [Vec::new(), Vec::new()];
         let mut requests = [0, 0];
+        let mut bytes = 0;
         for _ in 0..runs {
             for (i, d) in [Duration::ZERO, delay].into_iter().enumerate() {
-                let (rate, n) = once(dir.path(), &data, destination, d, rows).await;
+                let (rate, n, b) = once(dir.path(), &data, destination, d, rows).await;
                 rates[i].push(rate);
                 requests[i] = n;
+                bytes = b;
             }
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
@@ -215,11 +242,12 @@ async fn main() {
         }
         let [fast, slow] = rates.map(median);
         println!(
-            "{name}: {fast:.0}/s without delay ({} requests), {slow:.0}/s with {} ms ({} requests): {:.0} %",
+            "{name}: {fast:.0}/s without delay ({} requests), {slow:.0}/s with {} ms ({} requests): {:.0} %; {:.1} MB of bodies",
             requests[0],
             delay.as_millis(),
             requests[1],
-            100.0 * slow / fast
+            100.0 * slow / fast,
+            bytes as f64 / 1e6
         );
     }
 }
