@@ -118,8 +118,9 @@ impl Kind for Datapoints {
     }
 
     fn batch_len<'a>(items: impl Iterator<Item = &'a StoredPoint>) -> usize {
-        let mut series: std::collections::HashSet<(Option<&str>, &str)> =
-            std::collections::HashSet::new();
+        // Hashed once per datapoint: foldhash, not SipHash (a sixth of the CPU of a run
+        // was SipHash here and in `request`).
+        let mut series: foldhash::HashSet<(Option<&str>, &str)> = foldhash::HashSet::default();
         let mut taken = 0;
         for key in items
             .take(MAX_DATAPOINTS_PER_REQUEST)
@@ -165,8 +166,8 @@ impl Kind for Datapoints {
         }
         // Grouped by time series, in order of first appearance.
         let mut series: Vec<Series<'_>> = Vec::new();
-        let mut index: std::collections::HashMap<(Option<&str>, &str), usize> =
-            std::collections::HashMap::new();
+        let mut index: foldhash::HashMap<(Option<&str>, &str), usize> =
+            foldhash::HashMap::default();
         for stored in items {
             let dp = &stored.point;
             let i = *index.entry(stored.series_key()).or_insert_with(|| {
@@ -202,6 +203,15 @@ impl Kind for Datapoints {
             body: super::items_body(&series),
             items: items.len(),
         }
+    }
+
+    fn protobuf_request(items: &[&StoredPoint]) -> Option<Request> {
+        Some(Request {
+            endpoint: "/timeseries/data",
+            path: "/timeseries/data".to_owned(),
+            body: super::protobuf::insertion_request(items).into(),
+            items: items.len(),
+        })
     }
 
     /// The external id, or `space:externalId` for a node (as refusals name it).
