@@ -12,7 +12,7 @@
 //! printed; `BENCH_ROWS`, default 1 000 000; `BENCH_DELAY_MS`, default 50; `BENCH_CASE`,
 //! `datapoints` or `raw`, for one; `BENCH_IN_FLIGHT` and `BENCH_QUEUE` set
 //! `upload-queue.max-in-flight` and `max-queue-size`; `BENCH_GZIP=0` sets
-//! `cognite.connection.disable-gzip`; `BENCH_BINARY` to measure another build, such as an
+//! `cognite.connection.disable-gzip`, `BENCH_PROTOBUF=1` `protobuf-datapoints`; `BENCH_BINARY` to measure another build, such as an
 //! older one, beside this one; `BENCH_VERBOSE` prints every run's rate, `BENCH_TIME` each
 //! run's CPU seconds and peak RSS, `BENCH_LOG` is the binary's `RUST_LOG`). Each line also
 //! says how many bytes of request bodies CDF received (gzipped ones as sent).
@@ -50,7 +50,16 @@ fn inflated(req: &Request) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// The datapoints or RAW rows a request body carries.
-fn items(body: &[u8]) -> usize {
+fn items(req: &Request, body: &[u8]) -> usize {
+    if req.headers.get("content-type").map(|v| v.as_bytes()) == Some(b"application/protobuf") {
+        let body = extractor_runtime::queues::insertion_request_json(body).expect("protobuf");
+        return body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["datapoints"].as_array().unwrap().len())
+            .sum();
+    }
     #[derive(serde::Deserialize)]
     struct Body {
         items: Vec<Item>,
@@ -87,7 +96,7 @@ async fn fake_cdf(delay: Duration, counts: Arc<Counts>) -> MockServer {
             counts.bytes.fetch_add(req.body.len(), Ordering::Relaxed);
             counts
                 .items
-                .fetch_add(items(&inflated(req)), Ordering::Relaxed);
+                .fetch_add(items(req, &inflated(req)), Ordering::Relaxed);
             counts.requests.fetch_add(1, Ordering::Relaxed);
             ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({}))
@@ -127,11 +136,15 @@ fn config(dir: &Path, data: &Path, uri: &str, destination: &str) -> PathBuf {
     .filter_map(|(key, var)| Some(format!("{key}: {}", std::env::var(var).ok()?)))
     .collect();
     let queue = format!("upload-queue: {{{}}}\n", settings.join(", "));
-    let gzip = if std::env::var("BENCH_GZIP").is_ok_and(|v| v == "0") {
-        "  connection: {disable-gzip: true}\n"
-    } else {
-        ""
-    };
+    let connection: Vec<&str> = [
+        ("BENCH_GZIP", "0", "disable-gzip: true"),
+        ("BENCH_PROTOBUF", "1", "protobuf-datapoints: true"),
+    ]
+    .into_iter()
+    .filter(|(var, on, _)| std::env::var(var).is_ok_and(|v| v == *on))
+    .map(|(_, _, key)| key)
+    .collect();
+    let gzip = format!("  connection: {{{}}}\n", connection.join(", "));
     let text = format!(
         "{}{gzip}{queue}logger: {{console: {{level: error}}}}
 tasks:

@@ -589,3 +589,37 @@ async fn large_bodies_go_gzipped_and_retried_as_sent_unless_disabled() {
         tokens.shutdown();
     }
 }
+
+#[tokio::test]
+async fn a_dry_run_writes_datapoints_as_json_with_protobuf_datapoints_on() {
+    use extractor_runtime::queues::{Datapoint, DatapointValue, Queues};
+    let buffer = Buffer::default();
+    let registry = prometheus::Registry::new();
+    let client = CdfClient::new(
+        &support::cognite(
+            "http://127.0.0.1:9",
+            ", connection: {max-retries: 0, protobuf-datapoints: true}",
+        ),
+        None,
+        Some(DryRunSink::to_writer(buffer.clone())),
+        &registry,
+    )
+    .unwrap();
+    let queues = Queues::new(client, 100, &registry).unwrap();
+    queues
+        .datapoints
+        .add(Datapoint {
+            external_id: "s".into(),
+            timestamp: 5,
+            value: DatapointValue::Numeric(1.5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(queues.flush().await.unwrap(), 1);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim()).expect("a JSON line");
+    assert_eq!(
+        line["body"],
+        json!({"items": [{"externalId": "s", "datapoints": [{"timestamp": 5, "value": 1.5}]}]})
+    );
+}

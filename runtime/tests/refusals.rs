@@ -36,6 +36,11 @@ impl Drop for Setup {
 
 /// A task `task` with a state file, uploading to `cdf` with a dead-letter file.
 fn setup(cdf: &FakeCdf, task: &str, capacity: usize) -> Setup {
+    setup_with(cdf, task, capacity, "")
+}
+
+/// [`setup`] with more `cognite.connection` keys (`, key: value`).
+fn setup_with(cdf: &FakeCdf, task: &str, capacity: usize, connection: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let dead_letter = dir.path().join("refused/dead-letter.ndjson");
     let registry = prometheus::Registry::new();
@@ -44,6 +49,7 @@ fn setup(cdf: &FakeCdf, task: &str, capacity: usize) -> Setup {
         capacity,
         &registry,
         Some(DeadLetter::open(&dead_letter).unwrap()),
+        connection,
     );
     let state =
         StateStore::Local(LocalStateStore::open(&dir.path().join("state.json"), false).unwrap());
@@ -63,8 +69,12 @@ fn queues(
     capacity: usize,
     registry: &prometheus::Registry,
     dead_letter: Option<DeadLetter>,
+    connection: &str,
 ) -> (Queues, extractor_runtime::auth::TokenManager) {
-    let cognite = support::cognite(&cdf.uri(), ", connection: {max-retries: 0}");
+    let cognite = support::cognite(
+        &cdf.uri(),
+        &format!(", connection: {{max-retries: 0{connection}}}"),
+    );
     let tokens = support::token_manager(&cdf.uri());
     let client = CdfClient::new(&cognite, Some(tokens.clone()), None, registry).unwrap();
     (
@@ -208,8 +218,24 @@ async fn datapoints_of_an_unknown_series_are_dead_lettered_and_the_rest_delivere
 
 #[tokio::test]
 async fn create_missing_creates_the_series_and_sends_its_datapoints_again() {
+    create_missing_sends_again("").await;
+}
+
+#[tokio::test]
+async fn datapoints_as_protocol_buffers_are_refused_and_created_as_json_ones_are() {
+    // The same refusals (a missing series, a bad one, one split out), with every insert sent
+    // as protocol buffers.
+    let cdf = create_missing_sends_again(", protobuf-datapoints: true").await;
+    cdf.with(|c| {
+        assert!(c.protobuf >= 3, "{} protobuf inserts", c.protobuf);
+        assert_eq!(c.protobuf, c.requests["/timeseries/data"]);
+    });
+}
+
+/// Creates missing series (`connection`: more `cognite.connection` keys); returns the fake.
+async fn create_missing_sends_again(connection: &str) -> FakeCdf {
     let cdf = FakeCdf::start(&["known", "bad-sensor"]).await;
-    let s = setup(&cdf, "plant", 1_000);
+    let s = setup_with(&cdf, "plant", 1_000, connection);
     let upload = s.ctx.upload().with_policy(Policy {
         create_missing: true,
         ..Policy::default()
@@ -242,6 +268,7 @@ async fn create_missing_creates_the_series_and_sends_its_datapoints_again() {
     });
     assert_eq!(metric(&s.registry, "datapoints", "uploaded"), 9.0);
     assert_eq!(metric(&s.registry, "datapoints", "rejected"), 1.0);
+    cdf
 }
 
 #[tokio::test]
@@ -418,6 +445,7 @@ async fn a_dead_letter_file_that_cannot_be_written_holds_the_refused_items_aside
         100,
         &registry,
         Some(DeadLetter::open(Path::new("/dev/full")).unwrap()),
+        "",
     );
     queues.raw.add(row("good")).await.unwrap();
     queues.raw.add(row(&format!("{BAD}1"))).await.unwrap();

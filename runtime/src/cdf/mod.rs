@@ -9,6 +9,11 @@
 mod defaults;
 mod error;
 pub mod gzip;
+
+/// The content type of JSON bodies.
+pub(crate) const JSON: &str = "application/json";
+/// The content type of protocol buffer bodies (datapoint inserts).
+pub(crate) const PROTOBUF: &str = "application/protobuf";
 pub mod extpipes;
 pub mod raw;
 
@@ -276,9 +281,41 @@ impl CdfClient {
         path: &str,
         body: bytes::Bytes,
     ) -> Result<(), CdfError> {
-        self.post_as(endpoint, path, body, Answer::Ignored)
-            .await
-            .map(|_| ())
+        self.post_items_as(endpoint, path, body, JSON).await
+    }
+
+    /// [`post_items`](Self::post_items) of a body of `content_type` ([`JSON`], or
+    /// [`PROTOBUF`] when [`sends_protobuf`](Self::sends_protobuf)).
+    pub(crate) async fn post_items_as(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: bytes::Bytes,
+        content_type: &'static str,
+    ) -> Result<(), CdfError> {
+        if content_type == JSON {
+            return self
+                .post_as(endpoint, path, body, Answer::Ignored)
+                .await
+                .map(|_| ());
+        }
+        // Never a dry run (`sends_protobuf` is false then): its lines are JSON.
+        self.send(
+            reqwest::Method::POST,
+            endpoint,
+            path,
+            Some((body, content_type)),
+            Answer::Ignored,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether datapoints go as protocol buffers (`cognite.connection.protobuf-datapoints`,
+    /// and not a dry run, whose lines are JSON).
+    pub(crate) fn sends_protobuf(&self) -> bool {
+        let inner = self.inner.load();
+        inner.connection.protobuf_datapoints && inner.dry_run.is_none()
     }
 
     /// A POST, or its dry-run line, with what is needed of the answer.
@@ -299,7 +336,7 @@ impl CdfClient {
             })?;
             return Ok(serde_json::Value::Null);
         }
-        self.send(reqwest::Method::POST, endpoint, path, Some(body), answer)
+        self.send(reqwest::Method::POST, endpoint, path, Some((body, JSON)), answer)
             .await
     }
 
@@ -326,7 +363,7 @@ impl CdfClient {
         method: reqwest::Method,
         endpoint: &'static str,
         path: &str,
-        body: Option<bytes::Bytes>,
+        body: Option<(bytes::Bytes, &'static str)>,
         answer: Answer,
     ) -> Result<serde_json::Value, CdfError> {
         let inner = &*self.inner.load_full();
@@ -345,7 +382,10 @@ impl CdfClient {
         let mut connect_retries = 0;
         let mut token = tokens.get().await.map_err(|e| auth_error(endpoint, e))?;
         // Compressed once: every retry sends the same bytes.
-        let body = body.map(|b| gzip::encode(b, inner.connection.disable_gzip));
+        let body = body.map(|(b, content_type)| {
+            let (b, encoding) = gzip::encode(b, inner.connection.disable_gzip);
+            (b, content_type, encoding)
+        });
         loop {
             let started = Instant::now();
             let mut request = inner
@@ -355,9 +395,9 @@ impl CdfClient {
                 // How CDF tells clients apart in its request logs (as Cognite's SDKs do).
                 .header("x-cdp-sdk", SDK_HEADER)
                 .header("x-cdp-app", "extractor-runtime");
-            if let Some((body, encoding)) = &body {
+            if let Some((body, content_type, encoding)) = &body {
                 request = request
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
                     .body(body.clone());
                 if let Some(encoding) = encoding {
                     request = request.header(reqwest::header::CONTENT_ENCODING, *encoding);

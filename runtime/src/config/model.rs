@@ -604,6 +604,11 @@ pub struct ConnectionConfig {
     /// theirs: a bulk request shrinks about tenfold.
     #[serde(default)]
     pub disable_gzip: bool,
+    /// Sends datapoints as protocol buffers (`application/protobuf`, which the API documents
+    /// for inserts, as cognite-sdk-rust sends them) instead of JSON: a smaller body, built
+    /// with less CPU. A dry run writes JSON all the same.
+    #[serde(default)]
+    pub protobuf_datapoints: bool,
     /// python-extractor-utils' switch that turns certificate checks off: refused here (`true`
     /// is an error that says to give the CA in `ca-file` instead).
     #[serde(default)]
@@ -648,6 +653,7 @@ impl Default for ConnectionConfig {
             max_retries_connect: None,
             max_connection_pool_size: None,
             disable_gzip: false,
+            protobuf_datapoints: false,
             disable_ssl: false,
             proxies: std::collections::BTreeMap::new(),
             parsed: None,

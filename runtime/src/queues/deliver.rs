@@ -110,10 +110,18 @@ pub(crate) async fn deliver<K: Kind>(
             continue;
         }
         let items: Vec<&K::Stored> = group.iter().map(|i| &batch[*i].item).collect();
-        let request = K::request(&items);
+        let protobuf = if client.sends_protobuf() {
+            K::protobuf_request(&items)
+        } else {
+            None
+        };
+        let (request, content_type) = match protobuf {
+            Some(request) => (request, crate::cdf::PROTOBUF),
+            None => (K::request(&items), crate::cdf::JSON),
+        };
         let endpoint = request.endpoint;
         let e = match client
-            .post_items(endpoint, &request.path, request.body)
+            .post_items_as(endpoint, &request.path, request.body, content_type)
             .await
         {
             Ok(()) => {

@@ -35,6 +35,7 @@ mod events;
 mod instances;
 pub(crate) mod ledger;
 mod policy;
+mod protobuf;
 mod raw;
 mod upload;
 
@@ -57,6 +58,8 @@ pub use ledger::Refusals;
 pub use policy::{OnDuplicate, Policy};
 pub use raw::{RawRow, RawRows, StoredRow};
 pub use upload::Upload;
+#[cfg(feature = "testing")]
+pub use protobuf::insertion_request_json;
 
 use crate::cdf::{CdfClient, CdfError};
 pub use crate::metrics::QueueMetrics;
@@ -119,6 +122,12 @@ pub trait Kind: Send + Sync + 'static {
 
     /// The request that sends `items` (at most one batch).
     fn request(items: &[&Self::Stored]) -> Request;
+
+    /// The same request as protocol buffers (`Content-Type: application/protobuf`), where the
+    /// API takes this kind so (datapoints); `None` where it does not.
+    fn protobuf_request(_items: &[&Self::Stored]) -> Option<Request> {
+        None
+    }
 
     /// The id CDF names an item by in its `missing` and `duplicated` lists (an external id, a
     /// row key).

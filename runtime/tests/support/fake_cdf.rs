@@ -24,8 +24,12 @@
 //! - `POST /datasets/byids` (by external id) and `/extpipes/byids` (by id): the data sets and
 //!   pipelines it holds, 400 with `missing` for others.
 //!
+//! Bodies are read as the client sends them: gzipped ones inflated, datapoint inserts as JSON or
+//! protocol buffers (read with the runtime's decoder; any other endpoint answers 415 to them).
+//!
 //! Every error answer carries an `x-request-id`. Shared by the runtime's and the built-ins'
-//! tests and the upload bench (`#[path]`-included), so it depends on wiremock and serde_json only.
+//! tests and the upload bench (`#[path]`-included), so it depends on wiremock, serde_json,
+//! flate2 and the runtime's `testing` feature only.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -83,6 +87,8 @@ pub struct CdfState {
     pub max_body: usize,
     /// Requests whose body came gzipped (`Content-Encoding: gzip`).
     pub gzipped: usize,
+    /// Datapoint inserts that came as protocol buffers (`application/protobuf`).
+    pub protobuf: usize,
     /// While set, every CDF request gets a 503 (the token endpoint still works).
     pub down: bool,
     /// Every CDF answer is delayed this long (after the request took effect, as when an answer
@@ -181,6 +187,7 @@ impl FakeCdf {
         let mut state = CdfState {
             max_body: usize::MAX,
             gzipped: 0,
+            protobuf: 0,
             ..CdfState::default()
         };
         for s in series {
@@ -509,9 +516,24 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
     if raw.len() > state.max_body {
         return error(413, "Request Entity Too Large", None);
     }
-    let body: Value = match serde_json::from_slice(&raw) {
-        Ok(v) => v,
-        Err(e) => return error(400, &format!("Invalid JSON: {e}"), None),
+    let protobuf = req
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/protobuf");
+    let body: Value = if protobuf {
+        if endpoint != "/timeseries/data" {
+            return error(415, "Unsupported Media Type", None);
+        }
+        state.protobuf += 1;
+        match extractor_runtime::queues::insertion_request_json(&raw) {
+            Ok(v) => v,
+            Err(e) => return error(400, &format!("Invalid protobuf: {e}"), None),
+        }
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(v) => v,
+            Err(e) => return error(400, &format!("Invalid JSON: {e}"), None),
+        }
     };
     let empty = Vec::new();
     let items = body["items"].as_array().unwrap_or(&empty);
