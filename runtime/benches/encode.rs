@@ -1,7 +1,7 @@
 //! The request encoders: a full RAW request (10 000 rows of the throughput bench's csv columns)
 //! and a datapoints request (13 333 points over 100 series, what a request carries with the
-//! default queue) built from queued items, and each body gzipped at the fastest and at the
-//! default level. Prints each body's size, plain and gzipped.
+//! default queue) built from queued items, as JSON and as protocol buffers, and each body
+//! gzipped at the fastest and at the default level. Prints each body's size, plain and gzipped.
 //! Run: `cargo bench -p extractor-runtime --bench encode`.
 
 use std::collections::VecDeque;
@@ -52,7 +52,14 @@ fn encoders(c: &mut Criterion) {
     let points = points();
     let raw_body = RawRows::next_request(&rows).body;
     let points_body = Datapoints::next_request(&points).body;
-    for (name, body) in [("RAW", &raw_body), ("datapoints", &points_body)] {
+    let front: Vec<&StoredPoint> = points.iter().collect();
+    let protobuf_body = Datapoints::protobuf_request(&front).unwrap().body;
+    let bodies = [
+        ("RAW", &raw_body),
+        ("datapoints", &points_body),
+        ("datapoints protobuf", &protobuf_body),
+    ];
+    for (name, body) in bodies {
         println!(
             "encode bench: {name} body {} KiB, gzipped {} KiB (fastest), {} KiB (default level)",
             body.len() / 1024,
@@ -66,7 +73,10 @@ fn encoders(c: &mut Criterion) {
     c.bench_function("datapoints request, 13 333 points", |b| {
         b.iter(|| black_box(Datapoints::next_request(&points)))
     });
-    for (name, body) in [("RAW", &raw_body), ("datapoints", &points_body)] {
+    c.bench_function("datapoints request as protobuf, 13 333 points", |b| {
+        b.iter(|| black_box(Datapoints::protobuf_request(&front)))
+    });
+    for (name, body) in bodies {
         c.bench_function(&format!("gzip {name} body, fastest"), |b| {
             b.iter(|| black_box(gzip(body)))
         });
