@@ -3,9 +3,10 @@
 //! few hundred kilobytes shrinks to a tenth or less, which a link to CDF carries that much
 //! sooner. Small bodies go as they are: the header costs more than it saves.
 //!
-//! The level is the fastest (1): on the 10 000-row RAW request of the throughput bench it
-//! compresses about as well as the default level (6) at a fraction of the CPU (see the
-//! `encode` bench).
+//! The level is the fastest (1). Measured by the `encode` bench: a 10 000-row RAW request of
+//! 903 KiB becomes 182 KiB in 1.2 ms, where the default level (6) gives 99 KiB in 8.6 ms; a
+//! datapoints request of 549 KiB becomes 60 KiB in 0.6 ms (33 KiB in 2.1 ms). At 7 times the
+//! CPU, the default level would make the compression cost more than building the request.
 
 use std::io::Write;
 
