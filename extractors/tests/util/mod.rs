@@ -264,16 +264,9 @@ pub async fn raw_queue_metric(port: u16, name: &str) -> Option<f64> {
     metric(&format!("127.0.0.1:{port}"), name, &[("queue", "raw")]).await
 }
 
-/// A request's JSON body, inflated when it came gzipped (the CDF client gzips bodies from
-/// 16 KiB up).
-pub fn json_body(req: &wiremock::Request) -> serde_json::Value {
-    let gzipped = req
-        .headers
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() == b"gzip");
-    if !gzipped {
-        return serde_json::from_slice(&req.body).expect("a JSON body");
-    }
-    serde_json::from_reader(flate2::read::GzDecoder::new(&req.body[..]))
-        .expect("a gzipped JSON body")
-}
+// Also loaded by the runtime's test support, which some test binaries include beside this.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../runtime/tests/support/body.rs"]
+mod body;
+#[allow(unused_imports)] // each test binary uses a subset
+pub use body::json_body;
