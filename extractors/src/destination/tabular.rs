@@ -9,11 +9,9 @@
 
 use std::sync::Arc;
 
-use extractor_runtime::upload::StoredRow;
+use extractor_runtime::upload::{Datapoint, StoredRow};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
-
-use extractor_runtime::upload::Datapoint;
 
 use super::field::{ColumnField, Field};
 use super::{Destination, Item, RecordError};

@@ -8,13 +8,8 @@
 
 mod defaults;
 mod error;
-pub mod gzip;
-
-/// The content type of JSON bodies.
-pub(crate) const JSON: &str = "application/json";
-/// The content type of protocol buffer bodies (datapoint inserts).
-pub(crate) const PROTOBUF: &str = "application/protobuf";
 pub mod extpipes;
+pub mod gzip;
 pub mod raw;
 
 use std::io::Write;
@@ -29,6 +24,10 @@ use crate::auth::TokenManager;
 use crate::internal_events::{CdfRequestCompleted, CdfRequestRetried};
 use crate::config::{CogniteConfig, ConnectionConfig};
 
+/// The content type of JSON bodies.
+pub(crate) const JSON: &str = "application/json";
+/// The content type of protocol buffer bodies (datapoint inserts).
+pub(crate) const PROTOBUF: &str = "application/protobuf";
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// The largest CDF answer read (a page of 1 000 items is well under it): a larger one, from a
