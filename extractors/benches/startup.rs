@@ -113,7 +113,10 @@ fn evict_binary() {
         .status()
         .is_ok_and(|s| s.success());
     if !dropped {
-        eprintln!("could not drop {} from the page cache: RSS may read high", path.display());
+        eprintln!(
+            "could not drop {} from the page cache: RSS may read high",
+            path.display()
+        );
     }
 }
 
