@@ -268,7 +268,7 @@ impl CdfClient {
             path: &str,
             body: bytes::Bytes,
         ) -> Result<serde_json::Value, CdfError> {
-            self.post_as(endpoint, path, body, Answer::Json).await
+            self.post_as(endpoint, path, (body, JSON), Answer::Json).await
         }
     }
 
@@ -292,22 +292,9 @@ impl CdfClient {
         body: bytes::Bytes,
         content_type: &'static str,
     ) -> Result<(), CdfError> {
-        if content_type == JSON {
-            return self
-                .post_as(endpoint, path, body, Answer::Ignored)
-                .await
-                .map(|_| ());
-        }
-        // Never a dry run (`sends_protobuf` is false then): its lines are JSON.
-        self.send(
-            reqwest::Method::POST,
-            endpoint,
-            path,
-            Some((body, content_type)),
-            Answer::Ignored,
-        )
-        .await
-        .map(|_| ())
+        self.post_as(endpoint, path, (body, content_type), Answer::Ignored)
+            .await
+            .map(|_| ())
     }
 
     /// Whether datapoints go as protocol buffers (`cognite.connection.protobuf-datapoints`,
@@ -317,12 +304,14 @@ impl CdfClient {
         inner.connection.protobuf_datapoints && inner.dry_run.is_none()
     }
 
-    /// A POST, or its dry-run line, with what is needed of the answer.
+    /// A POST of a body and its content type, or its dry-run line (always JSON: a client that
+    /// writes one never [`sends_protobuf`](Self::sends_protobuf)), with what is needed of the
+    /// answer.
     async fn post_as(
         &self,
         endpoint: &'static str,
         path: &str,
-        body: bytes::Bytes,
+        (body, content_type): (bytes::Bytes, &'static str),
         answer: Answer,
     ) -> Result<serde_json::Value, CdfError> {
         if let Some(sink) = &self.inner.load().dry_run {
@@ -335,8 +324,14 @@ impl CdfClient {
             })?;
             return Ok(serde_json::Value::Null);
         }
-        self.send(reqwest::Method::POST, endpoint, path, Some((body, JSON)), answer)
-            .await
+        self.send(
+            reqwest::Method::POST,
+            endpoint,
+            path,
+            Some((body, content_type)),
+            answer,
+        )
+        .await
     }
 
     /// GETs `path` and returns CDF's JSON answer, with the same retries as [`post`](Self::post).
