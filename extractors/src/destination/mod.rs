@@ -11,6 +11,7 @@ mod tabular;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -388,8 +389,8 @@ impl Destination {
                     "external-id"
                 };
                 let external_id = text(external_id, record, key)?;
-                let timestamp = time_of(timestamp, field_value(timestamp, record), "timestamp")?;
-                let value = value_of(value, field_value(value, record))?;
+                let timestamp = time_of(timestamp, timestamp.resolve(record), "timestamp")?;
+                let value = value_of(value, value.resolve(record))?;
                 let series = match new_series {
                     Some(m) => Some(Arc::new(NewSeries {
                         name: opt_text(&m.name, record, "new-series.name")?,
@@ -826,14 +827,12 @@ fn raw_key(field: &Field, rendered: Result<String, String>) -> Result<String, Re
     Ok(key)
 }
 
-/// The field's value in `record` (a template's as a text), owned.
-fn field_value(field: &Field, record: &Value) -> Option<Value> {
-    field.resolve(record).map(std::borrow::Cow::into_owned)
-}
-
-/// A datapoint's value from its field's value: a finite number, a boolean (1 or 0) or a text.
-fn value_of(field: &Field, value: Option<Value>) -> Result<DatapointValue, RecordError> {
-    match value {
+/// A datapoint's value from its field's value (borrowed from a record, or made from a row's
+/// cells): a finite number, a boolean (1 or 0) or a text (copied only if borrowed).
+fn value_of(field: &Field, value: Option<Cow<'_, Value>>) -> Result<DatapointValue, RecordError> {
+    // Owned: a text becomes the datapoint's (a borrowed one is copied, as it must be; numbers
+    // and booleans copy no heap memory).
+    match value.map(Cow::into_owned) {
         Some(Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(DatapointValue::Numeric(v)),
             _ => Err(bad("value", field, "is not a finite number")),
@@ -848,12 +847,16 @@ fn value_of(field: &Field, value: Option<Value>) -> Result<DatapointValue, Recor
 /// The field as milliseconds since the epoch: a number is taken as milliseconds; a text as
 /// RFC 3339 (`2026-11-27T10:00:00Z`), or as a UTC date and time (`2026-11-27 10:00:00`).
 fn time(field: &Field, record: &Value, key: &'static str) -> Result<i64, RecordError> {
-    time_of(field, field_value(field, record), key)
+    time_of(field, field.resolve(record), key)
 }
 
 /// [`time`] of the field's value.
-fn time_of(field: &Field, value: Option<Value>, key: &'static str) -> Result<i64, RecordError> {
-    match value.as_ref() {
+fn time_of(
+    field: &Field,
+    value: Option<Cow<'_, Value>>,
+    key: &'static str,
+) -> Result<i64, RecordError> {
+    match value.as_deref() {
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(ms), _) => Ok(ms),
             (None, Some(ms)) if ms.is_finite() => Ok(ms as i64),

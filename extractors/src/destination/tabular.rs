@@ -7,6 +7,7 @@
 //! sorted (a JSON object has no order), and a name that appears twice keeps its last cell, as
 //! the map's insert did.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use extractor_runtime::upload::{Datapoint, StoredRow};
@@ -180,9 +181,10 @@ impl RowWriter {
                     super::bad(key, field, &format!("has no value for `{missing}`"))
                 })?;
                 let (field, at) = &w.timestamp;
-                let timestamp = super::time_of(field, at.value(cells), "timestamp")?;
+                let timestamp =
+                    super::time_of(field, at.value(cells).map(Cow::Owned), "timestamp")?;
                 let (field, at) = &w.value;
-                let value = super::value_of(field, at.value(cells))?;
+                let value = super::value_of(field, at.value(cells).map(Cow::Owned))?;
                 let point = Datapoint {
                     external_id,
                     timestamp,
