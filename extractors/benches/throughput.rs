@@ -38,65 +38,10 @@ struct Counts {
     bytes: AtomicUsize,
 }
 
-/// The datapoints of a `DataPointInsertionRequest`, counted without decoding them (as lean
-/// as the JSON count): items (field 1), their numeric or string datapoints (3 or 4), and the
-/// datapoint messages in those.
-fn protobuf_points(body: &[u8]) -> usize {
-    fn varint(b: &mut &[u8]) -> u64 {
-        let mut v = 0;
-        for shift in (0..64).step_by(7) {
-            let (first, rest) = b.split_first().expect("a varint");
-            *b = rest;
-            v |= u64::from(first & 0x7f) << shift;
-            if first & 0x80 == 0 {
-                break;
-            }
-        }
-        v
-    }
-    /// The length-delimited fields of a message, as (field, bytes); other fields skipped.
-    fn fields(mut b: &[u8]) -> Vec<(u64, &[u8])> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let key = varint(&mut b);
-            match key & 7 {
-                0 => {
-                    varint(&mut b);
-                }
-                1 => b = &b[8..],
-                2 => {
-                    let len = varint(&mut b) as usize;
-                    out.push((key >> 3, &b[..len]));
-                    b = &b[len..];
-                }
-                wire => panic!("wire type {wire}"),
-            }
-        }
-        out
-    }
-    fields(body)
-        .into_iter()
-        .flat_map(|(_, item)| fields(item))
-        .filter(|(field, _)| matches!(field, 3 | 4))
-        .map(|(_, points)| fields(points).len())
-        .sum()
-}
-
-/// A request's body, inflated when it came gzipped.
-fn inflated(req: &Request) -> std::borrow::Cow<'_, [u8]> {
-    if req.headers.get("content-encoding").map(|v| v.as_bytes()) != Some(b"gzip") {
-        return std::borrow::Cow::Borrowed(&req.body);
-    }
-    let mut out = Vec::with_capacity(req.body.len() * 8);
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&req.body[..]), &mut out)
-        .expect("a gzip body");
-    std::borrow::Cow::Owned(out)
-}
-
 /// The datapoints or RAW rows a request body carries.
 fn items(req: &Request, body: &[u8]) -> usize {
     if req.headers.get("content-type").map(|v| v.as_bytes()) == Some(b"application/protobuf") {
-        return protobuf_points(body);
+        return extractor_runtime::queues::insertion_request_points(body).expect("protobuf");
     }
     #[derive(serde::Deserialize)]
     struct Body {
@@ -132,9 +77,10 @@ async fn fake_cdf(delay: Duration, counts: Arc<Counts>) -> MockServer {
         .and(path_regex("^/api/v1/projects/demo/(timeseries/data|raw/)"))
         .respond_with(move |req: &Request| {
             counts.bytes.fetch_add(req.body.len(), Ordering::Relaxed);
-            counts
-                .items
-                .fetch_add(items(req, &inflated(req)), Ordering::Relaxed);
+            counts.items.fetch_add(
+                items(req, &util::body_of(req).expect("a gzip body")),
+                Ordering::Relaxed,
+            );
             counts.requests.fetch_add(1, Ordering::Relaxed);
             ResponseTemplate::new(200)
                 .set_body_json(serde_json::json!({}))

@@ -269,4 +269,4 @@ pub async fn raw_queue_metric(port: u16, name: &str) -> Option<f64> {
 #[path = "../../../runtime/tests/support/body.rs"]
 mod body;
 #[allow(unused_imports)] // each test binary uses a subset
-pub use body::json_body;
+pub use body::{body_of, json_body};

@@ -59,7 +59,7 @@ pub use policy::{OnDuplicate, Policy};
 pub use raw::{RawRow, RawRows, StoredRow};
 pub use upload::Upload;
 #[cfg(feature = "testing")]
-pub use protobuf::insertion_request_json;
+pub use protobuf::{insertion_request_json, insertion_request_points};
 
 use crate::cdf::{CdfClient, CdfError};
 pub use crate::metrics::QueueMetrics;

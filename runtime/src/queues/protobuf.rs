@@ -220,6 +220,25 @@ testing_pub! {
     }
 }
 
+testing_pub! {
+    /// The datapoints a `DataPointInsertionRequest` carries, counted without decoding them
+    /// (for a fake of CDF that only counts); `Err` says what is malformed.
+    fn insertion_request_points(bytes: &[u8]) -> Result<usize, String> {
+        let mut n = 0;
+        for (_, item) in fields(bytes)? {
+            let Field::Len(item) = item else {
+                return Err("items: not a message".into());
+            };
+            for (field, value) in fields(item)? {
+                if let (3 | 4, Field::Len(list)) = (field, value) {
+                    n += fields(list)?.len();
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// A field's value, as the wire format gives it.
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 enum Field<'a> {
@@ -322,5 +341,7 @@ mod tests {
             ]})
         );
         assert!(insertion_request_json(&bytes[..bytes.len() - 1]).is_err());
+        assert_eq!(insertion_request_points(&bytes), Ok(points.len()));
+        assert!(insertion_request_points(&bytes[..bytes.len() - 1]).is_err());
     }
 }

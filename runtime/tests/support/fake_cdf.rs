@@ -41,6 +41,12 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+// Also loaded by the test support modules, which some test binaries include beside this.
+#[allow(clippy::duplicate_mod)]
+#[path = "body.rs"]
+mod body;
+pub use body::{body_of, is_gzipped};
+
 /// Ids and keys starting with this are refused with a bare 400.
 pub const BAD: &str = "bad-";
 
@@ -840,22 +846,4 @@ fn answer(state: &mut CdfState, req: &Request) -> ResponseTemplate {
         }
         other => error(404, &format!("no such endpoint in the fake: {other}"), None),
     }
-}
-
-/// Whether `req`'s body came gzipped.
-pub fn is_gzipped(req: &Request) -> bool {
-    req.headers
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"))
-}
-
-/// `req`'s body, inflated when it came gzipped (the client gzips large bodies); `None` when
-/// that body is not gzip.
-pub fn body_of(req: &Request) -> Option<std::borrow::Cow<'_, [u8]>> {
-    if !is_gzipped(req) {
-        return Some(std::borrow::Cow::Borrowed(&req.body));
-    }
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&req.body[..]), &mut out).ok()?;
-    Some(std::borrow::Cow::Owned(out))
 }

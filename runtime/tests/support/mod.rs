@@ -80,6 +80,7 @@ pub mod prism;
 #[allow(unused_imports)] // each test binary uses a subset
 pub use prism::{Proc, shared_peers};
 
+#[allow(clippy::duplicate_mod)] // fake_cdf.rs loads it too
 mod body;
 #[allow(unused_imports)] // each test binary uses a subset
 pub use body::json_body;
